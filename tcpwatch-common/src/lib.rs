@@ -1,0 +1,345 @@
+//! The binary contract between tcpwatch's kernel programs (`tcpwatch-ebpf`) and its userspace
+//! daemon. Every type is `#[repr(C)]`, has no padding holes the kernel could leave uninitialised
+//! (explicit `_pad` fields) and is plain old data.
+//!
+//! Layout changes are versioned by [`ABI_VERSION`]: pinned maps written by another version are
+//! detected and replaced by the loader.
+#![no_std]
+
+/// Bumped whenever a type in this crate changes layout or meaning.
+pub const ABI_VERSION: u32 = 1;
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Byte offsets of kernel struct fields, resolved in userspace from the running kernel's BTF
+/// and patched into the programs' `.rodata` before load (Rust eBPF has no CO-RE).
+/// A value of [`OFFSET_MISSING`] means "this kernel has no such field"; the program then
+/// reports 0 for it and sets the matching bit in [`SockRecord::missing`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    // struct sock_common
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_net: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    // struct net
+    pub net_ns_inum: u32,
+    pub net_cookie: u32,
+    // struct sock
+    pub sk_ack_backlog: u32,
+    pub sk_max_ack_backlog: u32,
+    pub sk_socket: u32,
+    pub sk_sndbuf: u32,
+    pub sk_wmem_queued: u32,
+    // struct socket_alloc / struct inode: socket inode number
+    pub socket_alloc_vfs_inode: u32,
+    pub inode_i_ino: u32,
+    // struct inet_connection_sock
+    pub icsk_rto: u32,
+    pub icsk_backoff: u32,
+    pub icsk_retransmits: u32,
+    pub icsk_probes_out: u32,
+    pub icsk_user_timeout: u32,
+    pub icsk_ack_lrcvtime: u32,
+    // struct tcp_sock
+    pub write_seq: u32,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    pub copied_seq: u32,
+    pub snd_wnd: u32,
+    pub srtt_us: u32,
+    pub total_retrans: u32,
+    pub lsndtime: u32,
+    pub rcv_tstamp: u32,
+    /// Non-zero once userspace has patched real offsets in.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+/// Marks a field the running kernel does not have.
+pub const OFFSET_MISSING: u32 = u32::MAX;
+
+impl KernelOffsets {
+    /// All offsets missing, `valid == 0`: what the object carries before userspace patches it.
+    pub const UNSET: Self = Self {
+        skc_daddr: OFFSET_MISSING,
+        skc_rcv_saddr: OFFSET_MISSING,
+        skc_dport: OFFSET_MISSING,
+        skc_num: OFFSET_MISSING,
+        skc_family: OFFSET_MISSING,
+        skc_state: OFFSET_MISSING,
+        skc_net: OFFSET_MISSING,
+        skc_v6_daddr: OFFSET_MISSING,
+        skc_v6_rcv_saddr: OFFSET_MISSING,
+        net_ns_inum: OFFSET_MISSING,
+        net_cookie: OFFSET_MISSING,
+        sk_ack_backlog: OFFSET_MISSING,
+        sk_max_ack_backlog: OFFSET_MISSING,
+        sk_socket: OFFSET_MISSING,
+        sk_sndbuf: OFFSET_MISSING,
+        sk_wmem_queued: OFFSET_MISSING,
+        socket_alloc_vfs_inode: OFFSET_MISSING,
+        inode_i_ino: OFFSET_MISSING,
+        icsk_rto: OFFSET_MISSING,
+        icsk_backoff: OFFSET_MISSING,
+        icsk_retransmits: OFFSET_MISSING,
+        icsk_probes_out: OFFSET_MISSING,
+        icsk_user_timeout: OFFSET_MISSING,
+        icsk_ack_lrcvtime: OFFSET_MISSING,
+        write_seq: OFFSET_MISSING,
+        snd_una: OFFSET_MISSING,
+        snd_nxt: OFFSET_MISSING,
+        rcv_nxt: OFFSET_MISSING,
+        copied_seq: OFFSET_MISSING,
+        snd_wnd: OFFSET_MISSING,
+        srtt_us: OFFSET_MISSING,
+        total_retrans: OFFSET_MISSING,
+        lsndtime: OFFSET_MISSING,
+        rcv_tstamp: OFFSET_MISSING,
+        valid: 0,
+        _pad: 0,
+    };
+}
+
+/// Kernel-side per-socket state, kept in the `SOCKS` hash map keyed by the socket's address
+/// (`struct sock *`). Written by the tracepoint programs, read by the sweep.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// `bpf_ktime_get_ns()` when the socket entered `state`; 0 = entered before tcpwatch saw it.
+    pub state_since_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last retransmission, 0 = none.
+    pub last_retrans_ns: u64,
+    /// `bpf_ktime_get_ns()` when the current retransmission chain started, 0 = no chain.
+    pub chain_start_ns: u64,
+    /// `bpf_ktime_get_ns()` when tcpwatch first saw this socket.
+    pub first_seen_ns: u64,
+    /// Retransmissions seen by tcpwatch (the sweep also reports the kernel's `total_retrans`).
+    pub retrans: u32,
+    /// Consecutive retransmissions with no advance of `snd_una` in between.
+    pub chain: u32,
+    /// `snd_una` at the last retransmission (the chain resets when it moves).
+    pub chain_snd_una: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    /// tgid of the task that called connect()/listen() on this socket, 0 = unknown.
+    pub pid: u32,
+    pub comm: [u8; 16],
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Event kinds pushed through the `EVENTS` ring buffer.
+pub mod event_kind {
+    /// A TCP state change (`sock:inet_sock_set_state`).
+    pub const STATE: u8 = 1;
+}
+
+/// One state change, pushed through the `EVENTS` ring buffer so that the userspace table sees
+/// it within milliseconds (queues come from the periodic sweep).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateEvent {
+    pub ts_ns: u64,
+    pub skaddr: u64,
+    pub netns_cookie: u64,
+    /// Kernel counters of this socket at the time of the event (final values on CLOSE).
+    pub state_since_ns: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub netns_ino: u32,
+    /// tgid of the current task (meaningful for SYN_SENT and LISTEN, which run in process
+    /// context; other transitions often run in softirq context).
+    pub pid: u32,
+    pub comm: [u8; 16],
+    pub retrans: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub kind: u8,
+    pub oldstate: u8,
+    pub newstate: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Bits of [`SockRecord::flags`].
+pub mod record_flags {
+    /// The record carries `tcp_sock` fields (not a TIME_WAIT or NEW_SYN_RECV minisocket).
+    pub const FULL_SOCK: u8 = 1;
+    /// `SOCKS` had an entry for this socket (state age and chain are from tracepoints).
+    pub const TRACKED: u8 = 2;
+    /// The socket has a `struct socket` (0 = no owner: orphaned or still in an accept queue).
+    pub const HAS_SOCKET: u8 = 4;
+}
+
+/// Magic of the header record that starts each sweep's output.
+pub const SWEEP_MAGIC: u32 = 0x7463_7077; // "tcpw"
+
+/// The first record of every sweep: clocks to convert jiffies and ages.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepHeader {
+    pub magic: u32,
+    pub abi_version: u32,
+    pub ktime_ns: u64,
+    pub jiffies: u64,
+    /// Padding to the size of a [`SockRecord`] so the stream is a sequence of equal slots.
+    pub _pad: [u64; (SOCK_RECORD_SIZE - 24) / 8],
+}
+
+/// One socket as the `iter/tcp` sweep sees it, merged with its `SOCKS` entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRecord {
+    pub skaddr: u64,
+    pub netns_cookie: u64,
+    /// Socket inode (as in `/proc/PID/fd` links `socket:[N]`), 0 = no `struct socket`.
+    pub inode: u64,
+    pub state_since_ns: u64,
+    pub first_seen_ns: u64,
+    pub last_retrans_ns: u64,
+    pub chain_start_ns: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub comm: [u8; 16],
+    pub netns_ino: u32,
+    pub uid: u32,
+    pub pid: u32,
+    // tcp_sock sequence numbers: Send-Q = write_seq - snd_una; Recv-Q = rcv_nxt - copied_seq.
+    pub write_seq: u32,
+    pub snd_una: u32,
+    pub snd_nxt: u32,
+    pub rcv_nxt: u32,
+    pub copied_seq: u32,
+    /// Peer's advertised receive window (bytes, scaled).
+    pub snd_wnd: u32,
+    /// Smoothed RTT in microseconds, << 3 as the kernel stores it.
+    pub srtt_us8: u32,
+    /// Retransmission timeout in jiffies.
+    pub rto_jiffies: u32,
+    pub user_timeout_ms: u32,
+    pub total_retrans: u32,
+    pub ack_backlog: u32,
+    pub max_ack_backlog: u32,
+    pub sndbuf: u32,
+    pub wmem_queued: u32,
+    /// Ages in jiffies, computed in the kernel against `jiffies`: last send, last ACK received,
+    /// last data received.
+    pub lsnd_age_jiffies: u32,
+    pub rcv_tstamp_age_jiffies: u32,
+    pub lrcv_age_jiffies: u32,
+    pub retrans: u32,
+    pub chain: u32,
+    pub resets_sent: u32,
+    pub resets_received: u32,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub state: u8,
+    pub flags: u8,
+    pub backoff: u8,
+    pub retransmits: u8,
+    pub probes_out: u8,
+    pub _pad: [u8; 5],
+}
+
+pub const SOCK_RECORD_SIZE: usize = core::mem::size_of::<SockRecord>();
+
+/// Key of the `PORT_RESETS` map: resets counted per local port and namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    pub netns_cookie: u64,
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Value of the `PORT_RESETS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortResets {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// Indexes into the per-CPU `COUNTERS` array: everything the kernel side could not do is
+/// counted here and exported, never dropped silently.
+pub mod counter {
+    /// State events submitted to the ring buffer.
+    pub const EVENTS_SUBMITTED: u32 = 0;
+    /// State events lost because the ring buffer was full.
+    pub const EVENTS_DROPPED: u32 = 1;
+    /// `SOCKS` inserts that failed (map full).
+    pub const SOCKS_FULL: u32 = 2;
+    /// Retransmissions seen.
+    pub const RETRANS: u32 = 3;
+    pub const RESETS_SENT: u32 = 4;
+    pub const RESETS_RECEIVED: u32 = 5;
+    /// `PORT_RESETS` updates that failed.
+    pub const PORT_RESETS_FULL: u32 = 6;
+    /// Records the sweep could not write (`bpf_seq_write` failed: buffer overflow).
+    pub const SWEEP_WRITE_FAILED: u32 = 7;
+    pub const COUNT: u32 = 8;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is #[repr(C)], Copy, made only of integers and byte arrays, with
+    // explicit padding fields, so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StateEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::PortResets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        // Sum of field sizes equals the struct size: the kernel can't leak or leave garbage.
+        assert_eq!(core::mem::size_of::<SockState>(), 4 * 8 + 7 * 4 + 16 + 1 + 3);
+        assert_eq!(core::mem::size_of::<StateEvent>(), 4 * 8 + 32 + 4 + 4 + 16 + 12 + 6 + 3 + 3);
+        assert_eq!(
+            core::mem::size_of::<SockRecord>(),
+            7 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
+        );
+        assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
+        assert_eq!(core::mem::size_of::<PortKey>(), 16);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 36 * 4);
+    }
+}

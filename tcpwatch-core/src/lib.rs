@@ -1,0 +1,9 @@
+//! tcpwatch's pure logic. Nothing here touches the kernel, the filesystem (except through
+//! byte slices handed in) or the wall clock: time is always passed in as [`model::MonoNs`],
+//! so every rule is testable with a fake clock and no root.
+pub mod btf;
+pub mod config;
+pub mod detect;
+pub mod model;
+pub mod render;
+pub mod table;
