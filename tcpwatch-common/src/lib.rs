@@ -54,6 +54,7 @@ pub struct KernelOffsets {
     pub sk_socket: u32,
     pub sk_sndbuf: u32,
     pub sk_wmem_queued: u32,
+    pub sk_protocol: u32,
     // struct socket_alloc / struct inode: socket inode number
     pub socket_alloc_vfs_inode: u32,
     pub inode_i_ino: u32,
@@ -77,7 +78,6 @@ pub struct KernelOffsets {
     pub rcv_tstamp: u32,
     /// Non-zero once userspace has patched real offsets in.
     pub valid: u32,
-    pub _pad: u32,
 }
 
 /// Marks a field the running kernel does not have.
@@ -102,6 +102,7 @@ impl KernelOffsets {
         sk_socket: OFFSET_MISSING,
         sk_sndbuf: OFFSET_MISSING,
         sk_wmem_queued: OFFSET_MISSING,
+        sk_protocol: OFFSET_MISSING,
         socket_alloc_vfs_inode: OFFSET_MISSING,
         inode_i_ino: OFFSET_MISSING,
         icsk_rto: OFFSET_MISSING,
@@ -121,7 +122,6 @@ impl KernelOffsets {
         lsndtime: OFFSET_MISSING,
         rcv_tstamp: OFFSET_MISSING,
         valid: 0,
-        _pad: 0,
     };
 }
 

@@ -1,1 +1,670 @@
-//! Placeholder: being written.
+//! tcpwatch's configuration: one TOML file, every key optional (defaults below and in the
+//! embedded `default-config.toml`), unknown keys rejected, values validated with errors that
+//! name the dotted key (`detectors.close_wait.threshold_seconds: must be > 0, got -1`).
+//!
+//! Units: intervals of the daemon and of Alertmanager are integer milliseconds (`*_ms`);
+//! detector thresholds and windows are seconds as floats (`*_seconds`, `30` and `30.0` both
+//! work).
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{MonoNs, Severity};
+
+/// The embedded default configuration (`tcpwatch config --print-default`). It parses to
+/// exactly [`Config::default`].
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default-config.toml");
+
+/// Longest accepted duration in seconds (one year): keeps nanosecond arithmetic far from
+/// overflow.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
+
+/// Converts validated seconds (finite, `0..=MAX_SECONDS`) to nanoseconds.
+#[must_use]
+pub fn seconds_to_ns(seconds: f64) -> MonoNs {
+    let clamped = if seconds.is_finite() { seconds.clamp(0.0, MAX_SECONDS) } else { 0.0 };
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "clamped to 0..=1 year, far below u64::MAX ns"
+    )]
+    let ns = (clamped * 1e9).round() as u64;
+    ns
+}
+
+/// Errors from reading or overriding the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The text is not valid TOML.
+    #[error("config: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax { line: usize, column: usize, message: String },
+    /// A key that tcpwatch does not know (typo, or a key of another version).
+    #[error("{key}: unknown key (known here: {known})")]
+    UnknownKey { key: String, known: String },
+    /// A key with a value of the wrong type or out of range.
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl ConfigError {
+    /// The dotted key the error is about, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Syntax { .. } => None,
+            Self::UnknownKey { key, .. } | Self::Invalid { key, .. } => Some(key),
+        }
+    }
+
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        Self::Invalid { key: key.to_owned(), message: message.into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub detectors: DetectorConfig,
+    pub alertmanager: AlertmanagerConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Address of the HTTP API and `/metrics`.
+    pub listen: SocketAddr,
+    /// Period of the full socket sweep (`iter/tcp`).
+    pub sweep_interval_ms: u64,
+    /// Most connections kept in the table.
+    pub max_connections: u64,
+    /// Samples kept per connection.
+    pub history_len: u32,
+    pub log_format: LogFormat,
+    /// Period of the `/proc/*/fd` scan that finds socket owners.
+    pub owner_scan_interval_ms: u64,
+    /// Connections shown per category in summaries and metrics.
+    pub top_k: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+            sweep_interval_ms: 1000,
+            max_connections: 200_000,
+            history_len: 32,
+            log_format: LogFormat::Text,
+            owner_scan_interval_ms: 2000,
+            top_k: 10,
+        }
+    }
+}
+
+/// Settings of all detectors: the shared lifecycle (hysteresis) and one section per rule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// An open finding resolves only after its condition has been false this long.
+    pub resolve_after_seconds: f64,
+    /// After a finding resolved, the same finding re-opens only once its condition has held
+    /// this long again (unless it comes back later than this after the resolution).
+    pub reopen_after_seconds: f64,
+    /// `Updated` changes for evidence moves (not severity / cause changes) are emitted at most
+    /// this often per finding.
+    pub min_update_interval_seconds: f64,
+    /// Resolved findings kept for the API.
+    pub recently_resolved: u32,
+    /// Most findings open at once; further ones are counted and not opened.
+    pub max_open_findings: u32,
+    pub close_wait: CloseWaitConfig,
+    pub send_queue: SendQueueConfig,
+    pub retransmit: RetransmitConfig,
+    pub accept_backlog: AcceptBacklogConfig,
+    pub awaiting_response: AwaitingResponseConfig,
+    pub reset_burst: ResetBurstConfig,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            resolve_after_seconds: 3.0,
+            reopen_after_seconds: 10.0,
+            min_update_interval_seconds: 30.0,
+            recently_resolved: 256,
+            max_open_findings: 10_000,
+            close_wait: CloseWaitConfig::default(),
+            send_queue: SendQueueConfig::default(),
+            retransmit: RetransmitConfig::default(),
+            accept_backlog: AcceptBacklogConfig::default(),
+            awaiting_response: AwaitingResponseConfig::default(),
+            reset_burst: ResetBurstConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloseWaitConfig {
+    pub enabled: bool,
+    /// A socket in CLOSE_WAIT longer than this is stuck.
+    pub threshold_seconds: f64,
+}
+
+impl Default for CloseWaitConfig {
+    fn default() -> Self {
+        Self { enabled: true, threshold_seconds: 30.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SendQueueConfig {
+    pub enabled: bool,
+    /// Send-Q at or above this many bytes is watched.
+    pub min_bytes: u32,
+    /// Send-Q must not drain (no ACK progress) for this long.
+    pub window_seconds: f64,
+}
+
+impl Default for SendQueueConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_bytes: 1, window_seconds: 10.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetransmitConfig {
+    pub enabled: bool,
+    /// Consecutive retransmissions without ACK progress that open a finding.
+    pub min_chain: u32,
+    /// RTO backoff exponent that opens a finding.
+    pub min_backoff: u32,
+    /// RTO backoff exponent from which the finding is critical.
+    pub critical_backoff: u32,
+}
+
+impl Default for RetransmitConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_chain: 3, min_backoff: 4, critical_backoff: 6 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcceptBacklogConfig {
+    pub enabled: bool,
+    /// Accept queue / limit at or above which a listener is filling.
+    pub fill_fraction: f64,
+    /// The queue must stay that full for this long.
+    pub window_seconds: f64,
+}
+
+impl Default for AcceptBacklogConfig {
+    fn default() -> Self {
+        Self { enabled: true, fill_fraction: 0.8, window_seconds: 5.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwaitingResponseConfig {
+    pub enabled: bool,
+    /// Nothing received this long after our (acknowledged) send.
+    pub threshold_seconds: f64,
+    /// Local ports never reported (long-poll, streaming).
+    pub ignore_local_ports: Vec<u16>,
+    /// Remote ports never reported (long-poll, streaming, message brokers).
+    pub ignore_remote_ports: Vec<u16>,
+}
+
+impl Default for AwaitingResponseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold_seconds: 60.0,
+            ignore_local_ports: Vec::new(),
+            ignore_remote_ports: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResetBurstConfig {
+    pub enabled: bool,
+    /// Resets (sent + received) on one local port within the window that open a finding.
+    pub min_resets: u32,
+    pub window_seconds: f64,
+}
+
+impl Default for ResetBurstConfig {
+    fn default() -> Self {
+        Self { enabled: true, min_resets: 10, window_seconds: 10.0 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerConfig {
+    /// Base URL of Alertmanager (`http://127.0.0.1:9093`); unset = no alerts are sent.
+    pub url: Option<String>,
+    /// Findings below this severity are not sent.
+    pub min_severity: Severity,
+    /// Timeout of one POST.
+    pub timeout_ms: u64,
+    /// Firing alerts are re-sent this often (Alertmanager expires silent alerts).
+    pub resend_interval_ms: u64,
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        Self { url: None, min_severity: Severity::Warning, timeout_ms: 5000, resend_interval_ms: 60_000 }
+    }
+}
+
+impl AlertmanagerConfig {
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        check_known_keys(&table, &schema_sample(), "")?;
+        let cfg = deserialize_table(table)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The embedded `default-config.toml`.
+    pub fn default_embedded() -> Result<Self, ConfigError> {
+        Self::from_toml_str(DEFAULT_CONFIG_TOML)
+    }
+
+    /// Checks ranges; the error names the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.daemon;
+        range_u64("daemon.sweep_interval_ms", d.sweep_interval_ms, 10, 3_600_000)?;
+        range_u64("daemon.max_connections", d.max_connections, 1, 100_000_000)?;
+        range_u64("daemon.history_len", u64::from(d.history_len), 1, 4096)?;
+        range_u64("daemon.owner_scan_interval_ms", d.owner_scan_interval_ms, 10, 3_600_000)?;
+        range_u64("daemon.top_k", u64::from(d.top_k), 1, 10_000)?;
+
+        let t = &self.detectors;
+        seconds("detectors.resolve_after_seconds", t.resolve_after_seconds, true)?;
+        seconds("detectors.reopen_after_seconds", t.reopen_after_seconds, true)?;
+        seconds("detectors.min_update_interval_seconds", t.min_update_interval_seconds, true)?;
+        range_u64("detectors.recently_resolved", u64::from(t.recently_resolved), 0, 65_536)?;
+        range_u64("detectors.max_open_findings", u64::from(t.max_open_findings), 1, 10_000_000)?;
+        seconds("detectors.close_wait.threshold_seconds", t.close_wait.threshold_seconds, false)?;
+        range_u64("detectors.send_queue.min_bytes", u64::from(t.send_queue.min_bytes), 1, u64::from(u32::MAX))?;
+        seconds("detectors.send_queue.window_seconds", t.send_queue.window_seconds, false)?;
+        range_u64("detectors.retransmit.min_chain", u64::from(t.retransmit.min_chain), 1, 255)?;
+        range_u64("detectors.retransmit.min_backoff", u64::from(t.retransmit.min_backoff), 1, 255)?;
+        range_u64("detectors.retransmit.critical_backoff", u64::from(t.retransmit.critical_backoff), 1, 255)?;
+        let f = t.accept_backlog.fill_fraction;
+        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
+            return Err(ConfigError::invalid(
+                "detectors.accept_backlog.fill_fraction",
+                format!("must be > 0 and <= 1, got {f}"),
+            ));
+        }
+        seconds("detectors.accept_backlog.window_seconds", t.accept_backlog.window_seconds, false)?;
+        let a = &t.awaiting_response;
+        seconds("detectors.awaiting_response.threshold_seconds", a.threshold_seconds, false)?;
+        ports("detectors.awaiting_response.ignore_local_ports", &a.ignore_local_ports)?;
+        ports("detectors.awaiting_response.ignore_remote_ports", &a.ignore_remote_ports)?;
+        range_u64("detectors.reset_burst.min_resets", u64::from(t.reset_burst.min_resets), 1, u64::from(u32::MAX))?;
+        seconds("detectors.reset_burst.window_seconds", t.reset_burst.window_seconds, false)?;
+
+        let m = &self.alertmanager;
+        if let Some(url) = &m.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "alertmanager.url",
+                format!("must start with http:// or https://, got {url:?}"),
+            ));
+        }
+        range_u64("alertmanager.timeout_ms", m.timeout_ms, 1, 600_000)?;
+        range_u64("alertmanager.resend_interval_ms", m.resend_interval_ms, 1000, 86_400_000)?;
+        Ok(())
+    }
+
+    /// Sets one dotted key (`detectors.close_wait.threshold_seconds`) from its command-line
+    /// text. The text is read as a TOML value (`10`, `0.5`, `true`, `[80, 443]`, `"x"`), or
+    /// as a string when it is not one (`127.0.0.1:9977`). The result is validated like a
+    /// file; on error `self` is unchanged.
+    pub fn apply_override(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let path: Vec<&str> = key.split('.').collect();
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(ConfigError::invalid(key, "not a dotted key"));
+        }
+        let parsed = parse_override_value(value);
+        // Validate the key's shape against the schema by checking a one-key document.
+        let mut probe = toml::Table::new();
+        set_path(&mut probe, &path, parsed.clone(), key)?;
+        check_known_keys(&probe, &schema_sample(), "")?;
+
+        let mut current = toml::Table::try_from(&*self)
+            .map_err(|e| ConfigError::invalid(key, format!("cannot serialize the current config: {e}")))?;
+        set_path(&mut current, &path, parsed, key)?;
+        let cfg = deserialize_table(current)?;
+        cfg.validate()?;
+        *self = cfg;
+        Ok(())
+    }
+}
+
+/// Every key with a value (options filled) so that the serialized table lists all keys.
+fn schema_sample() -> toml::Table {
+    let mut cfg = Config::default();
+    cfg.alertmanager.url = Some(String::new());
+    toml::Table::try_from(&cfg).unwrap_or_default()
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+}
+
+/// Rejects keys that are not in the schema, naming the first one by its dotted path.
+fn check_known_keys(user: &toml::Table, schema: &toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for (k, v) in user {
+        let path = join(prefix, k);
+        match schema.get(k) {
+            None => {
+                let known = schema.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                return Err(ConfigError::UnknownKey { key: path, known });
+            }
+            Some(toml::Value::Table(sub)) => match v {
+                toml::Value::Table(user_sub) => check_known_keys(user_sub, sub, &path)?,
+                other => {
+                    return Err(ConfigError::invalid(
+                        &path,
+                        format!("expected a table, got {}", other.type_str()),
+                    ));
+                }
+            },
+            Some(scalar) => {
+                if let toml::Value::Table(_) = v {
+                    return Err(ConfigError::invalid(
+                        &path,
+                        format!("expected {}, got a table", scalar.type_str()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deserializes; on error finds the key at fault by applying the user's keys one at a time
+/// to the defaults (the serde error of a whole document does not carry the key path).
+fn deserialize_table(table: toml::Table) -> Result<Config, ConfigError> {
+    let err = match toml::Value::Table(table.clone()).try_into::<Config>() {
+        Ok(cfg) => return Ok(cfg),
+        Err(e) => e,
+    };
+    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+    let mut leaves = Vec::new();
+    collect_leaves(&table, "", &mut leaves);
+    for (path, value) in leaves {
+        let mut probe = defaults.clone();
+        let parts: Vec<&str> = path.split('.').collect();
+        set_path(&mut probe, &parts, value, &path)?;
+        if let Err(e) = toml::Value::Table(probe).try_into::<Config>() {
+            return Err(ConfigError::invalid(&path, e.message().trim().to_owned()));
+        }
+    }
+    Err(ConfigError::invalid("config", err.message().trim().to_owned()))
+}
+
+fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let path = join(prefix, k);
+        match v {
+            toml::Value::Table(sub) => collect_leaves(sub, &path, out),
+            other => out.push((path, other.clone())),
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value, key: &str) -> Result<(), ConfigError> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err(ConfigError::invalid(key, "empty key"));
+    };
+    let mut cur = table;
+    for (i, p) in parents.iter().enumerate() {
+        let entry = cur.entry((*p).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            other => {
+                return Err(ConfigError::invalid(
+                    &path[..=i].join("."),
+                    format!("is a {}, not a table", other.type_str()),
+                ));
+            }
+        };
+    }
+    cur.insert((*last).to_owned(), value);
+    Ok(())
+}
+
+fn parse_override_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) if t.len() == 1 => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map_or((0, 0), |span| line_column(text, span.start));
+    let message = e.message().trim().to_owned();
+    ConfigError::Syntax { line, column, message }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+fn range_u64(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        return Ok(());
+    }
+    let mut msg = String::new();
+    if hi == u64::from(u32::MAX) || hi == u64::MAX {
+        let _ = write!(msg, "must be >= {lo}, got {v}");
+    } else {
+        let _ = write!(msg, "must be between {lo} and {hi}, got {v}");
+    }
+    Err(ConfigError::invalid(key, msg))
+}
+
+fn seconds(key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
+    let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
+    if !v.is_finite() || !low_ok {
+        let bound = if zero_ok { ">= 0" } else { "> 0" };
+        return Err(ConfigError::invalid(key, format!("must be {bound}, got {v}")));
+    }
+    if v > MAX_SECONDS {
+        return Err(ConfigError::invalid(key, format!("must be <= {MAX_SECONDS} (one year), got {v}")));
+    }
+    Ok(())
+}
+
+fn ports(key: &str, list: &[u16]) -> Result<(), ConfigError> {
+    if list.contains(&0) {
+        return Err(ConfigError::invalid(key, "ports must be 1-65535, got 0"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml_str(text).unwrap_err()
+    }
+
+    #[test]
+    fn embedded_default_equals_serde_default() {
+        assert_eq!(Config::default_embedded().unwrap(), Config::default());
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn embedded_default_mentions_every_key() {
+        // Every key of the schema appears in the file (url commented out, as it is unset).
+        let mut leaves = Vec::new();
+        collect_leaves(&schema_sample(), "", &mut leaves);
+        for (path, _) in leaves {
+            let last = path.rsplit('.').next().unwrap();
+            assert!(DEFAULT_CONFIG_TOML.contains(&format!("{last} =")), "{path} missing");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err("[detectors.close_wait]\nthreshold_secs = 10\n");
+        assert_eq!(e.key(), Some("detectors.close_wait.threshold_secs"));
+        let s = e.to_string();
+        assert!(s.starts_with("detectors.close_wait.threshold_secs: unknown key"), "{s}");
+        assert!(s.contains("threshold_seconds"), "{s}");
+        let e = err("[nope]\n");
+        assert_eq!(e.key(), Some("nope"));
+        let e = err("[daemon]\nlisten = \"127.0.0.1:1\"\nfoo = 1\n");
+        assert_eq!(e.key(), Some("daemon.foo"));
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err("[detectors.close_wait]\nthreshold_seconds = \"30\"\n");
+        assert_eq!(e.key(), Some("detectors.close_wait.threshold_seconds"), "{e}");
+        assert!(e.to_string().contains("string"), "{e}");
+        let e = err("[daemon]\nsweep_interval_ms = -5\n");
+        assert_eq!(e.key(), Some("daemon.sweep_interval_ms"), "{e}");
+        let e = err("[daemon]\nlog_format = \"xml\"\n");
+        assert_eq!(e.key(), Some("daemon.log_format"), "{e}");
+        let e = err("[daemon]\nlisten = \"localhost\"\n");
+        assert_eq!(e.key(), Some("daemon.listen"), "{e}");
+        let e = err("daemon = 3\n");
+        assert_eq!(e.key(), Some("daemon"), "{e}");
+        let e = err("[detectors.awaiting_response]\nignore_local_ports = [80, 70000]\n");
+        assert_eq!(e.key(), Some("detectors.awaiting_response.ignore_local_ports"), "{e}");
+    }
+
+    #[test]
+    fn integers_are_accepted_for_seconds() {
+        let c = Config::from_toml_str("[detectors.close_wait]\nthreshold_seconds = 45\n").unwrap();
+        assert!((c.detectors.close_wait.threshold_seconds - 45.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn out_of_range_is_named() {
+        let e = err("[detectors.close_wait]\nthreshold_seconds = -1\n");
+        assert_eq!(e.to_string(), "detectors.close_wait.threshold_seconds: must be > 0, got -1");
+        let e = err("[detectors.accept_backlog]\nfill_fraction = 1.5\n");
+        assert_eq!(e.key(), Some("detectors.accept_backlog.fill_fraction"));
+        let e = err("[daemon]\nhistory_len = 0\n");
+        assert_eq!(e.to_string(), "daemon.history_len: must be between 1 and 4096, got 0");
+        let e = err("[detectors.awaiting_response]\nignore_remote_ports = [0]\n");
+        assert_eq!(e.key(), Some("detectors.awaiting_response.ignore_remote_ports"));
+        let e = err("[alertmanager]\nurl = \"ftp://x\"\n");
+        assert_eq!(e.key(), Some("alertmanager.url"));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        match err("[daemon]\nsweep_interval_ms = = 3\n") {
+            ConfigError::Syntax { line, column, .. } => {
+                assert_eq!(line, 2);
+                assert!(column > 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let s = err("[daemon\n").to_string();
+        assert!(s.contains("line 1"), "{s}");
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = Config::from_toml_str(
+            r#"
+            [daemon]
+            listen = "0.0.0.0:9100"
+            log_format = "json"
+            [detectors]
+            resolve_after_seconds = 0
+            [detectors.awaiting_response]
+            ignore_remote_ports = [5222, 443]
+            [alertmanager]
+            url = "http://127.0.0.1:9093"
+            min_severity = "critical"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.daemon.listen.port(), 9100);
+        assert_eq!(c.daemon.log_format, LogFormat::Json);
+        assert_eq!(c.detectors.awaiting_response.ignore_remote_ports, vec![5222, 443]);
+        assert!(c.alertmanager.enabled());
+        assert_eq!(c.alertmanager.min_severity, Severity::Critical);
+        assert_eq!(c.detectors.close_wait, CloseWaitConfig::default());
+    }
+
+    #[test]
+    fn overrides_go_through_validation() {
+        let mut c = Config::default();
+        c.apply_override("detectors.close_wait.threshold_seconds", "10").unwrap();
+        assert!((c.detectors.close_wait.threshold_seconds - 10.0).abs() < f64::EPSILON);
+        c.apply_override("daemon.listen", "0.0.0.0:1234").unwrap();
+        assert_eq!(c.daemon.listen.port(), 1234);
+        c.apply_override("daemon.log_format", "json").unwrap();
+        assert_eq!(c.daemon.log_format, LogFormat::Json);
+        c.apply_override("detectors.awaiting_response.ignore_local_ports", "[8080]").unwrap();
+        assert_eq!(c.detectors.awaiting_response.ignore_local_ports, vec![8080]);
+        c.apply_override("alertmanager.url", "http://am:9093").unwrap();
+        assert_eq!(c.alertmanager.url.as_deref(), Some("http://am:9093"));
+        c.apply_override("detectors.retransmit.enabled", "false").unwrap();
+        assert!(!c.detectors.retransmit.enabled);
+
+        let before = c.clone();
+        let e = c.apply_override("detectors.close_wait.threshold_seconds", "-1").unwrap_err();
+        assert_eq!(e.to_string(), "detectors.close_wait.threshold_seconds: must be > 0, got -1");
+        let e = c.apply_override("detectors.close_wait.nope", "1").unwrap_err();
+        assert_eq!(e.key(), Some("detectors.close_wait.nope"));
+        let e = c.apply_override("daemon.sweep_interval_ms", "fast").unwrap_err();
+        assert_eq!(e.key(), Some("daemon.sweep_interval_ms"));
+        let e = c.apply_override("daemon.listen.port", "1").unwrap_err();
+        assert_eq!(e.key(), Some("daemon.listen"));
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn seconds_convert_to_ns() {
+        assert_eq!(seconds_to_ns(1.5), 1_500_000_000);
+        assert_eq!(seconds_to_ns(-3.0), 0);
+        assert_eq!(seconds_to_ns(f64::NAN), 0);
+    }
+}

@@ -5,5 +5,6 @@ pub mod btf;
 pub mod config;
 pub mod detect;
 pub mod model;
+pub mod offsets;
 pub mod render;
 pub mod table;

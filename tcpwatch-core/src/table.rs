@@ -1,1 +1,679 @@
-//! Placeholder: being written.
+//! The connection table: one [`ConnRecord`] per TCP socket, merged from state events (fast,
+//! from the ring buffer) and sweeps (complete, from `iter/tcp` in each namespace).
+//!
+//! Rules:
+//! - A state event creates or updates its socket's record; CLOSE removes it.
+//! - A sweep of a namespace updates every socket it lists and removes the records of that
+//!   namespace it does not list, unless an event touched them after the sweep started (the
+//!   socket is newer than the sweep). This repairs lost events: no ghosts, no missing sockets.
+//! - The table is bounded: past `max_connections`, records are evicted by
+//!   [`ConnTable::enforce_bound`] (minisockets first, then the least recently confirmed
+//!   connections, never flagged ones), and every eviction is counted.
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use serde::Serialize;
+use tcpwatch_common::{AF_INET6, SockRecord, StateEvent, SweepHeader, record_flags};
+
+use crate::model::{
+    ConnKey, ConnRecord, MonoNs, NS_PER_MS, NetnsId, Owner, Queues, ResetCounts, RetransInfo,
+    Sample, TcpInfo, TcpState,
+};
+
+/// Table sizing.
+#[derive(Clone, Copy, Debug)]
+pub struct TableConfig {
+    pub max_connections: usize,
+    /// Samples kept per connection that has something to show (Send-Q or retransmissions).
+    pub history_len: usize,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self { max_connections: 200_000, history_len: 32 }
+    }
+}
+
+/// Counters of what the table did, exported as self-metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableStats {
+    pub events_applied: u64,
+    pub inserted: u64,
+    pub removed_closed: u64,
+    /// Records removed because their namespace's sweep no longer listed them (a CLOSE event
+    /// was lost, or the socket became a TIME_WAIT minisocket).
+    pub removed_by_sweep: u64,
+    /// Records removed because their namespace is gone.
+    pub removed_netns_gone: u64,
+    pub evicted: u64,
+    pub sweeps_applied: u64,
+}
+
+/// Kernel clock facts needed to turn jiffies into milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelClock {
+    pub hz: u32,
+}
+
+impl KernelClock {
+    /// Derives `HZ` from two sweep headers taken some time apart, rounding to the nearest
+    /// value a kernel can be configured with. `None` if they are too close to tell.
+    #[must_use]
+    pub fn calibrate(a: &SweepHeader, b: &SweepHeader) -> Option<Self> {
+        let dns = b.ktime_ns.checked_sub(a.ktime_ns)?;
+        let dj = b.jiffies.checked_sub(a.jiffies)?;
+        if dns < 50 * NS_PER_MS {
+            return None;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "ratios of small counts")]
+        let hz = dj as f64 * 1e9 / dns as f64;
+        [100_u32, 250, 300, 1000]
+            .into_iter()
+            .min_by(|x, y| (f64::from(*x) - hz).abs().total_cmp(&(f64::from(*y) - hz).abs()))
+            .map(|hz| Self { hz })
+    }
+
+    #[must_use]
+    pub fn jiffies_to_ms(self, j: u32) -> u64 {
+        u64::from(j) * 1000 / u64::from(self.hz.max(1))
+    }
+}
+
+impl Default for KernelClock {
+    fn default() -> Self {
+        // The common distribution setting; replaced by calibration at start-up.
+        Self { hz: 250 }
+    }
+}
+
+fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
+    let ip = if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn comm_str(raw: &[u8; 16]) -> Option<String> {
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
+}
+
+/// Converts one sweep record into a fresh [`ConnRecord`] (no owner, no history).
+#[must_use]
+pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> ConnRecord {
+    let state = TcpState::from_kernel(r.state);
+    let full = r.flags & record_flags::FULL_SOCK != 0;
+    let tracked = r.flags & record_flags::TRACKED != 0;
+    let first_seen = if r.first_seen_ns != 0 { r.first_seen_ns } else { now };
+    let exact = tracked && r.state_since_ns != 0;
+    let mut queues = Queues::default();
+    let mut tcp = TcpInfo::default();
+    if full {
+        if state == TcpState::Listen {
+            queues.accept_queue = r.ack_backlog;
+            queues.accept_limit = r.max_ack_backlog;
+        } else {
+            queues.send_q = r.write_seq.wrapping_sub(r.snd_una);
+            queues.unacked = r.snd_nxt.wrapping_sub(r.snd_una);
+            queues.unsent = r.write_seq.wrapping_sub(r.snd_nxt);
+            queues.recv_q = r.rcv_nxt.wrapping_sub(r.copied_seq);
+        }
+        tcp = TcpInfo {
+            snd_una: r.snd_una,
+            peer_window: r.snd_wnd,
+            srtt_us: r.srtt_us8 >> 3,
+            rto_ms: u32::try_from(clock.jiffies_to_ms(r.rto_jiffies)).unwrap_or(u32::MAX),
+            backoff: r.backoff,
+            retransmits: r.retransmits,
+            probes_out: r.probes_out,
+            total_retrans: r.total_retrans,
+            user_timeout_ms: r.user_timeout_ms,
+            sndbuf: r.sndbuf,
+            wmem_queued: r.wmem_queued,
+            last_send_age_ms: clock.jiffies_to_ms(r.lsnd_age_jiffies),
+            last_ack_age_ms: clock.jiffies_to_ms(r.rcv_tstamp_age_jiffies),
+            last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
+        };
+    }
+    ConnRecord {
+        key: ConnKey { skaddr: r.skaddr, netns_cookie: r.netns_cookie },
+        netns: NetnsId { cookie: r.netns_cookie, inode: r.netns_ino },
+        local: addr(r.family, &r.saddr, r.sport),
+        remote: addr(r.family, &r.daddr, r.dport),
+        state,
+        state_since: if exact { r.state_since_ns } else { first_seen },
+        state_since_exact: exact,
+        first_seen,
+        last_seen: now,
+        inode: r.inode,
+        uid: r.uid,
+        owner: None,
+        creator_pid: (r.pid != 0).then_some(r.pid),
+        creator_comm: comm_str(&r.comm),
+        queues,
+        tcp,
+        retrans: RetransInfo {
+            total: r.retrans,
+            chain: r.chain,
+            chain_start: (r.chain_start_ns != 0).then_some(r.chain_start_ns),
+            last_retrans: (r.last_retrans_ns != 0).then_some(r.last_retrans_ns),
+        },
+        resets: ResetCounts { sent: r.resets_sent, received: r.resets_received },
+        full_sock: full,
+        history: Vec::new(),
+    }
+}
+
+/// What a change did to the table, for the live stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Delta {
+    Upsert { conn: Box<ConnRecord> },
+    Remove { key: ConnKey },
+}
+
+/// Result of applying one namespace's sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepOutcome {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct ConnTable {
+    cfg: TableConfig,
+    conns: HashMap<ConnKey, ConnRecord>,
+    /// ktime of the last event applied to each socket (protects event-created sockets from a
+    /// sweep that started before them).
+    last_event: HashMap<ConnKey, MonoNs>,
+    stats: TableStats,
+}
+
+impl ConnTable {
+    #[must_use]
+    pub fn new(cfg: TableConfig) -> Self {
+        Self { cfg, ..Self::default() }
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    #[must_use]
+    pub fn config(&self) -> TableConfig {
+        self.cfg
+    }
+
+    #[must_use]
+    pub fn get(&self, key: &ConnKey) -> Option<&ConnRecord> {
+        self.conns.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConnRecord> {
+        self.conns.values()
+    }
+
+    /// Applies one state change. Returns the delta for the stream.
+    pub fn apply_event(&mut self, ev: &StateEvent) -> Delta {
+        self.stats.events_applied += 1;
+        let key = ConnKey { skaddr: ev.skaddr, netns_cookie: ev.netns_cookie };
+        let state = TcpState::from_kernel(ev.newstate);
+        if state == TcpState::Close {
+            // Tombstone: a sweep that started before this close must not resurrect the socket.
+            self.last_event.insert(key, ev.ts_ns);
+            if self.conns.remove(&key).is_some() {
+                self.stats.removed_closed += 1;
+            }
+            return Delta::Remove { key };
+        }
+        self.last_event.insert(key, ev.ts_ns);
+        let rec = self.conns.entry(key).or_insert_with(|| {
+            self.stats.inserted += 1;
+            ConnRecord {
+                key,
+                netns: NetnsId { cookie: ev.netns_cookie, inode: ev.netns_ino },
+                local: addr(ev.family, &ev.saddr, ev.sport),
+                remote: addr(ev.family, &ev.daddr, ev.dport),
+                state,
+                state_since: ev.ts_ns,
+                state_since_exact: true,
+                first_seen: ev.ts_ns,
+                last_seen: ev.ts_ns,
+                inode: 0,
+                uid: 0,
+                owner: None,
+                creator_pid: None,
+                creator_comm: None,
+                queues: Queues::default(),
+                tcp: TcpInfo::default(),
+                retrans: RetransInfo::default(),
+                resets: ResetCounts::default(),
+                full_sock: true,
+                history: Vec::new(),
+            }
+        });
+        rec.state = state;
+        rec.state_since = ev.ts_ns;
+        rec.state_since_exact = true;
+        rec.last_seen = ev.ts_ns;
+        // The local port is assigned after SYN_SENT; take the tuple from every event.
+        rec.local = addr(ev.family, &ev.saddr, ev.sport);
+        rec.remote = addr(ev.family, &ev.daddr, ev.dport);
+        if ev.pid != 0 {
+            rec.creator_pid = Some(ev.pid);
+            rec.creator_comm = comm_str(&ev.comm);
+        }
+        rec.retrans.total = rec.retrans.total.max(ev.retrans);
+        rec.resets.sent = rec.resets.sent.max(ev.resets_sent);
+        rec.resets.received = rec.resets.received.max(ev.resets_received);
+        if state == TcpState::Listen {
+            // A listener's queues are not meaningful as Send-Q/Recv-Q.
+            rec.queues.send_q = 0;
+            rec.queues.recv_q = 0;
+        }
+        Delta::Upsert { conn: Box::new(rec.clone()) }
+    }
+
+    /// Applies the sweep of one namespace. `records` is everything the sweep listed there;
+    /// `started` is the ktime at which the sweep began (its header).
+    pub fn apply_sweep(
+        &mut self,
+        netns_cookie: u64,
+        records: &[SockRecord],
+        started: MonoNs,
+        clock: KernelClock,
+        now: MonoNs,
+        deltas: &mut Vec<Delta>,
+    ) -> SweepOutcome {
+        self.stats.sweeps_applied += 1;
+        let mut out = SweepOutcome::default();
+        let history_len = self.cfg.history_len;
+        for r in records {
+            let fresh = record_from_sweep(r, clock, now);
+            let key = fresh.key;
+            let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
+            match self.conns.get_mut(&key) {
+                Some(rec) => {
+                    merge(rec, fresh, event_after_sweep, history_len);
+                    out.updated += 1;
+                    deltas.push(Delta::Upsert { conn: Box::new(rec.clone()) });
+                }
+                None => {
+                    if event_after_sweep {
+                        // Closed after the sweep read it (CLOSE removed the record): not a ghost.
+                        continue;
+                    }
+                    let mut fresh = fresh;
+                    push_sample(&mut fresh, history_len);
+                    deltas.push(Delta::Upsert { conn: Box::new(fresh.clone()) });
+                    self.conns.insert(key, fresh);
+                    self.stats.inserted += 1;
+                    out.added += 1;
+                }
+            }
+        }
+        let listed: std::collections::HashSet<u64> = records.iter().map(|r| r.skaddr).collect();
+        let stale: Vec<ConnKey> = self
+            .conns
+            .values()
+            .filter(|c| c.key.netns_cookie == netns_cookie && !listed.contains(&c.key.skaddr))
+            .filter(|c| self.last_event.get(&c.key).is_none_or(|&t| t <= started))
+            .map(|c| c.key)
+            .collect();
+        for key in stale {
+            self.conns.remove(&key);
+            self.last_event.remove(&key);
+            self.stats.removed_by_sweep += 1;
+            out.removed += 1;
+            deltas.push(Delta::Remove { key });
+        }
+        // Tombstones older than this sweep have done their job.
+        let conns = &self.conns;
+        self.last_event.retain(|k, &mut t| {
+            k.netns_cookie != netns_cookie || t > started || conns.contains_key(k)
+        });
+        out
+    }
+
+    /// Removes every record of namespaces not in `alive` (namespaces that no longer exist).
+    pub fn retain_netns(&mut self, alive: &std::collections::HashSet<u64>, deltas: &mut Vec<Delta>) {
+        let gone: Vec<ConnKey> =
+            self.conns.keys().filter(|k| !alive.contains(&k.netns_cookie)).copied().collect();
+        for key in gone {
+            self.conns.remove(&key);
+            self.last_event.remove(&key);
+            self.stats.removed_netns_gone += 1;
+            deltas.push(Delta::Remove { key });
+        }
+    }
+
+    /// Sets owners from an inode -> owner lookup, for records whose owner is unknown.
+    /// Returns the inodes that still have no owner.
+    pub fn attach_owners(&mut self, lookup: impl Fn(u64) -> Option<Owner>) -> Vec<u64> {
+        let mut missing = Vec::new();
+        for rec in self.conns.values_mut() {
+            if rec.inode == 0 {
+                rec.owner = None;
+                continue;
+            }
+            if rec.owner.is_none() {
+                rec.owner = lookup(rec.inode);
+                if rec.owner.is_none() {
+                    missing.push(rec.inode);
+                }
+            }
+        }
+        missing
+    }
+
+    /// Evicts records past `max_connections`: TIME_WAIT/NEW_SYN_RECV minisockets first, then
+    /// the least recently confirmed; records for which `protected` is true (flagged by a
+    /// detector) are never evicted. Returns the evicted keys.
+    pub fn enforce_bound(&mut self, protected: impl Fn(&ConnKey) -> bool) -> Vec<ConnKey> {
+        let max = self.cfg.max_connections;
+        if self.conns.len() <= max {
+            return Vec::new();
+        }
+        let excess = self.conns.len() - max;
+        let mut candidates: Vec<(bool, MonoNs, ConnKey)> = self
+            .conns
+            .values()
+            .filter(|c| !protected(&c.key))
+            .map(|c| (c.full_sock, c.last_seen, c.key))
+            .collect();
+        candidates.sort_unstable();
+        let victims: Vec<ConnKey> = candidates.into_iter().take(excess).map(|c| c.2).collect();
+        for key in &victims {
+            self.conns.remove(key);
+            self.last_event.remove(key);
+        }
+        self.stats.evicted += victims.len() as u64;
+        victims
+    }
+}
+
+fn interesting(c: &ConnRecord) -> bool {
+    c.queues.send_q > 0 || c.retrans.chain > 0 || c.queues.accept_queue > 0
+}
+
+fn push_sample(c: &mut ConnRecord, history_len: usize) {
+    if history_len == 0 || (!interesting(c) && c.history.is_empty()) {
+        return;
+    }
+    if c.history.len() >= history_len {
+        c.history.remove(0);
+    }
+    c.history.push(Sample {
+        at: c.last_seen,
+        send_q: c.queues.send_q.max(c.queues.accept_queue),
+        recv_q: c.queues.recv_q,
+        snd_una: c.tcp.snd_una,
+        retrans_total: c.retrans.total,
+    });
+    if !interesting(c) && c.history.iter().all(|s| s.send_q == 0) {
+        // Quiet again for a whole window: release the memory.
+        c.history = Vec::new();
+    }
+}
+
+fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, history_len: usize) {
+    if !event_after_sweep {
+        // The sweep is newer than any event: it is the truth about the state.
+        if rec.state != fresh.state {
+            rec.state = fresh.state;
+            rec.state_since = fresh.state_since;
+            rec.state_since_exact = fresh.state_since_exact;
+        } else if fresh.state_since_exact && !rec.state_since_exact {
+            rec.state_since = fresh.state_since;
+            rec.state_since_exact = true;
+        }
+    }
+    if rec.inode != fresh.inode {
+        rec.owner = None;
+    }
+    rec.local = fresh.local;
+    rec.remote = fresh.remote;
+    rec.inode = fresh.inode;
+    rec.uid = fresh.uid;
+    rec.netns = fresh.netns;
+    rec.first_seen = rec.first_seen.min(fresh.first_seen);
+    rec.last_seen = fresh.last_seen;
+    if fresh.creator_pid.is_some() {
+        rec.creator_pid = fresh.creator_pid;
+        rec.creator_comm = fresh.creator_comm;
+    }
+    rec.queues = fresh.queues;
+    rec.tcp = fresh.tcp;
+    rec.retrans = fresh.retrans;
+    rec.resets = fresh.resets;
+    rec.full_sock = fresh.full_sock;
+    push_sample(rec, history_len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tcpwatch_common::{AF_INET, tcp_state};
+
+    fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
+        SockRecord {
+            skaddr,
+            netns_cookie: netns,
+            netns_ino: 4_026_531_833,
+            family: AF_INET,
+            sport: 8080,
+            dport: 40000,
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            state,
+            flags: record_flags::FULL_SOCK | record_flags::TRACKED | record_flags::HAS_SOCKET,
+            state_since_ns: 100,
+            first_seen_ns: 50,
+            inode: 999,
+            ..SockRecord::default()
+        }
+    }
+
+    fn event(skaddr: u64, netns: u64, newstate: u8, ts: u64) -> StateEvent {
+        StateEvent {
+            ts_ns: ts,
+            skaddr,
+            netns_cookie: netns,
+            family: AF_INET,
+            sport: 1234,
+            dport: 80,
+            newstate,
+            ..StateEvent::default()
+        }
+    }
+
+    const CLOCK: KernelClock = KernelClock { hz: 1000 };
+
+    #[test]
+    fn sweep_record_converts_queues_and_ages() {
+        let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+        r.write_seq = 5000;
+        r.snd_nxt = 3000;
+        r.snd_una = 1000;
+        r.rcv_nxt = 10;
+        r.copied_seq = 4;
+        r.srtt_us8 = 800;
+        r.rto_jiffies = 200;
+        r.lrcv_age_jiffies = 1500;
+        let c = record_from_sweep(&r, CLOCK, 1_000);
+        assert_eq!(c.queues.send_q, 4000);
+        assert_eq!(c.queues.unacked, 2000);
+        assert_eq!(c.queues.unsent, 2000);
+        assert_eq!(c.queues.recv_q, 6);
+        assert_eq!(c.tcp.srtt_us, 100);
+        assert_eq!(c.tcp.rto_ms, 200);
+        assert_eq!(c.tcp.last_recv_age_ms, 1500);
+        assert!(c.state_since_exact);
+        assert_eq!(c.state_since, 100);
+        assert_eq!(c.local.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn sequence_wraparound_is_handled() {
+        let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+        r.write_seq = 10;
+        r.snd_una = u32::MAX - 9;
+        assert_eq!(record_from_sweep(&r, CLOCK, 0).queues.send_q, 20);
+    }
+
+    #[test]
+    fn listener_reports_accept_queue_not_send_q() {
+        let mut r = rec(1, 7, tcp_state::LISTEN);
+        r.ack_backlog = 5;
+        r.max_ack_backlog = 4;
+        r.write_seq = 100;
+        let c = record_from_sweep(&r, CLOCK, 0);
+        assert_eq!((c.queues.accept_queue, c.queues.accept_limit, c.queues.send_q), (5, 4, 0));
+    }
+
+    #[test]
+    fn untracked_socket_age_is_a_lower_bound() {
+        let mut r = rec(1, 7, tcp_state::CLOSE_WAIT);
+        r.flags = record_flags::FULL_SOCK;
+        r.first_seen_ns = 0;
+        r.inode = 0;
+        let c = record_from_sweep(&r, CLOCK, 5_000);
+        assert!(!c.state_since_exact);
+        assert_eq!(c.state_since, 5_000);
+        assert!(c.is_unaccepted());
+    }
+
+    #[test]
+    fn events_insert_update_and_close() {
+        let mut t = ConnTable::new(TableConfig::default());
+        t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 10));
+        t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 20));
+        let k = ConnKey { skaddr: 1, netns_cookie: 7 };
+        assert_eq!(t.get(&k).map(|c| (c.state, c.state_since)), Some((TcpState::Established, 20)));
+        assert_eq!(t.apply_event(&event(1, 7, tcp_state::CLOSE, 30)), Delta::Remove { key: k });
+        assert!(t.is_empty());
+        assert_eq!(t.stats().removed_closed, 1);
+    }
+
+    #[test]
+    fn sweep_removes_ghosts_and_adds_missing() {
+        let mut t = ConnTable::new(TableConfig::default());
+        let mut d = Vec::new();
+        // Socket 1 was created by an event before the sweep; its CLOSE event was lost.
+        t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
+        // Socket 3 lives in another namespace: a sweep of ns 7 must not touch it.
+        t.apply_event(&event(3, 8, tcp_state::ESTABLISHED, 10));
+        let out = t.apply_sweep(7, &[rec(2, 7, tcp_state::LISTEN)], 20, CLOCK, 25, &mut d);
+        assert_eq!(out, SweepOutcome { added: 1, updated: 0, removed: 1 });
+        assert!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).is_none());
+        assert!(t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).is_some());
+        assert!(t.get(&ConnKey { skaddr: 3, netns_cookie: 8 }).is_some());
+        assert_eq!(t.stats().removed_by_sweep, 1);
+    }
+
+    #[test]
+    fn sweep_keeps_sockets_born_after_it_started() {
+        let mut t = ConnTable::new(TableConfig::default());
+        let mut d = Vec::new();
+        t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 30));
+        let out = t.apply_sweep(7, &[], 20, CLOCK, 35, &mut d);
+        assert_eq!(out.removed, 0);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
+        let mut t = ConnTable::new(TableConfig::default());
+        let mut d = Vec::new();
+        t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
+        t.apply_event(&event(1, 7, tcp_state::CLOSE, 30));
+        // The sweep started at 20, before the close at 30, and still lists the socket.
+        let out = t.apply_sweep(7, &[rec(1, 7, tcp_state::ESTABLISHED)], 20, CLOCK, 35, &mut d);
+        assert!(t.is_empty(), "closed socket resurrected as a ghost");
+        assert_eq!(out.added, 0);
+        // The tombstone is dropped by the next sweep that started after the close.
+        t.apply_sweep(7, &[], 40, CLOCK, 45, &mut d);
+        assert!(t.last_event.is_empty());
+    }
+
+    #[test]
+    fn event_newer_than_sweep_keeps_its_state() {
+        let mut t = ConnTable::new(TableConfig::default());
+        let mut d = Vec::new();
+        t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 30));
+        t.apply_sweep(7, &[rec(1, 7, tcp_state::ESTABLISHED)], 20, CLOCK, 35, &mut d);
+        let c = t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap();
+        assert_eq!((c.state, c.state_since), (TcpState::CloseWait, 30));
+    }
+
+    #[test]
+    fn eviction_is_bounded_counted_and_spares_protected() {
+        let mut t = ConnTable::new(TableConfig { max_connections: 2, history_len: 4 });
+        let mut d = Vec::new();
+        let mut tw = rec(4, 7, tcp_state::TIME_WAIT);
+        tw.flags = 0;
+        let recs = [rec(1, 7, 1), rec(2, 7, 1), rec(3, 7, 1), tw];
+        t.apply_sweep(7, &recs, 0, CLOCK, 10, &mut d);
+        assert_eq!(t.len(), 4);
+        let protected = ConnKey { skaddr: 1, netns_cookie: 7 };
+        let evicted = t.enforce_bound(|k| *k == protected);
+        assert_eq!(evicted.len(), 2);
+        assert!(evicted.contains(&ConnKey { skaddr: 4, netns_cookie: 7 }), "minisocket first");
+        assert!(t.get(&protected).is_some());
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().evicted, 2);
+    }
+
+    #[test]
+    fn history_is_bounded_and_only_for_interesting_connections() {
+        let mut t = ConnTable::new(TableConfig { max_connections: 10, history_len: 3 });
+        let mut d = Vec::new();
+        let quiet = rec(1, 7, 1);
+        let mut busy = rec(2, 7, 1);
+        for i in 0..10_u32 {
+            busy.write_seq = 100 * (i + 1);
+            t.apply_sweep(7, &[quiet, busy], u64::from(i), CLOCK, u64::from(i) + 1, &mut d);
+        }
+        assert!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap().history.is_empty());
+        let h = &t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).unwrap().history;
+        assert_eq!(h.iter().map(|s| s.send_q).collect::<Vec<_>>(), vec![800, 900, 1000]);
+    }
+
+    #[test]
+    fn owners_attach_by_inode() {
+        let mut t = ConnTable::new(TableConfig::default());
+        let mut d = Vec::new();
+        let mut orphan = rec(2, 7, tcp_state::CLOSE_WAIT);
+        orphan.inode = 0;
+        t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, &mut d);
+        let missing = t.attach_owners(|ino| {
+            (ino == 999).then(|| Owner { pid: 42, comm: "app".into(), ..Owner::default() })
+        });
+        assert!(missing.is_empty());
+        assert_eq!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap().owner.as_ref().unwrap().pid, 42);
+        assert!(t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).unwrap().owner.is_none());
+    }
+
+    #[test]
+    fn hz_calibration_picks_the_kernel_setting() {
+        let a = SweepHeader { ktime_ns: 0, jiffies: 1000, ..SweepHeader::default() };
+        let b = SweepHeader { ktime_ns: 200 * NS_PER_MS, jiffies: 1051, ..SweepHeader::default() };
+        assert_eq!(KernelClock::calibrate(&a, &b), Some(KernelClock { hz: 250 }));
+        let c = SweepHeader { ktime_ns: 10 * NS_PER_MS, jiffies: 1003, ..SweepHeader::default() };
+        assert_eq!(KernelClock::calibrate(&a, &c), None);
+    }
+}

@@ -1,1 +1,134 @@
-fn main() {}
+//! tcpwatch: eBPF TCP connection health monitor.
+//!
+//! `tcpwatch daemon` runs the monitor; `tcpwatch snapshot` prints one sweep;
+//! `tcpwatch check-config` validates a configuration file.
+mod caps;
+mod daemon;
+mod http;
+mod kernel;
+mod netns;
+mod owners;
+mod snapshot;
+mod state;
+mod sweeper;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tcpwatch_core::config::{Config, LogFormat};
+use tcpwatch_core::model::TcpState;
+
+/// Exit code for configuration errors.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(name = "tcpwatch", version, about = "eBPF TCP connection health monitor")]
+struct Cli {
+    /// Configuration file (TOML). Without it the embedded defaults are used.
+    #[arg(long, short, global = true, env = "TCPWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Override one setting, e.g. `--set detectors.close_wait.threshold_seconds=10`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Treat BPF iterators as absent (tests the refusal path on kernels that have them).
+    #[arg(long, global = true, hide = true)]
+    pretend_no_iter: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the monitor: API and metrics on `daemon.listen` (default 127.0.0.1:9977).
+    Daemon,
+    /// Sweep every TCP socket once and print it (like `ss -tanpi`, plus tcpwatch's columns).
+    Snapshot {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only sockets in this state (e.g. CLOSE_WAIT, close-wait, ESTAB).
+        #[arg(long, value_parser = parse_state)]
+        state: Option<TcpState>,
+        /// Only sockets with this local or remote port.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Validate the configuration (file and --set overrides) and print the effective one.
+    CheckConfig,
+}
+
+fn parse_state(s: &str) -> Result<TcpState, String> {
+    TcpState::parse(s).ok_or_else(|| {
+        format!("unknown TCP state `{s}` (use e.g. ESTABLISHED, CLOSE_WAIT, LISTEN, TIME_WAIT)")
+    })
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+            })?;
+            Config::from_toml_str(&text)
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+        }
+        None => Config::default_embedded()?,
+    };
+    for o in &cli.overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {o}: expected KEY=VALUE"))?;
+        cfg.apply_override(k.trim(), v.trim()).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
+    }
+    Ok(cfg)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TCPWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tcpwatch: configuration error: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(cfg.daemon.log_format);
+    let opts = daemon::DaemonOptions { pretend_no_iter: cli.pretend_no_iter };
+    let result = match &cli.command {
+        Command::CheckConfig => match toml::to_string_pretty(&cfg) {
+            Ok(s) => {
+                println!("# configuration is valid; effective settings:\n{s}");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Snapshot { json, state, port } => {
+            let args = snapshot::SnapshotArgs { json: *json, state: *state, port: *port };
+            snapshot::run(&cfg, &args, opts)
+        }
+        Command::Daemon => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(daemon::run(cfg, opts))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcpwatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,96 @@
-fn main() {}
+//! tcpwatch's task runner: `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! - `setup [--test-deps]`: install the eBPF toolchain (and the test packages), idempotently;
+//! - `build [--release]`: setup, then `cargo build -p tcpwatch`;
+//! - `run [-- <daemon args>]`: setup, release build, then exec `tcpwatch daemon` as root;
+//! - `test [--quick]`: setup with test packages, fmt check, clippy, `cargo test --workspace`.
+
+mod cmd;
+mod setup;
+mod tasks;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::cmd::Privileges;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "tcpwatch's task runner")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Install what the eBPF build needs (Debian 12): rustc-web, rust-web-src, llvm-N-dev,
+    /// the debian-rustc-web rustup toolchain, bpf-linker; mount tracefs and bpffs.
+    Setup {
+        /// Also install the integration tests' packages (iproute2, nftables, tmux,
+        /// prometheus, prometheus-alertmanager).
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Setup, then build the tcpwatch binary (with its embedded eBPF programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Setup, release build, then run `tcpwatch daemon <args>` as root (via `sudo -n` if
+    /// needed).
+    Run {
+        /// Arguments for `tcpwatch daemon`, e.g. `cargo xtask run -- --config tcpwatch.toml`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup with test packages, `cargo fmt --check`, clippy, `cargo test --workspace`.
+    /// Privileged integration tests need root.
+    Test {
+        /// Skip setup and the format check.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let privs = Privileges::default();
+    let result = match cli.command {
+        Command::Setup { test_deps } => setup::run(setup::Options { test_deps }, &privs),
+        Command::Build { release } => tasks::build(release, &privs),
+        Command::Run { args } => tasks::run(args, &privs),
+        Command::Test { quick } => tasks::test(quick, &privs),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Not anyhow's `Debug` report: no backtrace noise, the message is the point.
+            eprintln!("\nerror: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--", "--config", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Run { args } if args == ["--config", "x.toml"]));
+        let cli = Cli::try_parse_from(["xtask", "run", "--config", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Run { args } if args == ["--config", "x.toml"]));
+        let cli = Cli::try_parse_from(["xtask", "test", "--quick"]).unwrap();
+        assert!(matches!(cli.command, Command::Test { quick: true }));
+        let cli = Cli::try_parse_from(["xtask", "setup", "--test-deps"]).unwrap();
+        assert!(matches!(cli.command, Command::Setup { test_deps: true }));
+        let cli = Cli::try_parse_from(["xtask", "build"]).unwrap();
+        assert!(matches!(cli.command, Command::Build { release: false }));
+        assert!(Cli::try_parse_from(["xtask", "bench"]).is_err());
+    }
+}

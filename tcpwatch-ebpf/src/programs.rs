@@ -1,0 +1,524 @@
+//! Kernel programs: they only sample and count.
+//!
+//! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time in `SOCKS`,
+//!   one `StateEvent` per change through the `EVENTS` ring buffer.
+//! - `tcp_retransmit_skb` (tp_btf, raw_tp fallback): retransmission totals and chains.
+//! - `tcp_send_reset` / `tcp_receive_reset` (tp_btf, raw_tp fallback): resets per socket and per
+//!   local port.
+//! - `iter/tcp` sweep: every TCP socket of one network namespace with its queues and timers,
+//!   merged with its `SOCKS` entry, written to the iterator's seq_file.
+//!
+//! Struct field offsets come from the running kernel's BTF, patched into `OFFSETS` by userspace.
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "kernel fields are read at their exact widths and stored in the ABI's integer sizes"
+)]
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_jiffies64, bpf_ktime_get_ns, bpf_seq_write},
+    },
+    macros::{btf_tracepoint, map, raw_tracepoint},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
+use tcpwatch_common::{
+    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING, PortKey, PortResets,
+    SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
+    event_kind, record_flags, tcp_state,
+};
+
+const IPPROTO_TCP: u16 = 6;
+/// `BPF_F_NO_PREALLOC`: memory follows the number of sockets instead of the map's maximum.
+const NO_PREALLOC: u32 = 1;
+
+/// Patched by userspace (`EbpfLoader::override_global`) with offsets from kernel BTF.
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
+
+/// Per-socket state keyed by the socket's address. Sized by userspace (`set_max_entries`).
+#[map]
+static SOCKS: HashMap<u64, SockState> = HashMap::with_max_entries(131_072, NO_PREALLOC);
+
+/// State changes for userspace. Sized by userspace.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Resets per (namespace, local port). LRU: its evictions are detected in userspace by
+/// comparing the number of keys with the map's size and exported.
+#[map]
+static PORT_RESETS: LruPerCpuHashMap<PortKey, PortResets> =
+    LruPerCpuHashMap::with_max_entries(16_384, 0);
+
+/// Self-accounting (see `tcpwatch_common::counter`).
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Scratch space for one sweep record (too large for the 512-byte BPF stack with the rest).
+#[map]
+static SCRATCH: PerCpuArray<SockRecord> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn offsets() -> &'static KernelOffsets {
+    // SAFETY: OFFSETS is a plain static; reading through a volatile pointer keeps the compiler
+    // from constant-folding the pre-patch values (userspace rewrites .rodata before load).
+    unsafe { &*core::ptr::read_volatile(&&raw const OFFSETS) }
+}
+
+#[inline(always)]
+fn count(idx: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reads a `T` at `base + off`; 0 when the field is missing on this kernel or unreadable.
+#[inline(always)]
+fn rd<T: Default>(base: *const u8, off: u32) -> T {
+    if off == OFFSET_MISSING || base.is_null() {
+        return T::default();
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address; a fault yields an error, not a crash.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default() }
+}
+
+#[inline(always)]
+fn rd_ptr(base: *const u8, off: u32) -> *const u8 {
+    rd::<u64>(base, off) as *const u8
+}
+
+#[inline(always)]
+fn ktime() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Network namespace of a socket: (cookie, inode).
+#[inline(always)]
+fn netns_of(sk: *const u8) -> (u64, u32) {
+    let o = offsets();
+    let net = rd_ptr(sk, o.skc_net);
+    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
+}
+
+/// Family, local and remote address and ports (local host order, remote converted to host).
+struct Tuple {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+#[inline(always)]
+fn tuple_of(sk: *const u8) -> Tuple {
+    let o = offsets();
+    let family: u16 = rd(sk, o.skc_family);
+    let mut t = Tuple {
+        family,
+        sport: rd(sk, o.skc_num),
+        dport: u16::from_be(rd(sk, o.skc_dport)),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        t.saddr = rd(sk, o.skc_v6_rcv_saddr);
+        t.daddr = rd(sk, o.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = rd(sk, o.skc_rcv_saddr);
+        let d: [u8; 4] = rd(sk, o.skc_daddr);
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    }
+    t
+}
+
+#[inline(always)]
+fn is_tcp(sk: *const u8) -> bool {
+    let o = offsets();
+    o.valid != 0 && rd::<u16>(sk, o.sk_protocol) == IPPROTO_TCP
+}
+
+// ------------------------------------------------------------------------------------------
+// State changes
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tp_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[inline(always)]
+fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
+    if sk.is_null() || !is_tcp(sk) {
+        return;
+    }
+    let now = ktime();
+    let key = sk as u64;
+    let newstate = newstate as u8;
+    let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
+    let (pid, comm) = if process_context {
+        ((bpf_get_current_pid_tgid() >> 32) as u32, bpf_get_current_comm().unwrap_or_default())
+    } else {
+        (0, [0; 16])
+    };
+    // The event is written in place into the ring buffer (the BPF stack is only 512 bytes).
+    let mut slot = EVENTS.reserve::<StateEvent>(0);
+    let ev: *mut StateEvent = match slot.as_mut() {
+        Some(s) => s.as_mut_ptr(),
+        None => core::ptr::null_mut(),
+    };
+    if !ev.is_null() {
+        // SAFETY: `ev` points to a reserved, exclusively owned ring buffer slot of the right size.
+        unsafe {
+            (*ev).kind = event_kind::STATE;
+            (*ev).ts_ns = now;
+            (*ev).skaddr = key;
+            (*ev).oldstate = oldstate as u8;
+            (*ev).newstate = newstate;
+            (*ev).state_since_ns = now;
+            (*ev).pid = pid;
+            (*ev).comm = comm;
+            (*ev).retrans = 0;
+            (*ev).resets_sent = 0;
+            (*ev).resets_received = 0;
+            (*ev)._pad = [0; 3];
+        }
+    }
+    if let Some(st) = SOCKS.get_ptr_mut(key) {
+        // SAFETY: the entry belongs to this socket; state changes run under the socket lock.
+        let st = unsafe { &mut *st };
+        st.state = newstate;
+        st.state_since_ns = now;
+        if process_context {
+            st.pid = pid;
+            st.comm = comm;
+        }
+        if !ev.is_null() {
+            // SAFETY: as above.
+            unsafe {
+                (*ev).pid = st.pid;
+                (*ev).comm = st.comm;
+                (*ev).retrans = st.retrans;
+                (*ev).resets_sent = st.resets_sent;
+                (*ev).resets_received = st.resets_received;
+            }
+        }
+    } else if newstate != tcp_state::CLOSE {
+        let st = SockState {
+            state_since_ns: now,
+            first_seen_ns: now,
+            state: newstate,
+            pid,
+            comm,
+            ..SockState::default()
+        };
+        if SOCKS.insert(key, st, 0).is_err() {
+            count(counter::SOCKS_FULL);
+        }
+    }
+    if newstate == tcp_state::CLOSE {
+        let _ = SOCKS.remove(key);
+    }
+    let Some(slot) = slot else {
+        count(counter::EVENTS_DROPPED);
+        return;
+    };
+    let t = tuple_of(sk);
+    let (cookie, ino) = netns_of(sk);
+    // SAFETY: as above.
+    unsafe {
+        (*ev).family = t.family;
+        (*ev).sport = t.sport;
+        (*ev).dport = t.dport;
+        (*ev).saddr = t.saddr;
+        (*ev).daddr = t.daddr;
+        (*ev).netns_cookie = cookie;
+        (*ev).netns_ino = ino;
+    }
+    slot.submit(0);
+    count(counter::EVENTS_SUBMITTED);
+}
+
+// ------------------------------------------------------------------------------------------
+// Retransmissions
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tp_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+    on_retransmit(ctx.arg(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn raw_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    on_retransmit(ctx.arg(0));
+    0
+}
+
+/// Returns the socket's `SOCKS` entry, creating it (age unknown) if tcpwatch has not seen it.
+#[inline(always)]
+fn sock_entry(sk: *const u8, now: u64) -> Option<*mut SockState> {
+    let key = sk as u64;
+    if let Some(p) = SOCKS.get_ptr_mut(key) {
+        return Some(p);
+    }
+    let st = SockState {
+        first_seen_ns: now,
+        state: rd(sk, offsets().skc_state),
+        ..SockState::default()
+    };
+    if SOCKS.insert(key, st, 0).is_err() {
+        count(counter::SOCKS_FULL);
+        return None;
+    }
+    SOCKS.get_ptr_mut(key)
+}
+
+#[inline(always)]
+fn on_retransmit(sk: *const u8) {
+    count(counter::RETRANS);
+    if sk.is_null() || offsets().valid == 0 {
+        return;
+    }
+    let now = ktime();
+    let snd_una: u32 = rd(sk, offsets().snd_una);
+    let Some(st) = sock_entry(sk, now) else {
+        return;
+    };
+    // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
+    let st = unsafe { &mut *st };
+    st.retrans = st.retrans.wrapping_add(1);
+    if st.chain > 0 && st.chain_snd_una == snd_una {
+        st.chain += 1;
+    } else {
+        st.chain = 1;
+        st.chain_start_ns = now;
+        st.chain_snd_una = snd_una;
+    }
+    st.last_retrans_ns = now;
+}
+
+// ------------------------------------------------------------------------------------------
+// Resets
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    on_reset(ctx.arg(0), true);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    on_reset(ctx.arg(0), true);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    on_reset(ctx.arg(0), false);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    on_reset(ctx.arg(0), false);
+    0
+}
+
+#[inline(always)]
+fn on_reset(sk: *const u8, sent: bool) {
+    count(if sent { counter::RESETS_SENT } else { counter::RESETS_RECEIVED });
+    // A reset sent for a segment that matched no socket has sk == NULL: counted above only.
+    if sk.is_null() || offsets().valid == 0 {
+        return;
+    }
+    let o = offsets();
+    let (cookie, _) = netns_of(sk);
+    let key = PortKey { netns_cookie: cookie, port: rd(sk, o.skc_num), _pad: [0; 6] };
+    if PORT_RESETS.get_ptr_mut(key).is_none()
+        && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
+    {
+        count(counter::PORT_RESETS_FULL);
+    }
+    if let Some(p) = PORT_RESETS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        let p = unsafe { &mut *p };
+        if sent {
+            p.sent += 1;
+        } else {
+            p.received += 1;
+        }
+    }
+    // TIME_WAIT and request minisockets have no SOCKS entry and are not full sockets.
+    let state: u8 = rd(sk, o.skc_state);
+    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
+        return;
+    }
+    if let Some(st) = SOCKS.get_ptr_mut(sk as u64) {
+        // SAFETY: the entry belongs to this socket.
+        let st = unsafe { &mut *st };
+        if sent {
+            st.resets_sent = st.resets_sent.wrapping_add(1);
+        } else {
+            st.resets_received = st.resets_received.wrapping_add(1);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Sweep: iter/tcp (aya-ebpf 0.2.1 has no #[iter] macro: the section is written by hand).
+
+#[repr(C)]
+pub struct BpfIterMeta {
+    seq: *mut c_void,
+    session_id: u64,
+    seq_num: u64,
+}
+
+#[repr(C)]
+pub struct BpfIterTcp {
+    meta: *mut BpfIterMeta,
+    sk_common: *const u8,
+    uid: u32,
+}
+
+#[inline(always)]
+fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
+    // SAFETY: `data` points to `len` readable bytes (a map value); the helper copies them.
+    let ret = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
+    if ret != 0 {
+        count(counter::SWEEP_WRITE_FAILED);
+    }
+}
+
+/// # Safety
+/// Called by the kernel with a valid `bpf_iter__tcp` context.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: the kernel passes a valid context; meta is never NULL.
+    let (meta, sk, uid) = unsafe { ((*ctx).meta, (*ctx).sk_common, (*ctx).uid) };
+    // SAFETY: as above.
+    let (seq, seq_num) = unsafe { ((*meta).seq, (*meta).seq_num) };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    if seq_num == 0 {
+        let hdr = rec.cast::<SweepHeader>();
+        // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
+        unsafe {
+            (*hdr).magic = SWEEP_MAGIC;
+            (*hdr).abi_version = ABI_VERSION;
+            (*hdr).ktime_ns = ktime();
+            (*hdr).jiffies = bpf_jiffies64();
+        }
+        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    }
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
+    let r = unsafe { &mut *rec };
+    fill_record(r, sk, uid);
+    seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    0
+}
+
+#[inline(always)]
+fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
+    let o = offsets();
+    let t = tuple_of(sk);
+    let state: u8 = rd(sk, o.skc_state);
+    let (cookie, ino) = netns_of(sk);
+    *r = SockRecord {
+        skaddr: sk as u64,
+        netns_cookie: cookie,
+        netns_ino: ino,
+        uid,
+        family: t.family,
+        sport: t.sport,
+        dport: t.dport,
+        saddr: t.saddr,
+        daddr: t.daddr,
+        state,
+        ..SockRecord::default()
+    };
+    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
+        return;
+    }
+    r.flags = record_flags::FULL_SOCK;
+    let socket = rd_ptr(sk, o.sk_socket);
+    if !socket.is_null() {
+        r.flags |= record_flags::HAS_SOCKET;
+        if o.socket_alloc_vfs_inode != OFFSET_MISSING {
+            let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
+            r.inode = rd(inode, o.inode_i_ino);
+        }
+    }
+    r.write_seq = rd(sk, o.write_seq);
+    r.snd_una = rd(sk, o.snd_una);
+    r.snd_nxt = rd(sk, o.snd_nxt);
+    r.rcv_nxt = rd(sk, o.rcv_nxt);
+    r.copied_seq = rd(sk, o.copied_seq);
+    r.snd_wnd = rd(sk, o.snd_wnd);
+    r.srtt_us8 = rd(sk, o.srtt_us);
+    r.rto_jiffies = rd(sk, o.icsk_rto);
+    r.user_timeout_ms = rd(sk, o.icsk_user_timeout);
+    r.total_retrans = rd(sk, o.total_retrans);
+    r.ack_backlog = rd(sk, o.sk_ack_backlog);
+    r.max_ack_backlog = rd(sk, o.sk_max_ack_backlog);
+    r.sndbuf = rd::<i32>(sk, o.sk_sndbuf) as u32;
+    r.wmem_queued = rd::<i32>(sk, o.sk_wmem_queued) as u32;
+    r.backoff = rd(sk, o.icsk_backoff);
+    r.retransmits = rd(sk, o.icsk_retransmits);
+    r.probes_out = rd(sk, o.icsk_probes_out);
+    // SAFETY: helper without arguments.
+    let jiffies = unsafe { bpf_jiffies64() } as u32;
+    r.lsnd_age_jiffies = jiffies.wrapping_sub(rd(sk, o.lsndtime));
+    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(rd(sk, o.rcv_tstamp));
+    r.lrcv_age_jiffies = jiffies.wrapping_sub(rd(sk, o.icsk_ack_lrcvtime));
+
+    let now = ktime();
+    if let Some(st) = sock_entry(sk, now) {
+        // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
+        // record one event stale, which the next sweep corrects.
+        let st = unsafe { &mut *st };
+        // ACK progress since the last retransmission ends the chain.
+        if st.chain > 0 && st.chain_snd_una != r.snd_una {
+            st.chain = 0;
+            st.chain_start_ns = 0;
+        }
+        r.flags |= record_flags::TRACKED;
+        r.state_since_ns = st.state_since_ns;
+        r.first_seen_ns = st.first_seen_ns;
+        r.last_retrans_ns = st.last_retrans_ns;
+        r.chain_start_ns = st.chain_start_ns;
+        r.retrans = st.retrans;
+        r.chain = st.chain;
+        r.resets_sent = st.resets_sent;
+        r.resets_received = st.resets_received;
+        r.pid = st.pid;
+        r.comm = st.comm;
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,199 @@
+//! The daemon: loads the programs, reads state events as they come, sweeps every namespace
+//! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
+//! API. The event reader and the sweep loop feed the same [`Shared`] state.
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tcpwatch_common::StateEvent;
+use tcpwatch_core::config::Config;
+use tcpwatch_core::detect::Detectors;
+use tcpwatch_core::model::FindingChange;
+use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::kernel::{Kernel, LoadOptions};
+use crate::netns::Home;
+use crate::owners::OwnerIndex;
+use crate::state::{Shared, mono_now};
+use crate::sweeper::{SweepBatch, sweep_all};
+
+/// Extra daemon options from the command line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DaemonOptions {
+    pub pretend_no_iter: bool,
+}
+
+pub fn load_options(cfg: &Config, opts: DaemonOptions) -> LoadOptions {
+    LoadOptions {
+        max_sockets: u32::try_from(cfg.daemon.max_connections).unwrap_or(u32::MAX).max(1024),
+        ringbuf_bytes: 4 << 20,
+        pretend_no_iter: opts.pretend_no_iter,
+    }
+}
+
+pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
+    let table = ConnTable::new(TableConfig {
+        max_connections: usize::try_from(cfg.daemon.max_connections).unwrap_or(usize::MAX),
+        history_len: cfg.daemon.history_len as usize,
+    });
+    let mut shared = Shared::new(table, Detectors::new(cfg.detectors.clone()));
+    shared.attached.clone_from(&kernel.attached);
+    shared.missing_optional.clone_from(&kernel.missing_optional);
+    shared.clock = clock;
+    shared
+}
+
+/// Sweeps tcpwatch's own namespace twice 200 ms apart to learn the kernel's HZ (jiffies are
+/// how the kernel stores RTO and last-send/receive times).
+pub fn calibrate(kernel: &mut Kernel) -> anyhow::Result<KernelClock> {
+    let a = kernel.sweep_current_netns()?.header;
+    std::thread::sleep(Duration::from_millis(200));
+    let b = kernel.sweep_current_netns()?.header;
+    Ok(KernelClock::calibrate(&a, &b).unwrap_or_default())
+}
+
+fn sweeper_thread(
+    mut kernel: Kernel,
+    tx: &mpsc::Sender<SweepBatch>,
+    interval: Duration,
+) -> anyhow::Result<()> {
+    let home = Home::current()?;
+    loop {
+        let batch = sweep_all(&mut kernel, &home);
+        if tx.blocking_send(batch).is_err() {
+            return Ok(()); // the daemon is shutting down
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
+    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
+    // lives; the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with epoll: {e}"))?;
+    let mut batch: Vec<StateEvent> = Vec::with_capacity(256);
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let mut malformed = 0_u64;
+        {
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() == size_of::<StateEvent>() {
+                    // SAFETY: the item is exactly one StateEvent of plain old data.
+                    batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
+                } else {
+                    malformed += 1;
+                }
+            }
+        }
+        guard.clear_ready();
+        let mut s = shared.lock().await;
+        s.stats.events_malformed += malformed;
+        for ev in batch.drain(..) {
+            s.apply_event(&ev);
+        }
+    }
+}
+
+/// Writes one structured log line per finding lifecycle change.
+pub fn log_changes(changes: &[FindingChange]) {
+    for c in changes {
+        let f = &c.finding;
+        tracing::info!(
+            target: "tcpwatch::finding",
+            change = ?c.change,
+            kind = f.kind.name(),
+            severity = f.severity.name(),
+            id = %f.id,
+            cause = %f.cause,
+            "{}",
+            f.diagnosis
+        );
+    }
+}
+
+pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
+    let mut kernel = Kernel::load(load_options(&cfg, opts))?;
+    for a in &kernel.attached {
+        tracing::info!(tracepoint = a.tracepoint, variant = a.variant, "attached");
+    }
+    if !kernel.missing_optional.is_empty() {
+        tracing::warn!(fields = ?kernel.missing_optional, "kernel lacks optional fields; they read as 0");
+    }
+    let ring = kernel.take_events()?;
+    let clock = calibrate(&mut kernel)?;
+    tracing::info!(hz = clock.hz, "kernel clock calibrated");
+    let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
+
+    let (tx, mut rx) = mpsc::channel::<SweepBatch>(2);
+    let interval = Duration::from_millis(cfg.daemon.sweep_interval_ms);
+    std::thread::Builder::new()
+        .name("tcpwatch-sweep".into())
+        .spawn(move || {
+            if let Err(e) = sweeper_thread(kernel, &tx, interval) {
+                tracing::error!(error = %format!("{e:#}"), "sweeper stopped");
+            }
+        })
+        .context("starting the sweeper thread")?;
+    let events = tokio::spawn(read_events(ring, shared.clone()));
+    let http = tokio::spawn(crate::http::serve(cfg.clone(), shared.clone()));
+    tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
+
+    let mut owners = OwnerIndex::new(Duration::from_millis(cfg.daemon.owner_scan_interval_ms));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else {
+                    anyhow::bail!("the sweeper thread stopped (see the error above)");
+                };
+                for e in &batch.errors {
+                    tracing::debug!(error = %e, "namespace not swept");
+                }
+                let now = mono_now();
+                let wanted = shared.lock().await.apply_sweep(&batch, now);
+                let first = !shared.lock().await.ready;
+                owners.refresh(&wanted, first);
+                let mut s = shared.lock().await;
+                s.table.attach_owners(|ino| owners.get(ino));
+                let live = s.table.iter().map(|c| c.inode).collect();
+                owners.retain(&live);
+                let changes = s.evaluate(now);
+                if !s.ready {
+                    s.ready = true;
+                    tracing::info!(
+                        sockets = batch.sockets(),
+                        namespaces = batch.namespaces.len(),
+                        ms = batch.duration.as_millis(),
+                        "first sweep done: ready"
+                    );
+                }
+                drop(s);
+                log_changes(&changes);
+            }
+            r = &mut Box::pin(tokio::signal::ctrl_c()) => {
+                r?;
+                tracing::info!("interrupted, exiting");
+                break;
+            }
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM, exiting");
+                break;
+            }
+        }
+        if events.is_finished() || http.is_finished() {
+            break;
+        }
+    }
+    if events.is_finished() {
+        events.await??;
+    }
+    if http.is_finished() {
+        http.await??;
+    }
+    Ok(())
+}

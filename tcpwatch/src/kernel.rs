@@ -1,0 +1,281 @@
+//! Loading and attaching the kernel programs, and reading their maps. I/O edge: everything
+//! that talks to the bpf() syscall lives here.
+use std::collections::HashMap;
+use std::io::Read as _;
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use tcpwatch_common::{
+    ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SweepHeader,
+    counter,
+};
+use tcpwatch_core::model::ResetCounts;
+use tcpwatch_core::offsets;
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
+
+/// The tracepoints tcpwatch attaches to: (tp_btf program, raw_tp program, tracepoint).
+const HOOKS: &[(&str, &str, &str)] = &[
+    ("tp_inet_sock_set_state", "raw_inet_sock_set_state", "inet_sock_set_state"),
+    ("tp_tcp_retransmit_skb", "raw_tcp_retransmit_skb", "tcp_retransmit_skb"),
+    ("tp_tcp_send_reset", "raw_tcp_send_reset", "tcp_send_reset"),
+    ("tp_tcp_receive_reset", "raw_tcp_receive_reset", "tcp_receive_reset"),
+];
+
+const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
+
+/// Sizes of the kernel maps.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadOptions {
+    pub max_sockets: u32,
+    pub ringbuf_bytes: u32,
+    /// Pretend the kernel has no BPF iterators (tests the refusal path).
+    pub pretend_no_iter: bool,
+}
+
+/// How one tracepoint was attached.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attached {
+    pub tracepoint: &'static str,
+    /// `tp_btf` (preferred) or `raw_tp`.
+    pub variant: &'static str,
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    btf: aya::Btf,
+    pub attached: Vec<Attached>,
+    pub missing_optional: Vec<String>,
+    pub max_sockets: u32,
+}
+
+/// Checks what loading needs and says what to do when it is missing.
+pub fn preflight() -> anyhow::Result<()> {
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "/sys/kernel/btf/vmlinux is missing: this kernel was built without BTF \
+             (CONFIG_DEBUG_INFO_BTF=y). tcpwatch needs it to find struct offsets; use a kernel \
+             with BTF (all major distributions since 2021 ship one)"
+        );
+    }
+    let caps = crate::caps::effective()?;
+    let missing = crate::caps::missing_for_load(caps);
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities {}: loading eBPF programs needs CAP_BPF and CAP_PERFMON, and \
+             sweeping other network namespaces needs CAP_SYS_ADMIN (setns). Run as root \
+             (`sudo tcpwatch ...`) or grant them (see docs/operations.md)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+impl Kernel {
+    pub fn load(opts: LoadOptions) -> anyhow::Result<Self> {
+        preflight()?;
+        let raw = std::fs::read("/sys/kernel/btf/vmlinux")
+            .context("reading /sys/kernel/btf/vmlinux (kernel BTF)")?;
+        let parsed = tcpwatch_core::btf::Btf::parse(&raw)
+            .context("parsing the kernel's BTF from /sys/kernel/btf/vmlinux")?;
+        let resolved = offsets::resolve(&parsed)?;
+        let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for program attach")?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &resolved.offsets, true)
+            .map_max_entries("SOCKS", opts.max_sockets)
+            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .load(OBJECT)
+            .map_err(|e| {
+                anyhow!(
+                    "loading tcpwatch's eBPF maps failed: {e}. Check that you run as root (or \
+                     with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
+                )
+            })?;
+        let mut attached = Vec::new();
+        for &(tp_btf, raw_tp, tracepoint) in HOOKS {
+            attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
+        }
+        if opts.pretend_no_iter {
+            bail!(
+                "this kernel has no BPF iterator for TCP (iter/tcp, Linux 5.9+; treated as absent \
+                 by --pretend-no-iter): tcpwatch cannot sweep socket queues. Minimum kernel: 6.1"
+            );
+        }
+        let it: &mut Iter = program(&mut ebpf, SWEEP_PROGRAM)?.try_into()?;
+        it.load("tcp", &btf).map_err(|e| {
+            anyhow!(
+                "loading the iter/tcp sweep program failed: {e:#}. BPF iterators over TCP \
+                 sockets need Linux 5.9+ (tcpwatch supports 6.1+); if the verifier refused it, \
+                 report the log above"
+            )
+        })?;
+        Ok(Self {
+            ebpf,
+            btf,
+            attached,
+            missing_optional: resolved.missing_optional,
+            max_sockets: opts.max_sockets,
+        })
+    }
+
+    /// The ring buffer of state events (can be taken once).
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("EVENTS map already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Sums the per-CPU self-accounting counters.
+    pub fn counters(&self) -> anyhow::Result<[u64; counter::COUNT as usize]> {
+        let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = [0_u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let idx = u32::try_from(i)?;
+            *slot = arr.get(&idx, 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Cumulative resets per (namespace cookie, local port), summed over CPUs.
+    pub fn port_resets(&self) -> anyhow::Result<HashMap<(u64, u16), ResetCounts>> {
+        let map = self.ebpf.map("PORT_RESETS").context("PORT_RESETS map missing")?;
+        let m: PerCpuHashMap<&MapData, PortKey, PortResets> = PerCpuHashMap::try_from(map)?;
+        let mut out = HashMap::new();
+        for entry in m.iter() {
+            let (k, vals) = entry?;
+            let sent: u64 = vals.iter().map(|v| v.sent).sum();
+            let received: u64 = vals.iter().map(|v| v.received).sum();
+            out.insert(
+                (k.netns_cookie, k.port),
+                ResetCounts {
+                    sent: u32::try_from(sent).unwrap_or(u32::MAX),
+                    received: u32::try_from(received).unwrap_or(u32::MAX),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
+    /// iterator captures the namespace of the task that creates it).
+    pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
+        let _ = &self.btf;
+        let it: &mut Iter = program(&mut self.ebpf, SWEEP_PROGRAM)?.try_into()?;
+        let link_id = it.attach().context("attaching the iter/tcp sweep")?;
+        let link = it.take_link(link_id)?;
+        let mut file = link.into_file().context("creating a sweep iterator")?;
+        let mut bytes = Vec::with_capacity(64 * SOCK_RECORD_SIZE);
+        file.read_to_end(&mut bytes).context("reading the sweep iterator")?;
+        parse_sweep(&bytes)
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object (build mismatch)"))
+}
+
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    tp_btf: &str,
+    raw_tp: &str,
+    tracepoint: &'static str,
+) -> anyhow::Result<Attached> {
+    let first = {
+        let p: &mut BtfTracePoint = program(ebpf, tp_btf)?.try_into()?;
+        p.load(tracepoint, btf).and_then(|()| p.attach().map(|_| ()))
+    };
+    let Err(btf_err) = first else {
+        return Ok(Attached { tracepoint, variant: "tp_btf" });
+    };
+    let p: &mut RawTracePoint = program(ebpf, raw_tp)?.try_into()?;
+    match p.load().and_then(|()| p.attach(tracepoint).map(|_| ())) {
+        Ok(()) => {
+            tracing::warn!(tracepoint, error = %btf_err, "tp_btf refused, using raw_tp");
+            Ok(Attached { tracepoint, variant: "raw_tp" })
+        }
+        Err(raw_err) => Err(anyhow!(
+            "attaching to tracepoint {tracepoint} failed: as tp_btf: {btf_err}; as raw_tp: \
+             {raw_err}. The tracepoint exists since Linux 4.16-5.x (tcpwatch supports 6.1+); \
+             check that BPF is not restricted by lockdown or an LSM"
+        )),
+    }
+}
+
+/// One namespace's sweep: the header and the socket records.
+#[derive(Debug)]
+pub struct Sweep {
+    pub header: SweepHeader,
+    pub records: Vec<SockRecord>,
+}
+
+/// Parses the iterator's output: a header slot, then one record per socket. The program also
+/// writes a header on its final call when `seq_num` is still 0 (one-socket namespaces), so
+/// header slots are recognised anywhere: a kernel socket address never equals the header's
+/// first 8 bytes.
+pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
+    if bytes.len() % SOCK_RECORD_SIZE != 0 || bytes.len() < SOCK_RECORD_SIZE {
+        bail!(
+            "sweep output is {} bytes, not a whole number of {SOCK_RECORD_SIZE}-byte records \
+             (tcpwatch and its kernel object are out of sync)",
+            bytes.len()
+        );
+    }
+    let mut header: Option<SweepHeader> = None;
+    let mut records = Vec::with_capacity(bytes.len() / SOCK_RECORD_SIZE);
+    for chunk in bytes.chunks_exact(SOCK_RECORD_SIZE) {
+        let magic = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        if magic == SWEEP_MAGIC && chunk[4..8] == ABI_VERSION.to_le_bytes() {
+            if header.is_none() {
+                // SAFETY: the chunk is exactly size_of::<SweepHeader>() bytes (asserted in
+                // tcpwatch-common), SweepHeader is plain old data, read_unaligned needs no
+                // alignment.
+                header = Some(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) });
+            }
+            continue;
+        }
+        // SAFETY: as above, for SockRecord.
+        records.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<SockRecord>()) });
+    }
+    let header = header.with_context(|| {
+        format!(
+            "sweep output has no header with magic {SWEEP_MAGIC:#x} version {ABI_VERSION} \
+             (tcpwatch and its kernel object are out of sync)"
+        )
+    })?;
+    Ok(Sweep { header, records })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: T is plain old data of size_of::<T>() bytes.
+        unsafe { std::slice::from_raw_parts((&raw const *v).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    #[test]
+    fn parses_header_records_and_trailing_header() {
+        let hdr = SweepHeader {
+            magic: SWEEP_MAGIC,
+            abi_version: ABI_VERSION,
+            ktime_ns: 5,
+            ..SweepHeader::default()
+        };
+        let rec = SockRecord { skaddr: 0xffff_8881_0318_0000, sport: 80, ..SockRecord::default() };
+        let mut b = bytes_of(&hdr);
+        b.extend(bytes_of(&rec));
+        b.extend(bytes_of(&SweepHeader { ktime_ns: 9, ..hdr }));
+        let s = parse_sweep(&b).unwrap();
+        assert_eq!(s.header.ktime_ns, 5);
+        assert_eq!(s.records, vec![rec]);
+        assert!(parse_sweep(&b[..10]).is_err());
+        assert!(parse_sweep(&bytes_of(&rec)).is_err(), "no header");
+    }
+}

@@ -1,0 +1,159 @@
+//! Socket inode -> owning process, by scanning `/proc/PID/fd`. Incremental: a scan runs only
+//! when the table has socket inodes with no known owner, at most once per interval, and stops
+//! as soon as every wanted inode is found. Results are cached until the socket goes away.
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use tcpwatch_core::model::Owner;
+
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct OwnerStats {
+    pub scans: u64,
+    pub fds_read: u64,
+    pub last_scan_ms: u64,
+}
+
+pub struct OwnerIndex {
+    by_inode: HashMap<u64, Owner>,
+    interval: Duration,
+    last_scan: Option<Instant>,
+    pub stats: OwnerStats,
+}
+
+impl OwnerIndex {
+    #[must_use]
+    pub fn new(interval: Duration) -> Self {
+        Self { by_inode: HashMap::new(), interval, last_scan: None, stats: OwnerStats::default() }
+    }
+
+    #[must_use]
+    pub fn get(&self, inode: u64) -> Option<Owner> {
+        self.by_inode.get(&inode).cloned()
+    }
+
+    /// Drops cached owners of inodes no longer in use.
+    pub fn retain(&mut self, live: &HashSet<u64>) {
+        self.by_inode.retain(|ino, _| live.contains(ino));
+    }
+
+    /// Scans `/proc` for the `wanted` inodes if the interval allows (or `force`).
+    pub fn refresh(&mut self, wanted: &HashSet<u64>, force: bool) {
+        let wanted: HashSet<u64> =
+            wanted.iter().filter(|i| !self.by_inode.contains_key(i)).copied().collect();
+        if wanted.is_empty() {
+            return;
+        }
+        if !force && self.last_scan.is_some_and(|t| t.elapsed() < self.interval) {
+            return;
+        }
+        let t0 = Instant::now();
+        self.last_scan = Some(t0);
+        self.stats.scans += 1;
+        let mut remaining = wanted;
+        let Ok(proc_dir) = std::fs::read_dir("/proc") else { return };
+        for entry in proc_dir.flatten() {
+            if remaining.is_empty() {
+                break;
+            }
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            let mut proc_info: Option<(String, Option<String>)> = None;
+            for fd in fds.flatten() {
+                self.stats.fds_read += 1;
+                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+                let Some(inode) = socket_inode(&target.to_string_lossy()) else { continue };
+                if !remaining.remove(&inode) {
+                    continue;
+                }
+                let (comm, container_id) = proc_info.get_or_insert_with(|| {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|s| s.trim_end().to_owned())
+                        .unwrap_or_default();
+                    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                        .ok()
+                        .and_then(|s| container_id(&s));
+                    (comm, cg)
+                });
+                self.by_inode.insert(
+                    inode,
+                    Owner {
+                        pid,
+                        comm: comm.clone(),
+                        fd: fd.file_name().to_str().and_then(|s| s.parse().ok()),
+                        container_id: container_id.clone(),
+                        pod: None,
+                    },
+                );
+            }
+        }
+        self.stats.last_scan_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+    }
+}
+
+/// `socket:[12345]` -> 12345.
+fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The container id in a `/proc/PID/cgroup` file (docker, containerd, CRI-O; cgroup v1 and
+/// v2), if the process runs in a container: the last 64-hex-digit path component, with the
+/// runtime's prefix and `.scope` suffix removed.
+#[must_use]
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.rsplit('/').find_map(|comp| {
+            let comp = comp.strip_suffix(".scope").unwrap_or(comp);
+            let id = comp.rsplit(['-', ':']).next()?;
+            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn socket_links_are_parsed() {
+        assert_eq!(socket_inode("socket:[4242]"), Some(4242));
+        assert_eq!(socket_inode("pipe:[4242]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn container_ids_from_real_cgroup_formats() {
+        let v2_containerd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{ID}.scope\n"
+        );
+        let v2_crio = format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope\n");
+        let v2_docker = format!("0::/system.slice/docker-{ID}.scope\n");
+        let v1_docker = format!("12:pids:/docker/{ID}\n11:cpu:/docker/{ID}\n");
+        let v1_kube = format!("4:memory:/kubepods/burstable/pod1234/{ID}\n");
+        for s in [v2_containerd, v2_crio, v2_docker, v1_docker, v1_kube] {
+            assert_eq!(container_id(&s).as_deref(), Some(ID), "{s}");
+        }
+        assert_eq!(container_id("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+        assert_eq!(container_id("0::/\n"), None);
+    }
+
+    #[test]
+    fn finds_own_socket_owner() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let inode = socket_inode(&link.to_string_lossy()).unwrap();
+        let mut idx = OwnerIndex::new(Duration::from_secs(60));
+        idx.refresh(&HashSet::from([inode]), true);
+        let owner = idx.get(inode).unwrap();
+        assert_eq!(owner.pid, std::process::id());
+        assert_eq!(owner.fd, Some(fd));
+        // Within the interval a second scan is skipped; found inodes are never rescanned.
+        idx.refresh(&HashSet::from([inode, 1]), false);
+        assert_eq!(idx.stats.scans, 1);
+    }
+}

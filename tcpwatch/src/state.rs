@@ -1,0 +1,149 @@
+//! The daemon's state, shared by the event reader, the sweep loop and the HTTP API. The
+//! decisions (table merge, detectors) are the pure code of `tcpwatch-core`; this module only
+//! holds them together and applies inputs in order.
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use tcpwatch_common::{StateEvent, counter};
+use tcpwatch_core::detect::{DetectContext, Detectors};
+use tcpwatch_core::model::{FindingChange, MonoNs, NetnsInfo, ResetCounts};
+use tcpwatch_core::table::{ConnTable, Delta, KernelClock};
+use tokio::sync::broadcast;
+
+use crate::kernel::Attached;
+use crate::sweeper::SweepBatch;
+
+/// Something that changed, for `/api/v1/stream` and `tcpwatch top`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    Conn(Delta),
+    Finding(FindingChange),
+}
+
+/// Daemon self-accounting (exported as metrics).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DaemonStats {
+    pub events_received: u64,
+    /// Events whose bytes did not have the expected size (never expected; counted anyway).
+    pub events_malformed: u64,
+    pub sweeps: u64,
+    pub sweep_errors: u64,
+    pub last_sweep_seconds: f64,
+    pub last_sweep_sockets: u64,
+    pub last_sweep_namespaces: u64,
+    /// Stream events lost by slow subscribers.
+    pub stream_lagged: u64,
+}
+
+/// Names the kernel counters in `tcpwatch_common::counter` order.
+pub const KERNEL_COUNTER_NAMES: [&str; counter::COUNT as usize] = [
+    "events_submitted",
+    "events_dropped",
+    "socks_map_full",
+    "retransmits",
+    "resets_sent",
+    "resets_received",
+    "port_resets_map_full",
+    "sweep_write_failed",
+];
+
+pub struct Shared {
+    pub table: ConnTable,
+    pub detectors: Detectors,
+    pub netns: HashMap<u64, NetnsInfo>,
+    pub netns_names: HashMap<u64, String>,
+    pub port_resets: HashMap<(u64, u16), ResetCounts>,
+    pub kernel_counters: [u64; counter::COUNT as usize],
+    pub stats: DaemonStats,
+    pub attached: Vec<Attached>,
+    pub missing_optional: Vec<String>,
+    pub clock: KernelClock,
+    /// True once programs are attached and the first full sweep is in the table.
+    pub ready: bool,
+    pub stream: broadcast::Sender<StreamEvent>,
+}
+
+impl Shared {
+    #[must_use]
+    pub fn new(table: ConnTable, detectors: Detectors) -> Self {
+        let (stream, _) = broadcast::channel(4096);
+        Self {
+            table,
+            detectors,
+            netns: HashMap::new(),
+            netns_names: HashMap::new(),
+            port_resets: HashMap::new(),
+            kernel_counters: [0; counter::COUNT as usize],
+            stats: DaemonStats::default(),
+            attached: Vec::new(),
+            missing_optional: Vec::new(),
+            clock: KernelClock::default(),
+            ready: false,
+            stream,
+        }
+    }
+
+    pub fn apply_event(&mut self, ev: &StateEvent) {
+        self.stats.events_received += 1;
+        let delta = self.table.apply_event(ev);
+        // No subscribers is fine: send only fails when nobody listens.
+        let _ = self.stream.send(StreamEvent::Conn(delta));
+    }
+
+    /// Applies a whole-host sweep; returns the socket inodes that still need an owner.
+    pub fn apply_sweep(&mut self, batch: &SweepBatch, now: MonoNs) -> HashSet<u64> {
+        self.stats.sweeps += 1;
+        self.stats.sweep_errors += batch.errors.len() as u64;
+        self.stats.last_sweep_seconds = batch.duration.as_secs_f64();
+        self.stats.last_sweep_sockets = batch.sockets() as u64;
+        self.stats.last_sweep_namespaces = batch.namespaces.len() as u64;
+        self.kernel_counters = batch.counters;
+        self.port_resets.clone_from(&batch.port_resets);
+        let mut deltas = Vec::new();
+        let mut alive = HashMap::new();
+        for ns in &batch.namespaces {
+            self.table.apply_sweep(
+                ns.id.cookie,
+                &ns.sweep.records,
+                ns.sweep.header.ktime_ns,
+                self.clock,
+                now,
+                &mut deltas,
+            );
+            alive.insert(ns.id.cookie, ns.info);
+            if let Some(name) = &ns.name {
+                self.netns_names.insert(ns.id.cookie, name.clone());
+            }
+        }
+        self.netns = alive;
+        self.netns_names.retain(|c, _| self.netns.contains_key(c));
+        for d in deltas {
+            let _ = self.stream.send(StreamEvent::Conn(d));
+        }
+        self.table.iter().filter(|c| c.inode != 0 && c.owner.is_none()).map(|c| c.inode).collect()
+    }
+
+    /// Runs the detectors and bounds the table; returns the finding changes.
+    pub fn evaluate(&mut self, now: MonoNs) -> Vec<FindingChange> {
+        let ctx = DetectContext { netns: &self.netns, port_resets: &self.port_resets };
+        let changes = self.detectors.evaluate(now, self.table.iter(), &ctx);
+        let detectors = &self.detectors;
+        for key in self.table.enforce_bound(|k| detectors.is_flagged(k)) {
+            let _ = self.stream.send(StreamEvent::Conn(Delta::Remove { key }));
+        }
+        for c in &changes {
+            let _ = self.stream.send(StreamEvent::Finding(c.clone()));
+        }
+        changes
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns()`.
+#[must_use]
+pub fn mono_now() -> MonoNs {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}

@@ -1,0 +1,73 @@
+//! One sweep of the whole host: the `iter/tcp` program run once inside every network
+//! namespace (an iterator only walks the namespace of the task that creates it), plus the
+//! kernel-side counters. Runs on a dedicated OS thread because it setns()es that thread.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tcpwatch_common::counter;
+use tcpwatch_core::model::{NetnsId, NetnsInfo, ResetCounts};
+
+use crate::kernel::{Kernel, Sweep};
+use crate::netns::{self, Home, NetnsHandle};
+
+/// One namespace's part of a sweep.
+#[derive(Debug)]
+pub struct NsSweep {
+    pub id: NetnsId,
+    pub name: Option<String>,
+    pub info: NetnsInfo,
+    pub sweep: Sweep,
+    pub duration: Duration,
+}
+
+/// Everything one sweep of the host produced.
+#[derive(Debug)]
+pub struct SweepBatch {
+    pub namespaces: Vec<NsSweep>,
+    /// Namespaces that could not be swept, with why (they vanished, or permission).
+    pub errors: Vec<String>,
+    pub counters: [u64; counter::COUNT as usize],
+    pub port_resets: HashMap<(u64, u16), ResetCounts>,
+    pub duration: Duration,
+}
+
+impl SweepBatch {
+    #[must_use]
+    pub fn sockets(&self) -> usize {
+        self.namespaces.iter().map(|n| n.sweep.records.len()).sum()
+    }
+}
+
+fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Result<NsSweep> {
+    home.visit(h, || {
+        let t0 = Instant::now();
+        let cookie = netns::current_cookie()?;
+        let id = NetnsId { cookie, inode: h.inode };
+        let info = netns::current_info(id);
+        let sweep = kernel.sweep_current_netns()?;
+        Ok(NsSweep { id, name: h.name.clone(), info, sweep, duration: t0.elapsed() })
+    })
+}
+
+/// Sweeps every namespace on the host. Never fails as a whole: per-namespace failures are
+/// listed in `errors` (and counted by the caller).
+pub fn sweep_all(kernel: &mut Kernel, home: &Home) -> SweepBatch {
+    let t0 = Instant::now();
+    let mut namespaces = Vec::new();
+    let mut errors = Vec::new();
+    for h in netns::discover() {
+        match sweep_one(kernel, home, &h) {
+            Ok(ns) => namespaces.push(ns),
+            Err(e) => errors.push(format!("net:[{}]: {e:#}", h.inode)),
+        }
+    }
+    let counters = kernel.counters().unwrap_or_else(|e| {
+        errors.push(format!("reading COUNTERS: {e:#}"));
+        [0; counter::COUNT as usize]
+    });
+    let port_resets = kernel.port_resets().unwrap_or_else(|e| {
+        errors.push(format!("reading PORT_RESETS: {e:#}"));
+        HashMap::new()
+    });
+    SweepBatch { namespaces, errors, counters, port_resets, duration: t0.elapsed() }
+}

@@ -1,0 +1,249 @@
+//! Privileged integration tests of the data plane: the real programs, real sockets in
+//! namespaces the tests create, and `ss` as ground truth.
+mod support;
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use support::{Daemon, Netns, conns_in, find, privileged, snapshot, ss, wait_for};
+
+fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
+    ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.listen(backlog).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    })
+}
+
+fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
+    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn full_accept_queue_and_unaccepted_close_wait() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("backlog");
+    let (_l, addr) = listener(&ns, 2);
+    // A listener that never accepts holds limit+1 connections.
+    let mut clients: Vec<TcpStream> = (0..3).map(|_| connect(&ns, addr)).collect();
+    // One client gives up: its never-accepted server side goes to CLOSE_WAIT with no owner.
+    let gone = clients.pop().unwrap();
+    let gone_addr = gone.local_addr().unwrap();
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let truth = ss(&ns);
+    let l_ss = truth.iter().find(|r| r.state == "LISTEN" && r.local == addr).unwrap();
+    let cw_ss = truth.iter().find(|r| r.state == "CLOSE-WAIT" && r.local == addr).unwrap();
+    assert_eq!((l_ss.recv_q, l_ss.send_q), (3, 2), "ground truth: {l_ss:?}");
+
+    let snap = snapshot(&[]);
+    let conns = conns_in(&snap, ns.inode);
+    let l = find(&conns, "LISTEN", &addr, None).expect("listener reported");
+    assert_eq!(u(&l["queues"]["accept_queue"]), u64::from(l_ss.recv_q));
+    assert_eq!(u(&l["queues"]["accept_limit"]), u64::from(l_ss.send_q));
+    let cw = find(&conns, "CLOSE_WAIT", &addr, Some(&gone_addr)).expect("CLOSE_WAIT reported");
+    assert_eq!(u(&cw["inode"]), 0, "never accepted: no struct socket");
+    assert!(cw.get("owner").is_none_or(Value::is_null), "no owner: {cw}");
+    assert_eq!(u(&cw["queues"]["recv_q"]), u64::from(cw_ss.recv_q));
+    drop(clients);
+}
+
+#[test]
+fn close_wait_owned_by_this_process() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cwown");
+    let (l, addr) = listener(&ns, 16);
+    let client = connect(&ns, addr);
+    let (server, peer) = l.accept().unwrap();
+    let server_fd = server.as_raw_fd();
+    drop(client);
+    std::thread::sleep(Duration::from_millis(100));
+    let truth = ss(&ns);
+    let cw_ss = truth.iter().find(|r| r.state == "CLOSE-WAIT").expect("ss shows CLOSE-WAIT");
+
+    let snap = snapshot(&[]);
+    let conns = conns_in(&snap, ns.inode);
+    let peer = peer.as_socket().unwrap();
+    let cw = find(&conns, "CLOSE_WAIT", &addr, Some(&peer)).expect("CLOSE_WAIT reported");
+    assert_eq!(u(&cw["owner"]["pid"]), u64::from(std::process::id()));
+    assert_eq!(cw["owner"]["fd"].as_i64(), Some(i64::from(server_fd)));
+    assert_ne!(u(&cw["inode"]), 0);
+    assert_eq!(u(&cw["queues"]["recv_q"]), u64::from(cw_ss.recv_q), "unread FIN counts 1");
+    drop(server);
+}
+
+#[test]
+fn peer_that_never_reads_fills_send_q() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("noread");
+    let (l, addr) = listener(&ns, 16);
+    let mut client = connect(&ns, addr);
+    let (_server, _) = l.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    let chunk = vec![0x5a_u8; 65_536];
+    let mut written = 0_usize;
+    for _ in 0..10_000 {
+        match client.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(written > 0);
+    let caddr = client.local_addr().unwrap();
+    // Wait until the queues stop moving (zero window reached).
+    let stable = wait_for(Duration::from_secs(5), || {
+        let a = ss(&ns);
+        std::thread::sleep(Duration::from_millis(100));
+        let b = ss(&ns);
+        let q = |rows: &[support::SsRow]| {
+            rows.iter().find(|r| r.local == caddr).map(|r| (r.recv_q, r.send_q))
+        };
+        (q(&a) == q(&b)).then(|| b)
+    })
+    .expect("queues settle");
+    let c_ss = stable.iter().find(|r| r.local == caddr).unwrap();
+    let s_ss = stable.iter().find(|r| r.local == addr && r.state == "ESTAB").unwrap();
+    assert!(c_ss.send_q > 0 && s_ss.recv_q > 0, "ground truth: {c_ss:?} {s_ss:?}");
+
+    let snap = snapshot(&[]);
+    let conns = conns_in(&snap, ns.inode);
+    let c = find(&conns, "ESTABLISHED", &caddr, Some(&addr)).expect("client reported");
+    let s = find(&conns, "ESTABLISHED", &addr, Some(&caddr)).expect("server reported");
+    assert_eq!(u(&c["queues"]["send_q"]), u64::from(c_ss.send_q));
+    assert_eq!(u(&s["queues"]["recv_q"]), u64::from(s_ss.recv_q));
+    assert_eq!(u(&c["tcp"]["peer_window"]), 0, "peer not reading: zero window");
+}
+
+#[test]
+fn blackholed_peer_grows_retransmit_chain_and_backoff() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("blackhole");
+    let (l, addr) = listener(&ns, 16);
+    let mut client = connect(&ns, addr);
+    let (_server, _) = l.accept().unwrap();
+    ns.blackhole_port(addr.port());
+    client.write_all(&[1_u8; 1000]).unwrap();
+    let caddr = client.local_addr().unwrap();
+    let chain_of = |snap: &Value| {
+        let conns = conns_in(snap, ns.inode);
+        let c = find(&conns, "ESTABLISHED", &caddr, Some(&addr)).expect("client").clone();
+        (u(&c["retrans"]["chain"]), u(&c["tcp"]["backoff"]), u(&c["queues"]["send_q"]), c)
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (chain1, backoff1, sendq1, _) = chain_of(&snapshot(&[]));
+    let ss_mid = ss(&ns);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (chain2, backoff2, _, c2) = chain_of(&snapshot(&[]));
+    assert!(chain1 >= 1, "retransmitting after 1.5 s");
+    assert_eq!(sendq1, 1000, "nothing acknowledged");
+    assert!(chain2 > chain1, "chain grows: {chain1} -> {chain2}");
+    assert!(backoff2 > backoff1, "backoff rises: {backoff1} -> {backoff2}");
+    let row = ss_mid.iter().find(|r| r.local == caddr).unwrap();
+    let ss_backoff: u64 = row.field("backoff").and_then(|b| b.parse().ok()).unwrap_or(0);
+    assert!(
+        (backoff1..=backoff2).contains(&ss_backoff),
+        "ss backoff {ss_backoff} between ours {backoff1}..{backoff2}"
+    );
+    assert!(u(&c2["retrans"]["total"]) >= chain2);
+}
+
+#[test]
+fn every_namespace_and_preexisting_sockets_in_one_daemon() {
+    if !privileged() {
+        return;
+    }
+    let a = Netns::new("nsa");
+    let b = Netns::new("nsb");
+    let (_la, addr_a) = listener(&a, 8);
+    let (_lb, addr_b) = listener(&b, 8);
+    let root = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let root_addr = root.local_addr().unwrap();
+    // Sweeps only at start-up: later changes must arrive through the ring buffer.
+    let d = Daemon::start(&["daemon.sweep_interval_ms=600000"]);
+
+    let has = |port: u16, inode: Option<u64>| {
+        let v = d.get_json(&format!("/api/v1/connections?port={port}&state=LISTEN"));
+        v["connections"].as_array().unwrap().iter().any(|c| {
+            c["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}")))
+                && inode.is_none_or(|i| c["netns"]["inode"].as_u64() == Some(i))
+        })
+    };
+    assert!(has(addr_a.port(), Some(a.inode)), "listener in namespace A");
+    assert!(has(addr_b.port(), Some(b.inode)), "listener in namespace B");
+    assert!(has(root_addr.port(), None), "listener in the root namespace");
+
+    // State changes reach the table within 100 ms (median of 5; polling every 2 ms).
+    let mut lat = Vec::new();
+    let mut keep = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let c = connect(&a, addr_a);
+        let cport = c.local_addr().unwrap().port();
+        let seen = wait_for(Duration::from_secs(2), || {
+            let v = d.get_json(&format!("/api/v1/connections?port={cport}"));
+            (!v["connections"].as_array().unwrap().is_empty()).then(Instant::now)
+        })
+        .expect("new connection reached the table");
+        lat.push(seen.duration_since(t0));
+        keep.push(c);
+    }
+    lat.sort();
+    eprintln!("event-to-table latencies: {lat:?}");
+    assert!(lat[2] < Duration::from_millis(100), "median {:?}", lat[2]);
+}
+
+#[test]
+fn sweeps_ten_thousand_sockets_and_reports_duration() {
+    if !privileged() {
+        return;
+    }
+    let want = 10_000_u64;
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid rlimit out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    assert!(lim.rlim_max >= want + 1000, "hard fd limit {} too low", lim.rlim_max);
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: raising the soft limit to the hard limit is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    let ns = Netns::new("scale");
+    let socks: Vec<Socket> = ns.enter(move || {
+        (0..want)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+                s.listen(1).unwrap();
+                s
+            })
+            .collect()
+    });
+    let snap = snapshot(&[]);
+    let n = conns_in(&snap, ns.inode).len() as u64;
+    let ms = snap["sweep"]["duration_ms"].as_f64().unwrap();
+    eprintln!(
+        "swept {} sockets in {} namespaces in {ms:.1} ms ({n} in the test namespace)",
+        snap["sweep"]["sockets"], snap["sweep"]["namespaces"]
+    );
+    assert_eq!(n, want);
+    assert!(ms > 0.0);
+    drop(socks);
+}
