@@ -1,6 +1,6 @@
 //! The binary contract between tcpwatch's kernel programs (`tcpwatch-ebpf`) and its userspace
 //! daemon. Every type is `#[repr(C)]`, has no padding holes the kernel could leave uninitialised
-//! (explicit `_pad` fields) and is plain old data.
+//! (explicit `pad` fields) and is plain old data.
 //!
 //! Layout changes are versioned by [`ABI_VERSION`]: pinned maps written by another version are
 //! detected and replaced by the loader.
@@ -146,11 +146,11 @@ pub struct SockState {
     pub chain_snd_una: u32,
     pub resets_sent: u32,
     pub resets_received: u32,
-    /// tgid of the task that called connect()/listen() on this socket, 0 = unknown.
+    /// tgid of the task that called `connect()`/`listen()` on this socket, 0 = unknown.
     pub pid: u32,
     pub comm: [u8; 16],
     pub state: u8,
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
 }
 
 /// Event kinds pushed through the `EVENTS` ring buffer.
@@ -172,7 +172,7 @@ pub struct StateEvent {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
     pub netns_ino: u32,
-    /// tgid of the current task (meaningful for SYN_SENT and LISTEN, which run in process
+    /// tgid of the current task (meaningful for `SYN_SENT` and `LISTEN`, which run in process
     /// context; other transitions often run in softirq context).
     pub pid: u32,
     pub comm: [u8; 16],
@@ -185,12 +185,12 @@ pub struct StateEvent {
     pub kind: u8,
     pub oldstate: u8,
     pub newstate: u8,
-    pub _pad: [u8; 3],
+    pub pad: [u8; 3],
 }
 
 /// Bits of [`SockRecord::flags`].
 pub mod record_flags {
-    /// The record carries `tcp_sock` fields (not a TIME_WAIT or NEW_SYN_RECV minisocket).
+    /// The record carries `tcp_sock` fields (not a `TIME_WAIT` or `NEW_SYN_RECV` minisocket).
     pub const FULL_SOCK: u8 = 1;
     /// `SOCKS` had an entry for this socket (state age and chain are from tracepoints).
     pub const TRACKED: u8 = 2;
@@ -210,7 +210,7 @@ pub struct SweepHeader {
     pub ktime_ns: u64,
     pub jiffies: u64,
     /// Padding to the size of a [`SockRecord`] so the stream is a sequence of equal slots.
-    pub _pad: [u64; (SOCK_RECORD_SIZE - 24) / 8],
+    pub pad: [u64; (SOCK_RECORD_SIZE - 24) / 8],
 }
 
 /// One socket as the `iter/tcp` sweep sees it, merged with its `SOCKS` entry.
@@ -266,7 +266,7 @@ pub struct SockRecord {
     pub backoff: u8,
     pub retransmits: u8,
     pub probes_out: u8,
-    pub _pad: [u8; 5],
+    pub pad: [u8; 5],
 }
 
 pub const SOCK_RECORD_SIZE: usize = core::mem::size_of::<SockRecord>();
@@ -277,7 +277,7 @@ pub const SOCK_RECORD_SIZE: usize = core::mem::size_of::<SockRecord>();
 pub struct PortKey {
     pub netns_cookie: u64,
     pub port: u16,
-    pub _pad: [u8; 6],
+    pub pad: [u8; 6],
 }
 
 /// Value of the `PORT_RESETS` map.

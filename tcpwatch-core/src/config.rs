@@ -5,7 +5,6 @@
 //! Units: intervals of the daemon and of Alertmanager are integer milliseconds (`*_ms`);
 //! detector thresholds and windows are seconds as floats (`*_seconds`, `30` and `30.0` both
 //! work).
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,11 @@ pub const MAX_SECONDS: f64 = 31_536_000.0;
 /// Converts validated seconds (finite, `0..=MAX_SECONDS`) to nanoseconds.
 #[must_use]
 pub fn seconds_to_ns(seconds: f64) -> MonoNs {
-    let clamped = if seconds.is_finite() { seconds.clamp(0.0, MAX_SECONDS) } else { 0.0 };
+    let clamped = if seconds.is_finite() {
+        seconds.clamp(0.0, MAX_SECONDS)
+    } else {
+        0.0
+    };
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
@@ -38,7 +41,11 @@ pub fn seconds_to_ns(seconds: f64) -> MonoNs {
 pub enum ConfigError {
     /// The text is not valid TOML.
     #[error("config: TOML syntax error at line {line}, column {column}: {message}")]
-    Syntax { line: usize, column: usize, message: String },
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// A key that tcpwatch does not know (typo, or a key of another version).
     #[error("{key}: unknown key (known here: {known})")]
     UnknownKey { key: String, known: String },
@@ -58,7 +65,10 @@ impl ConfigError {
     }
 
     fn invalid(key: &str, message: impl Into<String>) -> Self {
-        Self::Invalid { key: key.to_owned(), message: message.into() }
+        Self::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -156,13 +166,16 @@ impl Default for DetectorConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CloseWaitConfig {
     pub enabled: bool,
-    /// A socket in CLOSE_WAIT longer than this is stuck.
+    /// A socket in `CLOSE_WAIT` longer than this is stuck.
     pub threshold_seconds: f64,
 }
 
 impl Default for CloseWaitConfig {
     fn default() -> Self {
-        Self { enabled: true, threshold_seconds: 30.0 }
+        Self {
+            enabled: true,
+            threshold_seconds: 30.0,
+        }
     }
 }
 
@@ -178,7 +191,11 @@ pub struct SendQueueConfig {
 
 impl Default for SendQueueConfig {
     fn default() -> Self {
-        Self { enabled: true, min_bytes: 1, window_seconds: 10.0 }
+        Self {
+            enabled: true,
+            min_bytes: 1,
+            window_seconds: 10.0,
+        }
     }
 }
 
@@ -196,7 +213,12 @@ pub struct RetransmitConfig {
 
 impl Default for RetransmitConfig {
     fn default() -> Self {
-        Self { enabled: true, min_chain: 3, min_backoff: 4, critical_backoff: 6 }
+        Self {
+            enabled: true,
+            min_chain: 3,
+            min_backoff: 4,
+            critical_backoff: 6,
+        }
     }
 }
 
@@ -212,7 +234,11 @@ pub struct AcceptBacklogConfig {
 
 impl Default for AcceptBacklogConfig {
     fn default() -> Self {
-        Self { enabled: true, fill_fraction: 0.8, window_seconds: 5.0 }
+        Self {
+            enabled: true,
+            fill_fraction: 0.8,
+            window_seconds: 5.0,
+        }
     }
 }
 
@@ -250,7 +276,11 @@ pub struct ResetBurstConfig {
 
 impl Default for ResetBurstConfig {
     fn default() -> Self {
-        Self { enabled: true, min_resets: 10, window_seconds: 10.0 }
+        Self {
+            enabled: true,
+            min_resets: 10,
+            window_seconds: 10.0,
+        }
     }
 }
 
@@ -269,7 +299,12 @@ pub struct AlertmanagerConfig {
 
 impl Default for AlertmanagerConfig {
     fn default() -> Self {
-        Self { url: None, min_severity: Severity::Warning, timeout_ms: 5000, resend_interval_ms: 60_000 }
+        Self {
+            url: None,
+            min_severity: Severity::Warning,
+            timeout_ms: 5000,
+            resend_interval_ms: 60_000,
+        }
     }
 }
 
@@ -280,12 +315,157 @@ impl AlertmanagerConfig {
     }
 }
 
+impl DaemonConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range_u64(
+            "daemon.sweep_interval_ms",
+            self.sweep_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range_u64(
+            "daemon.max_connections",
+            self.max_connections,
+            1,
+            100_000_000,
+        )?;
+        range_u64("daemon.history_len", u64::from(self.history_len), 1, 4096)?;
+        range_u64(
+            "daemon.owner_scan_interval_ms",
+            self.owner_scan_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range_u64("daemon.top_k", u64::from(self.top_k), 1, 10_000)
+    }
+}
+
+impl DetectorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        seconds(
+            "detectors.resolve_after_seconds",
+            self.resolve_after_seconds,
+            true,
+        )?;
+        seconds(
+            "detectors.reopen_after_seconds",
+            self.reopen_after_seconds,
+            true,
+        )?;
+        seconds(
+            "detectors.min_update_interval_seconds",
+            self.min_update_interval_seconds,
+            true,
+        )?;
+        range_u64(
+            "detectors.recently_resolved",
+            u64::from(self.recently_resolved),
+            0,
+            65_536,
+        )?;
+        let max_open = u64::from(self.max_open_findings);
+        range_u64("detectors.max_open_findings", max_open, 1, 10_000_000)?;
+
+        let cw = &self.close_wait;
+        seconds(
+            "detectors.close_wait.threshold_seconds",
+            cw.threshold_seconds,
+            false,
+        )?;
+
+        let sq = &self.send_queue;
+        at_least("detectors.send_queue.min_bytes", u64::from(sq.min_bytes), 1)?;
+        seconds(
+            "detectors.send_queue.window_seconds",
+            sq.window_seconds,
+            false,
+        )?;
+
+        let rt = &self.retransmit;
+        range_u64(
+            "detectors.retransmit.min_chain",
+            u64::from(rt.min_chain),
+            1,
+            255,
+        )?;
+        range_u64(
+            "detectors.retransmit.min_backoff",
+            u64::from(rt.min_backoff),
+            1,
+            255,
+        )?;
+        let critical = u64::from(rt.critical_backoff);
+        range_u64("detectors.retransmit.critical_backoff", critical, 1, 255)?;
+
+        let ab = &self.accept_backlog;
+        let fill = ab.fill_fraction;
+        if !(fill.is_finite() && fill > 0.0 && fill <= 1.0) {
+            return Err(ConfigError::invalid(
+                "detectors.accept_backlog.fill_fraction",
+                format!("must be > 0 and <= 1, got {fill}"),
+            ));
+        }
+        seconds(
+            "detectors.accept_backlog.window_seconds",
+            ab.window_seconds,
+            false,
+        )?;
+
+        let aw = &self.awaiting_response;
+        seconds(
+            "detectors.awaiting_response.threshold_seconds",
+            aw.threshold_seconds,
+            false,
+        )?;
+        ports(
+            "detectors.awaiting_response.ignore_local_ports",
+            &aw.ignore_local_ports,
+        )?;
+        ports(
+            "detectors.awaiting_response.ignore_remote_ports",
+            &aw.ignore_remote_ports,
+        )?;
+
+        let rb = &self.reset_burst;
+        at_least(
+            "detectors.reset_burst.min_resets",
+            u64::from(rb.min_resets),
+            1,
+        )?;
+        seconds(
+            "detectors.reset_burst.window_seconds",
+            rb.window_seconds,
+            false,
+        )
+    }
+}
+
+impl AlertmanagerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::invalid(
+                "alertmanager.url",
+                format!("must start with http:// or https://, got {url:?}"),
+            ));
+        }
+        range_u64("alertmanager.timeout_ms", self.timeout_ms, 1, 600_000)?;
+        range_u64(
+            "alertmanager.resend_interval_ms",
+            self.resend_interval_ms,
+            1000,
+            86_400_000,
+        )
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
         check_known_keys(&table, &schema_sample(), "")?;
-        let cfg = deserialize_table(table)?;
+        let cfg = deserialize_table(&table)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -297,52 +477,9 @@ impl Config {
 
     /// Checks ranges; the error names the first offending key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let d = &self.daemon;
-        range_u64("daemon.sweep_interval_ms", d.sweep_interval_ms, 10, 3_600_000)?;
-        range_u64("daemon.max_connections", d.max_connections, 1, 100_000_000)?;
-        range_u64("daemon.history_len", u64::from(d.history_len), 1, 4096)?;
-        range_u64("daemon.owner_scan_interval_ms", d.owner_scan_interval_ms, 10, 3_600_000)?;
-        range_u64("daemon.top_k", u64::from(d.top_k), 1, 10_000)?;
-
-        let t = &self.detectors;
-        seconds("detectors.resolve_after_seconds", t.resolve_after_seconds, true)?;
-        seconds("detectors.reopen_after_seconds", t.reopen_after_seconds, true)?;
-        seconds("detectors.min_update_interval_seconds", t.min_update_interval_seconds, true)?;
-        range_u64("detectors.recently_resolved", u64::from(t.recently_resolved), 0, 65_536)?;
-        range_u64("detectors.max_open_findings", u64::from(t.max_open_findings), 1, 10_000_000)?;
-        seconds("detectors.close_wait.threshold_seconds", t.close_wait.threshold_seconds, false)?;
-        range_u64("detectors.send_queue.min_bytes", u64::from(t.send_queue.min_bytes), 1, u64::from(u32::MAX))?;
-        seconds("detectors.send_queue.window_seconds", t.send_queue.window_seconds, false)?;
-        range_u64("detectors.retransmit.min_chain", u64::from(t.retransmit.min_chain), 1, 255)?;
-        range_u64("detectors.retransmit.min_backoff", u64::from(t.retransmit.min_backoff), 1, 255)?;
-        range_u64("detectors.retransmit.critical_backoff", u64::from(t.retransmit.critical_backoff), 1, 255)?;
-        let f = t.accept_backlog.fill_fraction;
-        if !(f.is_finite() && f > 0.0 && f <= 1.0) {
-            return Err(ConfigError::invalid(
-                "detectors.accept_backlog.fill_fraction",
-                format!("must be > 0 and <= 1, got {f}"),
-            ));
-        }
-        seconds("detectors.accept_backlog.window_seconds", t.accept_backlog.window_seconds, false)?;
-        let a = &t.awaiting_response;
-        seconds("detectors.awaiting_response.threshold_seconds", a.threshold_seconds, false)?;
-        ports("detectors.awaiting_response.ignore_local_ports", &a.ignore_local_ports)?;
-        ports("detectors.awaiting_response.ignore_remote_ports", &a.ignore_remote_ports)?;
-        range_u64("detectors.reset_burst.min_resets", u64::from(t.reset_burst.min_resets), 1, u64::from(u32::MAX))?;
-        seconds("detectors.reset_burst.window_seconds", t.reset_burst.window_seconds, false)?;
-
-        let m = &self.alertmanager;
-        if let Some(url) = &m.url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                "alertmanager.url",
-                format!("must start with http:// or https://, got {url:?}"),
-            ));
-        }
-        range_u64("alertmanager.timeout_ms", m.timeout_ms, 1, 600_000)?;
-        range_u64("alertmanager.resend_interval_ms", m.resend_interval_ms, 1000, 86_400_000)?;
-        Ok(())
+        self.daemon.validate()?;
+        self.detectors.validate()?;
+        self.alertmanager.validate()
     }
 
     /// Sets one dotted key (`detectors.close_wait.threshold_seconds`) from its command-line
@@ -360,10 +497,11 @@ impl Config {
         set_path(&mut probe, &path, parsed.clone(), key)?;
         check_known_keys(&probe, &schema_sample(), "")?;
 
-        let mut current = toml::Table::try_from(&*self)
-            .map_err(|e| ConfigError::invalid(key, format!("cannot serialize the current config: {e}")))?;
+        let mut current = toml::Table::try_from(&*self).map_err(|e| {
+            ConfigError::invalid(key, format!("cannot serialize the current config: {e}"))
+        })?;
         set_path(&mut current, &path, parsed, key)?;
-        let cfg = deserialize_table(current)?;
+        let cfg = deserialize_table(&current)?;
         cfg.validate()?;
         *self = cfg;
         Ok(())
@@ -378,16 +516,28 @@ fn schema_sample() -> toml::Table {
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// Rejects keys that are not in the schema, naming the first one by its dotted path.
-fn check_known_keys(user: &toml::Table, schema: &toml::Table, prefix: &str) -> Result<(), ConfigError> {
+fn check_known_keys(
+    user: &toml::Table,
+    schema: &toml::Table,
+    prefix: &str,
+) -> Result<(), ConfigError> {
     for (k, v) in user {
         let path = join(prefix, k);
         match schema.get(k) {
             None => {
-                let known = schema.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                let known = schema
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(ConfigError::UnknownKey { key: path, known });
             }
             Some(toml::Value::Table(sub)) => match v {
@@ -414,14 +564,14 @@ fn check_known_keys(user: &toml::Table, schema: &toml::Table, prefix: &str) -> R
 
 /// Deserializes; on error finds the key at fault by applying the user's keys one at a time
 /// to the defaults (the serde error of a whole document does not carry the key path).
-fn deserialize_table(table: toml::Table) -> Result<Config, ConfigError> {
+fn deserialize_table(table: &toml::Table) -> Result<Config, ConfigError> {
     let err = match toml::Value::Table(table.clone()).try_into::<Config>() {
         Ok(cfg) => return Ok(cfg),
         Err(e) => e,
     };
     let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
     let mut leaves = Vec::new();
-    collect_leaves(&table, "", &mut leaves);
+    collect_leaves(table, "", &mut leaves);
     for (path, value) in leaves {
         let mut probe = defaults.clone();
         let parts: Vec<&str> = path.split('.').collect();
@@ -430,7 +580,10 @@ fn deserialize_table(table: toml::Table) -> Result<Config, ConfigError> {
             return Err(ConfigError::invalid(&path, e.message().trim().to_owned()));
         }
     }
-    Err(ConfigError::invalid("config", err.message().trim().to_owned()))
+    Err(ConfigError::invalid(
+        "config",
+        err.message().trim().to_owned(),
+    ))
 }
 
 fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
@@ -443,13 +596,20 @@ fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml
     }
 }
 
-fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value, key: &str) -> Result<(), ConfigError> {
+fn set_path(
+    table: &mut toml::Table,
+    path: &[&str],
+    value: toml::Value,
+    key: &str,
+) -> Result<(), ConfigError> {
     let Some((last, parents)) = path.split_last() else {
         return Err(ConfigError::invalid(key, "empty key"));
     };
     let mut cur = table;
     for (i, p) in parents.iter().enumerate() {
-        let entry = cur.entry((*p).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry((*p).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             other => {
@@ -467,15 +627,23 @@ fn set_path(table: &mut toml::Table, path: &[&str], value: toml::Value, key: &st
 fn parse_override_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) if t.len() == 1 => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) if t.len() == 1 => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         _ => toml::Value::String(raw.to_owned()),
     }
 }
 
 fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, column) = e.span().map_or((0, 0), |span| line_column(text, span.start));
+    let (line, column) = e
+        .span()
+        .map_or((0, 0), |span| line_column(text, span.start));
     let message = e.message().trim().to_owned();
-    ConfigError::Syntax { line, column, message }
+    ConfigError::Syntax {
+        line,
+        column,
+        message,
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -490,25 +658,40 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 fn range_u64(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
     if (lo..=hi).contains(&v) {
-        return Ok(());
-    }
-    let mut msg = String::new();
-    if hi == u64::from(u32::MAX) || hi == u64::MAX {
-        let _ = write!(msg, "must be >= {lo}, got {v}");
+        Ok(())
     } else {
-        let _ = write!(msg, "must be between {lo} and {hi}, got {v}");
+        Err(ConfigError::invalid(
+            key,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ))
     }
-    Err(ConfigError::invalid(key, msg))
+}
+
+fn at_least(key: &str, v: u64, lo: u64) -> Result<(), ConfigError> {
+    if v >= lo {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("must be >= {lo}, got {v}"),
+        ))
+    }
 }
 
 fn seconds(key: &str, v: f64, zero_ok: bool) -> Result<(), ConfigError> {
     let low_ok = if zero_ok { v >= 0.0 } else { v > 0.0 };
     if !v.is_finite() || !low_ok {
         let bound = if zero_ok { ">= 0" } else { "> 0" };
-        return Err(ConfigError::invalid(key, format!("must be {bound}, got {v}")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be {bound}, got {v}"),
+        ));
     }
     if v > MAX_SECONDS {
-        return Err(ConfigError::invalid(key, format!("must be <= {MAX_SECONDS} (one year), got {v}")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be <= {MAX_SECONDS} (one year), got {v}"),
+        ));
     }
     Ok(())
 }
@@ -541,7 +724,10 @@ mod tests {
         collect_leaves(&schema_sample(), "", &mut leaves);
         for (path, _) in leaves {
             let last = path.rsplit('.').next().unwrap();
-            assert!(DEFAULT_CONFIG_TOML.contains(&format!("{last} =")), "{path} missing");
+            assert!(
+                DEFAULT_CONFIG_TOML.contains(&format!("{last} =")),
+                "{path} missing"
+            );
         }
     }
 
@@ -550,7 +736,10 @@ mod tests {
         let e = err("[detectors.close_wait]\nthreshold_secs = 10\n");
         assert_eq!(e.key(), Some("detectors.close_wait.threshold_secs"));
         let s = e.to_string();
-        assert!(s.starts_with("detectors.close_wait.threshold_secs: unknown key"), "{s}");
+        assert!(
+            s.starts_with("detectors.close_wait.threshold_secs: unknown key"),
+            "{s}"
+        );
         assert!(s.contains("threshold_seconds"), "{s}");
         let e = err("[nope]\n");
         assert_eq!(e.key(), Some("nope"));
@@ -561,7 +750,11 @@ mod tests {
     #[test]
     fn wrong_type_is_named() {
         let e = err("[detectors.close_wait]\nthreshold_seconds = \"30\"\n");
-        assert_eq!(e.key(), Some("detectors.close_wait.threshold_seconds"), "{e}");
+        assert_eq!(
+            e.key(),
+            Some("detectors.close_wait.threshold_seconds"),
+            "{e}"
+        );
         assert!(e.to_string().contains("string"), "{e}");
         let e = err("[daemon]\nsweep_interval_ms = -5\n");
         assert_eq!(e.key(), Some("daemon.sweep_interval_ms"), "{e}");
@@ -572,7 +765,11 @@ mod tests {
         let e = err("daemon = 3\n");
         assert_eq!(e.key(), Some("daemon"), "{e}");
         let e = err("[detectors.awaiting_response]\nignore_local_ports = [80, 70000]\n");
-        assert_eq!(e.key(), Some("detectors.awaiting_response.ignore_local_ports"), "{e}");
+        assert_eq!(
+            e.key(),
+            Some("detectors.awaiting_response.ignore_local_ports"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -584,13 +781,22 @@ mod tests {
     #[test]
     fn out_of_range_is_named() {
         let e = err("[detectors.close_wait]\nthreshold_seconds = -1\n");
-        assert_eq!(e.to_string(), "detectors.close_wait.threshold_seconds: must be > 0, got -1");
+        assert_eq!(
+            e.to_string(),
+            "detectors.close_wait.threshold_seconds: must be > 0, got -1"
+        );
         let e = err("[detectors.accept_backlog]\nfill_fraction = 1.5\n");
         assert_eq!(e.key(), Some("detectors.accept_backlog.fill_fraction"));
         let e = err("[daemon]\nhistory_len = 0\n");
-        assert_eq!(e.to_string(), "daemon.history_len: must be between 1 and 4096, got 0");
+        assert_eq!(
+            e.to_string(),
+            "daemon.history_len: must be between 1 and 4096, got 0"
+        );
         let e = err("[detectors.awaiting_response]\nignore_remote_ports = [0]\n");
-        assert_eq!(e.key(), Some("detectors.awaiting_response.ignore_remote_ports"));
+        assert_eq!(
+            e.key(),
+            Some("detectors.awaiting_response.ignore_remote_ports")
+        );
         let e = err("[alertmanager]\nurl = \"ftp://x\"\n");
         assert_eq!(e.key(), Some("alertmanager.url"));
     }
@@ -627,7 +833,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.daemon.listen.port(), 9100);
         assert_eq!(c.daemon.log_format, LogFormat::Json);
-        assert_eq!(c.detectors.awaiting_response.ignore_remote_ports, vec![5222, 443]);
+        assert_eq!(
+            c.detectors.awaiting_response.ignore_remote_ports,
+            vec![5222, 443]
+        );
         assert!(c.alertmanager.enabled());
         assert_eq!(c.alertmanager.min_severity, Severity::Critical);
         assert_eq!(c.detectors.close_wait, CloseWaitConfig::default());
@@ -636,25 +845,38 @@ mod tests {
     #[test]
     fn overrides_go_through_validation() {
         let mut c = Config::default();
-        c.apply_override("detectors.close_wait.threshold_seconds", "10").unwrap();
+        c.apply_override("detectors.close_wait.threshold_seconds", "10")
+            .unwrap();
         assert!((c.detectors.close_wait.threshold_seconds - 10.0).abs() < f64::EPSILON);
         c.apply_override("daemon.listen", "0.0.0.0:1234").unwrap();
         assert_eq!(c.daemon.listen.port(), 1234);
         c.apply_override("daemon.log_format", "json").unwrap();
         assert_eq!(c.daemon.log_format, LogFormat::Json);
-        c.apply_override("detectors.awaiting_response.ignore_local_ports", "[8080]").unwrap();
+        c.apply_override("detectors.awaiting_response.ignore_local_ports", "[8080]")
+            .unwrap();
         assert_eq!(c.detectors.awaiting_response.ignore_local_ports, vec![8080]);
-        c.apply_override("alertmanager.url", "http://am:9093").unwrap();
+        c.apply_override("alertmanager.url", "http://am:9093")
+            .unwrap();
         assert_eq!(c.alertmanager.url.as_deref(), Some("http://am:9093"));
-        c.apply_override("detectors.retransmit.enabled", "false").unwrap();
+        c.apply_override("detectors.retransmit.enabled", "false")
+            .unwrap();
         assert!(!c.detectors.retransmit.enabled);
 
         let before = c.clone();
-        let e = c.apply_override("detectors.close_wait.threshold_seconds", "-1").unwrap_err();
-        assert_eq!(e.to_string(), "detectors.close_wait.threshold_seconds: must be > 0, got -1");
-        let e = c.apply_override("detectors.close_wait.nope", "1").unwrap_err();
+        let e = c
+            .apply_override("detectors.close_wait.threshold_seconds", "-1")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "detectors.close_wait.threshold_seconds: must be > 0, got -1"
+        );
+        let e = c
+            .apply_override("detectors.close_wait.nope", "1")
+            .unwrap_err();
         assert_eq!(e.key(), Some("detectors.close_wait.nope"));
-        let e = c.apply_override("daemon.sweep_interval_ms", "fast").unwrap_err();
+        let e = c
+            .apply_override("daemon.sweep_interval_ms", "fast")
+            .unwrap_err();
         assert_eq!(e.key(), Some("daemon.sweep_interval_ms"));
         let e = c.apply_override("daemon.listen.port", "1").unwrap_err();
         assert_eq!(e.key(), Some("daemon.listen"));

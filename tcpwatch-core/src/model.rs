@@ -71,7 +71,7 @@ impl TcpState {
         match self {
             Self::Established => "ESTAB",
             Self::SynSent => "SYN-SENT",
-            Self::SynRecv => "SYN-RECV",
+            Self::SynRecv | Self::NewSynRecv => "SYN-RECV",
             Self::FinWait1 => "FIN-WAIT-1",
             Self::FinWait2 => "FIN-WAIT-2",
             Self::TimeWait => "TIME-WAIT",
@@ -80,7 +80,6 @@ impl TcpState {
             Self::LastAck => "LAST-ACK",
             Self::Listen => "LISTEN",
             Self::Closing => "CLOSING",
-            Self::NewSynRecv => "SYN-RECV",
             Self::Unknown => "UNKNOWN",
         }
     }
@@ -244,19 +243,19 @@ pub struct ConnRecord {
     pub first_seen: MonoNs,
     /// The last sweep or event that confirmed this socket.
     pub last_seen: MonoNs,
-    /// Socket inode (0 = no `struct socket`: never accepted, or orphaned after close()).
+    /// Socket inode (0 = no `struct socket`: never accepted, or orphaned after `close()`).
     pub inode: u64,
     pub uid: u32,
     /// The process holding the socket, from `/proc` (None: none found, or not looked up yet).
     pub owner: Option<Owner>,
-    /// The task that called connect()/listen(), as the kernel saw it.
+    /// The task that called `connect()`/`listen()`, as the kernel saw it.
     pub creator_pid: Option<u32>,
     pub creator_comm: Option<String>,
     pub queues: Queues,
     pub tcp: TcpInfo,
     pub retrans: RetransInfo,
     pub resets: ResetCounts,
-    /// Whether the record has `tcp_sock` fields (TIME_WAIT / NEW_SYN_RECV minisockets do not).
+    /// Whether the record has `tcp_sock` fields (`TIME_WAIT` / `NEW_SYN_RECV` minisockets do not).
     pub full_sock: bool,
     /// Recent samples, oldest first, bounded by the table's history length.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
@@ -270,8 +269,8 @@ impl ConnRecord {
         now.saturating_sub(self.state_since)
     }
 
-    /// A socket in CLOSE_WAIT or ESTABLISHED with no `struct socket` is still in its listener's
-    /// accept queue: the application never called accept() for it.
+    /// A socket in `CLOSE_WAIT` or `ESTABLISHED` with no `struct socket` is still in its listener's
+    /// accept queue: the application never called `accept()` for it.
     #[must_use]
     pub fn is_unaccepted(&self) -> bool {
         self.inode == 0

@@ -101,7 +101,7 @@ pub enum OffsetsError {
         "the running kernel lacks {field} ({purpose}): {source}. tcpwatch supports Linux 6.1 \
          and later built with CONFIG_DEBUG_INFO_BTF=y; see docs/operations.md"
     )]
-    Missing { field: String, purpose: &'static str, source: BtfError },
+    Missing { field: String, purpose: &'static str, source: Box<BtfError> },
     #[error(
         "{field} is {actual} bytes wide in the running kernel, tcpwatch reads {expected}: this \
          kernel's layout is not supported (see docs/operations.md)"
@@ -124,7 +124,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
         let offset = btf.member_offset(outer, member).map_err(|source| OffsetsError::Missing {
             field: format!("{outer}.{member}"),
             purpose: "struct embedding",
-            source,
+            source: Box::new(source),
         })?;
         if offset != 0 {
             return Err(OffsetsError::Layout { outer, member, offset });
@@ -138,7 +138,11 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
             Ok(off) => {
                 if let Some(expected) = f.size {
                     let actual = btf.member_size(f.strukt, f.path).map_err(|source| {
-                        OffsetsError::Missing { field: field.clone(), purpose: f.purpose, source }
+                        OffsetsError::Missing {
+                            field: field.clone(),
+                            purpose: f.purpose,
+                            source: Box::new(source),
+                        }
                     })?;
                     if actual != expected {
                         return Err(OffsetsError::Width { field, expected, actual });
@@ -150,7 +154,13 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
                 set(&mut out, name, OFFSET_MISSING);
                 missing_optional.push(field);
             }
-            Err(source) => return Err(OffsetsError::Missing { field, purpose: f.purpose, source }),
+            Err(source) => {
+                return Err(OffsetsError::Missing {
+                    field,
+                    purpose: f.purpose,
+                    source: Box::new(source),
+                });
+            }
         }
     }
     out.valid = 1;

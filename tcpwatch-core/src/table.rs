@@ -41,7 +41,7 @@ pub struct TableStats {
     pub inserted: u64,
     pub removed_closed: u64,
     /// Records removed because their namespace's sweep no longer listed them (a CLOSE event
-    /// was lost, or the socket became a TIME_WAIT minisocket).
+    /// was lost, or the socket became a `TIME_WAIT` minisocket).
     pub removed_by_sweep: u64,
     /// Records removed because their namespace is gone.
     pub removed_netns_gone: u64,
@@ -155,8 +155,11 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
         queues,
         tcp,
         retrans: RetransInfo {
-            total: r.retrans,
-            chain: r.chain,
+            // Retransmissions before tcpwatch watched the socket are only in the kernel's own
+            // counters: `total_retrans`, and `icsk_retransmits` (RTO retransmissions of the
+            // head segment since the last ACK progress: the kernel's view of the chain).
+            total: r.retrans.max(r.total_retrans),
+            chain: r.chain.max(u32::from(r.retransmits)),
             chain_start: (r.chain_start_ns != 0).then_some(r.chain_start_ns),
             last_retrans: (r.last_retrans_ns != 0).then_some(r.last_retrans_ns),
         },
@@ -306,24 +309,18 @@ impl ConnTable {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
             let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
-            match self.conns.get_mut(&key) {
-                Some(rec) => {
-                    merge(rec, fresh, event_after_sweep, history_len);
-                    out.updated += 1;
-                    deltas.push(Delta::Upsert { conn: Box::new(rec.clone()) });
-                }
-                None => {
-                    if event_after_sweep {
-                        // Closed after the sweep read it (CLOSE removed the record): not a ghost.
-                        continue;
-                    }
-                    let mut fresh = fresh;
-                    push_sample(&mut fresh, history_len);
-                    deltas.push(Delta::Upsert { conn: Box::new(fresh.clone()) });
-                    self.conns.insert(key, fresh);
-                    self.stats.inserted += 1;
-                    out.added += 1;
-                }
+            if let Some(rec) = self.conns.get_mut(&key) {
+                merge(rec, fresh, event_after_sweep, history_len);
+                out.updated += 1;
+                deltas.push(Delta::Upsert { conn: Box::new(rec.clone()) });
+            } else if !event_after_sweep {
+                // (An event after the sweep began means it closed since: not re-added.)
+                let mut fresh = fresh;
+                push_sample(&mut fresh, history_len);
+                deltas.push(Delta::Upsert { conn: Box::new(fresh.clone()) });
+                self.conns.insert(key, fresh);
+                self.stats.inserted += 1;
+                out.added += 1;
             }
         }
         let listed: std::collections::HashSet<u64> = records.iter().map(|r| r.skaddr).collect();
@@ -380,7 +377,7 @@ impl ConnTable {
         missing
     }
 
-    /// Evicts records past `max_connections`: TIME_WAIT/NEW_SYN_RECV minisockets first, then
+    /// Evicts records past `max_connections`: `TIME_WAIT`/`NEW_SYN_RECV` minisockets first, then
     /// the least recently confirmed; records for which `protected` is true (flagged by a
     /// detector) are never evicted. Returns the evicted keys.
     pub fn enforce_bound(&mut self, protected: impl Fn(&ConnKey) -> bool) -> Vec<ConnKey> {
@@ -525,6 +522,17 @@ mod tests {
         assert!(c.state_since_exact);
         assert_eq!(c.state_since, 100);
         assert_eq!(c.local.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn kernel_counters_cover_retransmits_before_tcpwatch() {
+        let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+        r.retransmits = 4;
+        r.total_retrans = 9;
+        r.chain = 2;
+        r.retrans = 2;
+        let c = record_from_sweep(&r, CLOCK, 0);
+        assert_eq!((c.retrans.chain, c.retrans.total), (4, 9));
     }
 
     #[test]

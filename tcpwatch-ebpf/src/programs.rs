@@ -193,7 +193,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
             (*ev).retrans = 0;
             (*ev).resets_sent = 0;
             (*ev).resets_received = 0;
-            (*ev)._pad = [0; 3];
+            (*ev).pad = [0; 3];
         }
     }
     if let Some(st) = SOCKS.get_ptr_mut(key) {
@@ -345,7 +345,7 @@ fn on_reset(sk: *const u8, sent: bool) {
     }
     let o = offsets();
     let (cookie, _) = netns_of(sk);
-    let key = PortKey { netns_cookie: cookie, port: rd(sk, o.skc_num), _pad: [0; 6] };
+    let key = PortKey { netns_cookie: cookie, port: rd(sk, o.skc_num), pad: [0; 6] };
     if PORT_RESETS.get_ptr_mut(key).is_none()
         && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
     {

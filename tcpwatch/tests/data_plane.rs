@@ -129,7 +129,13 @@ fn peer_that_never_reads_fills_send_q() {
     let s = find(&conns, "ESTABLISHED", &addr, Some(&caddr)).expect("server reported");
     assert_eq!(u(&c["queues"]["send_q"]), u64::from(c_ss.send_q));
     assert_eq!(u(&s["queues"]["recv_q"]), u64::from(s_ss.recv_q));
-    assert_eq!(u(&c["tcp"]["peer_window"]), 0, "peer not reading: zero window");
+    let q = &c["queues"];
+    assert_eq!(u(&q["send_q"]), u(&q["unacked"]) + u(&q["unsent"]));
+    if let Some(w) = c_ss.field("snd_wnd") {
+        assert_eq!(c["tcp"]["peer_window"].to_string(), w, "peer window as ss sees it");
+    }
+    let ino: u64 = c_ss.field("ino").and_then(|i| i.parse().ok()).expect("ss -e shows ino");
+    assert_eq!(u(&c["inode"]), ino, "socket inode as ss sees it");
 }
 
 #[test]
@@ -141,6 +147,8 @@ fn blackholed_peer_grows_retransmit_chain_and_backoff() {
     let (l, addr) = listener(&ns, 16);
     let mut client = connect(&ns, addr);
     let (_server, _) = l.accept().unwrap();
+    // A daemon watching from before the first retransmission sees the chain on its tracepoint.
+    let d = Daemon::start(&["daemon.sweep_interval_ms=200"]);
     ns.blackhole_port(addr.port());
     client.write_all(&[1_u8; 1000]).unwrap();
     let caddr = client.local_addr().unwrap();
@@ -165,6 +173,12 @@ fn blackholed_peer_grows_retransmit_chain_and_backoff() {
         "ss backoff {ss_backoff} between ours {backoff1}..{backoff2}"
     );
     assert!(u(&c2["retrans"]["total"]) >= chain2);
+    let v = d.get_json(&format!("/api/v1/connections?port={}", caddr.port()));
+    let dc = find(v["connections"].as_array().unwrap(), "ESTABLISHED", &caddr, Some(&addr))
+        .expect("daemon tracks the client")
+        .clone();
+    assert!(u(&dc["retrans"]["chain"]) >= 3, "tracepoint chain: {}", dc["retrans"]);
+    assert!(dc["retrans"]["chain_start"].is_u64(), "chain start known to the daemon");
 }
 
 #[test]

@@ -13,9 +13,18 @@ use crate::detect::lifecycle::Candidate;
 use crate::detect::{Snapshot, text};
 use crate::model::{FindingKind, MonoNs, Severity, TcpState};
 
-pub(crate) fn detect(cfg: &AwaitingResponseConfig, snap: &Snapshot<'_>, now: MonoNs, out: &mut Vec<Candidate>) {
+pub(crate) fn detect(
+    cfg: &AwaitingResponseConfig,
+    snap: &Snapshot<'_>,
+    now: MonoNs,
+    out: &mut Vec<Candidate>,
+) {
     let threshold = seconds_to_ns(cfg.threshold_seconds);
-    for c in snap.conns.iter().filter(|c| c.state == TcpState::Established && c.full_sock && c.inode != 0) {
+    for c in snap
+        .conns
+        .iter()
+        .filter(|c| c.state == TcpState::Established && c.full_sock && c.inode != 0)
+    {
         let t = &c.tcp;
         if c.queues.send_q != 0 || t.last_send_age_ms >= t.last_recv_age_ms {
             continue;
@@ -94,12 +103,18 @@ mod tests {
         );
         for t in 2..100u32 {
             let age = u64::from(t);
-            assert!(h.step_kind(f64::from(t), &[client(59 + age, 359 + age)], K).is_empty());
+            assert!(
+                h.step_kind(f64::from(t), &[client(59 + age, 359 + age)], K)
+                    .is_empty()
+            );
         }
         // The response arrives: last event is a receive.
         assert!(h.step_kind(100.0, &[client(40, 0)], K).is_empty());
         assert!(h.step_kind(102.0, &[client(42, 2)], K).is_empty());
-        assert_eq!(changes(&h.step_kind(103.0, &[client(43, 3)], K)), vec![Resolved]);
+        assert_eq!(
+            changes(&h.step_kind(103.0, &[client(43, 3)], K)),
+            vec![Resolved]
+        );
     }
 
     #[test]
@@ -126,7 +141,14 @@ mod tests {
         let mut cfg = DetectorConfig::default();
         cfg.awaiting_response.ignore_remote_ports = vec![5222];
         let mut h2 = Harness::new(cfg);
-        let conns = [keepalive, unacked, server, poll, unaccepted, listener(8443, 0, 128)];
+        let conns = [
+            keepalive,
+            unacked,
+            server,
+            poll,
+            unaccepted,
+            listener(8443, 0, 128),
+        ];
         for t in 0..10 {
             assert!(h2.step_kind(f64::from(t), &conns, K).is_empty(), "t={t}");
         }

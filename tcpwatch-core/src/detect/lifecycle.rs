@@ -27,7 +27,9 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use crate::config::{DetectorConfig, seconds_to_ns};
 use crate::detect::text;
-use crate::model::{ConnKey, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, Severity, Subject};
+use crate::model::{
+    ConnKey, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, Severity, Subject,
+};
 
 /// Evidence that describes the surroundings (a listener's pile, a process's total, a
 /// namespace counter delta) rather than the finding itself: it does not trigger `Updated`.
@@ -107,7 +109,9 @@ impl FindingBook {
     }
 
     pub(crate) fn open(&self) -> impl Iterator<Item = &Finding> {
-        self.entries.values().filter_map(|e| e.open.as_ref().map(|(f, _)| f))
+        self.entries
+            .values()
+            .filter_map(|e| e.open.as_ref().map(|(f, _)| f))
     }
 
     pub(crate) fn open_count(&self) -> usize {
@@ -128,7 +132,9 @@ impl FindingBook {
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<&Finding> {
-        self.entries.get(id).and_then(|e| e.open.as_ref().map(|(f, _)| f))
+        self.entries
+            .get(id)
+            .and_then(|e| e.open.as_ref().map(|(f, _)| f))
     }
 
     /// Applies one evaluation's candidates. `present` holds every socket of this evaluation.
@@ -139,8 +145,31 @@ impl FindingBook {
         present: &HashSet<ConnKey>,
     ) -> Vec<FindingChange> {
         let mut changes = Vec::new();
+        self.resolve_gone(now, present, &mut changes);
+        let mut seen: HashSet<String> = HashSet::with_capacity(candidates.len());
+        self.suppressed = 0;
+        for c in candidates {
+            if seen.insert(c.id.clone()) {
+                self.holds(now, c, &mut changes);
+            }
+        }
+        self.resolve_cleared(now, &seen, &mut changes);
+        self.flagged = self
+            .entries
+            .values()
+            .filter(|e| e.open.is_some())
+            .filter_map(|e| e.socket)
+            .collect();
+        changes
+    }
 
-        // Sockets that are gone: resolve at once, forget everything about them.
+    /// Sockets that are gone: resolve at once, forget everything about them.
+    fn resolve_gone(
+        &mut self,
+        now: MonoNs,
+        present: &HashSet<ConnKey>,
+        changes: &mut Vec<FindingChange>,
+    ) {
         let gone: Vec<String> = self
             .entries
             .iter()
@@ -148,65 +177,74 @@ impl FindingBook {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
-            if let Some(Entry { open: Some((f, _)), .. }) = self.entries.remove(&id) {
+            if let Some(Entry {
+                open: Some((f, _)), ..
+            }) = self.entries.remove(&id)
+            {
                 self.open_count -= 1;
                 changes.push(self.resolve(now, f, "connection closed"));
             }
         }
+    }
 
-        let mut seen: HashSet<String> = HashSet::with_capacity(candidates.len());
-        self.suppressed = 0;
-        for c in candidates {
-            if !seen.insert(c.id.clone()) {
-                continue;
+    /// A condition that holds now: open, refresh or update its finding.
+    fn holds(&mut self, now: MonoNs, c: Candidate, changes: &mut Vec<FindingChange>) {
+        let room = self.open_count < self.max_open;
+        let entry = self.entries.entry(c.id.clone()).or_default();
+        entry.socket = c.socket;
+        entry.false_since = None;
+        let true_since = *entry.true_since.get_or_insert(now);
+        if let Some((finding, reported)) = &mut entry.open {
+            let material = is_material(reported, &c, now, self.update_interval);
+            refresh(finding, now, c);
+            if material {
+                *reported = Reported::of(finding, now);
+                changes.push(FindingChange {
+                    change: Lifecycle::Updated,
+                    finding: finding.clone(),
+                });
             }
-            let room = self.open_count < self.max_open;
-            let entry = self.entries.entry(c.id.clone()).or_default();
-            entry.socket = c.socket;
-            entry.false_since = None;
-            let true_since = *entry.true_since.get_or_insert(now);
-            match &mut entry.open {
-                Some((finding, reported)) => {
-                    let material = is_material(reported, &c, now, self.update_interval);
-                    refresh(finding, now, c);
-                    if material {
-                        *reported = Reported::of(finding, now);
-                        changes.push(FindingChange { change: Lifecycle::Updated, finding: finding.clone() });
-                    }
-                }
-                None => {
-                    let held_off = entry.last_resolved.is_some_and(|r| {
-                        true_since < r.saturating_add(self.reopen_after)
-                            && now < true_since.saturating_add(self.reopen_after)
-                    });
-                    if held_off {
-                        continue;
-                    }
-                    if !room {
-                        self.suppressed += 1;
-                        continue;
-                    }
-                    let finding = Finding {
-                        id: c.id,
-                        kind: c.kind,
-                        severity: c.severity,
-                        subject: c.subject,
-                        cause: c.cause.to_owned(),
-                        diagnosis: c.diagnosis,
-                        since: c.since,
-                        opened_at: now,
-                        updated_at: now,
-                        resolved_at: None,
-                        evidence: c.evidence,
-                    };
-                    changes.push(FindingChange { change: Lifecycle::Opened, finding: finding.clone() });
-                    entry.open = Some((finding.clone(), Reported::of(&finding, now)));
-                    self.open_count += 1;
-                }
-            }
+            return;
         }
+        let held_off = entry.last_resolved.is_some_and(|r| {
+            true_since < r.saturating_add(self.reopen_after)
+                && now < true_since.saturating_add(self.reopen_after)
+        });
+        if held_off {
+            return;
+        }
+        if !room {
+            self.suppressed += 1;
+            return;
+        }
+        let finding = Finding {
+            id: c.id,
+            kind: c.kind,
+            severity: c.severity,
+            subject: c.subject,
+            cause: c.cause.to_owned(),
+            diagnosis: c.diagnosis,
+            since: c.since,
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            evidence: c.evidence,
+        };
+        changes.push(FindingChange {
+            change: Lifecycle::Opened,
+            finding: finding.clone(),
+        });
+        entry.open = Some((finding.clone(), Reported::of(&finding, now)));
+        self.open_count += 1;
+    }
 
-        // Conditions that no longer hold.
+    /// Conditions that no longer hold: resolve after `resolve_after`, forget stale entries.
+    fn resolve_cleared(
+        &mut self,
+        now: MonoNs,
+        seen: &HashSet<String>,
+        changes: &mut Vec<FindingChange>,
+    ) {
         let mut to_resolve = Vec::new();
         let mut to_forget = Vec::new();
         for (id, e) in &mut self.entries {
@@ -219,7 +257,10 @@ impl FindingBook {
                 if now.saturating_sub(since) >= self.resolve_after {
                     to_resolve.push(id.clone());
                 }
-            } else if e.last_resolved.is_none_or(|r| now.saturating_sub(r) >= self.reopen_after) {
+            } else if e
+                .last_resolved
+                .is_none_or(|r| now.saturating_sub(r) >= self.reopen_after)
+            {
                 to_forget.push(id.clone());
             }
         }
@@ -227,37 +268,44 @@ impl FindingBook {
             self.entries.remove(&id);
         }
         for id in to_resolve {
-            let Some(e) = self.entries.get_mut(&id) else { continue };
-            let Some((f, _)) = e.open.take() else { continue };
+            let Some(e) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let Some((f, _)) = e.open.take() else {
+                continue;
+            };
             e.false_since = None;
             e.last_resolved = Some(now);
             self.open_count -= 1;
             changes.push(self.resolve(now, f, "condition cleared"));
         }
-
-        self.flagged = self
-            .entries
-            .values()
-            .filter(|e| e.open.is_some())
-            .filter_map(|e| e.socket)
-            .collect();
-        changes
     }
 
     fn resolve(&mut self, now: MonoNs, mut f: Finding, reason: &str) -> FindingChange {
         let lasted = now.saturating_sub(f.since);
         f.resolved_at = Some(now);
         f.updated_at = now;
-        f.evidence.insert("duration_seconds".to_owned(), text::secs(lasted));
-        f.evidence.insert("open_seconds".to_owned(), text::secs(now.saturating_sub(f.opened_at)));
-        f.diagnosis = format!("resolved after {} ({reason}): {}", text::dur(lasted), f.diagnosis);
+        f.evidence
+            .insert("duration_seconds".to_owned(), text::secs(lasted));
+        f.evidence.insert(
+            "open_seconds".to_owned(),
+            text::secs(now.saturating_sub(f.opened_at)),
+        );
+        f.diagnosis = format!(
+            "resolved after {} ({reason}): {}",
+            text::dur(lasted),
+            f.diagnosis
+        );
         if self.ring > 0 {
             while self.resolved.len() >= self.ring {
                 self.resolved.pop_front();
             }
             self.resolved.push_back(f.clone());
         }
-        FindingChange { change: Lifecycle::Resolved, finding: f }
+        FindingChange {
+            change: Lifecycle::Resolved,
+            finding: f,
+        }
     }
 }
 
@@ -295,113 +343,22 @@ fn is_material(old: &Reported, new: &Candidate, now: MonoNs, update_interval: u6
     if now.saturating_sub(old.at) < update_interval {
         return false;
     }
-    let moved = new.evidence.iter().filter(|(k, _)| counts_as_material(k)).any(|(k, v)| {
-        old.evidence.get(k).is_none_or(|o| (v - o).abs() >= 0.5 * o.abs().max(1.0))
-    });
-    moved || old.evidence.keys().any(|k| counts_as_material(k) && !new.evidence.contains_key(k))
+    let moved = new
+        .evidence
+        .iter()
+        .filter(|(k, _)| counts_as_material(k))
+        .any(|(k, v)| {
+            old.evidence
+                .get(k)
+                .is_none_or(|o| (v - o).abs() >= 0.5 * o.abs().max(1.0))
+        });
+    moved
+        || old
+            .evidence
+            .keys()
+            .any(|k| counts_as_material(k) && !new.evidence.contains_key(k))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::detect::testutil::{NETNS, s};
-    use crate::model::Lifecycle::{Opened, Resolved, Updated};
-
-    fn book(resolve_after: f64, reopen_after: f64) -> FindingBook {
-        let cfg = DetectorConfig {
-            resolve_after_seconds: resolve_after,
-            reopen_after_seconds: reopen_after,
-            min_update_interval_seconds: 2.0,
-            recently_resolved: 2,
-            max_open_findings: 2,
-            ..DetectorConfig::default()
-        };
-        FindingBook::new(&cfg)
-    }
-
-    fn cand(id: &str, value: f64) -> Candidate {
-        Candidate {
-            id: id.to_owned(),
-            kind: FindingKind::ResetBurst,
-            severity: Severity::Warning,
-            subject: Subject::Port { netns: NETNS, port: 80 },
-            cause: "x",
-            diagnosis: format!("value {value}"),
-            since: s(0.0),
-            evidence: text::evidence([("value", value), ("age_seconds", value)]),
-            socket: None,
-        }
-    }
-
-    fn run(b: &mut FindingBook, t: f64, cands: Vec<Candidate>) -> Vec<Lifecycle> {
-        b.apply(s(t), cands, &HashSet::new()).into_iter().map(|c| c.change).collect()
-    }
-
-    #[test]
-    fn opens_updates_only_on_material_change_and_resolves_after_delay() {
-        let mut b = book(3.0, 10.0);
-        assert_eq!(run(&mut b, 0.0, vec![cand("a", 10.0)]), vec![Opened]);
-        assert_eq!(run(&mut b, 1.0, vec![cand("a", 12.0)]), Vec::<Lifecycle>::new());
-        assert_eq!(b.get("a").unwrap().diagnosis, "value 12");
-        assert_eq!(run(&mut b, 2.0, vec![cand("a", 16.0)]), vec![Updated]);
-        assert_eq!(run(&mut b, 3.0, vec![]), Vec::<Lifecycle>::new());
-        assert_eq!(run(&mut b, 5.0, vec![]), Vec::<Lifecycle>::new());
-        assert_eq!(run(&mut b, 6.0, vec![]), vec![Resolved]);
-        let r = b.recently_resolved().next().unwrap();
-        assert!(r.diagnosis.starts_with("resolved after 6s (condition cleared): "), "{}", r.diagnosis);
-        assert!((r.evidence["duration_seconds"] - 6.0).abs() < 1e-9);
-        assert_eq!(b.open().count(), 0);
-    }
-
-    #[test]
-    fn hovering_condition_does_not_flap() {
-        let mut b = book(3.0, 10.0);
-        let mut log = Vec::new();
-        for i in 0..60 {
-            let t = f64::from(i);
-            let c = if i % 2 == 0 { vec![cand("a", 1.0)] } else { vec![] };
-            log.extend(run(&mut b, t, c));
-        }
-        assert_eq!(log, vec![Opened]);
-    }
-
-    #[test]
-    fn reopen_is_held_off_after_resolution() {
-        let mut b = book(1.0, 10.0);
-        run(&mut b, 0.0, vec![cand("a", 1.0)]);
-        assert_eq!(run(&mut b, 1.0, vec![]), Vec::<Lifecycle>::new());
-        assert_eq!(run(&mut b, 2.0, vec![]), vec![Resolved]);
-        // Back at once: held off until it has held for 10 s.
-        for t in 3..13 {
-            assert_eq!(run(&mut b, f64::from(t), vec![cand("a", 1.0)]), Vec::<Lifecycle>::new(), "t={t}");
-        }
-        assert_eq!(run(&mut b, 13.0, vec![cand("a", 1.0)]), vec![Opened]);
-    }
-
-    #[test]
-    fn comes_back_later_opens_at_once() {
-        let mut b = book(0.0, 5.0);
-        run(&mut b, 0.0, vec![cand("a", 1.0)]);
-        assert_eq!(run(&mut b, 1.0, vec![]), vec![Resolved]);
-        run(&mut b, 7.0, vec![]);
-        assert_eq!(run(&mut b, 8.0, vec![cand("a", 1.0)]), vec![Opened]);
-    }
-
-    #[test]
-    fn vanished_socket_resolves_at_once_and_cap_suppresses() {
-        let mut b = book(3.0, 10.0);
-        let key = ConnKey { skaddr: 1, netns_cookie: 1 };
-        let mut c = cand("a", 1.0);
-        c.socket = Some(key);
-        let present: HashSet<ConnKey> = [key].into_iter().collect();
-        let ch = b.apply(s(0.0), vec![c, cand("b", 1.0), cand("c", 1.0)], &present);
-        assert_eq!(ch.len(), 2);
-        assert_eq!(b.suppressed(), 1);
-        assert!(b.is_flagged(&key));
-        let ch = b.apply(s(1.0), vec![cand("b", 1.0), cand("c", 1.0)], &HashSet::new());
-        let got: Vec<_> = ch.iter().map(|c| (c.change, c.finding.id.as_str())).collect();
-        assert_eq!(got, vec![(Resolved, "a"), (Opened, "c")]);
-        assert!(!b.is_flagged(&key));
-        assert!(ch[0].finding.diagnosis.contains("connection closed"));
-    }
-}
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -20,7 +20,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::config::DetectorConfig;
-use crate::model::{ConnKey, ConnRecord, Finding, FindingChange, MonoNs, NetnsInfo, ResetCounts, TcpState};
+use crate::model::{
+    ConnKey, ConnRecord, Finding, FindingChange, MonoNs, NetnsInfo, ResetCounts, TcpState,
+};
 
 mod awaiting;
 mod backlog;
@@ -77,9 +79,17 @@ impl<'a> Snapshot<'a> {
         let present = conns.iter().map(|c| c.key).collect();
         let mut listeners: HashMap<(u64, u16), Vec<&ConnRecord>> = HashMap::new();
         for c in conns.iter().filter(|c| c.state == TcpState::Listen) {
-            listeners.entry((c.key.netns_cookie, c.local.port())).or_default().push(c);
+            listeners
+                .entry((c.key.netns_cookie, c.local.port()))
+                .or_default()
+                .push(c);
         }
-        let mut snap = Self { conns, present, listeners, unaccepted: HashMap::new() };
+        let mut snap = Self {
+            conns,
+            present,
+            listeners,
+            unaccepted: HashMap::new(),
+        };
         let mut unaccepted: HashMap<ConnKey, Unaccepted> = HashMap::new();
         for c in snap.conns.iter().filter(|c| c.is_unaccepted()) {
             if let Some(l) = snap.listener_of(c) {
@@ -157,10 +167,17 @@ impl Detectors {
 
         self.close_wait_aggregates = close_wait::aggregate(now, &cfg.close_wait, &snap);
         if cfg.close_wait.enabled {
-            close_wait::detect(now, &cfg.close_wait, &snap, &self.close_wait_aggregates, &mut cands);
+            close_wait::detect(
+                now,
+                &cfg.close_wait,
+                &snap,
+                &self.close_wait_aggregates,
+                &mut cands,
+            );
         }
         if cfg.send_queue.enabled {
-            self.send_queue.detect(now, &cfg.send_queue, &snap, &mut cands);
+            self.send_queue
+                .detect(now, &cfg.send_queue, &snap, &mut cands);
         } else {
             self.send_queue = send_queue::SendQueueState::default();
         }
@@ -168,7 +185,8 @@ impl Detectors {
             retransmit::detect(now, &cfg.retransmit, &snap, ctx, &mut cands);
         }
         if cfg.accept_backlog.enabled {
-            self.backlog.detect(now, &cfg.accept_backlog, &snap, ctx, &mut cands);
+            self.backlog
+                .detect(now, &cfg.accept_backlog, &snap, ctx, &mut cands);
         } else {
             self.backlog = backlog::BacklogState::default();
         }
@@ -176,7 +194,8 @@ impl Detectors {
             awaiting::detect(&cfg.awaiting_response, &snap, now, &mut cands);
         }
         if cfg.reset_burst.enabled {
-            self.resets.detect(now, &cfg.reset_burst, &snap, ctx, &mut cands);
+            self.resets
+                .detect(now, &cfg.reset_burst, &snap, ctx, &mut cands);
         } else {
             self.resets = resets::ResetState::default();
         }
@@ -203,9 +222,8 @@ impl Detectors {
     /// Open findings about one socket (connection or listener).
     pub fn findings_for<'s>(&'s self, key: &'s ConnKey) -> impl Iterator<Item = &'s Finding> + 's {
         self.book.open().filter(move |f| match &f.subject {
-            crate::model::Subject::Connection { key: k, .. } | crate::model::Subject::Listener { key: k, .. } => {
-                k == key
-            }
+            crate::model::Subject::Connection { key: k, .. }
+            | crate::model::Subject::Listener { key: k, .. } => k == key,
             crate::model::Subject::Port { .. } => false,
         })
     }
@@ -228,7 +246,7 @@ impl Detectors {
         self.book.suppressed()
     }
 
-    /// CLOSE_WAIT sockets at the last evaluation, grouped per owning process, per listener
+    /// `CLOSE_WAIT` sockets at the last evaluation, grouped per owning process, per listener
     /// (never accepted) or "process unknown", sorted by namespace and group.
     #[must_use]
     pub fn close_wait_aggregates(&self) -> &[CloseWaitAggregate] {
@@ -238,7 +256,7 @@ impl Detectors {
 
 #[cfg(test)]
 mod tests {
-    use super::testutil::{Harness, conn, listener, owner};
+    use super::testutil::{Harness, assert_ev, conn, listener, owner};
     use crate::config::DetectorConfig;
     use crate::model::{FindingKind, Lifecycle, TcpState};
 
@@ -249,7 +267,11 @@ mod tests {
         let mut h = Harness::new(DetectorConfig::default());
         let mut conns = vec![listener(8080, 513, 512)];
         for p in 0..20u16 {
-            let mut c = conn(TcpState::CloseWait, "10.0.0.1:8080", &format!("10.0.0.9:{}", 40000 + p));
+            let mut c = conn(
+                TcpState::CloseWait,
+                "10.0.0.1:8080",
+                &format!("10.0.0.9:{}", 40000 + p),
+            );
             c.inode = 0;
             c.queues.recv_q = 1;
             conns.push(c);
@@ -259,16 +281,33 @@ mod tests {
             if t > 0 {
                 h.netns.get_mut(&1).unwrap().listen_overflows += 3;
             }
-            opened.extend(h.step(f64::from(t), &conns).into_iter().filter(|c| c.change == Lifecycle::Opened));
+            opened.extend(
+                h.step(f64::from(t), &conns)
+                    .into_iter()
+                    .filter(|c| c.change == Lifecycle::Opened),
+            );
         }
-        let backlog: Vec<_> = opened.iter().filter(|c| c.finding.kind == FindingKind::AcceptBacklogFilling).collect();
+        let backlog: Vec<_> = opened
+            .iter()
+            .filter(|c| c.finding.kind == FindingKind::AcceptBacklogFilling)
+            .collect();
         assert_eq!(backlog.len(), 1);
         assert_eq!(backlog[0].finding.cause, "overflowing");
-        assert_eq!(backlog[0].finding.evidence["unaccepted_close_wait"], 20.0);
-        let cw: Vec<_> = opened.iter().filter(|c| c.finding.kind == FindingKind::CloseWaitStuck).collect();
+        assert_ev(&backlog[0].finding, "unaccepted_close_wait", 20.0);
+        let cw: Vec<_> = opened
+            .iter()
+            .filter(|c| c.finding.kind == FindingKind::CloseWaitStuck)
+            .collect();
         assert_eq!(cw.len(), 20);
         assert!(cw.iter().all(|c| c.finding.cause == "unaccepted"));
-        assert!(cw[0].finding.diagnosis.starts_with("app is not calling accept() on :8080"), "{}", cw[0].finding.diagnosis);
+        assert!(
+            cw[0]
+                .finding
+                .diagnosis
+                .starts_with("app is not calling accept() on :8080"),
+            "{}",
+            cw[0].finding.diagnosis
+        );
         let l = &conns[0];
         assert!(h.det.is_flagged(&l.key));
         let aggs = h.det.close_wait_aggregates();
@@ -281,7 +320,11 @@ mod tests {
         fixed.owner = Some(owner(77, "server", 3));
         let mut resolved = 0;
         for t in 41..=60 {
-            resolved += h.step(f64::from(t), std::slice::from_ref(&fixed)).iter().filter(|c| c.change == Lifecycle::Resolved).count();
+            resolved += h
+                .step(f64::from(t), std::slice::from_ref(&fixed))
+                .iter()
+                .filter(|c| c.change == Lifecycle::Resolved)
+                .count();
         }
         assert_eq!(resolved, 21);
         assert_eq!(h.det.open_count(), 0);

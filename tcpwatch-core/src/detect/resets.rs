@@ -22,8 +22,15 @@ use crate::model::{FindingKind, MonoNs, NetnsId, ResetCounts, Severity, Subject}
 pub(crate) const MAX_SAMPLES: usize = 512;
 
 #[derive(Debug, Default)]
+struct PortTrack {
+    samples: VecDeque<(MonoNs, ResetCounts)>,
+    /// Start of the window in which the current burst was first seen.
+    burst_since: Option<MonoNs>,
+}
+
+#[derive(Debug, Default)]
 pub(crate) struct ResetState {
-    ports: HashMap<(u64, u16), VecDeque<(MonoNs, ResetCounts)>>,
+    ports: HashMap<(u64, u16), PortTrack>,
     last_eval: Option<MonoNs>,
 }
 
@@ -40,14 +47,21 @@ impl ResetState {
         let start = now.saturating_sub(window);
         let mut next = HashMap::with_capacity(ctx.port_resets.len());
         for (&(cookie, port), &counts) in ctx.port_resets {
-            let mut samples = self.ports.remove(&(cookie, port)).unwrap_or_else(|| {
-                let mut v = VecDeque::new();
+            let mut track = self.ports.remove(&(cookie, port)).unwrap_or_else(|| {
+                let mut samples = VecDeque::new();
                 if let Some(prev) = self.last_eval {
-                    v.push_back((prev, ResetCounts::default()));
+                    samples.push_back((prev, ResetCounts::default()));
                 }
-                v
+                PortTrack {
+                    samples,
+                    burst_since: None,
+                }
             });
-            if samples.back().is_some_and(|(_, last)| last.sent > counts.sent || last.received > counts.received) {
+            let samples = &mut track.samples;
+            if samples
+                .back()
+                .is_some_and(|(_, last)| last.sent > counts.sent || last.received > counts.received)
+            {
                 samples.clear();
             }
             samples.push_back((now, counts));
@@ -58,16 +72,22 @@ impl ResetState {
                 samples.pop_front();
             }
             let (t0, base) = samples.front().copied().unwrap_or((now, counts));
-            next.insert((cookie, port), samples);
 
             let sent = counts.sent.saturating_sub(base.sent);
             let received = counts.received.saturating_sub(base.received);
             let total = u64::from(sent) + u64::from(received);
             if total < u64::from(cfg.min_resets) {
+                track.burst_since = None;
+                next.insert((cookie, port), track);
                 continue;
             }
+            let since = *track.burst_since.get_or_insert(t0);
+            next.insert((cookie, port), track);
             let span = now.saturating_sub(t0).max(1);
-            let netns = ctx.netns.get(&cookie).map_or(NetnsId { cookie, inode: 0 }, |n| n.id);
+            let netns = ctx
+                .netns
+                .get(&cookie)
+                .map_or(NetnsId { cookie, inode: 0 }, |n| n.id);
             let (cause, hint) = if u64::from(sent) >= 2 * u64::from(received) {
                 (
                     "sent",
@@ -81,12 +101,19 @@ impl ResetState {
                      restarted, or hit an idle timeout)",
                 )
             } else {
-                ("both", "connections are torn down abruptly in both directions; check timeouts and restarts on both sides")
+                (
+                    "both",
+                    "connections are torn down abruptly in both directions; check timeouts and restarts on both sides",
+                )
             };
-            let who = snap.listeners.get(&(cookie, port)).and_then(|ls| ls.first()).map_or_else(
-                || "no listener".to_owned(),
-                |l| format!("listener {}", text::owner(l, false)),
-            );
+            let who = snap
+                .listeners
+                .get(&(cookie, port))
+                .and_then(|ls| ls.first())
+                .map_or_else(
+                    || "no listener".to_owned(),
+                    |l| format!("listener {}", text::owner(l, false)),
+                );
             let rate = text::num(total) / text::secs(span);
             out.push(Candidate {
                 id: text::port_id(FindingKind::ResetBurst, cookie, port),
@@ -100,7 +127,7 @@ impl ResetState {
                     text::netns(netns),
                     text::dur(span)
                 ),
-                since: t0,
+                since,
                 evidence: text::evidence([
                     ("resets_sent", f64::from(sent)),
                     ("resets_received", f64::from(received)),
@@ -119,14 +146,15 @@ impl ResetState {
 #[cfg(test)]
 mod tests {
     use crate::config::DetectorConfig;
-    use crate::detect::testutil::{Harness, NETNS, changes, listener};
+    use crate::detect::testutil::{Harness, NETNS, assert_ev, changes, listener};
     use crate::model::Lifecycle::{Opened, Resolved};
     use crate::model::{FindingKind, ResetCounts, Subject};
 
     const K: FindingKind = FindingKind::ResetBurst;
 
     fn set(h: &mut Harness, port: u16, sent: u32, received: u32) {
-        h.resets.insert((NETNS.cookie, port), ResetCounts { sent, received });
+        h.resets
+            .insert((NETNS.cookie, port), ResetCounts { sent, received });
     }
 
     #[test]
@@ -143,15 +171,26 @@ mod tests {
         let f = &ch[0].finding;
         assert_eq!(f.cause, "both");
         assert_eq!(f.id, "reset_burst:1:8080");
-        assert_eq!(f.subject, Subject::Port { netns: NETNS, port: 8080 });
-        assert_eq!(f.evidence["resets_total"], 12.0);
+        assert_eq!(
+            f.subject,
+            Subject::Port {
+                netns: NETNS,
+                port: 8080
+            }
+        );
+        assert_ev(f, "resets_total", 12.0);
+        assert_eq!(f.since, crate::detect::testutil::s(0.0));
         assert!(f.diagnosis.starts_with(
             "reset burst on :8080 (listener server[77], netns 4026531833): 6 RST sent and 6 received in the last 2s; "
         ));
         // Quiet afterwards: the burst leaves the 10 s window at t=11, resolves 3 s later.
         let mut log = Vec::new();
         for t in 3..20 {
-            log.extend(h.step_kind(f64::from(t), &conns, K).into_iter().map(|c| (t, c.change)));
+            log.extend(
+                h.step_kind(f64::from(t), &conns, K)
+                    .into_iter()
+                    .map(|c| (t, c.change)),
+            );
         }
         assert_eq!(log, vec![(14, Resolved)]);
     }
@@ -173,18 +212,30 @@ mod tests {
         let ch = h.step_kind(1.0, &[], K);
         assert_eq!(changes(&ch), vec![Opened]);
         assert_eq!(ch[0].finding.cause, "received");
-        assert!(ch[0].finding.diagnosis.contains("(no listener, netns 4026531833)"));
+        assert!(
+            ch[0]
+                .finding
+                .diagnosis
+                .contains("(no listener, netns 4026531833)")
+        );
         // A port first seen now counts from zero; a counter recreated lower is re-baselined
         // (no negative deltas, no new burst).
         set(&mut h, 9001, 50, 0);
         let ch = h.step_kind(2.0, &[], K);
-        assert!(ch.iter().any(|c| c.change == Opened && c.finding.id == "reset_burst:1:9001"));
+        assert!(
+            ch.iter()
+                .any(|c| c.change == Opened && c.finding.id == "reset_burst:1:9001")
+        );
         set(&mut h, 9001, 3, 0);
         let mut log = Vec::new();
         for t in 3..30 {
             set(&mut h, 9001, 3, 0);
             let ch = h.step_kind(f64::from(t), &[], K);
-            log.extend(ch.into_iter().filter(|c| c.finding.id == "reset_burst:1:9001").map(|c| (t, c.change)));
+            log.extend(
+                ch.into_iter()
+                    .filter(|c| c.finding.id == "reset_burst:1:9001")
+                    .map(|c| (t, c.change)),
+            );
         }
         assert_eq!(log, vec![(6, Resolved)]);
     }

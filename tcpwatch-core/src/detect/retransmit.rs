@@ -55,7 +55,11 @@ pub(crate) fn detect(
         c.full_sock
             && matches!(
                 c.state,
-                TcpState::Established | TcpState::CloseWait | TcpState::FinWait1 | TcpState::Closing | TcpState::LastAck
+                TcpState::Established
+                    | TcpState::CloseWait
+                    | TcpState::FinWait1
+                    | TcpState::Closing
+                    | TcpState::LastAck
             )
     }) {
         let t = &c.tcp;
@@ -77,17 +81,29 @@ pub(crate) fn detect(
                 now.saturating_sub(text::ms_to_ns(retries_timeout_ms(k, TCP_RTO_MIN_MS)))
             }
         });
-        let since_ack =
-            if t.last_ack_age_ms > 0 { text::ms_to_ns(t.last_ack_age_ms) } else { now.saturating_sub(start) };
+        let since_ack = if t.last_ack_age_ms > 0 {
+            text::ms_to_ns(t.last_ack_age_ms)
+        } else {
+            now.saturating_sub(start)
+        };
         let retries2 = ctx.tcp_retries2(c.key.netns_cookie);
         let give_up_ms = give_up_after_ms(retries2, t.user_timeout_ms);
-        let gives_up_in = start.saturating_add(text::ms_to_ns(give_up_ms)).saturating_sub(now);
+        let gives_up_in = start
+            .saturating_add(text::ms_to_ns(give_up_ms))
+            .saturating_sub(now);
         let limit = if t.user_timeout_ms > 0 {
             format!("TCP_USER_TIMEOUT {}", text::dur(text::ms_to_ns(give_up_ms)))
         } else {
-            format!("tcp_retries2={retries2}: {} after the first retransmission", text::dur(text::ms_to_ns(give_up_ms)))
+            format!(
+                "tcp_retries2={retries2}: {} after the first retransmission",
+                text::dur(text::ms_to_ns(give_up_ms))
+            )
         };
-        let severity = if backoff >= cfg.critical_backoff { Severity::Critical } else { Severity::Warning };
+        let severity = if backoff >= cfg.critical_backoff {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let diagnosis = format!(
             "peer not acknowledging: {} -> {} ({}, {}): {chain} retransmission(s) of the same data with no \
              ACK for {}, RTO backoff {backoff} (RTO {}); the kernel gives up in {} ({limit}), until then \
@@ -112,7 +128,10 @@ pub(crate) fn detect(
             ("chain_start_estimated", if estimated { 1.0 } else { 0.0 }),
         ]);
         if t.user_timeout_ms > 0 {
-            evidence.insert("user_timeout_seconds".to_owned(), text::ms_secs(u64::from(t.user_timeout_ms)));
+            evidence.insert(
+                "user_timeout_seconds".to_owned(),
+                text::ms_secs(u64::from(t.user_timeout_ms)),
+            );
         }
         out.push(Candidate {
             id: text::conn_id(FindingKind::RetransmitChain, c.key),
@@ -132,7 +151,7 @@ pub(crate) fn detect(
 mod tests {
     use super::*;
     use crate::config::DetectorConfig;
-    use crate::detect::testutil::{Harness, NETNS, changes, conn, owner, s};
+    use crate::detect::testutil::{Harness, NETNS, assert_ev, changes, conn, owner, s};
     use crate::model::ConnRecord;
     use crate::model::Lifecycle::{Opened, Resolved, Updated};
 
@@ -148,7 +167,10 @@ mod tests {
         assert_eq!(give_up_after_ms(15, 0), 924_600);
         assert_eq!(give_up_after_ms(15, 30_000), 30_000);
         // Degenerate inputs do not panic.
-        assert_eq!(retries_timeout_ms(u32::MAX, 0), 131_071 + u64::from(u32::MAX - 16) * TCP_RTO_MAX_MS);
+        assert_eq!(
+            retries_timeout_ms(u32::MAX, 0),
+            131_071 + u64::from(u32::MAX - 16) * TCP_RTO_MAX_MS
+        );
         assert_eq!(retries_timeout_ms(2, 1_000_000), 3 * TCP_RTO_MAX_MS);
     }
 
@@ -213,7 +235,7 @@ mod tests {
         assert_eq!(changes(&ch), vec![Opened]);
         let f = &ch[0].finding;
         assert_eq!(f.since, s(43.0));
-        assert_eq!(f.evidence["chain_start_estimated"], 1.0);
+        assert_ev(f, "chain_start_estimated", 1.0);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! - `no_ack_progress`: neither is visible (data queued but unsent, e.g. corked). Warning.
 //!
 //! State: per connection, where the current stall started and `snd_una` then; backdated with
-//! the record's `history` samples. Kept only for ESTABLISHED / CLOSE_WAIT full sockets whose
+//! the record's `history` samples. Kept only for `ESTABLISHED` / `CLOSE_WAIT` full sockets whose
 //! Send-Q is at or above the floor in the current evaluation.
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ use crate::model::{ConnKey, ConnRecord, FindingKind, MonoNs, Severity, TcpState}
 
 #[derive(Clone, Copy, Debug)]
 struct Track {
-    /// Start of the stall: since then snd_una == `una` and Send-Q never shrank.
+    /// Start of the stall: since then `snd_una` == `una` and Send-Q never shrank.
     since: MonoNs,
     una: u32,
     send_q_at_since: u32,
@@ -35,7 +35,9 @@ pub(crate) struct SendQueueState {
 }
 
 fn eligible(c: &ConnRecord, min_bytes: u32) -> bool {
-    c.full_sock && matches!(c.state, TcpState::Established | TcpState::CloseWait) && c.queues.send_q >= min_bytes
+    c.full_sock
+        && matches!(c.state, TcpState::Established | TcpState::CloseWait)
+        && c.queues.send_q >= min_bytes
 }
 
 /// The earliest sample from which, up to now, `snd_una` equals the current one and Send-Q
@@ -54,14 +56,25 @@ fn stall_start_from_history(c: &ConnRecord, now: MonoNs, min_bytes: u32) -> Opti
 }
 
 impl SendQueueState {
-    pub(crate) fn detect(&mut self, now: MonoNs, cfg: &SendQueueConfig, snap: &Snapshot<'_>, out: &mut Vec<Candidate>) {
+    pub(crate) fn detect(
+        &mut self,
+        now: MonoNs,
+        cfg: &SendQueueConfig,
+        snap: &Snapshot<'_>,
+        out: &mut Vec<Candidate>,
+    ) {
         let window = seconds_to_ns(cfg.window_seconds);
         let mut next: HashMap<ConnKey, Track> = HashMap::new();
         for c in snap.conns.iter().filter(|c| eligible(c, cfg.min_bytes)) {
             let q = c.queues.send_q;
             let mut track = match self.tracks.get(&c.key) {
                 Some(t) if t.una == c.tcp.snd_una && q >= t.last_send_q => *t,
-                _ => Track { since: now, una: c.tcp.snd_una, send_q_at_since: q, last_send_q: q },
+                _ => Track {
+                    since: now,
+                    una: c.tcp.snd_una,
+                    send_q_at_since: q,
+                    last_send_q: q,
+                },
             };
             if let Some((at, q0)) = stall_start_from_history(c, now, cfg.min_bytes)
                 && at < track.since
@@ -87,7 +100,11 @@ fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
     let zero_window = t.peer_window == 0 || (t.probes_out > 0 && chain == 0);
     let q = c.queues.send_q;
     let growth = i64::from(q) - i64::from(track.send_q_at_since);
-    let growth_text = if growth > 0 { format!(", +{growth} in {}", text::dur(stalled)) } else { String::new() };
+    let growth_text = if growth > 0 {
+        format!(", +{growth} in {}", text::dur(stalled))
+    } else {
+        String::new()
+    };
     let who = format!(
         "{} -> {} ({}, {})",
         c.local,
@@ -161,7 +178,7 @@ fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
 #[cfg(test)]
 mod tests {
     use crate::config::DetectorConfig;
-    use crate::detect::testutil::{Harness, changes, conn, owner, s};
+    use crate::detect::testutil::{Harness, assert_ev, changes, conn, owner, s};
     use crate::model::Lifecycle::{Opened, Resolved, Updated};
     use crate::model::{ConnRecord, FindingKind, Sample, Severity, TcpState};
 
@@ -198,19 +215,25 @@ mod tests {
         assert_eq!(f.cause, "peer_unreachable");
         assert_eq!(f.severity, Severity::Critical);
         assert_eq!(f.since, s(0.0));
-        assert_eq!(f.evidence["growth_bytes"], 60000.0);
-        assert_eq!(f.evidence["seconds_since_ack_progress"], 10.0);
+        assert_ev(f, "growth_bytes", 60000.0);
+        assert_ev(f, "seconds_since_ack_progress", 10.0);
         assert!(f.diagnosis.starts_with("peer unreachable: 10.0.0.1:40000 -> 10.0.0.2:443 (api[42], netns 4026531833): Send-Q 65809 bytes, +60000 in 10s"), "{}", f.diagnosis);
         // Pinned at the buffer limit: plateau, still open, no update spam.
         for t in 11..40 {
-            assert!(h.step_kind(f64::from(t), std::slice::from_ref(&c), K).is_empty());
+            assert!(
+                h.step_kind(f64::from(t), std::slice::from_ref(&c), K)
+                    .is_empty()
+            );
         }
         // ACK progress: resolves after the hysteresis.
         c.tcp.snd_una += 5000;
         c.queues.send_q -= 5000;
         assert!(h.step_kind(40.0, std::slice::from_ref(&c), K).is_empty());
         assert!(h.step_kind(42.0, std::slice::from_ref(&c), K).is_empty());
-        assert_eq!(changes(&h.step_kind(43.0, std::slice::from_ref(&c), K)), vec![Resolved]);
+        assert_eq!(
+            changes(&h.step_kind(43.0, std::slice::from_ref(&c), K)),
+            vec![Resolved]
+        );
     }
 
     #[test]
@@ -221,7 +244,10 @@ mod tests {
             c.queues.send_q = 4_000_000; // always full
             c.tcp.snd_una = c.tcp.snd_una.wrapping_add(1_000_000);
             c.retrans.chain = u32::from(t % 7 == 0); // occasional loss, recovered
-            assert!(h.step(f64::from(t), std::slice::from_ref(&c)).is_empty(), "t={t}");
+            assert!(
+                h.step(f64::from(t), std::slice::from_ref(&c)).is_empty(),
+                "t={t}"
+            );
         }
     }
 
@@ -256,7 +282,12 @@ mod tests {
         c.queues.send_q = 3000;
         c.tcp.retransmits = 2;
         c.history = (0..=8u32)
-            .map(|i| Sample { at: s(f64::from(i)), send_q: 1000 + i * 250, snd_una: 1000, ..Sample::default() })
+            .map(|i| Sample {
+                at: s(f64::from(i)),
+                send_q: 1000 + i * 250,
+                snd_una: 1000,
+                ..Sample::default()
+            })
             .collect();
         // The first sample had a different snd_una: the stall starts at the second.
         c.history[0].snd_una = 500;

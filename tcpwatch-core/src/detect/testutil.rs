@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use crate::config::DetectorConfig;
 use crate::detect::{DetectContext, Detectors};
 use crate::model::{
-    ConnKey, ConnRecord, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, NetnsId, NetnsInfo, Owner,
-    Queues, ResetCounts, RetransInfo, TcpInfo, TcpState,
+    ConnKey, ConnRecord, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, NetnsId,
+    NetnsInfo, Owner, Queues, ResetCounts, RetransInfo, TcpInfo, TcpState,
 };
 
-pub(crate) const NETNS: NetnsId = NetnsId { cookie: 1, inode: 4_026_531_833 };
+pub(crate) const NETNS: NetnsId = NetnsId {
+    cookie: 1,
+    inode: 4_026_531_833,
+};
 
 /// Fake clock: `t` seconds after an arbitrary boot offset (1000 s).
 pub(crate) fn s(t: f64) -> MonoNs {
@@ -18,7 +21,12 @@ pub(crate) fn s(t: f64) -> MonoNs {
 }
 
 pub(crate) fn owner(pid: u32, comm: &str, fd: i32) -> Owner {
-    Owner { pid, comm: comm.to_owned(), fd: Some(fd), ..Owner::default() }
+    Owner {
+        pid,
+        comm: comm.to_owned(),
+        fd: Some(fd),
+        ..Owner::default()
+    }
 }
 
 /// A full socket in `state` since `s(0)` (exact), owned by an unknown process (inode set),
@@ -28,7 +36,10 @@ pub(crate) fn conn(state: TcpState, local: &str, remote: &str) -> ConnRecord {
     let remote: SocketAddr = remote.parse().unwrap();
     let skaddr = 0xffff_8880_0000_0000 | (u64::from(local.port()) << 16) | u64::from(remote.port());
     ConnRecord {
-        key: ConnKey { skaddr, netns_cookie: NETNS.cookie },
+        key: ConnKey {
+            skaddr,
+            netns_cookie: NETNS.cookie,
+        },
         netns: NETNS,
         local,
         remote,
@@ -69,18 +80,35 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub(crate) fn new(cfg: DetectorConfig) -> Self {
-        let netns = [(NETNS.cookie, NetnsInfo::with_defaults(NETNS))].into_iter().collect();
-        Self { det: Detectors::new(cfg), netns, resets: HashMap::new() }
+        let netns = [(NETNS.cookie, NetnsInfo::with_defaults(NETNS))]
+            .into_iter()
+            .collect();
+        Self {
+            det: Detectors::new(cfg),
+            netns,
+            resets: HashMap::new(),
+        }
     }
 
     pub(crate) fn step(&mut self, t: f64, conns: &[ConnRecord]) -> Vec<FindingChange> {
-        let ctx = DetectContext { netns: &self.netns, port_resets: &self.resets };
+        let ctx = DetectContext {
+            netns: &self.netns,
+            port_resets: &self.resets,
+        };
         self.det.evaluate(s(t), conns, &ctx)
     }
 
     /// Steps and keeps only the changes of one kind.
-    pub(crate) fn step_kind(&mut self, t: f64, conns: &[ConnRecord], kind: FindingKind) -> Vec<FindingChange> {
-        self.step(t, conns).into_iter().filter(|c| c.finding.kind == kind).collect()
+    pub(crate) fn step_kind(
+        &mut self,
+        t: f64,
+        conns: &[ConnRecord],
+        kind: FindingKind,
+    ) -> Vec<FindingChange> {
+        self.step(t, conns)
+            .into_iter()
+            .filter(|c| c.finding.kind == kind)
+            .collect()
     }
 
     pub(crate) fn open_of(&self, kind: FindingKind) -> Vec<&Finding> {
@@ -91,4 +119,14 @@ impl Harness {
 /// The lifecycle changes, in order.
 pub(crate) fn changes(v: &[FindingChange]) -> Vec<Lifecycle> {
     v.iter().map(|c| c.change).collect()
+}
+
+/// Asserts an evidence number (to 1e-6).
+pub(crate) fn assert_ev(f: &Finding, key: &str, expected: f64) {
+    let got = f.evidence.get(key).copied();
+    assert!(
+        got.is_some_and(|g| (g - expected).abs() < 1e-6),
+        "{}: {key} = {got:?}, expected {expected}",
+        f.id
+    );
 }

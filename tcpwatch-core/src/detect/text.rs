@@ -1,19 +1,26 @@
 //! Small helpers shared by the rules: unit conversions, durations and names in plain words,
 //! finding ids and subjects.
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use crate::model::{ConnKey, ConnRecord, FindingKind, MonoNs, NS_PER_MS, NetnsId, Subject};
 
 /// Nanoseconds to seconds.
 pub(crate) fn secs(ns: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "durations far below 2^53 ns are exact enough")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "durations far below 2^53 ns are exact enough"
+    )]
     let s = ns as f64 / 1e9;
     s
 }
 
 /// Milliseconds to seconds.
 pub(crate) fn ms_secs(ms: u64) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "millisecond ages far below 2^53")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "millisecond ages far below 2^53"
+    )]
     let s = ms as f64 / 1e3;
     s
 }
@@ -27,7 +34,10 @@ pub(crate) fn num(v: u64) -> f64 {
 
 /// A signed difference as an evidence number.
 pub(crate) fn signed(v: i64) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "byte and count deltas far below 2^53")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "byte and count deltas far below 2^53"
+    )]
     let f = v as f64;
     f
 }
@@ -45,7 +55,11 @@ pub(crate) fn dur(ns: u64) -> String {
     let s = ms / 1000;
     if s < 60 {
         let tenths = (ms % 1000) / 100;
-        return if s < 10 && tenths > 0 { format!("{s}.{tenths}s") } else { format!("{s}s") };
+        return if s < 10 && tenths > 0 {
+            format!("{s}.{tenths}s")
+        } else {
+            format!("{s}s")
+        };
     }
     if s < 3600 {
         return format!("{}m{:02}s", s / 60, s % 60);
@@ -56,23 +70,24 @@ pub(crate) fn dur(ns: u64) -> String {
 /// The process holding the socket in plain words: `nginx[1234]`, `nginx[1234] fd 7 in pod
 /// default/web-0`, or `no process` (with the creating task when known).
 pub(crate) fn owner(rec: &ConnRecord, with_fd: bool) -> String {
-    match &rec.owner {
-        Some(o) => {
-            let mut s = format!("{}[{}]", o.comm, o.pid);
-            if with_fd && let Some(fd) = o.fd {
-                s.push_str(&format!(" fd {fd}"));
-            }
-            if let Some(pod) = &o.pod {
-                s.push_str(&format!(" in pod {}/{}", pod.namespace, pod.name));
-            }
-            s
+    if let Some(o) = &rec.owner {
+        let mut s = format!("{}[{}]", o.comm, o.pid);
+        if with_fd && let Some(fd) = o.fd {
+            let _ = write!(s, " fd {fd}");
         }
-        None => {
-            let base = if rec.inode == 0 { "no process" } else { "process not found yet" };
-            match (&rec.creator_comm, rec.creator_pid) {
-                (Some(c), Some(p)) => format!("{base} (created by {c}[{p}])"),
-                _ => base.to_owned(),
-            }
+        if let Some(pod) = &o.pod {
+            let _ = write!(s, " in pod {}/{}", pod.namespace, pod.name);
+        }
+        s
+    } else {
+        let base = if rec.inode == 0 {
+            "no process"
+        } else {
+            "process not found yet"
+        };
+        match (&rec.creator_comm, rec.creator_pid) {
+            (Some(c), Some(p)) => format!("{base} (created by {c}[{p}])"),
+            _ => base.to_owned(),
         }
     }
 }
@@ -101,7 +116,12 @@ pub(crate) fn conn_subject(rec: &ConnRecord) -> Subject {
 }
 
 pub(crate) fn listener_subject(rec: &ConnRecord) -> Subject {
-    Subject::Listener { key: rec.key, netns: rec.netns, local: rec.local, owner: rec.owner.clone() }
+    Subject::Listener {
+        key: rec.key,
+        netns: rec.netns,
+        local: rec.local,
+        owner: rec.owner.clone(),
+    }
 }
 
 pub(crate) fn evidence<const N: usize>(pairs: [(&str, f64); N]) -> BTreeMap<String, f64> {

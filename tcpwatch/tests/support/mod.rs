@@ -77,14 +77,15 @@ impl Netns {
         self.exec("sysctl", &["-q", "-w", &format!("{key}={value}")]);
     }
 
-    /// Drops every packet to or from `port` (a peer that vanished without FIN or RST).
+    /// Drops every packet to or from `port` on arrival (a peer that vanished without FIN or
+    /// RST). Dropping on the input hook matters: an output drop is a local transmit failure,
+    /// which the sender handles differently (no RTO retransmissions).
     pub fn blackhole_port(&self, port: u16) {
         let rules = format!(
             "add table inet twt\n\
-             add chain inet twt out {{ type filter hook output priority 0; }}\n\
              add chain inet twt in {{ type filter hook input priority 0; }}\n\
-             add rule inet twt out tcp dport {port} drop\n\
-             add rule inet twt in tcp dport {port} drop\n"
+             add rule inet twt in tcp dport {port} drop\n\
+             add rule inet twt in tcp sport {port} drop\n"
         );
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.name, "nft", "-f", "-"])
