@@ -577,13 +577,10 @@ fn deserialize_table(table: &toml::Table) -> Result<Config, ConfigError> {
         let parts: Vec<&str> = path.split('.').collect();
         set_path(&mut probe, &parts, value, &path)?;
         if let Err(e) = toml::Value::Table(probe).try_into::<Config>() {
-            return Err(ConfigError::invalid(&path, e.message().trim().to_owned()));
+            return Err(ConfigError::invalid(&path, one_line(e.message())));
         }
     }
-    Err(ConfigError::invalid(
-        "config",
-        err.message().trim().to_owned(),
-    ))
+    Err(ConfigError::invalid("config", one_line(err.message())))
 }
 
 fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
@@ -638,12 +635,22 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = e
         .span()
         .map_or((0, 0), |span| line_column(text, span.start));
-    let message = e.message().trim().to_owned();
+    let message = one_line(e.message());
     ConfigError::Syntax {
         line,
         column,
         message,
     }
+}
+
+/// A multi-line parser message on one line.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    parts.join("; ")
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -268,16 +268,12 @@ pub fn raw_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
 
 /// Returns the socket's `SOCKS` entry, creating it (age unknown) if tcpwatch has not seen it.
 #[inline(always)]
-fn sock_entry(sk: *const u8, now: u64) -> Option<*mut SockState> {
+fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
     let key = sk as u64;
     if let Some(p) = SOCKS.get_ptr_mut(key) {
         return Some(p);
     }
-    let st = SockState {
-        first_seen_ns: now,
-        state: rd(sk, offsets().skc_state),
-        ..SockState::default()
-    };
+    let st = SockState { first_seen_ns: now, state, ..SockState::default() };
     if SOCKS.insert(key, st, 0).is_err() {
         count(counter::SOCKS_FULL);
         return None;
@@ -293,7 +289,7 @@ fn on_retransmit(sk: *const u8) {
     }
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
-    let Some(st) = sock_entry(sk, now) else {
+    let Some(st) = sock_entry(sk, now, rd(sk, offsets().skc_state)) else {
         return;
     };
     // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
@@ -490,10 +486,16 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
     r.lrcv_age_jiffies = jiffies.wrapping_sub(rd(sk, o.icsk_ack_lrcvtime));
 
     let now = ktime();
-    if let Some(st) = sock_entry(sk, now) {
+    if let Some(st) = sock_entry(sk, now, state) {
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.
         let st = unsafe { &mut *st };
+        // State changes missed while no program was attached (daemon restart with a pinned
+        // map): the entry's age is no longer known.
+        if st.state != state {
+            st.state = state;
+            st.state_since_ns = 0;
+        }
         // ACK progress since the last retransmission ends the chain.
         if st.chain > 0 && st.chain_snd_una != r.snd_una {
             st.chain = 0;

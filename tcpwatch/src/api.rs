@@ -41,14 +41,19 @@ impl Params {
                 )));
             }
             if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(BadRequest(format!("query parameter `{name}` given more than once\n")));
+                return Err(BadRequest(format!(
+                    "query parameter `{name}` given more than once\n"
+                )));
             }
         }
         Ok(Self { pairs })
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parses parameter `name` with `parse`; `expected` describes valid values for the error.
@@ -61,7 +66,9 @@ impl Params {
         self.get(name)
             .map(|v| {
                 parse(v).ok_or_else(|| {
-                    BadRequest(format!("bad query parameter `{name}`: expected {expected}, got `{v}`\n"))
+                    BadRequest(format!(
+                        "bad query parameter `{name}`: expected {expected}, got `{v}`\n"
+                    ))
                 })
             })
             .transpose()
@@ -86,10 +93,16 @@ pub enum OwnerFilter {
 impl OwnerFilter {
     fn matches(&self, c: &ConnRecord) -> bool {
         match self {
-            Self::Pid(p) => c.owner.as_ref().map(|o| o.pid) == Some(*p) || c.creator_pid == Some(*p),
+            Self::Pid(p) => {
+                c.owner.as_ref().map(|o| o.pid) == Some(*p) || c.creator_pid == Some(*p)
+            }
             Self::Comm(s) => {
-                c.owner.as_ref().is_some_and(|o| o.comm.contains(s.as_str()))
-                    || c.creator_comm.as_deref().is_some_and(|cc| cc.contains(s.as_str()))
+                c.owner
+                    .as_ref()
+                    .is_some_and(|o| o.comm.contains(s.as_str()))
+                    || c.creator_comm
+                        .as_deref()
+                        .is_some_and(|cc| cc.contains(s.as_str()))
             }
         }
     }
@@ -116,8 +129,10 @@ impl ConnFilter {
                 v.parse::<usize>().ok().filter(|&l| l <= MAX_LIMIT)
             })?
             .unwrap_or(DEFAULT_LIMIT);
-        let owner = p
-            .parse("owner", "a pid or a non-empty process name substring", |v| {
+        let owner = p.parse(
+            "owner",
+            "a pid or a non-empty process name substring",
+            |v| {
                 if v.is_empty() {
                     None
                 } else if v.bytes().all(|b| b.is_ascii_digit()) {
@@ -125,7 +140,8 @@ impl ConnFilter {
                 } else {
                     Some(OwnerFilter::Comm(v.to_owned()))
                 }
-            })?;
+            },
+        )?;
         Ok(Self {
             state: p.parse(
                 "state",
@@ -144,10 +160,14 @@ impl ConnFilter {
     /// an open finding.
     pub fn matches(&self, c: &ConnRecord, detectors: &Detectors) -> bool {
         self.state.is_none_or(|st| c.state == st)
-            && self.port.is_none_or(|p| c.local.port() == p || c.remote.port() == p)
+            && self
+                .port
+                .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
             && self.netns.is_none_or(|n| c.netns.inode == n)
             && self.owner.as_ref().is_none_or(|o| o.matches(c))
-            && self.flagged.is_none_or(|f| detectors.is_flagged(&c.key) == f)
+            && self
+                .flagged
+                .is_none_or(|f| detectors.is_flagged(&c.key) == f)
     }
 }
 
@@ -169,7 +189,9 @@ impl FindingFilter {
                 FindingKind::ALL.into_iter().find(|k| k.name() == v)
             })?,
             severity: p.parse("severity", "one of info, warning, critical", |v| {
-                [Severity::Info, Severity::Warning, Severity::Critical].into_iter().find(|s| s.name() == v)
+                [Severity::Info, Severity::Warning, Severity::Critical]
+                    .into_iter()
+                    .find(|s| s.name() == v)
             })?,
         })
     }
@@ -188,14 +210,27 @@ pub fn no_params(raw: RawQuery) -> Result<(), BadRequest> {
 mod tests {
     use super::*;
 
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "builds the extractor's result type"
+    )]
     fn q(pairs: &[(&str, &str)]) -> RawQuery {
-        Ok(Query(pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()))
+        Ok(Query(
+            pairs
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+        ))
     }
 
     #[test]
     fn connection_filters_parse() {
-        let f = ConnFilter::from_query(q(&[("state", "close-wait"), ("port", "80"), ("owner", "12")]))
-            .unwrap();
+        let f = ConnFilter::from_query(q(&[
+            ("state", "close-wait"),
+            ("port", "80"),
+            ("owner", "12"),
+        ]))
+        .unwrap();
         assert_eq!(f.state, Some(TcpState::CloseWait));
         assert_eq!(f.port, Some(80));
         assert_eq!(f.owner, Some(OwnerFilter::Pid(12)));
@@ -221,7 +256,11 @@ mod tests {
             assert!(e.0.contains(name), "{pairs:?}: {}", e.0);
         }
         let e = FindingFilter::from_query(q(&[("kind", "nope")])).unwrap_err();
-        assert!(e.0.contains("`kind`") && e.0.contains("close_wait_stuck"), "{}", e.0);
+        assert!(
+            e.0.contains("`kind`") && e.0.contains("close_wait_stuck"),
+            "{}",
+            e.0
+        );
         assert!(no_params(q(&[("x", "1")])).unwrap_err().0.contains("`x`"));
     }
 }

@@ -21,15 +21,20 @@ use crate::state::{Shared, mono_now};
 use crate::sweeper::{SweepBatch, sweep_all};
 
 /// Extra daemon options from the command line.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DaemonOptions {
     pub pretend_no_iter: bool,
+    /// Pin directory for maps that survive restarts (None for one-shot commands).
+    pub pin: Option<std::path::PathBuf>,
+    /// Ring buffer size (None: 4 MiB).
+    pub ringbuf_bytes: Option<u32>,
 }
 
 pub fn load_options(cfg: &Config, opts: DaemonOptions) -> LoadOptions {
     LoadOptions {
         max_sockets: u32::try_from(cfg.daemon.max_connections).unwrap_or(u32::MAX).max(1024),
-        ringbuf_bytes: 4 << 20,
+        ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(4 << 20),
+        pin_dir: opts.pin,
         pretend_no_iter: opts.pretend_no_iter,
     }
 }
@@ -61,14 +66,22 @@ fn sweeper_thread(
     interval: Duration,
 ) -> anyhow::Result<()> {
     let home = Home::current()?;
-    loop {
-        let batch = sweep_all(&mut kernel, &home);
+    for n in 0_u64.. {
+        let batch = sweep_all(&mut kernel, &home, n % GC_EVERY_SWEEPS == 0);
+        if batch.socks_gc_removed > 0 {
+            tracing::info!(removed = batch.socks_gc_removed, "removed kernel entries of vanished sockets");
+        }
         if tx.blocking_send(batch).is_err() {
             return Ok(()); // the daemon is shutting down
         }
         std::thread::sleep(interval);
     }
+    Ok(())
 }
+
+/// Kernel entries of vanished sockets are garbage-collected on the first sweep (after a
+/// restart with pinned maps) and then every this many sweeps.
+const GC_EVERY_SWEEPS: u64 = 60;
 
 async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
@@ -142,6 +155,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let events = tokio::spawn(read_events(ring, shared.clone()));
     let http = tokio::spawn(crate::http::serve(cfg.clone(), shared.clone()));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
+    let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
     let mut owners = OwnerIndex::new(Duration::from_millis(cfg.daemon.owner_scan_interval_ms));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -174,6 +188,9 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
                 }
                 drop(s);
                 log_changes(&changes);
+                if let Some(a) = &alerts {
+                    a.send(&changes);
+                }
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

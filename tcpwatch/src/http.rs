@@ -1,71 +1,460 @@
-//! HTTP server: health, readiness (API and metrics are added on top).
+//! HTTP server: health, readiness, `/metrics` and the read-only JSON API.
+//!
+//! | path | what |
+//! |------|------|
+//! | `GET /healthz` | `ok` while the process serves |
+//! | `GET /readyz` | 200 once programs are attached and the first sweep is in, 503 before |
+//! | `GET /metrics` | Prometheus text format (see `docs/metrics.md`) |
+//! | `GET /api/v1/connections` | `{"connections":[ConnRecord...]}`, filters in [`crate::api::ConnFilter`] |
+//! | `GET /api/v1/findings` | `{"open":[...],"recently_resolved":[...]}`, filters `kind`, `severity` |
+//! | `GET /api/v1/stream` | Server-Sent Events, one JSON `StreamEvent` per event |
+//!
+//! Every route is GET only; bad query parameters get a 400 naming the parameter, unknown paths
+//! a 404, and a request that waits longer than [`REQUEST_TIMEOUT`] for its answer a 503.
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::Json;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tcpwatch_core::config::Config;
+use futures_util::Stream;
+use serde::Serialize;
+use tcpwatch_core::config::{Config, DaemonConfig};
+use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Subject};
 use tokio::sync::Mutex;
+use tokio::sync::broadcast::error::RecvError;
 
-use crate::state::Shared;
+use crate::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
+use crate::state::{Shared, mono_now};
 
-type AppState = Arc<Mutex<Shared>>;
+/// Longest a request may take to produce its response headers (a stream's body is not bounded).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn router(shared: AppState) -> Router {
+#[derive(Clone)]
+struct App {
+    shared: Arc<Mutex<Shared>>,
+    /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
+    top_k: usize,
+}
+
+/// The router with the default `daemon.top_k`.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "serve() passes its configuration; tests use the defaults"
+    )
+)]
+pub fn router(shared: Arc<Mutex<Shared>>) -> Router {
+    router_with(shared, &DaemonConfig::default())
+}
+
+fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
+    let app = App {
+        shared,
+        top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
+    };
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/connections", get(connections))
-        .with_state(shared)
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/stream", get(stream))
+        .fallback(not_found)
+        .layer(middleware::from_fn(timeout))
+        .with_state(app)
 }
 
-async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
-    let s = s.lock().await;
-    if s.ready {
-        (StatusCode::OK, "ready\n".into())
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: first sweep not done\n".into())
-    }
-}
-
-pub async fn serve(cfg: Config, shared: AppState) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
     let addr = cfg.daemon.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the HTTP API to {addr} (daemon.listen)"))?;
-    axum::serve(listener, router(shared)).await.context("HTTP server failed")
+    axum::serve(listener, router_with(shared, &cfg.daemon))
+        .await
+        .context("HTTP server failed")
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ConnQuery {
-    port: Option<u16>,
-    state: Option<String>,
-    netns: Option<u64>,
-    limit: Option<usize>,
+async fn timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+    }
 }
 
-async fn connections(
-    State(s): State<AppState>,
-    Query(q): Query<ConnQuery>,
-) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    let state = match &q.state {
-        Some(st) => Some(tcpwatch_core::model::TcpState::parse(st).ok_or_else(|| {
-            (StatusCode::BAD_REQUEST, format!("unknown state `{st}`\n"))
-        })?),
-        None => None,
-    };
-    let s = s.lock().await;
+async fn not_found(uri: Uri) -> (StatusCode, String) {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint `{}`; endpoints: /healthz, /readyz, /metrics, /api/v1/connections, \
+             /api/v1/findings, /api/v1/stream\n",
+            uri.path()
+        ),
+    )
+}
+
+async fn healthz(q: RawQuery) -> Result<&'static str, BadRequest> {
+    no_params(q)?;
+    Ok("ok\n")
+}
+
+async fn readyz(
+    State(app): State<App>,
+    q: RawQuery,
+) -> Result<(StatusCode, &'static str), BadRequest> {
+    no_params(q)?;
+    Ok(if app.shared.lock().await.ready {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: first sweep not done\n",
+        )
+    })
+}
+
+fn json_response<T: Serialize>(v: &T) -> Response {
+    match serde_json::to_vec(v) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding JSON: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    no_params(q)?;
+    // Gather under the lock, encode after releasing it.
+    let reg = crate::metrics::build(&*app.shared.lock().await, app.top_k);
+    Ok(match reg.and_then(|r| crate::metrics::encode(&r)) {
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("building metrics: {e}\n"),
+        )
+            .into_response(),
+    })
+}
+
+async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    let f = ConnFilter::from_query(q)?;
+    let s = app.shared.lock().await;
     let list: Vec<_> = s
         .table
         .iter()
-        .filter(|c| q.port.is_none_or(|p| c.local.port() == p || c.remote.port() == p))
-        .filter(|c| state.is_none_or(|st| c.state == st))
-        .filter(|c| q.netns.is_none_or(|n| u64::from(c.netns.inode) == n))
-        .take(q.limit.unwrap_or(1000))
+        .filter(|c| f.matches(c, &s.detectors))
+        .take(f.limit)
         .collect();
-    Ok(Json(serde_json::json!({ "connections": list })))
+    Ok(json_response(&serde_json::json!({ "connections": list })))
+}
+
+/// A finding as the API shows it.
+#[derive(Serialize)]
+struct FindingView<'a> {
+    #[serde(flatten)]
+    finding: &'a Finding,
+    /// Name of the finding's network namespace (`ip netns` / container), if known.
+    netns_name: Option<&'a str>,
+    /// Seconds since the condition started.
+    since_seconds_ago: f64,
+}
+
+fn view<'a>(s: &'a Shared, f: &'a Finding, now: MonoNs) -> FindingView<'a> {
+    let cookie = match &f.subject {
+        Subject::Connection { netns, .. }
+        | Subject::Listener { netns, .. }
+        | Subject::Port { netns, .. } => netns.cookie,
+    };
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "an age in ns fits f64 well enough to show"
+    )]
+    let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
+    FindingView {
+        finding: f,
+        netns_name: s.netns_names.get(&cookie).map(String::as_str),
+        since_seconds_ago,
+    }
+}
+
+async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    let f = FindingFilter::from_query(q)?;
+    let s = app.shared.lock().await;
+    let now = mono_now();
+    let open: Vec<_> = s
+        .detectors
+        .open()
+        .filter(|x| f.matches(x))
+        .map(|x| view(&s, x, now))
+        .collect();
+    let resolved: Vec<_> = s
+        .detectors
+        .recently_resolved()
+        .filter(|x| f.matches(x))
+        .map(|x| view(&s, x, now))
+        .collect();
+    Ok(json_response(
+        &serde_json::json!({ "open": open, "recently_resolved": resolved }),
+    ))
+}
+
+/// Sent in place of the events a slow subscriber missed: the client should resync.
+#[derive(Serialize)]
+struct Lagged {
+    r#type: &'static str,
+    missed: u64,
+}
+
+async fn stream(
+    State(app): State<App>,
+    q: RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
+    no_params(q)?;
+    let rx = app.shared.lock().await.stream.subscribe();
+    let events = futures_util::stream::unfold((rx, app.shared), |(mut rx, shared)| async move {
+        let ev = match rx.recv().await {
+            Ok(ev) => Event::default().json_data(&ev),
+            Err(RecvError::Lagged(missed)) => {
+                shared.lock().await.stats.stream_lagged += missed;
+                Event::default().json_data(Lagged {
+                    r#type: "lagged",
+                    missed,
+                })
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        Some((ev, (rx, shared)))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use futures_util::StreamExt as _;
+    use tcpwatch_common::tcp_state;
+    use tcpwatch_core::model::{ConnKey, ConnRecord};
+    use tcpwatch_core::table::Delta;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::metrics::tests::{evaluate_at, parse, shared_with, sock};
+    use crate::state::StreamEvent;
+
+    fn fixture() -> Arc<Mutex<Shared>> {
+        let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
+        cw.pid = 77;
+        cw.comm = *b"stuckapp\0\0\0\0\0\0\0\0";
+        let mut s = shared_with(&[
+            (
+                1,
+                vec![
+                    sock(1, 1, tcp_state::LISTEN, 8080, 0),
+                    sock(2, 1, tcp_state::ESTABLISHED, 8080, 40000),
+                    cw,
+                ],
+            ),
+            (
+                2,
+                vec![
+                    sock(4, 2, tcp_state::ESTABLISHED, 5000, 443),
+                    sock(5, 2, tcp_state::ESTABLISHED, 5001, 443),
+                ],
+            ),
+        ]);
+        s.netns_names.insert(1, "blue".into());
+        evaluate_at(&mut s, 60);
+        Arc::new(Mutex::new(s))
+    }
+
+    async fn get(shared: &Arc<Mutex<Shared>>, uri: &str) -> (StatusCode, String) {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn conns(shared: &Arc<Mutex<Shared>>, query: &str) -> Vec<ConnRecord> {
+        let (st, body) = get(shared, &format!("/api/v1/connections{query}")).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        serde_json::from_value(v["connections"].take()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connection_filters() {
+        let sh = fixture();
+        assert_eq!(conns(&sh, "").await.len(), 5);
+        let l = conns(&sh, "?port=8080&state=LISTEN").await;
+        assert_eq!(l.len(), 1);
+        assert_eq!(
+            l[0].key,
+            ConnKey {
+                skaddr: 1,
+                netns_cookie: 1
+            }
+        );
+        assert_eq!(conns(&sh, "?port=443").await.len(), 2);
+        assert_eq!(conns(&sh, "?state=estab").await.len(), 3);
+        assert_eq!(conns(&sh, "?netns=4026531002").await.len(), 2);
+        assert_eq!(conns(&sh, "?limit=2").await.len(), 2);
+        assert_eq!(conns(&sh, "?limit=0").await.len(), 0);
+        let flagged = conns(&sh, "?flagged=true").await;
+        assert_eq!(
+            flagged.iter().map(|c| c.key.skaddr).collect::<Vec<_>>(),
+            vec![3]
+        );
+        assert_eq!(conns(&sh, "?flagged=false").await.len(), 4);
+        assert_eq!(conns(&sh, "?owner=stuck").await.len(), 1);
+        assert_eq!(conns(&sh, "?owner=77").await.len(), 1);
+        assert_eq!(conns(&sh, "?owner=42").await.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_400_naming_the_parameter() {
+        let sh = fixture();
+        for (uri, name) in [
+            ("/api/v1/connections?port=http", "`port`"),
+            ("/api/v1/connections?state=BOGUS", "`state`"),
+            ("/api/v1/connections?limit=999999", "`limit`"),
+            ("/api/v1/connections?colour=red", "`colour`"),
+            ("/api/v1/findings?severity=loud", "`severity`"),
+            ("/metrics?x=1", "`x`"),
+        ] {
+            let (st, body) = get(&sh, uri).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(body.contains(name), "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_path_is_404_and_writes_are_refused() {
+        let sh = fixture();
+        let (st, body) = get(&sh, "/api/v1/nope").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert!(body.contains("/api/v1/nope"), "{body}");
+        let req = Request::builder()
+            .method("POST")
+            .uri("/api/v1/connections")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(sh).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_first_sweep() {
+        let sh = fixture();
+        assert_eq!(get(&sh, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(&sh, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        sh.lock().await.ready = true;
+        assert_eq!(
+            get(&sh, "/readyz").await,
+            (StatusCode::OK, "ready\n".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn findings_have_netns_name_and_age() {
+        let sh = fixture();
+        let (st, body) = get(&sh, "/api/v1/findings").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let open = v["open"].as_array().unwrap();
+        assert_eq!(open.len(), 1, "{body}");
+        assert_eq!(open[0]["kind"], "close_wait_stuck");
+        assert_eq!(open[0]["netns_name"], "blue");
+        assert!(open[0]["since_seconds_ago"].is_f64());
+        assert!(v["recently_resolved"].as_array().unwrap().is_empty());
+        let (_, body) = get(&sh, "/api/v1/findings?kind=reset_burst&severity=critical").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["open"].as_array().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint_parses() {
+        let sh = fixture();
+        let req = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(sh).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let m = parse(std::str::from_utf8(&body).unwrap());
+        let has = |name: &str, labels: &str| m.iter().any(|x| x.0 == name && x.1 == labels);
+        assert!(has("tcpwatch_sockets", "state=\"ESTABLISHED\""));
+        assert!(has(
+            "tcpwatch_build_info",
+            &format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))
+        ));
+        assert!(
+            has(
+                "tcpwatch_findings_open",
+                "kind=\"close_wait_stuck\",severity=\"warning\""
+            ) || has(
+                "tcpwatch_findings_open",
+                "kind=\"close_wait_stuck\",severity=\"critical\""
+            )
+        );
+        assert!(m.iter().any(|x| x.0 == "tcpwatch_flagged_connection"));
+    }
+
+    #[tokio::test]
+    async fn stream_sends_events_and_reports_lag() {
+        let sh = fixture();
+        let req = Request::builder()
+            .uri("/api/v1/stream")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(sh.clone()).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut body = resp.into_body().into_data_stream();
+        let key = ConnKey {
+            skaddr: 9,
+            netns_cookie: 1,
+        };
+        {
+            let s = sh.lock().await;
+            // The channel holds 4096: overflow it by 10.
+            for _ in 0..4106 {
+                s.stream
+                    .send(StreamEvent::Conn(Delta::Remove { key }))
+                    .unwrap();
+            }
+        }
+        let first = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+        assert_eq!(first, "data: {\"type\":\"lagged\",\"missed\":10}\n\n");
+        assert_eq!(sh.lock().await.stats.stream_lagged, 10);
+        let second = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+        assert!(
+            second.starts_with("data: {\"type\":\"conn\",\"op\":\"remove\""),
+            "{second}"
+        );
+    }
 }

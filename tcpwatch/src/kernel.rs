@@ -2,14 +2,15 @@
 //! that talks to the bpf() syscall lives here.
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tcpwatch_common::{
-    ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SweepHeader,
-    counter,
+    ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState,
+    SweepHeader, counter,
 };
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
@@ -28,10 +29,13 @@ const HOOKS: &[(&str, &str, &str)] = &[
 const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
 
 /// Sizes of the kernel maps.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub max_sockets: u32,
     pub ringbuf_bytes: u32,
+    /// Where to pin the maps that must survive a daemon restart (socket ages, retransmit
+    /// chains, counters). None: no pinning.
+    pub pin_dir: Option<PathBuf>,
     /// Pretend the kernel has no BPF iterators (tests the refusal path).
     pub pretend_no_iter: bool,
 }
@@ -83,10 +87,18 @@ impl Kernel {
             .context("parsing the kernel's BTF from /sys/kernel/btf/vmlinux")?;
         let resolved = offsets::resolve(&parsed)?;
         let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for program attach")?;
-        let mut ebpf = EbpfLoader::new()
+        let pins = opts.pin_dir.as_deref().and_then(|dir| prepare_pins(dir, opts.max_sockets));
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global("OFFSETS", &resolved.offsets, true)
             .map_max_entries("SOCKS", opts.max_sockets)
-            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .map_max_entries("EVENTS", opts.ringbuf_bytes);
+        if let Some(dir) = &pins {
+            for (name, ..) in pinned_maps(opts.max_sockets) {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|e| {
                 anyhow!(
@@ -159,6 +171,36 @@ impl Kernel {
         Ok(out)
     }
 
+    /// Deletes `SOCKS` entries of sockets that no longer exist: not listed by a complete sweep
+    /// that started at `sweep_start`, and not touched since (their CLOSE was missed while no
+    /// program was attached, e.g. across a daemon restart with pinned maps). Returns how many.
+    pub fn gc_socks(
+        &mut self,
+        live: &std::collections::HashSet<u64>,
+        sweep_start: u64,
+    ) -> anyhow::Result<usize> {
+        let map = self.ebpf.map_mut("SOCKS").context("SOCKS map missing")?;
+        let mut socks: BpfHashMap<&mut MapData, u64, SockState> = BpfHashMap::try_from(map)?;
+        let stale: Vec<u64> = socks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, v)| {
+                !live.contains(k)
+                    && v.first_seen_ns < sweep_start
+                    && v.state_since_ns < sweep_start
+                    && v.last_retrans_ns < sweep_start
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for k in stale {
+            if socks.remove(&k).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
     /// iterator captures the namespace of the task that creates it).
     pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
@@ -171,6 +213,91 @@ impl Kernel {
         file.read_to_end(&mut bytes).context("reading the sweep iterator")?;
         parse_sweep(&bytes)
     }
+}
+
+/// Maps that outlive the daemon: (name, key size, value size, max entries). Their layout is
+/// part of [`ABI_VERSION`].
+fn pinned_maps(max_sockets: u32) -> [(&'static str, u32, u32, u32); 2] {
+    #[expect(clippy::cast_possible_truncation, reason = "struct sizes are small")]
+    let socks = (size_of::<u64>() as u32, size_of::<SockState>() as u32);
+    #[expect(clippy::cast_possible_truncation, reason = "struct sizes are small")]
+    let ports = (size_of::<PortKey>() as u32, size_of::<PortResets>() as u32);
+    [("SOCKS", socks.0, socks.1, max_sockets), ("PORT_RESETS", ports.0, ports.1, 16_384)]
+}
+
+/// Prepares `<dir>/abi-<ABI_VERSION>/` for pinned maps: removes pins of other ABI versions
+/// and pins whose shape no longer matches (a clear log line each time). Returns None, with a
+/// warning, when pinning is impossible (bpffs not mounted): tcpwatch then runs without it.
+fn prepare_pins(dir: &Path, max_sockets: u32) -> Option<PathBuf> {
+    let root = dir.parent().unwrap_or(dir);
+    if !is_bpffs(root) {
+        tracing::warn!(
+            path = %root.display(),
+            "bpffs is not mounted there: socket ages and retransmit chains will not survive a \
+             restart (mount it: `mount -t bpf bpf /sys/fs/bpf`, or in Kubernetes mount the \
+             host's /sys/fs/bpf)"
+        );
+        return None;
+    }
+    let current = format!("abi-{ABI_VERSION}");
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("abi-") && name != current {
+                tracing::warn!(
+                    path = %e.path().display(),
+                    "removing pinned maps of an incompatible tcpwatch version ({name}, this is \
+                     {current}): kernel-side socket history restarts from now"
+                );
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(error = %err, "could not remove stale pins");
+                }
+            }
+        }
+    }
+    let versioned = dir.join(current);
+    if let Err(err) = std::fs::create_dir_all(&versioned) {
+        tracing::warn!(path = %versioned.display(), error = %err, "cannot create pin directory; not pinning");
+        return None;
+    }
+    for (name, key, value, max) in pinned_maps(max_sockets) {
+        let path = versioned.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let shape = MapData::from_pin(&path).and_then(|m| m.info()).map(|i| {
+            (i.key_size(), i.value_size(), i.max_entries())
+        });
+        match shape {
+            Ok(found) if found == (key, value, max) => {
+                tracing::info!(map = name, path = %path.display(), "reusing pinned map: socket history kept");
+            }
+            other => {
+                tracing::warn!(
+                    map = name,
+                    path = %path.display(),
+                    found = ?other,
+                    expected = ?(key, value, max),
+                    "pinned map has another shape (other build or max_connections changed): \
+                     replacing it, kernel-side history restarts from now"
+                );
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    Some(versioned)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-buffer; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
+    rc == 0 && i64::from(st.f_type) == BPF_FS_MAGIC
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {

@@ -2,10 +2,13 @@
 //!
 //! `tcpwatch daemon` runs the monitor; `tcpwatch snapshot` prints one sweep;
 //! `tcpwatch check-config` validates a configuration file.
+mod alerts;
+mod api;
 mod caps;
 mod daemon;
 mod http;
 mod kernel;
+mod metrics;
 mod netns;
 mod owners;
 mod snapshot;
@@ -41,7 +44,18 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the monitor: API and metrics on `daemon.listen` (default 127.0.0.1:9977).
-    Daemon,
+    Daemon {
+        /// Directory (on bpffs) where the kernel-side socket state is pinned so that socket
+        /// ages and retransmit chains survive a restart.
+        #[arg(long, default_value = "/sys/fs/bpf/tcpwatch", value_name = "DIR")]
+        pin_dir: PathBuf,
+        /// Do not pin: kernel-side history starts anew at every start.
+        #[arg(long)]
+        no_pin: bool,
+        /// Size of the state-event ring buffer: a power of two, at least one page.
+        #[arg(long, default_value_t = 4 << 20, value_parser = parse_ringbuf_bytes)]
+        ringbuf_bytes: u32,
+    },
     /// Sweep every TCP socket once and print it (like `ss -tanpi`, plus tcpwatch's columns).
     Snapshot {
         /// Machine-readable output.
@@ -56,6 +70,29 @@ enum Command {
     },
     /// Validate the configuration (file and --set overrides) and print the effective one.
     CheckConfig,
+    /// Interactive view of a running daemon's connections and findings (`docs/top.md`).
+    Top {
+        /// The daemon's API address (`daemon.listen`).
+        #[arg(long, default_value = "127.0.0.1:9977")]
+        addr: String,
+        /// Print one frame as plain text and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: print `{"connections":[...],"findings":[...]}` instead.
+        #[arg(long)]
+        json: bool,
+        /// Run without a daemon (not supported yet).
+        #[arg(long)]
+        standalone: bool,
+    },
+}
+
+fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("`{s}` is not a byte count: {e}"))?;
+    if v < 4096 || !v.is_power_of_two() {
+        return Err(format!("{v} must be a power of two of at least 4096 (one page)"));
+    }
+    Ok(v)
 }
 
 fn parse_state(s: &str) -> Result<TcpState, String> {
@@ -81,6 +118,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             .ok_or_else(|| anyhow::anyhow!("--set {o}: expected KEY=VALUE"))?;
         cfg.apply_override(k.trim(), v.trim()).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
     }
+    alerts::check_config(&cfg.alertmanager)?;
     Ok(cfg)
 }
 
@@ -104,8 +142,18 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.daemon.log_format);
-    let opts = daemon::DaemonOptions { pretend_no_iter: cli.pretend_no_iter };
+    let opts = daemon::DaemonOptions {
+        pretend_no_iter: cli.pretend_no_iter,
+        pin: None,
+        ringbuf_bytes: None,
+    };
     let result = match &cli.command {
+        Command::Top { addr, once, json, standalone } => tcpwatch_top::run(tcpwatch_top::TopOptions {
+            addr: addr.clone(),
+            once: *once,
+            json: *json,
+            standalone: *standalone,
+        }),
         Command::CheckConfig => match toml::to_string_pretty(&cfg) {
             Ok(s) => {
                 println!("# configuration is valid; effective settings:\n{s}");
@@ -115,14 +163,21 @@ fn main() -> ExitCode {
         },
         Command::Snapshot { json, state, port } => {
             let args = snapshot::SnapshotArgs { json: *json, state: *state, port: *port };
-            snapshot::run(&cfg, &args, opts)
+            snapshot::run(&cfg, &args, opts.clone())
         }
-        Command::Daemon => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(cfg, opts))),
+        Command::Daemon { pin_dir, no_pin, ringbuf_bytes } => {
+            let opts = daemon::DaemonOptions {
+                pin: (!no_pin).then(|| pin_dir.clone()),
+                ringbuf_bytes: Some(*ringbuf_bytes),
+                ..opts
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(daemon::run(cfg, opts)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

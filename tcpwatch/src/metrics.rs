@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tcpwatch_common::counter;
 use tcpwatch_core::model::{Finding, FindingKind, Severity, Subject, TcpState};
@@ -23,12 +23,23 @@ pub const MAX_LISTENER_PORTS: usize = 100;
 /// Attached program series kept (the daemon attaches 4 tracepoints).
 pub const MAX_ATTACHED_SERIES: usize = 8;
 /// Upper bounds of the `tcpwatch_send_queue_bytes` buckets.
-pub const SEND_QUEUE_BUCKETS: [f64; 7] =
-    [0.0, 1024.0, 16384.0, 65536.0, 262_144.0, 1_048_576.0, 4_194_304.0];
+pub const SEND_QUEUE_BUCKETS: [f64; 7] = [
+    0.0,
+    1024.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+];
 const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
 const CLOSE_WAIT_CAUSES: [&str; 2] = ["owned", "unaccepted"];
 
 /// Most series (sample lines) one scrape can have, for a given `daemon.top_k`.
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the documented bound, checked by the tests")
+)]
 #[must_use]
 pub fn series_bound(top_k: usize) -> usize {
     let states = TcpState::ALL.len(); // tcpwatch_sockets
@@ -73,21 +84,36 @@ impl Builder {
         Ok(())
     }
 
-    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    fn gauge_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
     }
 
-    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
         self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
     }
 }
 
 /// Builds the registry of one scrape (call under the lock, encode after releasing it).
 pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
-    let b = Builder { reg: Registry::new() };
+    let b = Builder {
+        reg: Registry::new(),
+    };
     connections(&b, s)?;
     findings(&b, s, top_k)?;
-    kernel_and_self(&b, s)?;
+    kernel(&b, s)?;
+    daemon(&b, s)?;
+    table(&b, s)?;
+    programs(&b, s)?;
     Ok(b.reg)
 }
 
@@ -99,65 +125,88 @@ pub fn encode(reg: &Registry) -> prometheus::Result<String> {
 }
 
 /// Socket counts by state and namespace, the Send-Q histogram and listener backlogs.
-fn connections(b: &Builder, s: &Shared) -> prometheus::Result<()> {
-    let mut by_state: HashMap<TcpState, i64> = TcpState::ALL.into_iter().map(|st| (st, 0)).collect();
-    let mut by_netns: HashMap<u64, (u32, i64)> =
-        s.netns.iter().map(|(cookie, info)| (*cookie, (info.id.inode, 0))).collect();
+fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let mut by_state: HashMap<TcpState, i64> =
+        TcpState::ALL.into_iter().map(|st| (st, 0)).collect();
+    let mut by_netns: HashMap<u64, (u32, i64)> = sh
+        .netns
+        .iter()
+        .map(|(cookie, info)| (*cookie, (info.id.inode, 0)))
+        .collect();
     // (port) -> (fill ratio, queue, limit) of the fullest listener on that port.
     let mut listeners: HashMap<u16, (f64, u32, u32)> = HashMap::new();
-    let send_q = b.add(Histogram::with_opts(
+    let send_q = out.add(Histogram::with_opts(
         HistogramOpts::new(
             "tcpwatch_send_queue_bytes",
             "Send-Q (bytes written and not yet acknowledged) of ESTABLISHED connections.",
         )
         .buckets(SEND_QUEUE_BUCKETS.to_vec()),
     )?)?;
-    for c in s.table.iter() {
+    for c in sh.table.iter() {
         *by_state.entry(c.state).or_default() += 1;
-        by_netns.entry(c.netns.cookie).or_insert((c.netns.inode, 0)).1 += 1;
+        by_netns
+            .entry(c.netns.cookie)
+            .or_insert((c.netns.inode, 0))
+            .1 += 1;
         match c.state {
             TcpState::Established => send_q.observe(f64::from(c.queues.send_q)),
             TcpState::Listen => {
-                let q = c.queues.accept_queue;
-                let l = c.queues.accept_limit;
-                let ratio = f64::from(q) / f64::from(l.max(1));
-                let e = listeners.entry(c.local.port()).or_insert((ratio, q, l));
-                if (ratio, q) > (e.0, e.1) {
-                    *e = (ratio, q, l);
+                let queue = c.queues.accept_queue;
+                let cap = c.queues.accept_limit;
+                let ratio = f64::from(queue) / f64::from(cap.max(1));
+                let fullest = listeners
+                    .entry(c.local.port())
+                    .or_insert((ratio, queue, cap));
+                if (ratio, queue) > (fullest.0, fullest.1) {
+                    *fullest = (ratio, queue, cap);
                 }
             }
             _ => {}
         }
     }
 
-    let v = b.gauge_vec("tcpwatch_sockets", "TCP sockets in the table, by state.", &["state"])?;
+    let v = out.gauge_vec(
+        "tcpwatch_sockets",
+        "TCP sockets in the table, by state.",
+        &["state"],
+    )?;
     for (st, n) in by_state {
         v.with_label_values(&[st.name()]).set(n);
     }
 
-    let v = b.gauge_vec(
+    let v = out.gauge_vec(
         "tcpwatch_sockets_by_netns",
         "TCP sockets by network namespace (inode), the largest 50; the rest summed as netns=\"other\".",
         &["netns", "netns_name"],
     )?;
-    let mut ns: Vec<(u64, u32, i64)> = by_netns.into_iter().map(|(c, (ino, n))| (c, ino, n)).collect();
+    let mut ns: Vec<(u64, u32, i64)> = by_netns
+        .into_iter()
+        .map(|(c, (ino, n))| (c, ino, n))
+        .collect();
     ns.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)).then(a.0.cmp(&b.0)));
     for (cookie, inode, n) in ns.iter().take(MAX_NETNS_SERIES) {
-        let name = s.netns_names.get(cookie).map_or("", String::as_str);
-        v.with_label_values(&[inode.to_string().as_str(), name]).add(*n);
+        let name = sh.netns_names.get(cookie).map_or("", String::as_str);
+        v.with_label_values(&[inode.to_string().as_str(), name])
+            .add(*n);
     }
     if ns.len() > MAX_NETNS_SERIES {
-        v.with_label_values(&["other", ""]).set(ns[MAX_NETNS_SERIES..].iter().map(|x| x.2).sum());
+        v.with_label_values(&["other", ""])
+            .set(ns[MAX_NETNS_SERIES..].iter().map(|x| x.2).sum());
     }
 
     let mut ports: Vec<(u16, (f64, u32, u32))> = listeners.into_iter().collect();
-    ports.sort_unstable_by(|a, b| b.1.0.total_cmp(&a.1.0).then(b.1.1.cmp(&a.1.1)).then(a.0.cmp(&b.0)));
-    let fill = b.gauge_vec(
+    ports.sort_unstable_by(|a, b| {
+        b.1.0
+            .total_cmp(&a.1.0)
+            .then(b.1.1.cmp(&a.1.1))
+            .then(a.0.cmp(&b.0))
+    });
+    let fill = out.gauge_vec(
         "tcpwatch_listener_backlog",
         "Accept queue length of the fullest listener on each port (top 100 ports by fill ratio).",
         &["port"],
     )?;
-    let limit = b.gauge_vec(
+    let limit = out.gauge_vec(
         "tcpwatch_listener_backlog_limit",
         "Accept queue limit of the listener reported by tcpwatch_listener_backlog.",
         &["port"],
@@ -170,7 +219,7 @@ fn connections(b: &Builder, s: &Shared) -> prometheus::Result<()> {
     Ok(())
 }
 
-/// Open findings by kind and severity, stuck CLOSE_WAIT by cause, the top-K flagged sockets.
+/// Open findings by kind and severity, stuck `CLOSE_WAIT` by cause, the top-K flagged sockets.
 fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
     let open = b.gauge_vec(
         "tcpwatch_findings_open",
@@ -192,7 +241,8 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
     }
     let mut worst: Vec<&Finding> = Vec::new();
     for f in s.detectors.open() {
-        open.with_label_values(&[f.kind.name(), f.severity.name()]).inc();
+        open.with_label_values(&[f.kind.name(), f.severity.name()])
+            .inc();
         if f.kind == FindingKind::CloseWaitStuck && CLOSE_WAIT_CAUSES.contains(&f.cause.as_str()) {
             cw.with_label_values(&[f.cause.as_str()]).inc();
         }
@@ -201,7 +251,12 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
         }
     }
     // Worst first: highest severity, then oldest condition.
-    worst.sort_unstable_by(|a, b| b.severity.cmp(&a.severity).then(a.since.cmp(&b.since)).then(a.id.cmp(&b.id)));
+    worst.sort_unstable_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.since.cmp(&b.since))
+            .then(a.id.cmp(&b.id))
+    });
     let flagged = b.gauge_vec(
         "tcpwatch_flagged_connection",
         "1 for each of the top-K (daemon.top_k) worst open findings about one socket.",
@@ -209,10 +264,20 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
     )?;
     for f in worst.into_iter().take(top_k) {
         let (key, netns, local, remote, owner) = match &f.subject {
-            Subject::Connection { key, netns, local, remote, owner, .. } => {
-                (key, netns, local, remote.to_string(), owner)
-            }
-            Subject::Listener { key, netns, local, owner } => (key, netns, local, String::new(), owner),
+            Subject::Connection {
+                key,
+                netns,
+                local,
+                remote,
+                owner,
+                ..
+            } => (key, netns, local, remote.to_string(), owner),
+            Subject::Listener {
+                key,
+                netns,
+                local,
+                owner,
+            } => (key, netns, local, String::new(), owner),
             Subject::Port { .. } => continue,
         };
         let rec = s.table.get(key);
@@ -240,52 +305,164 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
 }
 
 /// Kernel counters and the daemon's own accounting.
-fn kernel_and_self(b: &Builder, s: &Shared) -> prometheus::Result<()> {
-    let k = |i: u32| s.kernel_counters[i as usize];
-    b.counter("tcpwatch_retransmits_total", "TCP segment retransmissions seen by the kernel probe.", k(counter::RETRANS))?;
-    let v = b.counter_vec("tcpwatch_resets_total", "TCP resets seen by the kernel probe.", &["direction"])?;
-    v.with_label_values(&["sent"]).inc_by(k(counter::RESETS_SENT));
-    v.with_label_values(&["received"]).inc_by(k(counter::RESETS_RECEIVED));
-    b.counter("tcpwatch_kernel_events_submitted_total", "State events written to the ring buffer.", k(counter::EVENTS_SUBMITTED))?;
-    b.counter("tcpwatch_ringbuf_dropped_events_total", "State events lost because the ring buffer was full.", k(counter::EVENTS_DROPPED))?;
-    let v = b.counter_vec("tcpwatch_kernel_map_full_total", "Kernel map inserts that failed because the map was full.", &["map"])?;
-    v.with_label_values(&["socks"]).inc_by(k(counter::SOCKS_FULL));
-    v.with_label_values(&["port_resets"]).inc_by(k(counter::PORT_RESETS_FULL));
-    b.counter("tcpwatch_sweep_write_failed_total", "Sweep records the kernel iterator failed to write.", k(counter::SWEEP_WRITE_FAILED))?;
+fn kernel(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let kc = |i: u32| sh.kernel_counters[i as usize];
+    out.counter(
+        "tcpwatch_retransmits_total",
+        "TCP segment retransmissions seen by the kernel probe.",
+        kc(counter::RETRANS),
+    )?;
+    let v = out.counter_vec(
+        "tcpwatch_resets_total",
+        "TCP resets seen by the kernel probe.",
+        &["direction"],
+    )?;
+    v.with_label_values(&["sent"])
+        .inc_by(kc(counter::RESETS_SENT));
+    v.with_label_values(&["received"])
+        .inc_by(kc(counter::RESETS_RECEIVED));
+    out.counter(
+        "tcpwatch_kernel_events_submitted_total",
+        "State events written to the ring buffer.",
+        kc(counter::EVENTS_SUBMITTED),
+    )?;
+    out.counter(
+        "tcpwatch_ringbuf_dropped_events_total",
+        "State events lost because the ring buffer was full.",
+        kc(counter::EVENTS_DROPPED),
+    )?;
+    let v = out.counter_vec(
+        "tcpwatch_kernel_map_full_total",
+        "Kernel map inserts that failed because the map was full.",
+        &["map"],
+    )?;
+    v.with_label_values(&["socks"])
+        .inc_by(kc(counter::SOCKS_FULL));
+    v.with_label_values(&["port_resets"])
+        .inc_by(kc(counter::PORT_RESETS_FULL));
+    out.counter(
+        "tcpwatch_sweep_write_failed_total",
+        "Sweep records the kernel iterator failed to write.",
+        kc(counter::SWEEP_WRITE_FAILED),
+    )?;
 
-    let st = &s.stats;
-    b.counter("tcpwatch_events_received_total", "State events read from the ring buffer.", st.events_received)?;
-    b.counter("tcpwatch_events_malformed_total", "Ring buffer events of unexpected size.", st.events_malformed)?;
-    b.counter("tcpwatch_sweeps_total", "Whole-host socket sweeps done.", st.sweeps)?;
-    b.counter("tcpwatch_sweep_errors_total", "Namespaces that could not be swept.", st.sweep_errors)?;
-    b.add(Gauge::new("tcpwatch_sweep_duration_seconds", "Duration of the last sweep.")?)?
-        .set(st.last_sweep_seconds);
-    b.gauge("tcpwatch_sweep_sockets", "Sockets listed by the last sweep.", to_i64(st.last_sweep_sockets))?;
-    b.gauge("tcpwatch_namespaces", "Network namespaces swept by the last sweep.", to_i64(st.last_sweep_namespaces))?;
-    b.counter("tcpwatch_stream_lagged_total", "Stream events lost by slow /api/v1/stream subscribers.", st.stream_lagged)?;
+    Ok(())
+}
 
-    let t = s.table.stats();
-    b.gauge("tcpwatch_table_connections", "Connections in the table.", to_i64(s.table.len()))?;
-    b.gauge("tcpwatch_table_max_connections", "Most connections the table keeps.", to_i64(s.table.config().max_connections))?;
-    b.counter("tcpwatch_table_events_applied_total", "State events applied to the table.", t.events_applied)?;
-    b.counter("tcpwatch_table_inserted_total", "Records inserted into the table.", t.inserted)?;
-    let v = b.counter_vec("tcpwatch_table_removed_total", "Records removed from the table, by reason.", &["reason"])?;
+/// The daemon's own accounting: events, sweeps, the stream, the table, programs.
+fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let st = &sh.stats;
+    out.counter(
+        "tcpwatch_events_received_total",
+        "State events read from the ring buffer.",
+        st.events_received,
+    )?;
+    out.counter(
+        "tcpwatch_events_malformed_total",
+        "Ring buffer events of unexpected size.",
+        st.events_malformed,
+    )?;
+    out.counter(
+        "tcpwatch_sweeps_total",
+        "Whole-host socket sweeps done.",
+        st.sweeps,
+    )?;
+    out.counter(
+        "tcpwatch_sweep_errors_total",
+        "Namespaces that could not be swept.",
+        st.sweep_errors,
+    )?;
+    out.add(Gauge::new(
+        "tcpwatch_sweep_duration_seconds",
+        "Duration of the last sweep.",
+    )?)?
+    .set(st.last_sweep_seconds);
+    out.gauge(
+        "tcpwatch_sweep_sockets",
+        "Sockets listed by the last sweep.",
+        to_i64(st.last_sweep_sockets),
+    )?;
+    out.gauge(
+        "tcpwatch_namespaces",
+        "Network namespaces swept by the last sweep.",
+        to_i64(st.last_sweep_namespaces),
+    )?;
+    out.counter(
+        "tcpwatch_stream_lagged_total",
+        "Stream events lost by slow /api/v1/stream subscribers.",
+        st.stream_lagged,
+    )?;
+
+    Ok(())
+}
+
+fn table(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let t = sh.table.stats();
+    out.gauge(
+        "tcpwatch_table_connections",
+        "Connections in the table.",
+        to_i64(sh.table.len()),
+    )?;
+    out.gauge(
+        "tcpwatch_table_max_connections",
+        "Most connections the table keeps.",
+        to_i64(sh.table.config().max_connections),
+    )?;
+    out.counter(
+        "tcpwatch_table_events_applied_total",
+        "State events applied to the table.",
+        t.events_applied,
+    )?;
+    out.counter(
+        "tcpwatch_table_inserted_total",
+        "Records inserted into the table.",
+        t.inserted,
+    )?;
+    let v = out.counter_vec(
+        "tcpwatch_table_removed_total",
+        "Records removed from the table, by reason.",
+        &["reason"],
+    )?;
     v.with_label_values(&["closed"]).inc_by(t.removed_closed);
     v.with_label_values(&["sweep"]).inc_by(t.removed_by_sweep);
-    v.with_label_values(&["netns_gone"]).inc_by(t.removed_netns_gone);
-    b.counter("tcpwatch_table_evictions_total", "Records evicted because the table was full.", t.evicted)?;
-    b.counter("tcpwatch_table_sweeps_applied_total", "Namespace sweeps applied to the table.", t.sweeps_applied)?;
+    v.with_label_values(&["netns_gone"])
+        .inc_by(t.removed_netns_gone);
+    out.counter(
+        "tcpwatch_table_evictions_total",
+        "Records evicted because the table was full.",
+        t.evicted,
+    )?;
+    out.counter(
+        "tcpwatch_table_sweeps_applied_total",
+        "Namespace sweeps applied to the table.",
+        t.sweeps_applied,
+    )?;
 
-    let v = b.gauge_vec("tcpwatch_attached_programs", "eBPF programs attached, by tracepoint and variant.", &["tracepoint", "variant"])?;
-    for a in s.attached.iter().take(MAX_ATTACHED_SERIES) {
+    Ok(())
+}
+
+fn programs(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let v = out.gauge_vec(
+        "tcpwatch_attached_programs",
+        "eBPF programs attached, by tracepoint and variant.",
+        &["tracepoint", "variant"],
+    )?;
+    for a in sh.attached.iter().take(MAX_ATTACHED_SERIES) {
         v.with_label_values(&[a.tracepoint, a.variant]).set(1);
     }
-    b.gauge("tcpwatch_ready", "1 once programs are attached and the first sweep is in.", i64::from(s.ready))?;
-    let v = b.gauge_vec("tcpwatch_build_info", "Always 1; the version of tcpwatch.", &["version"])?;
+    out.gauge(
+        "tcpwatch_ready",
+        "1 once programs are attached and the first sweep is in.",
+        i64::from(sh.ready),
+    )?;
+    let v = out.gauge_vec(
+        "tcpwatch_build_info",
+        "Always 1; the version of tcpwatch.",
+        &["version"],
+    )?;
     v.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     Ok(())
 }
 
 #[cfg(test)]
-#[path = "metrics_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -44,7 +44,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let mut kernel = Kernel::load(load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
     let home = Home::current()?;
-    let batch = sweep_all(&mut kernel, &home);
+    let batch = sweep_all(&mut kernel, &home, false);
     let now = mono_now();
     let mut shared = new_shared(cfg, &kernel, clock);
     let wanted: HashSet<u64> = shared.apply_sweep(&batch, now);

@@ -1,7 +1,7 @@
 //! One sweep of the whole host: the `iter/tcp` program run once inside every network
 //! namespace (an iterator only walks the namespace of the task that creates it), plus the
 //! kernel-side counters. Runs on a dedicated OS thread because it setns()es that thread.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tcpwatch_common::counter;
@@ -29,6 +29,8 @@ pub struct SweepBatch {
     pub counters: [u64; counter::COUNT as usize],
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     pub duration: Duration,
+    /// Kernel-side entries of vanished sockets removed by this sweep.
+    pub socks_gc_removed: usize,
 }
 
 impl SweepBatch {
@@ -50,8 +52,9 @@ fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Resul
 }
 
 /// Sweeps every namespace on the host. Never fails as a whole: per-namespace failures are
-/// listed in `errors` (and counted by the caller).
-pub fn sweep_all(kernel: &mut Kernel, home: &Home) -> SweepBatch {
+/// listed in `errors` (and counted by the caller). With `gc`, kernel entries of sockets that
+/// no longer exist are removed (costs one syscall per tracked socket: not every sweep).
+pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
     let t0 = Instant::now();
     let mut namespaces = Vec::new();
     let mut errors = Vec::new();
@@ -69,5 +72,17 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home) -> SweepBatch {
         errors.push(format!("reading PORT_RESETS: {e:#}"));
         HashMap::new()
     });
-    SweepBatch { namespaces, errors, counters, port_resets, duration: t0.elapsed() }
+    // A complete sweep (every namespace read) tells which sockets exist: garbage-collect the
+    // kernel entries of the others. Skipped when a namespace could not be read.
+    let mut socks_gc_removed = 0;
+    if gc && errors.is_empty() {
+        let start = namespaces.iter().map(|n| n.sweep.header.ktime_ns).min().unwrap_or(0);
+        let live: HashSet<u64> =
+            namespaces.iter().flat_map(|n| n.sweep.records.iter().map(|r| r.skaddr)).collect();
+        match kernel.gc_socks(&live, start) {
+            Ok(n) => socks_gc_removed = n,
+            Err(e) => errors.push(format!("garbage-collecting SOCKS: {e:#}")),
+        }
+    }
+    SweepBatch { namespaces, errors, counters, port_resets, duration: t0.elapsed(), socks_gc_removed }
 }

@@ -55,7 +55,7 @@ pub(crate) fn dur(ns: u64) -> String {
     let s = ms / 1000;
     if s < 60 {
         let tenths = (ms % 1000) / 100;
-        return if s < 10 && tenths > 0 {
+        return if tenths > 0 {
             format!("{s}.{tenths}s")
         } else {
             format!("{s}s")

@@ -1,6 +1,9 @@
 //! Helpers for the privileged integration tests: network namespaces the tests create and
 //! remove, sockets made inside them, `ss` ground truth, and running the real binary.
-#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -49,7 +52,9 @@ impl Netns {
         );
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        let inode = std::fs::metadata(format!("/run/netns/{name}")).unwrap().ino();
+        let inode = std::fs::metadata(format!("/run/netns/{name}"))
+            .unwrap()
+            .ino();
         Self { name, inode }
     }
 
@@ -99,12 +104,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}",
@@ -128,7 +138,9 @@ impl SsRow {
     /// A `key:value` field of the info line, e.g. `backoff`.
     pub fn field(&self, key: &str) -> Option<String> {
         self.info.split_whitespace().find_map(|w| {
-            w.strip_prefix(key).and_then(|r| r.strip_prefix(':')).map(str::to_owned)
+            w.strip_prefix(key)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(str::to_owned)
         })
     }
 }
@@ -152,7 +164,9 @@ pub fn parse_ss(text: &str) -> Vec<SsRow> {
         if f.len() < 5 {
             continue;
         }
-        let Ok(local) = f[3].replace('*', "0.0.0.0").parse() else { continue };
+        let Ok(local) = f[3].replace('*', "0.0.0.0").parse() else {
+            continue;
+        };
         rows.push(SsRow {
             state: f[0].to_owned(),
             recv_q: f[1].parse().unwrap_or(0),
@@ -167,18 +181,38 @@ pub fn parse_ss(text: &str) -> Vec<SsRow> {
 
 /// `tcpwatch snapshot --json`, parsed.
 pub fn snapshot(extra: &[&str]) -> Value {
-    let out = Command::new(BIN).arg("snapshot").arg("--json").args(extra).output().unwrap();
-    assert!(out.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .arg("snapshot")
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "snapshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The connections of one namespace (by inode) in a snapshot or API answer.
 pub fn conns_in(v: &Value, netns_inode: u64) -> Vec<Value> {
-    let list = v.get("connections").and_then(Value::as_array).cloned().unwrap_or_default();
-    list.into_iter().filter(|c| c["netns"]["inode"].as_u64() == Some(netns_inode)).collect()
+    let list = v
+        .get("connections")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    list.into_iter()
+        .filter(|c| c["netns"]["inode"].as_u64() == Some(netns_inode))
+        .collect()
 }
 
-pub fn find<'a>(conns: &'a [Value], state: &str, local: &SocketAddr, remote: Option<&SocketAddr>) -> Option<&'a Value> {
+pub fn find<'a>(
+    conns: &'a [Value],
+    state: &str,
+    local: &SocketAddr,
+    remote: Option<&SocketAddr>,
+) -> Option<&'a Value> {
     conns.iter().find(|c| {
         c["state"] == state
             && c["local"] == local.to_string()
@@ -200,27 +234,62 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-/// A daemon started by a test, killed on drop.
+/// A daemon started by a test, killed on drop (its pin directory is removed too).
 pub struct Daemon {
     pub child: Child,
     pub port: u16,
+    pub pin_dir: String,
+    pub extra: Vec<String>,
 }
 
 impl Daemon {
+    /// Starts a daemon with `--set` overrides and a pin directory of its own (tests run in
+    /// parallel: they must not share kernel state).
     pub fn start(extra_sets: &[&str]) -> Self {
-        let port = free_port();
+        let pin_dir = format!(
+            "/sys/fs/bpf/tcpwatch-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let extra = extra_sets.iter().map(|s| (*s).to_owned()).collect();
+        Self::start_with(pin_dir, free_port(), extra)
+    }
+
+    fn start_with(pin_dir: String, port: u16, extra: Vec<String>) -> Self {
         let mut cmd = Command::new(BIN);
-        cmd.arg("daemon").arg("--set").arg(format!("daemon.listen=\"127.0.0.1:{port}\""));
-        for s in extra_sets {
+        cmd.arg("daemon").arg("--pin-dir").arg(&pin_dir);
+        cmd.arg("--set")
+            .arg(format!("daemon.listen=\"127.0.0.1:{port}\""));
+        for s in &extra {
             cmd.arg("--set").arg(s);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
-        let d = Self { child, port };
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let d = Self {
+            child,
+            port,
+            pin_dir,
+            extra,
+        };
         let ready = wait_for(Duration::from_secs(20), || {
             (http_get(d.port, "/readyz").map(|(s, _)| s) == Some(200)).then_some(())
         });
         assert!(ready.is_some(), "daemon not ready within 20 s");
         d
+    }
+
+    /// `kill -9` and start again with the same pin directory and settings.
+    pub fn kill9_and_restart(mut self) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let pin_dir = std::mem::take(&mut self.pin_dir);
+        let extra = std::mem::take(&mut self.extra);
+        let port = self.port;
+        std::mem::forget(self);
+        Self::start_with(pin_dir, port, extra)
     }
 
     pub fn get_json(&self, path: &str) -> Value {
@@ -234,11 +303,18 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !self.pin_dir.is_empty() {
+            let _ = std::fs::remove_dir_all(&self.pin_dir);
+        }
     }
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Minimal HTTP/1.1 GET on loopback: (status, body).
@@ -246,12 +322,22 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|x| x.1.to_owned()).unwrap_or_default();
-    let body = if buf.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    let body = if buf
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body)
     } else {
         body
@@ -263,7 +349,9 @@ fn dechunk(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }

@@ -1,0 +1,399 @@
+//! Rendering of [`App`] with ratatui. Only the visible rows are turned into widgets, so the
+//! cost of a frame does not grow with the number of connections (beyond the re-sort the state
+//! does at most once per frame when something changed).
+use ratatui::Frame;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style, Stylize as _};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
+use tcpwatch_core::render::{format_age, format_owner, ss_queues};
+
+use crate::state::{
+    App, RowId, View, accept_fill, finding_age, subject_local, subject_owner, subject_remote,
+};
+
+/// Smallest area the full UI is drawn in; below it a one-line notice is shown.
+const MIN_WIDTH: u16 = 30;
+const MIN_HEIGHT: u16 = 6;
+
+/// Draws one frame.
+pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let p = Paragraph::new("tcpwatch top: terminal too small").wrap(Wrap { trim: true });
+        frame.render_widget(p, area);
+        return;
+    }
+    let [header, tabs, main, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(header_line(app)), header);
+    frame.render_widget(Paragraph::new(tabs_line(app)), tabs);
+    let (table_area, detail_area) = if app.detail_open() && main.height >= 8 {
+        let [t, d] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
+            .areas(main);
+        (t, Some(d))
+    } else {
+        (main, None)
+    };
+    draw_table(frame, app, now, table_area);
+    if let Some(d) = detail_area {
+        draw_detail(frame, app, now, d);
+    }
+    frame.render_widget(Paragraph::new(footer_line(app)), footer);
+    if app.help_open() {
+        draw_help(frame, area);
+    }
+}
+
+fn header_line(app: &App) -> Line<'static> {
+    let (crit, warn, info) = app.severity_counts();
+    let mut spans = vec![
+        Span::from("tcpwatch top ").bold(),
+        Span::from(app.source.clone()),
+    ];
+    if !app.status.is_empty() {
+        spans.push(Span::from(format!(" ({})", app.status)));
+    }
+    spans.push(Span::from(format!("  conns {}  findings: ", app.connection_count())));
+    spans.push(Span::from(format!("{crit} crit")).style(sev_style(Severity::Critical)));
+    spans.push(Span::from(format!(" {warn} warn")).style(sev_style(Severity::Warning)));
+    spans.push(Span::from(format!(" {info} info")));
+    if app.paused() {
+        spans.push(
+            Span::from(format!("  PAUSED ({} pending)", app.pending_count()))
+                .add_modifier(Modifier::REVERSED),
+        );
+    }
+    Line::from(spans)
+}
+
+fn tabs_line(app: &App) -> Line<'static> {
+    let mut spans = Vec::new();
+    for v in View::ALL {
+        let s = Span::from(format!(" {} ", v.title()));
+        spans.push(if v == app.view() { s.add_modifier(Modifier::REVERSED) } else { s });
+        spans.push(Span::from("|"));
+    }
+    spans.push(Span::from(format!(" sort: {}", app.sort_key().name())));
+    if !app.filter().is_empty() || app.editing_filter() {
+        spans.push(Span::from(format!("  filter: /{}", app.filter())).bold());
+    }
+    Line::from(spans)
+}
+
+fn footer_line(app: &App) -> Line<'static> {
+    if app.editing_filter() {
+        return Line::from(format!(
+            "/{}_   (Enter: keep, Esc: clear; matches port, address, process, state)",
+            app.filter()
+        ));
+    }
+    Line::from(
+        "q quit  Tab view  s sort  / filter  Enter detail  p pause  ? help  arrows/j/k/PgUp/PgDn/Home/End"
+            .to_owned(),
+    )
+    .dim()
+}
+
+fn sev_style(s: Severity) -> Style {
+    match s {
+        Severity::Critical => Style::new().red().bold(),
+        Severity::Warning => Style::new().yellow(),
+        Severity::Info => Style::new(),
+    }
+}
+
+fn sev_short(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "CRIT",
+        Severity::Warning => "WARN",
+        Severity::Info => "INFO",
+    }
+}
+
+/// `[#####-----] 3/2`: a listener's accept queue against its limit.
+#[must_use]
+pub fn accept_bar(c: &ConnRecord, width: usize) -> String {
+    let fill = accept_fill(c).clamp(0.0, 1.0);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "fill is clamped to 0..=1 and width is a small terminal width"
+    )]
+    let n = ((fill * width as f64).round() as usize).min(width);
+    format!(
+        "[{}{}] {}/{}",
+        "#".repeat(n),
+        "-".repeat(width - n),
+        c.queues.accept_queue,
+        c.queues.accept_limit
+    )
+}
+
+fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
+    let page = usize::from(area.height.saturating_sub(1)).max(1);
+    app.set_page(page);
+    let offset = app.offset();
+    let selected = app.selected();
+    let total = app.row_count();
+    let ids: Vec<RowId> = app.visible_ids(offset, page).to_vec();
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = match app.view() {
+        View::Findings => (
+            vec!["Sev", "Kind", "Age", "Local", "Peer", "Owner", "Diagnosis"],
+            vec![
+                Constraint::Length(4),
+                Constraint::Length(22),
+                Constraint::Length(7),
+                Constraint::Length(21),
+                Constraint::Length(21),
+                Constraint::Length(14),
+                Constraint::Fill(1),
+            ],
+        ),
+        View::Connections => (
+            vec![
+                "State", "Recv-Q", "Send-Q", "Local", "Peer", "Age", "Retr", "Boff", "RTT", "Owner",
+            ],
+            vec![
+                Constraint::Length(10),
+                Constraint::Length(10),
+                Constraint::Length(10),
+                Constraint::Fill(1),
+                Constraint::Fill(1),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(4),
+                Constraint::Length(8),
+                Constraint::Length(16),
+            ],
+        ),
+        View::Listeners => (
+            vec!["Local", "Netns", "Accept queue", "Unaccepted CW", "Owner"],
+            vec![
+                Constraint::Fill(1),
+                Constraint::Length(10),
+                Constraint::Length(36),
+                Constraint::Length(13),
+                Constraint::Length(18),
+            ],
+        ),
+        View::Owners => (
+            vec![
+                "Owner", "Sockets", "ESTAB", "LISTEN", "CLOSE-WAIT", "Stuck", "TIME-WAIT", "Other",
+                "Send-Q total",
+            ],
+            vec![
+                Constraint::Fill(1),
+                Constraint::Length(7),
+                Constraint::Length(7),
+                Constraint::Length(6),
+                Constraint::Length(10),
+                Constraint::Length(6),
+                Constraint::Length(9),
+                Constraint::Length(6),
+                Constraint::Length(13),
+            ],
+        ),
+    };
+    let mut rows = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let cells = row_cells(app, id, offset + i, now);
+        let mut row = Row::new(cells.0);
+        if let Some(st) = cells.1 {
+            row = row.style(st);
+        }
+        if offset + i == selected {
+            row = row.add_modifier(Modifier::REVERSED);
+        }
+        rows.push(row);
+    }
+    let empty = rows.is_empty();
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+        .column_spacing(1);
+    frame.render_widget(table, area);
+    if empty && area.height >= 2 {
+        let msg = if app.filter().is_empty() {
+            match app.view() {
+                View::Findings => "no open findings",
+                _ => "no connections",
+            }
+        } else {
+            "nothing matches the filter"
+        };
+        let r = Rect { y: area.y + 1, height: 1, ..area };
+        frame.render_widget(Paragraph::new(msg).dim(), r);
+    } else if total > page && area.width > 12 {
+        // Position indicator in the header row's right corner.
+        let s = format!(" {}/{} ", selected + 1, total);
+        let w = u16::try_from(s.len()).unwrap_or(u16::MAX).min(area.width);
+        let r = Rect { x: area.x + area.width - w, y: area.y, width: w, height: 1 };
+        frame.render_widget(Paragraph::new(s).dim(), r);
+    }
+}
+
+type Cells = (Vec<String>, Option<Style>);
+
+fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs) -> Cells {
+    match id {
+        RowId::Finding(fid) => app.finding(fid).map_or((Vec::new(), None), |f| finding_cells(f, now)),
+        RowId::Conn(key) => {
+            let Some(c) = app.connection(key) else { return (Vec::new(), None) };
+            if app.view() == View::Listeners {
+                (
+                    vec![
+                        c.local.to_string(),
+                        c.netns.inode.to_string(),
+                        accept_bar(c, 20),
+                        app.unaccepted_for(c).to_string(),
+                        format_owner(c.owner.as_ref()),
+                    ],
+                    (accept_fill(c) >= 1.0).then(|| Style::new().red()),
+                )
+            } else {
+                (conn_cells(c, now), None)
+            }
+        }
+        RowId::Owner(_) => app.owner_row(index).map_or((Vec::new(), None), |r| {
+            (
+                vec![
+                    r.name.clone(),
+                    r.sockets.to_string(),
+                    r.established.to_string(),
+                    r.listen.to_string(),
+                    r.close_wait.to_string(),
+                    r.stuck_close_wait.to_string(),
+                    r.time_wait.to_string(),
+                    r.other.to_string(),
+                    r.send_q_total.to_string(),
+                ],
+                (r.stuck_close_wait > 0).then(|| Style::new().red()),
+            )
+        }),
+    }
+}
+
+fn finding_cells(f: &Finding, now: MonoNs) -> Cells {
+    (
+        vec![
+            sev_short(f.severity).to_owned(),
+            f.kind.name().to_owned(),
+            finding_age(f, now),
+            subject_local(&f.subject),
+            subject_remote(&f.subject),
+            format_owner(subject_owner(&f.subject)),
+            f.diagnosis.clone(),
+        ],
+        Some(sev_style(f.severity)),
+    )
+}
+
+fn conn_cells(c: &ConnRecord, now: MonoNs) -> Vec<String> {
+    let (rq, sq) = ss_queues(c);
+    vec![
+        c.state.ss_name().to_owned(),
+        rq.to_string(),
+        sq.to_string(),
+        c.local.to_string(),
+        c.remote.to_string(),
+        format_age(c.state_age(now), c.state_since_exact),
+        format!("{}/{}", c.retrans.chain, c.retrans.total.max(c.tcp.total_retrans)),
+        c.tcp.backoff.to_string(),
+        if c.full_sock { format!("{:.1}ms", f64::from(c.tcp.srtt_us) / 1000.0) } else { "-".into() },
+        format_owner(c.owner.as_ref()),
+    ]
+}
+
+fn draw_detail(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
+    let Some(d) = app.detail(now) else {
+        let b = Block::default().borders(Borders::ALL).title(" detail ");
+        frame.render_widget(Paragraph::new("nothing selected").block(b), area);
+        return;
+    };
+    let block = Block::default().borders(Borders::ALL).title(format!(" {} ", d.title));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let sparks = !d.send_q.is_empty() && inner.height >= 7;
+    let [text, s1, s2] = if sparks {
+        Layout::vertical([Constraint::Min(1), Constraint::Length(2), Constraint::Length(2)])
+            .areas(inner)
+    } else {
+        [inner, Rect::default(), Rect::default()]
+    };
+    let lines: Vec<Line<'_>> = d.lines.iter().map(|l| Line::from(l.as_str())).collect();
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
+    if sparks {
+        for (area, data, name) in [(s1, &d.send_q, "Send-Q"), (s2, &d.retrans, "retransmits")] {
+            let max = data.iter().copied().max().unwrap_or(0);
+            let last = data.last().copied().unwrap_or(0);
+            let title = format!("{name} history: last {last}, max {max}");
+            let sp = Sparkline::default()
+                .block(Block::default().title(title))
+                .data(data)
+                .max(max.max(1));
+            frame.render_widget(sp, area);
+        }
+    }
+}
+
+const HELP: &[&str] = &[
+    "tcpwatch top keys",
+    "",
+    "Tab / Shift-Tab   next / previous view (Findings, Connections, Listeners, Owners)",
+    "Up/Down, j/k      move the selection",
+    "PgUp/PgDn         move by one page",
+    "Home/End, g/G     first / last row",
+    "s                 cycle the sort order of the view",
+    "/                 filter: substring of port, address, process or state",
+    "Esc               close the detail pane, or clear the filter",
+    "Enter             toggle the detail pane of the selected row",
+    "p                 pause / resume applying updates",
+    "?                 this help (any key closes it)",
+    "q, Ctrl-C         quit",
+];
+
+fn draw_help(frame: &mut Frame<'_>, area: Rect) {
+    let w = area.width.min(84);
+    let h = area.height.min(u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    frame.render_widget(Clear, r);
+    let lines: Vec<Line<'_>> = HELP.iter().map(|l| Line::from(*l)).collect();
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" help ")),
+        r,
+    );
+}
+
+/// The text of a rendered buffer, one string per row, trailing spaces removed.
+#[must_use]
+pub fn buffer_lines(buf: &Buffer) -> Vec<String> {
+    let area = buf.area;
+    let mut out = Vec::with_capacity(usize::from(area.height));
+    for y in area.top()..area.bottom() {
+        let mut line = String::new();
+        for x in area.left()..area.right() {
+            if let Some(cell) = buf.cell((x, y)) {
+                line.push_str(cell.symbol());
+            }
+        }
+        out.push(line.trim_end().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "ui_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+//! The Grafana dashboards in `deploy/grafana/`: their structure (title, uid, panels with
+//! targets, template variables) and, as root, every panel query run through a real Prometheus
+//! (Debian's `prometheus`) that scrapes a real daemon: each must parse, and the core panels
+//! must return data, so a renamed metric or a broken expression fails here.
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Daemon, free_port, http_get, privileged, wait_for};
+
+const DASHBOARDS: [&str; 3] = [
+    "fleet-overview.json",
+    "node-drilldown.json",
+    "self-health.json",
+];
+
+/// Panels that may legitimately return nothing on a quiet test host: (uid, panel title).
+const MAY_BE_EMPTY: [(&str, &str); 3] = [
+    ("tcpwatch-fleet", "Worst flagged connections"),
+    ("tcpwatch-node", "Flagged connections"),
+    // cAdvisor's metric, only present in a cluster.
+    ("tcpwatch-self", "Container memory and CPU (cAdvisor)"),
+];
+
+fn grafana_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana")
+}
+
+fn load(name: &str) -> Value {
+    let path = grafana_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// One panel query: (dashboard uid, panel title, expression).
+struct Query {
+    uid: String,
+    panel: String,
+    expr: String,
+}
+
+/// Checks the dashboard's structure and returns its panel queries and template-variable
+/// queries (the selector inside `label_values(...)`).
+fn check_and_extract(name: &str, d: &Value) -> (Vec<Query>, Vec<String>) {
+    let uid = d["uid"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: no uid"))
+        .to_owned();
+    assert!(
+        d["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{name}: no title"
+    );
+    assert!(
+        d["schemaVersion"].as_u64().is_some(),
+        "{name}: no schemaVersion"
+    );
+    let vars = d["templating"]["list"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no templating.list"));
+    let names: BTreeSet<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    let ds = vars
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .unwrap_or_else(|| panic!("{name}: no datasource variable"));
+    assert_eq!(ds["type"], "datasource", "{name}");
+    assert_eq!(ds["query"], "prometheus", "{name}");
+    for want in ["namespace", "node"] {
+        assert!(names.contains(want), "{name}: no `{want}` variable");
+    }
+    let mut var_queries = Vec::new();
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(
+            v["datasource"]["uid"], "${datasource}",
+            "{name}: variable {}",
+            v["name"]
+        );
+        let q = v["query"]["query"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: variable {} has no query", v["name"]));
+        let inner = q
+            .strip_prefix("label_values(")
+            .and_then(|r| r.rsplit_once(','))
+            .map(|(sel, _)| sel.trim().to_owned())
+            .unwrap_or_else(|| {
+                panic!("{name}: variable query {q} is not label_values(selector, label)")
+            });
+        var_queries.push(inner);
+    }
+
+    let panels = d["panels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: no panels"));
+    assert!(!panels.is_empty(), "{name}: no panels");
+    let mut ids = BTreeSet::new();
+    let mut queries = Vec::new();
+    for p in panels {
+        let title = p["title"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: panel without title"))
+            .to_owned();
+        assert!(p["type"].as_str().is_some(), "{name}/{title}: no type");
+        assert!(
+            ids.insert(
+                p["id"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("{name}/{title}: no id"))
+            ),
+            "{name}/{title}: duplicate id"
+        );
+        for k in ["x", "y", "w", "h"] {
+            assert!(
+                p["gridPos"][k].as_u64().is_some(),
+                "{name}/{title}: gridPos.{k}"
+            );
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{name}/{title}");
+        let targets = p["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}/{title}: no targets"));
+        assert!(!targets.is_empty(), "{name}/{title}: no targets");
+        for t in targets {
+            assert!(
+                t["refId"].as_str().is_some(),
+                "{name}/{title}: target without refId"
+            );
+            let expr = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}/{title}: target without expr"));
+            // Every $variable used is defined (Grafana's built-ins aside).
+            for var in expr.split('$').skip(1) {
+                let v: String = var
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    v.starts_with("__") || names.contains(v.as_str()),
+                    "{name}/{title}: undefined ${v}"
+                );
+            }
+            queries.push(Query {
+                uid: uid.clone(),
+                panel: title.clone(),
+                expr: expr.to_owned(),
+            });
+        }
+    }
+    (queries, var_queries)
+}
+
+/// Grafana's substitutions for a run outside Grafana.
+fn substitute(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$__interval", "15s")
+        .replace("$namespace", ".*")
+        .replace("$node", ".*")
+        .replace("$pod", ".*")
+}
+
+#[test]
+fn dashboards_are_well_formed_and_use_real_metrics() {
+    let metrics_src =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"))
+            .unwrap();
+    let mut uids = BTreeSet::new();
+    for name in DASHBOARDS {
+        let d = load(name);
+        let (queries, _) = check_and_extract(name, &d);
+        assert!(
+            uids.insert(d["uid"].as_str().unwrap_or_default().to_owned()),
+            "{name}: duplicate uid"
+        );
+        for q in queries {
+            // Every tcpwatch_* name used is exported (histogram suffixes aside).
+            for word in q.expr.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+                if let Some(base) = word.strip_prefix("tcpwatch_") {
+                    let base = ["_bucket", "_count", "_sum"]
+                        .iter()
+                        .find_map(|s| base.strip_suffix(s))
+                        .unwrap_or(base);
+                    assert!(
+                        metrics_src.contains(&format!("\"tcpwatch_{base}\"")),
+                        "{name}/{}: tcpwatch_{base} is not in src/metrics.rs",
+                        q.panel
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Prometheus started by the test, killed on drop with its temp directory.
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(target_port: u16) -> Self {
+        let dir = std::env::temp_dir().join(format!("tcpwatch-dashboards-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: tcpwatch\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
+        );
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("log")).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting prometheus (cargo xtask setup --test-deps): {e}"));
+        let p = Self { child, dir, port };
+        let up = wait_for(Duration::from_secs(30), || {
+            (http_get(p.port, "/-/ready").map(|x| x.0) == Some(200)).then_some(())
+        });
+        assert!(up.is_some(), "prometheus not ready: {}", p.log());
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// An instant query: (status field, number of result series, raw body).
+    fn query(&self, expr: &str) -> (String, usize, String) {
+        let (_, body) = http_get(self.port, &format!("/api/v1/query?query={}", encode(expr)))
+            .unwrap_or_default();
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let status = v["status"].as_str().unwrap_or("no answer").to_owned();
+        let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+        (status, n, body)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Percent-encoding of everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_panel_query_runs_against_prometheus_scraping_the_daemon() {
+    if !privileged() {
+        return;
+    }
+    let daemon = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let prom = Prometheus::start(daemon.port);
+    // rate() needs two samples in its window: wait for a few scrapes.
+    let scraped = wait_for(Duration::from_secs(40), || {
+        let (_, n, _) = prom.query("count_over_time(tcpwatch_ready[1m]) >= 4");
+        (n > 0).then_some(())
+    });
+    assert!(
+        scraped.is_some(),
+        "prometheus did not scrape the daemon: {}",
+        prom.log()
+    );
+
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for name in DASHBOARDS {
+        let d = load(name);
+        let (queries, var_queries) = check_and_extract(name, &d);
+        for sel in var_queries {
+            let (status, n, body) = prom.query(&substitute(&sel));
+            if status != "success" || n == 0 {
+                failures.push(format!(
+                    "{name} variable {sel}: {status}, {n} series: {body}"
+                ));
+            }
+            ran += 1;
+        }
+        for q in queries {
+            let expr = substitute(&q.expr);
+            let (status, n, body) = prom.query(&expr);
+            let may_be_empty = MAY_BE_EMPTY.contains(&(q.uid.as_str(), q.panel.as_str()));
+            if status != "success" || (n == 0 && !may_be_empty) {
+                failures.push(format!(
+                    "{name} / {}: {expr}: {status}, {n} series: {body}",
+                    q.panel
+                ));
+            }
+            ran += 1;
+        }
+    }
+    eprintln!("{ran} dashboard queries run against prometheus");
+    assert!(
+        failures.is_empty(),
+        "dashboard queries failed:\n{}",
+        failures.join("\n")
+    );
+    drop(prom);
+    drop(daemon);
+}

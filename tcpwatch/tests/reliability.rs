@@ -1,0 +1,178 @@
+//! Privileged reliability tests: restart without amnesia, event floods repaired by the sweep,
+//! and clear refusals in a hostile environment.
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use support::{BIN, Daemon, Netns, http_get, privileged, ss, wait_for};
+
+fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
+    ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.listen(backlog).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    })
+}
+
+fn conns(d: &Daemon, query: &str) -> Vec<Value> {
+    d.get_json(&format!("/api/v1/connections?{query}"))["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn metric(d: &Daemon, name: &str) -> f64 {
+    let (_, body) = http_get(d.port, "/metrics").unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn close_wait_age_survives_kill_9() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("restart");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=300"]);
+    let (l, addr) = listener(&ns, 8);
+    let c = ns.enter(move || TcpStream::connect(addr).unwrap());
+    let (_server, peer) = l.accept().unwrap();
+    let peer = peer.as_socket().unwrap();
+    drop(c);
+    let find_cw = |d: &Daemon| {
+        conns(d, &format!("port={}&state=CLOSE_WAIT", addr.port()))
+            .into_iter()
+            .find(|c| c["remote"] == peer.to_string())
+    };
+    let before = wait_for(Duration::from_secs(5), || find_cw(&d)).expect("CLOSE_WAIT tracked");
+    assert_eq!(before["state_since_exact"], true, "entered CLOSE_WAIT under watch");
+    std::thread::sleep(Duration::from_secs(2));
+    let d = d.kill9_and_restart();
+    let after = wait_for(Duration::from_secs(5), || find_cw(&d)).expect("still tracked");
+    assert_eq!(after["state_since"], before["state_since"], "same state entry time");
+    assert_eq!(after["state_since_exact"], true, "age still exact after kill -9");
+}
+
+#[test]
+fn event_flood_is_counted_and_repaired_by_the_sweep() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("flood");
+    // One page of ring buffer holds ~30 events: the churn below overflows it many times.
+    let mut d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let pin = d.pin_dir.clone();
+    let port = support::free_port();
+    let child = Command::new(BIN)
+        .args(["daemon", "--ringbuf-bytes", "4096", "--pin-dir", &pin])
+        .args(["--set", &format!("daemon.listen=\"127.0.0.1:{port}\"")])
+        .args(["--set", "daemon.sweep_interval_ms=500"])
+        .spawn()
+        .unwrap();
+    d.child = child;
+    d.port = port;
+    wait_for(Duration::from_secs(20), || {
+        (http_get(port, "/readyz").map(|r| r.0) == Some(200)).then_some(())
+    })
+    .expect("ready");
+
+    let (l, addr) = listener(&ns, 4096);
+    let t0 = Instant::now();
+    let mut kept = Vec::new();
+    let mut slowest_health = Duration::ZERO;
+    for i in 0..3000 {
+        let c = ns.enter(move || TcpStream::connect(addr).unwrap());
+        let (s, _) = l.accept().unwrap();
+        if i % 100 == 0 {
+            kept.push((c, s)); // some connections stay open
+            let h0 = Instant::now();
+            assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200), "responsive");
+            slowest_health = slowest_health.max(h0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    let dropped = metric(&d, "tcpwatch_ringbuf_dropped_events_total");
+    eprintln!("churn took {:?}; ring buffer drops counted: {dropped}; slowest /healthz {slowest_health:?}", t0.elapsed());
+    assert!(dropped > 0.0, "the flood overflowed the ring buffer and it was counted");
+
+    // After the flood, sweeps repair the table: it matches ss exactly (no ghosts, none missing).
+    let key = |state: &str, local: &str, peer: &str| format!("{state} {local} {peer}");
+    let ours = || -> BTreeSet<String> {
+        conns(&d, &format!("netns={}&limit=100000", ns.inode))
+            .iter()
+            .filter(|c| c["state"] != "TIME_WAIT")
+            .map(|c| {
+                let state = c["state"].as_str().unwrap().replace("ESTABLISHED", "ESTAB");
+                let peer = if c["state"] == "LISTEN" { "0.0.0.0:*".into() } else { c["remote"].as_str().unwrap().to_owned() };
+                key(&state, c["local"].as_str().unwrap(), &peer)
+            })
+            .collect()
+    };
+    let truth = || -> BTreeSet<String> {
+        ss(&ns)
+            .iter()
+            .filter(|r| r.state != "TIME-WAIT")
+            .map(|r| key(&r.state.replace('-', "_"), &r.local.to_string(), &r.peer))
+            .collect()
+    };
+    let matched = wait_for(Duration::from_secs(5), || {
+        let (a, b) = (ours(), truth());
+        (a == b).then_some(a.len())
+    });
+    let (a, b) = (ours(), truth());
+    assert!(
+        matched.is_some(),
+        "table != ss after the flood\nghosts: {:?}\nmissing: {:?}",
+        a.difference(&b).take(5).collect::<Vec<_>>(),
+        b.difference(&a).take(5).collect::<Vec<_>>()
+    );
+    assert!(a.len() > kept.len(), "the kept connections are in both");
+}
+
+fn run_bin(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn hostile_environment_gives_one_clear_message() {
+    // Config errors need no privilege: exit code 2 and the key named.
+    let (code, msg) = run_bin(&["--set", "detectors.close_wait.threshold_seconds=-1", "check-config"]);
+    assert_eq!(code, 2, "{msg}");
+    assert!(msg.contains("detectors.close_wait.threshold_seconds"), "{msg}");
+    let (code, msg) = run_bin(&["--set", "daemon.no_such_key=1", "check-config"]);
+    assert_eq!(code, 2, "{msg}");
+    assert!(msg.contains("no_such_key"), "{msg}");
+    let (code, msg) = run_bin(&["daemon", "--ringbuf-bytes", "1000"]);
+    assert_eq!(code, 2, "bad flag: {msg}");
+    if !privileged() {
+        return;
+    }
+    // A kernel without BPF iterators (simulated): the documented message, non-zero exit.
+    let (code, msg) = run_bin(&["--pretend-no-iter", "snapshot"]);
+    assert_eq!(code, 1, "{msg}");
+    assert!(msg.contains("iter/tcp") && msg.contains("Minimum kernel: 6.1"), "{msg}");
+    // Not root, no capabilities: names what is missing.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "snapshot"])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(msg.contains("CAP_SYS_ADMIN") && msg.contains("CAP_BPF"), "{msg}");
+    assert_eq!(msg.lines().filter(|l| !l.trim().is_empty()).count(), 1, "one message: {msg}");
+}
