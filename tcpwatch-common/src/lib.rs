@@ -332,8 +332,14 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         // Sum of field sizes equals the struct size: the kernel can't leak or leave garbage.
-        assert_eq!(core::mem::size_of::<SockState>(), 4 * 8 + 7 * 4 + 16 + 1 + 3);
-        assert_eq!(core::mem::size_of::<StateEvent>(), 4 * 8 + 32 + 4 + 4 + 16 + 12 + 6 + 3 + 3);
+        assert_eq!(
+            core::mem::size_of::<SockState>(),
+            4 * 8 + 7 * 4 + 16 + 1 + 3
+        );
+        assert_eq!(
+            core::mem::size_of::<StateEvent>(),
+            4 * 8 + 32 + 4 + 4 + 16 + 12 + 6 + 3 + 3
+        );
         assert_eq!(
             core::mem::size_of::<SockRecord>(),
             7 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5

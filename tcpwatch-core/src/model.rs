@@ -108,7 +108,11 @@ impl TcpState {
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
         let up = s.to_ascii_uppercase().replace('-', "_");
-        let up = if up == "ESTAB" { "ESTABLISHED".to_owned() } else { up };
+        let up = if up == "ESTAB" {
+            "ESTABLISHED".to_owned()
+        } else {
+            up
+        };
         let up = match up.as_str() {
             "FIN_WAIT_1" => "FIN_WAIT1".to_owned(),
             "FIN_WAIT_2" => "FIN_WAIT2".to_owned(),
@@ -293,7 +297,12 @@ pub struct NetnsInfo {
 impl NetnsInfo {
     #[must_use]
     pub fn with_defaults(id: NetnsId) -> Self {
-        Self { id, tcp_retries2: 15, listen_overflows: 0, listen_drops: 0 }
+        Self {
+            id,
+            tcp_retries2: 15,
+            listen_overflows: 0,
+            listen_drops: 0,
+        }
     }
 }
 

@@ -101,14 +101,26 @@ pub enum OffsetsError {
         "the running kernel lacks {field} ({purpose}): {source}. tcpwatch supports Linux 6.1 \
          and later built with CONFIG_DEBUG_INFO_BTF=y; see docs/operations.md"
     )]
-    Missing { field: String, purpose: &'static str, source: Box<BtfError> },
+    Missing {
+        field: String,
+        purpose: &'static str,
+        source: Box<BtfError>,
+    },
     #[error(
         "{field} is {actual} bytes wide in the running kernel, tcpwatch reads {expected}: this \
          kernel's layout is not supported (see docs/operations.md)"
     )]
-    Width { field: String, expected: u32, actual: u32 },
+    Width {
+        field: String,
+        expected: u32,
+        actual: u32,
+    },
     #[error("{outer}.{member} is not at offset 0 (found {offset}): unsupported kernel layout")]
-    Layout { outer: &'static str, member: &'static str, offset: u32 },
+    Layout {
+        outer: &'static str,
+        member: &'static str,
+        offset: u32,
+    },
 }
 
 /// Optional fields the running kernel lacks (reported at start-up, read as 0).
@@ -121,13 +133,19 @@ pub struct Resolved {
 /// Resolves every field of [`FIELDS`] from `btf`.
 pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
     for &(outer, member) in EMBEDDED_AT_ZERO {
-        let offset = btf.member_offset(outer, member).map_err(|source| OffsetsError::Missing {
-            field: format!("{outer}.{member}"),
-            purpose: "struct embedding",
-            source: Box::new(source),
-        })?;
+        let offset = btf
+            .member_offset(outer, member)
+            .map_err(|source| OffsetsError::Missing {
+                field: format!("{outer}.{member}"),
+                purpose: "struct embedding",
+                source: Box::new(source),
+            })?;
         if offset != 0 {
-            return Err(OffsetsError::Layout { outer, member, offset });
+            return Err(OffsetsError::Layout {
+                outer,
+                member,
+                offset,
+            });
         }
     }
     let mut out = KernelOffsets::UNSET;
@@ -145,7 +163,11 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
                         }
                     })?;
                     if actual != expected {
-                        return Err(OffsetsError::Width { field, expected, actual });
+                        return Err(OffsetsError::Width {
+                            field,
+                            expected,
+                            actual,
+                        });
                     }
                 }
                 set(&mut out, name, off);
@@ -164,7 +186,10 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
         }
     }
     out.valid = 1;
-    Ok(Resolved { offsets: out, missing_optional })
+    Ok(Resolved {
+        offsets: out,
+        missing_optional,
+    })
 }
 
 #[cfg(test)]
@@ -194,7 +219,9 @@ mod tests {
     #[test]
     fn resolves_running_kernel() {
         let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("SKIPPED: /sys/kernel/btf/vmlinux not readable; real-kernel offsets untested");
+            eprintln!(
+                "SKIPPED: /sys/kernel/btf/vmlinux not readable; real-kernel offsets untested"
+            );
             return;
         };
         let btf = Btf::parse(&data).unwrap();
@@ -204,6 +231,9 @@ mod tests {
         assert_eq!(r.offsets.skc_state, 18);
         assert_eq!(r.offsets.skc_num, 14);
         assert_eq!(r.offsets.skc_dport, 12);
-        assert!(r.offsets.snd_una > r.offsets.sk_socket, "tcp_sock fields follow struct sock");
+        assert!(
+            r.offsets.snd_una > r.offsets.sk_socket,
+            "tcp_sock fields follow struct sock"
+        );
     }
 }

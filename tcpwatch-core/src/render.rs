@@ -60,7 +60,11 @@ pub fn table(conns: &[&ConnRecord], now: MonoNs) -> String {
             c.local.to_string(),
             c.remote.to_string(),
             format_age(c.state_age(now), c.state_since_exact),
-            format!("{}/{}", c.retrans.chain, c.retrans.total.max(c.tcp.total_retrans)),
+            format!(
+                "{}/{}",
+                c.retrans.chain,
+                c.retrans.total.max(c.tcp.total_retrans)
+            ),
             c.tcp.backoff.to_string(),
             format_owner(c.owner.as_ref()),
             c.netns.inode.to_string(),
@@ -94,7 +98,13 @@ pub fn table(conns: &[&ConnRecord], now: MonoNs) -> String {
 pub fn findings(list: &[&Finding]) -> String {
     let mut out = String::new();
     for f in list {
-        let _ = writeln!(out, "[{}] {}: {}", f.severity.name(), f.kind.name(), f.diagnosis);
+        let _ = writeln!(
+            out,
+            "[{}] {}: {}",
+            f.severity.name(),
+            f.kind.name(),
+            f.diagnosis
+        );
     }
     out
 }
@@ -106,8 +116,14 @@ mod tests {
 
     fn conn(state: TcpState) -> ConnRecord {
         ConnRecord {
-            key: ConnKey { skaddr: 1, netns_cookie: 1 },
-            netns: NetnsId { cookie: 1, inode: 4_026_531_833 },
+            key: ConnKey {
+                skaddr: 1,
+                netns_cookie: 1,
+            },
+            netns: NetnsId {
+                cookie: 1,
+                inode: 4_026_531_833,
+            },
             local: "127.0.0.1:8080".parse().unwrap(),
             remote: "127.0.0.1:51000".parse().unwrap(),
             state,
@@ -120,7 +136,13 @@ mod tests {
             owner: None,
             creator_pid: None,
             creator_comm: None,
-            queues: Queues { send_q: 10, recv_q: 1, accept_queue: 3, accept_limit: 2, ..Queues::default() },
+            queues: Queues {
+                send_q: 10,
+                recv_q: 1,
+                accept_queue: 3,
+                accept_limit: 2,
+                ..Queues::default()
+            },
             tcp: TcpInfo::default(),
             retrans: RetransInfo::default(),
             resets: ResetCounts::default(),
@@ -141,12 +163,22 @@ mod tests {
     fn table_shows_listener_queues_like_ss() {
         let l = conn(TcpState::Listen);
         let mut e = conn(TcpState::CloseWait);
-        e.owner = Some(Owner { pid: 7, comm: "app".into(), ..Owner::default() });
+        e.owner = Some(Owner {
+            pid: 7,
+            comm: "app".into(),
+            ..Owner::default()
+        });
         let out = table(&[&l, &e], 61 * NS_PER_SEC);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("State"));
-        assert!(lines[1].starts_with("LISTEN") && lines[1].contains("     3      2 "), "{out}");
-        assert!(lines[2].contains("CLOSE-WAIT") && lines[2].contains("app[7]"), "{out}");
+        assert!(
+            lines[1].starts_with("LISTEN") && lines[1].contains("     3      2 "),
+            "{out}"
+        );
+        assert!(
+            lines[2].contains("CLOSE-WAIT") && lines[2].contains("app[7]"),
+            "{out}"
+        );
         assert!(lines[2].contains("1m01s"));
     }
 }

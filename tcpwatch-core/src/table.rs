@@ -30,7 +30,10 @@ pub struct TableConfig {
 
 impl Default for TableConfig {
     fn default() -> Self {
-        Self { max_connections: 200_000, history_len: 32 }
+        Self {
+            max_connections: 200_000,
+            history_len: 32,
+        }
     }
 }
 
@@ -69,7 +72,11 @@ impl KernelClock {
         let hz = dj as f64 * 1e9 / dns as f64;
         [100_u32, 250, 300, 1000]
             .into_iter()
-            .min_by(|x, y| (f64::from(*x) - hz).abs().total_cmp(&(f64::from(*y) - hz).abs()))
+            .min_by(|x, y| {
+                (f64::from(*x) - hz)
+                    .abs()
+                    .total_cmp(&(f64::from(*y) - hz).abs())
+            })
             .map(|hz| Self { hz })
     }
 
@@ -106,7 +113,11 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
     let state = TcpState::from_kernel(r.state);
     let full = r.flags & record_flags::FULL_SOCK != 0;
     let tracked = r.flags & record_flags::TRACKED != 0;
-    let first_seen = if r.first_seen_ns != 0 { r.first_seen_ns } else { now };
+    let first_seen = if r.first_seen_ns != 0 {
+        r.first_seen_ns
+    } else {
+        now
+    };
     let exact = tracked && r.state_since_ns != 0;
     let mut queues = Queues::default();
     let mut tcp = TcpInfo::default();
@@ -138,8 +149,14 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
         };
     }
     ConnRecord {
-        key: ConnKey { skaddr: r.skaddr, netns_cookie: r.netns_cookie },
-        netns: NetnsId { cookie: r.netns_cookie, inode: r.netns_ino },
+        key: ConnKey {
+            skaddr: r.skaddr,
+            netns_cookie: r.netns_cookie,
+        },
+        netns: NetnsId {
+            cookie: r.netns_cookie,
+            inode: r.netns_ino,
+        },
         local: addr(r.family, &r.saddr, r.sport),
         remote: addr(r.family, &r.daddr, r.dport),
         state,
@@ -163,7 +180,10 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
             chain_start: (r.chain_start_ns != 0).then_some(r.chain_start_ns),
             last_retrans: (r.last_retrans_ns != 0).then_some(r.last_retrans_ns),
         },
-        resets: ResetCounts { sent: r.resets_sent, received: r.resets_received },
+        resets: ResetCounts {
+            sent: r.resets_sent,
+            received: r.resets_received,
+        },
         full_sock: full,
         history: Vec::new(),
     }
@@ -198,7 +218,10 @@ pub struct ConnTable {
 impl ConnTable {
     #[must_use]
     pub fn new(cfg: TableConfig) -> Self {
-        Self { cfg, ..Self::default() }
+        Self {
+            cfg,
+            ..Self::default()
+        }
     }
 
     #[must_use]
@@ -233,7 +256,10 @@ impl ConnTable {
     /// Applies one state change. Returns the delta for the stream.
     pub fn apply_event(&mut self, ev: &StateEvent) -> Delta {
         self.stats.events_applied += 1;
-        let key = ConnKey { skaddr: ev.skaddr, netns_cookie: ev.netns_cookie };
+        let key = ConnKey {
+            skaddr: ev.skaddr,
+            netns_cookie: ev.netns_cookie,
+        };
         let state = TcpState::from_kernel(ev.newstate);
         if state == TcpState::Close {
             // Tombstone: a sweep that started before this close must not resurrect the socket.
@@ -248,7 +274,10 @@ impl ConnTable {
             self.stats.inserted += 1;
             ConnRecord {
                 key,
-                netns: NetnsId { cookie: ev.netns_cookie, inode: ev.netns_ino },
+                netns: NetnsId {
+                    cookie: ev.netns_cookie,
+                    inode: ev.netns_ino,
+                },
                 local: addr(ev.family, &ev.saddr, ev.sport),
                 remote: addr(ev.family, &ev.daddr, ev.dport),
                 state,
@@ -288,7 +317,9 @@ impl ConnTable {
             rec.queues.send_q = 0;
             rec.queues.recv_q = 0;
         }
-        Delta::Upsert { conn: Box::new(rec.clone()) }
+        Delta::Upsert {
+            conn: Box::new(rec.clone()),
+        }
     }
 
     /// Applies the sweep of one namespace. `records` is everything the sweep listed there;
@@ -312,12 +343,16 @@ impl ConnTable {
             if let Some(rec) = self.conns.get_mut(&key) {
                 merge(rec, fresh, event_after_sweep, history_len);
                 out.updated += 1;
-                deltas.push(Delta::Upsert { conn: Box::new(rec.clone()) });
+                deltas.push(Delta::Upsert {
+                    conn: Box::new(rec.clone()),
+                });
             } else if !event_after_sweep {
                 // (An event after the sweep began means it closed since: not re-added.)
                 let mut fresh = fresh;
                 push_sample(&mut fresh, history_len);
-                deltas.push(Delta::Upsert { conn: Box::new(fresh.clone()) });
+                deltas.push(Delta::Upsert {
+                    conn: Box::new(fresh.clone()),
+                });
                 self.conns.insert(key, fresh);
                 self.stats.inserted += 1;
                 out.added += 1;
@@ -347,9 +382,17 @@ impl ConnTable {
     }
 
     /// Removes every record of namespaces not in `alive` (namespaces that no longer exist).
-    pub fn retain_netns(&mut self, alive: &std::collections::HashSet<u64>, deltas: &mut Vec<Delta>) {
-        let gone: Vec<ConnKey> =
-            self.conns.keys().filter(|k| !alive.contains(&k.netns_cookie)).copied().collect();
+    pub fn retain_netns(
+        &mut self,
+        alive: &std::collections::HashSet<u64>,
+        deltas: &mut Vec<Delta>,
+    ) {
+        let gone: Vec<ConnKey> = self
+            .conns
+            .keys()
+            .filter(|k| !alive.contains(&k.netns_cookie))
+            .copied()
+            .collect();
         for key in gone {
             self.conns.remove(&key);
             self.last_event.remove(&key);
@@ -550,7 +593,14 @@ mod tests {
         r.max_ack_backlog = 4;
         r.write_seq = 100;
         let c = record_from_sweep(&r, CLOCK, 0);
-        assert_eq!((c.queues.accept_queue, c.queues.accept_limit, c.queues.send_q), (5, 4, 0));
+        assert_eq!(
+            (
+                c.queues.accept_queue,
+                c.queues.accept_limit,
+                c.queues.send_q
+            ),
+            (5, 4, 0)
+        );
     }
 
     #[test]
@@ -570,9 +620,18 @@ mod tests {
         let mut t = ConnTable::new(TableConfig::default());
         t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 10));
         t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 20));
-        let k = ConnKey { skaddr: 1, netns_cookie: 7 };
-        assert_eq!(t.get(&k).map(|c| (c.state, c.state_since)), Some((TcpState::Established, 20)));
-        assert_eq!(t.apply_event(&event(1, 7, tcp_state::CLOSE, 30)), Delta::Remove { key: k });
+        let k = ConnKey {
+            skaddr: 1,
+            netns_cookie: 7,
+        };
+        assert_eq!(
+            t.get(&k).map(|c| (c.state, c.state_since)),
+            Some((TcpState::Established, 20))
+        );
+        assert_eq!(
+            t.apply_event(&event(1, 7, tcp_state::CLOSE, 30)),
+            Delta::Remove { key: k }
+        );
         assert!(t.is_empty());
         assert_eq!(t.stats().removed_closed, 1);
     }
@@ -586,10 +645,35 @@ mod tests {
         // Socket 3 lives in another namespace: a sweep of ns 7 must not touch it.
         t.apply_event(&event(3, 8, tcp_state::ESTABLISHED, 10));
         let out = t.apply_sweep(7, &[rec(2, 7, tcp_state::LISTEN)], 20, CLOCK, 25, &mut d);
-        assert_eq!(out, SweepOutcome { added: 1, updated: 0, removed: 1 });
-        assert!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).is_none());
-        assert!(t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).is_some());
-        assert!(t.get(&ConnKey { skaddr: 3, netns_cookie: 8 }).is_some());
+        assert_eq!(
+            out,
+            SweepOutcome {
+                added: 1,
+                updated: 0,
+                removed: 1
+            }
+        );
+        assert!(
+            t.get(&ConnKey {
+                skaddr: 1,
+                netns_cookie: 7
+            })
+            .is_none()
+        );
+        assert!(
+            t.get(&ConnKey {
+                skaddr: 2,
+                netns_cookie: 7
+            })
+            .is_some()
+        );
+        assert!(
+            t.get(&ConnKey {
+                skaddr: 3,
+                netns_cookie: 8
+            })
+            .is_some()
+        );
         assert_eq!(t.stats().removed_by_sweep, 1);
     }
 
@@ -610,7 +694,14 @@ mod tests {
         t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
         t.apply_event(&event(1, 7, tcp_state::CLOSE, 30));
         // The sweep started at 20, before the close at 30, and still lists the socket.
-        let out = t.apply_sweep(7, &[rec(1, 7, tcp_state::ESTABLISHED)], 20, CLOCK, 35, &mut d);
+        let out = t.apply_sweep(
+            7,
+            &[rec(1, 7, tcp_state::ESTABLISHED)],
+            20,
+            CLOCK,
+            35,
+            &mut d,
+        );
         assert!(t.is_empty(), "closed socket resurrected as a ghost");
         assert_eq!(out.added, 0);
         // The tombstone is dropped by the next sweep that started after the close.
@@ -623,24 +714,48 @@ mod tests {
         let mut t = ConnTable::new(TableConfig::default());
         let mut d = Vec::new();
         t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 30));
-        t.apply_sweep(7, &[rec(1, 7, tcp_state::ESTABLISHED)], 20, CLOCK, 35, &mut d);
-        let c = t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap();
+        t.apply_sweep(
+            7,
+            &[rec(1, 7, tcp_state::ESTABLISHED)],
+            20,
+            CLOCK,
+            35,
+            &mut d,
+        );
+        let c = t
+            .get(&ConnKey {
+                skaddr: 1,
+                netns_cookie: 7,
+            })
+            .unwrap();
         assert_eq!((c.state, c.state_since), (TcpState::CloseWait, 30));
     }
 
     #[test]
     fn eviction_is_bounded_counted_and_spares_protected() {
-        let mut t = ConnTable::new(TableConfig { max_connections: 2, history_len: 4 });
+        let mut t = ConnTable::new(TableConfig {
+            max_connections: 2,
+            history_len: 4,
+        });
         let mut d = Vec::new();
         let mut tw = rec(4, 7, tcp_state::TIME_WAIT);
         tw.flags = 0;
         let recs = [rec(1, 7, 1), rec(2, 7, 1), rec(3, 7, 1), tw];
         t.apply_sweep(7, &recs, 0, CLOCK, 10, &mut d);
         assert_eq!(t.len(), 4);
-        let protected = ConnKey { skaddr: 1, netns_cookie: 7 };
+        let protected = ConnKey {
+            skaddr: 1,
+            netns_cookie: 7,
+        };
         let evicted = t.enforce_bound(|k| *k == protected);
         assert_eq!(evicted.len(), 2);
-        assert!(evicted.contains(&ConnKey { skaddr: 4, netns_cookie: 7 }), "minisocket first");
+        assert!(
+            evicted.contains(&ConnKey {
+                skaddr: 4,
+                netns_cookie: 7
+            }),
+            "minisocket first"
+        );
         assert!(t.get(&protected).is_some());
         assert_eq!(t.len(), 2);
         assert_eq!(t.stats().evicted, 2);
@@ -648,17 +763,44 @@ mod tests {
 
     #[test]
     fn history_is_bounded_and_only_for_interesting_connections() {
-        let mut t = ConnTable::new(TableConfig { max_connections: 10, history_len: 3 });
+        let mut t = ConnTable::new(TableConfig {
+            max_connections: 10,
+            history_len: 3,
+        });
         let mut d = Vec::new();
         let quiet = rec(1, 7, 1);
         let mut busy = rec(2, 7, 1);
         for i in 0..10_u32 {
             busy.write_seq = 100 * (i + 1);
-            t.apply_sweep(7, &[quiet, busy], u64::from(i), CLOCK, u64::from(i) + 1, &mut d);
+            t.apply_sweep(
+                7,
+                &[quiet, busy],
+                u64::from(i),
+                CLOCK,
+                u64::from(i) + 1,
+                &mut d,
+            );
         }
-        assert!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap().history.is_empty());
-        let h = &t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).unwrap().history;
-        assert_eq!(h.iter().map(|s| s.send_q).collect::<Vec<_>>(), vec![800, 900, 1000]);
+        assert!(
+            t.get(&ConnKey {
+                skaddr: 1,
+                netns_cookie: 7
+            })
+            .unwrap()
+            .history
+            .is_empty()
+        );
+        let h = &t
+            .get(&ConnKey {
+                skaddr: 2,
+                netns_cookie: 7,
+            })
+            .unwrap()
+            .history;
+        assert_eq!(
+            h.iter().map(|s| s.send_q).collect::<Vec<_>>(),
+            vec![800, 900, 1000]
+        );
     }
 
     #[test]
@@ -669,19 +811,57 @@ mod tests {
         orphan.inode = 0;
         t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, &mut d);
         let missing = t.attach_owners(|ino| {
-            (ino == 999).then(|| Owner { pid: 42, comm: "app".into(), ..Owner::default() })
+            (ino == 999).then(|| Owner {
+                pid: 42,
+                comm: "app".into(),
+                ..Owner::default()
+            })
         });
         assert!(missing.is_empty());
-        assert_eq!(t.get(&ConnKey { skaddr: 1, netns_cookie: 7 }).unwrap().owner.as_ref().unwrap().pid, 42);
-        assert!(t.get(&ConnKey { skaddr: 2, netns_cookie: 7 }).unwrap().owner.is_none());
+        assert_eq!(
+            t.get(&ConnKey {
+                skaddr: 1,
+                netns_cookie: 7
+            })
+            .unwrap()
+            .owner
+            .as_ref()
+            .unwrap()
+            .pid,
+            42
+        );
+        assert!(
+            t.get(&ConnKey {
+                skaddr: 2,
+                netns_cookie: 7
+            })
+            .unwrap()
+            .owner
+            .is_none()
+        );
     }
 
     #[test]
     fn hz_calibration_picks_the_kernel_setting() {
-        let a = SweepHeader { ktime_ns: 0, jiffies: 1000, ..SweepHeader::default() };
-        let b = SweepHeader { ktime_ns: 200 * NS_PER_MS, jiffies: 1051, ..SweepHeader::default() };
-        assert_eq!(KernelClock::calibrate(&a, &b), Some(KernelClock { hz: 250 }));
-        let c = SweepHeader { ktime_ns: 10 * NS_PER_MS, jiffies: 1003, ..SweepHeader::default() };
+        let a = SweepHeader {
+            ktime_ns: 0,
+            jiffies: 1000,
+            ..SweepHeader::default()
+        };
+        let b = SweepHeader {
+            ktime_ns: 200 * NS_PER_MS,
+            jiffies: 1051,
+            ..SweepHeader::default()
+        };
+        assert_eq!(
+            KernelClock::calibrate(&a, &b),
+            Some(KernelClock { hz: 250 })
+        );
+        let c = SweepHeader {
+            ktime_ns: 10 * NS_PER_MS,
+            jiffies: 1003,
+            ..SweepHeader::default()
+        };
         assert_eq!(KernelClock::calibrate(&a, &c), None);
     }
 }

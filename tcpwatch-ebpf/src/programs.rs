@@ -84,7 +84,9 @@ fn rd<T: Default>(base: *const u8, off: u32) -> T {
         return T::default();
     }
     // SAFETY: bpf_probe_read_kernel validates the address; a fault yields an error, not a crash.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default() }
+    unsafe {
+        bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default()
+    }
 }
 
 #[inline(always)]
@@ -169,7 +171,10 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
     let newstate = newstate as u8;
     let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
     let (pid, comm) = if process_context {
-        ((bpf_get_current_pid_tgid() >> 32) as u32, bpf_get_current_comm().unwrap_or_default())
+        (
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            bpf_get_current_comm().unwrap_or_default(),
+        )
     } else {
         (0, [0; 16])
     };
@@ -273,7 +278,11 @@ fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
     if let Some(p) = SOCKS.get_ptr_mut(key) {
         return Some(p);
     }
-    let st = SockState { first_seen_ns: now, state, ..SockState::default() };
+    let st = SockState {
+        first_seen_ns: now,
+        state,
+        ..SockState::default()
+    };
     if SOCKS.insert(key, st, 0).is_err() {
         count(counter::SOCKS_FULL);
         return None;
@@ -334,14 +343,22 @@ pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_reset(sk: *const u8, sent: bool) {
-    count(if sent { counter::RESETS_SENT } else { counter::RESETS_RECEIVED });
+    count(if sent {
+        counter::RESETS_SENT
+    } else {
+        counter::RESETS_RECEIVED
+    });
     // A reset sent for a segment that matched no socket has sk == NULL: counted above only.
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
     let o = offsets();
     let (cookie, _) = netns_of(sk);
-    let key = PortKey { netns_cookie: cookie, port: rd(sk, o.skc_num), pad: [0; 6] };
+    let key = PortKey {
+        netns_cookie: cookie,
+        port: rd(sk, o.skc_num),
+        pad: [0; 6],
+    };
     if PORT_RESETS.get_ptr_mut(key).is_none()
         && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
     {

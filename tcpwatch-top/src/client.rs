@@ -68,7 +68,11 @@ pub fn read_head(r: &mut impl BufRead) -> anyhow::Result<Head> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
-    let mut head = Head { status, chunked: false, content_length: None };
+    let mut head = Head {
+        status,
+        chunked: false,
+        content_length: None,
+    };
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
@@ -99,7 +103,11 @@ pub struct Chunked<R> {
 
 impl<R: BufRead> Chunked<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, left: 0, done: false }
+        Self {
+            inner,
+            left: 0,
+            done: false,
+        }
     }
 }
 
@@ -119,7 +127,10 @@ impl<R: BufRead> Read for Chunked<R> {
             }
             let size = line.trim().split(';').next().unwrap_or("");
             let n = usize::from_str_radix(size.trim(), 16).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size:?}"))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad chunk size {size:?}"),
+                )
             })?;
             if n == 0 {
                 self.done = true;
@@ -153,7 +164,11 @@ pub fn get(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
         r.read_to_end(&mut body)?;
     }
     if head.status != 200 {
-        bail!("GET {path}: HTTP {}: {}", head.status, String::from_utf8_lossy(&body).trim());
+        bail!(
+            "GET {path}: HTTP {}: {}",
+            head.status,
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     Ok(body)
 }
@@ -233,8 +248,11 @@ pub fn open_stream(addr: &str) -> anyhow::Result<SseReader<Box<dyn BufRead + Sen
     if head.status != 200 {
         bail!("GET /api/v1/stream: HTTP {}", head.status);
     }
-    let body: Box<dyn BufRead + Send> =
-        if head.chunked { Box::new(BufReader::new(Chunked::new(r))) } else { Box::new(r) };
+    let body: Box<dyn BufRead + Send> = if head.chunked {
+        Box::new(BufReader::new(Chunked::new(r)))
+    } else {
+        Box::new(r)
+    };
     Ok(SseReader::new(body))
 }
 
@@ -253,7 +271,10 @@ pub fn follow(addr: &str, tx: &Sender<ClientMsg>) {
             }
             Err(e) => e,
         };
-        let msg = format!("disconnected: {err:#}; retrying in {:.1}s", backoff.as_secs_f64());
+        let msg = format!(
+            "disconnected: {err:#}; retrying in {:.1}s",
+            backoff.as_secs_f64()
+        );
         if tx.send(ClientMsg::Status(msg)).is_err() {
             return;
         }
@@ -285,7 +306,9 @@ fn follow_once(addr: &str, tx: &Sender<ClientMsg>) -> anyhow::Result<Stop> {
             Err(_) => continue,
         };
         if let StreamEvent::Lagged { missed } = ev {
-            let _ = tx.send(ClientMsg::Status(format!("missed {missed} events: resyncing")));
+            let _ = tx.send(ClientMsg::Status(format!(
+                "missed {missed} events: resyncing"
+            )));
             return Ok(Stop::Resync);
         }
         if tx.send(ClientMsg::Event(ev)).is_err() {
@@ -305,10 +328,16 @@ mod tests {
     fn chunked_bodies_decode() {
         let raw = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
         let mut out = String::new();
-        Chunked::new(Cursor::new(&raw[..])).read_to_string(&mut out).unwrap();
+        Chunked::new(Cursor::new(&raw[..]))
+            .read_to_string(&mut out)
+            .unwrap();
         assert_eq!(out, "hello, world");
         let bad = b"zz\r\nhello\r\n";
-        assert!(Chunked::new(Cursor::new(&bad[..])).read_to_string(&mut out).is_err());
+        assert!(
+            Chunked::new(Cursor::new(&bad[..]))
+                .read_to_string(&mut out)
+                .is_err()
+        );
     }
 
     #[test]
@@ -316,7 +345,11 @@ mod tests {
         let mut r = Cursor::new(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nrest"[..]);
         assert_eq!(
             read_head(&mut r).unwrap(),
-            Head { status: 200, chunked: true, content_length: None }
+            Head {
+                status: 200,
+                chunked: true,
+                content_length: None
+            }
         );
         let mut r = Cursor::new(&b"HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\n\r\n"[..]);
         assert_eq!(read_head(&mut r).unwrap().content_length, Some(3));
@@ -339,7 +372,10 @@ mod tests {
     fn stream_events_parse_the_daemon_shape() {
         let conn = r#"{"type":"conn","op":"remove","key":{"skaddr":1,"netns_cookie":2}}"#;
         let ev: StreamEvent = serde_json::from_str(conn).unwrap();
-        assert!(matches!(ev, StreamEvent::Conn(crate::state::ConnDelta::Remove { .. })));
+        assert!(matches!(
+            ev,
+            StreamEvent::Conn(crate::state::ConnDelta::Remove { .. })
+        ));
         let lag: StreamEvent = serde_json::from_str(r#"{"type":"lagged","missed":3}"#).unwrap();
         assert_eq!(lag, StreamEvent::Lagged { missed: 3 });
     }
@@ -347,7 +383,11 @@ mod tests {
     #[test]
     fn no_daemon_is_a_clear_error() {
         // A port nobody listens on: bind, learn the port, close.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr = format!("127.0.0.1:{port}");
         let e = load(&addr).unwrap_err().to_string();
         assert!(e.contains(&format!("no tcpwatch daemon at {addr}")), "{e}");
@@ -367,8 +407,10 @@ mod tests {
                 assert!(n > 0);
                 req.extend_from_slice(&buf[..n]);
             }
-            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-                .unwrap();
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            )
+            .unwrap();
         });
         assert_eq!(get(&addr, "/x").unwrap(), b"abc");
         srv.join().unwrap();

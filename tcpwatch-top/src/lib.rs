@@ -41,21 +41,26 @@ const MAX_MSGS_PER_TURN: usize = 200_000;
 
 /// Runs `tcpwatch top`.
 pub fn run(opts: TopOptions) -> anyhow::Result<()> {
-    if opts.standalone {
+    let TopOptions {
+        addr,
+        once,
+        json,
+        standalone,
+    } = opts;
+    if standalone {
         bail!(
             "not yet supported: run the daemon (`tcpwatch daemon`, or `cargo xtask run`) and \
              use `tcpwatch top --addr ADDR`"
         );
     }
-    let (conns, findings) = client::load(&opts.addr)?;
-    let mut app = App::new(opts.addr.clone());
+    let (conns, findings) = client::load(&addr)?;
+    let mut app = App::new(addr.clone());
     app.apply_snapshot(conns, findings);
-    if opts.once {
-        return print_once(&mut app, opts.json);
+    if once {
+        return print_once(&mut app, json);
     }
     app.status = "live".into();
     let (tx, rx) = mpsc::channel();
-    let addr = opts.addr.clone();
     std::thread::Builder::new()
         .name("top-client".into())
         .spawn(move || client::follow(&addr, &tx))
@@ -64,6 +69,14 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
 }
 
 fn print_once(app: &mut App, json: bool) -> anyhow::Result<()> {
+    match write_once(app, json) {
+        // `tcpwatch top --once | head`: the reader went away, nothing left to say.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn write_once(app: &mut App, json: bool) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({
@@ -87,7 +100,9 @@ fn print_once(app: &mut App, json: bool) -> anyhow::Result<()> {
 
 /// One frame of `app` as plain text lines, `w` x `h` cells.
 pub fn render_text(app: &mut App, w: u16, h: u16, now: MonoNs) -> Vec<String> {
-    let Ok(mut term) = Terminal::new(TestBackend::new(w, h)) else { return Vec::new() };
+    let Ok(mut term) = Terminal::new(TestBackend::new(w, h)) else {
+        return Vec::new();
+    };
     if term.draw(|f| ui::draw(f, app, now)).is_err() {
         return Vec::new();
     }
@@ -101,14 +116,22 @@ impl TerminalGuard {
     fn enter() -> anyhow::Result<Self> {
         terminal::enable_raw_mode().context("entering raw mode (is stdin a terminal?)")?;
         let guard = Self;
-        execute!(std::io::stdout(), terminal::EnterAlternateScreen, crossterm::cursor::Hide)?;
+        execute!(
+            std::io::stdout(),
+            terminal::EnterAlternateScreen,
+            crossterm::cursor::Hide
+        )?;
         Ok(guard)
     }
 }
 
 fn restore_terminal() {
     let _ = terminal::disable_raw_mode();
-    let _ = execute!(std::io::stdout(), terminal::LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = execute!(
+        std::io::stdout(),
+        terminal::LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
 }
 
 impl Drop for TerminalGuard {
@@ -164,7 +187,10 @@ fn interactive(app: &mut App, rx: &mpsc::Receiver<ClientMsg>) -> anyhow::Result<
 /// `CLOCK_MONOTONIC` now: the clock of the daemon's timestamps (same host).
 #[must_use]
 pub fn mono_now() -> MonoNs {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)

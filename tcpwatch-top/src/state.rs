@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde::Deserialize;
 use tcpwatch_core::model::{
-    ConnKey, ConnRecord, Finding, FindingChange, FindingKind, Lifecycle, MonoNs,
-    Owner, Severity, Subject, TcpState,
+    ConnKey, ConnRecord, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, Owner, Severity,
+    Subject, TcpState,
 };
 use tcpwatch_core::render::{format_age, format_owner, ss_queues};
 
@@ -20,9 +20,11 @@ use tcpwatch_core::render::{format_age, format_owner, ss_queues};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     Conn(ConnDelta),
-    Finding(FindingChange),
+    Finding(Box<FindingChange>),
     /// The daemon dropped `missed` events for this subscriber: the client must resync.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 /// A change of the daemon's connection table (`tcpwatch_core::table::Delta`, as received).
@@ -50,7 +52,12 @@ pub enum View {
 }
 
 impl View {
-    pub const ALL: [View; 4] = [View::Findings, View::Connections, View::Listeners, View::Owners];
+    pub const ALL: [View; 4] = [
+        View::Findings,
+        View::Connections,
+        View::Listeners,
+        View::Owners,
+    ];
 
     #[must_use]
     pub fn title(self) -> &'static str {
@@ -89,7 +96,12 @@ impl View {
                 SortKey::Rtt,
             ],
             Self::Listeners => &[SortKey::AcceptFill, SortKey::Unaccepted, SortKey::Local],
-            Self::Owners => &[SortKey::Sockets, SortKey::StuckCloseWait, SortKey::SendQ, SortKey::Owner],
+            Self::Owners => &[
+                SortKey::Sockets,
+                SortKey::StuckCloseWait,
+                SortKey::SendQ,
+                SortKey::Owner,
+            ],
         }
     }
 }
@@ -198,6 +210,7 @@ pub struct Detail {
 
 /// The whole UI state.
 #[derive(Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent UI toggles")]
 pub struct App {
     /// Header label: the daemon's address, or `standalone`.
     pub source: String,
@@ -277,12 +290,12 @@ impl App {
             StreamEvent::Conn(ConnDelta::Remove { key }) => {
                 self.conns.remove(&key);
             }
-            StreamEvent::Finding(FindingChange { change, finding }) => match change {
+            StreamEvent::Finding(fc) => match fc.change {
                 Lifecycle::Opened | Lifecycle::Updated => {
-                    self.findings.insert(finding.id.clone(), finding);
+                    self.findings.insert(fc.finding.id.clone(), fc.finding);
                 }
                 Lifecycle::Resolved => {
-                    self.findings.remove(&finding.id);
+                    self.findings.remove(&fc.finding.id);
                 }
             },
             StreamEvent::Lagged { .. } => return,
@@ -335,7 +348,11 @@ impl App {
     #[must_use]
     pub fn severity_counts(&self) -> (usize, usize, usize) {
         let n = |s| self.findings.values().filter(|f| f.severity == s).count();
-        (n(Severity::Critical), n(Severity::Warning), n(Severity::Info))
+        (
+            n(Severity::Critical),
+            n(Severity::Warning),
+            n(Severity::Info),
+        )
     }
 
     /// All connections, sorted by key (for `--once --json`).
@@ -442,7 +459,10 @@ impl App {
     /// Listeners view: unaccepted `CLOSE_WAIT` sockets on the listener's namespace and port.
     #[must_use]
     pub fn unaccepted_for(&self, c: &ConnRecord) -> u64 {
-        self.unaccepted.get(&(c.key.netns_cookie, c.local.port())).copied().unwrap_or(0)
+        self.unaccepted
+            .get(&(c.key.netns_cookie, c.local.port()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Tells the state how many rows the table shows, and scrolls so the selection is visible.
@@ -468,23 +488,25 @@ impl App {
         }
         let filter = self.filter.to_lowercase();
         let sort = self.sort_key();
-        let flagged: HashSet<ConnKey> = self
-            .findings
-            .values()
-            .filter(|f| f.kind == FindingKind::CloseWaitStuck)
-            .filter_map(|f| subject_key(&f.subject))
-            .collect();
         let mut owners = Vec::new();
         let ids: Vec<RowId> = match self.view {
             View::Findings => {
-                let mut v: Vec<&Finding> =
-                    self.findings.values().filter(|f| finding_matches(f, &filter)).collect();
+                let mut v: Vec<&Finding> = self
+                    .findings
+                    .values()
+                    .filter(|f| finding_matches(f, &filter))
+                    .collect();
                 v.sort_by(|a, b| cmp_findings(a, b, sort));
-                v.into_iter().map(|f| RowId::Finding(f.id.clone())).collect()
+                v.into_iter()
+                    .map(|f| RowId::Finding(f.id.clone()))
+                    .collect()
             }
             View::Connections => {
-                let mut v: Vec<&ConnRecord> =
-                    self.conns.values().filter(|c| conn_matches(c, &filter)).collect();
+                let mut v: Vec<&ConnRecord> = self
+                    .conns
+                    .values()
+                    .filter(|c| conn_matches(c, &filter))
+                    .collect();
                 v.sort_by(|a, b| cmp_conns(a, b, sort));
                 v.into_iter().map(|c| RowId::Conn(c.key)).collect()
             }
@@ -496,7 +518,9 @@ impl App {
                     }
                 }
                 let unacc = |c: &ConnRecord| {
-                    un.get(&(c.key.netns_cookie, c.local.port())).copied().unwrap_or(0)
+                    un.get(&(c.key.netns_cookie, c.local.port()))
+                        .copied()
+                        .unwrap_or(0)
                 };
                 let mut v: Vec<&ConnRecord> = self
                     .conns
@@ -509,52 +533,15 @@ impl App {
                         SortKey::Local => Ordering::Equal,
                         _ => accept_fill(b).total_cmp(&accept_fill(a)),
                     };
-                    o.then_with(|| a.local.cmp(&b.local)).then_with(|| a.key.cmp(&b.key))
+                    o.then_with(|| a.local.cmp(&b.local))
+                        .then_with(|| a.key.cmp(&b.key))
                 });
                 let ids = v.into_iter().map(|c| RowId::Conn(c.key)).collect();
                 self.unaccepted = un;
                 ids
             }
             View::Owners => {
-                let mut by: HashMap<String, OwnerRow> = HashMap::new();
-                for c in self.conns.values() {
-                    let name = format_owner(c.owner.as_ref());
-                    let r = by.entry(name.clone()).or_insert_with(|| OwnerRow {
-                        name,
-                        pid: c.owner.as_ref().map(|o| o.pid),
-                        ..OwnerRow::default()
-                    });
-                    r.sockets += 1;
-                    match c.state {
-                        TcpState::Established => r.established += 1,
-                        TcpState::Listen => r.listen += 1,
-                        TcpState::CloseWait => {
-                            r.close_wait += 1;
-                            if flagged.contains(&c.key) {
-                                r.stuck_close_wait += 1;
-                            }
-                        }
-                        TcpState::TimeWait => r.time_wait += 1,
-                        _ => r.other += 1,
-                    }
-                    r.send_q_total += u64::from(c.queues.send_q);
-                }
-                let mut v: Vec<OwnerRow> = by
-                    .into_values()
-                    .filter(|r| filter.is_empty() || r.name.to_lowercase().contains(&filter))
-                    .collect();
-                v.sort_by(|a, b| {
-                    let o = match sort {
-                        SortKey::StuckCloseWait => b
-                            .stuck_close_wait
-                            .cmp(&a.stuck_close_wait)
-                            .then(b.close_wait.cmp(&a.close_wait)),
-                        SortKey::SendQ => b.send_q_total.cmp(&a.send_q_total),
-                        SortKey::Owner => Ordering::Equal,
-                        _ => b.sockets.cmp(&a.sockets),
-                    };
-                    o.then_with(|| a.name.cmp(&b.name))
-                });
+                let v = self.owner_rows(&filter, sort);
                 let ids = v.iter().map(|r| RowId::Owner(r.name.clone())).collect();
                 owners = v;
                 ids
@@ -574,6 +561,56 @@ impl App {
         c.selected = found.unwrap_or(c.selected).min(n.saturating_sub(1));
         c.selected_id = self.rows.ids.get(c.selected).cloned();
         c.offset = c.offset.min(c.selected);
+    }
+
+    /// The Owners view: sockets aggregated per process, filtered and sorted.
+    fn owner_rows(&self, filter: &str, sort: SortKey) -> Vec<OwnerRow> {
+        let flagged: HashSet<ConnKey> = self
+            .findings
+            .values()
+            .filter(|f| f.kind == FindingKind::CloseWaitStuck)
+            .filter_map(|f| subject_key(&f.subject))
+            .collect();
+        let mut by: HashMap<String, OwnerRow> = HashMap::new();
+        for c in self.conns.values() {
+            let name = format_owner(c.owner.as_ref());
+            let r = by.entry(name.clone()).or_insert_with(|| OwnerRow {
+                name,
+                pid: c.owner.as_ref().map(|o| o.pid),
+                ..OwnerRow::default()
+            });
+            r.sockets += 1;
+            match c.state {
+                TcpState::Established => r.established += 1,
+                TcpState::Listen => r.listen += 1,
+                TcpState::CloseWait => {
+                    r.close_wait += 1;
+                    if flagged.contains(&c.key) {
+                        r.stuck_close_wait += 1;
+                    }
+                }
+                TcpState::TimeWait => r.time_wait += 1,
+                _ => r.other += 1,
+            }
+            r.send_q_total += u64::from(c.queues.send_q);
+        }
+        let mut v: Vec<OwnerRow> = by
+            .into_values()
+            .filter(|r| filter.is_empty() || r.name.to_lowercase().contains(filter))
+            .collect();
+        v.sort_by(|a, b| {
+            let o = match sort {
+                SortKey::StuckCloseWait => b
+                    .stuck_close_wait
+                    .cmp(&a.stuck_close_wait)
+                    .then(b.close_wait.cmp(&a.close_wait)),
+                SortKey::SendQ => b.send_q_total.cmp(&a.send_q_total),
+                SortKey::Owner => Ordering::Equal,
+                _ => b.sockets.cmp(&a.sockets),
+            };
+            o.then_with(|| a.name.cmp(&b.name))
+        });
+        v
     }
 
     fn move_to(&mut self, target: usize) {
@@ -728,7 +765,11 @@ impl App {
                 Some(d)
             }
             RowId::Owner(name) => {
-                let i = self.rows.ids.iter().position(|r| *r == RowId::Owner(name.clone()))?;
+                let i = self
+                    .rows
+                    .ids
+                    .iter()
+                    .position(|r| *r == RowId::Owner(name.clone()))?;
                 let r = self.rows.owners.get(i)?;
                 let mut lines = vec![
                     format!("owner: {}", r.name),
@@ -747,8 +788,11 @@ impl App {
                     String::new(),
                     "largest Send-Q:".to_owned(),
                 ];
-                let mut mine: Vec<&ConnRecord> =
-                    self.conns.values().filter(|c| format_owner(c.owner.as_ref()) == name).collect();
+                let mut mine: Vec<&ConnRecord> = self
+                    .conns
+                    .values()
+                    .filter(|c| format_owner(c.owner.as_ref()) == name)
+                    .collect();
                 mine.sort_by(|a, b| cmp_conns(a, b, SortKey::SendQ));
                 for c in mine.into_iter().take(10) {
                     let (rq, sq) = ss_queues(c);
@@ -762,7 +806,11 @@ impl App {
                         format_age(c.state_age(now), c.state_since_exact)
                     ));
                 }
-                Some(Detail { title: name.clone(), lines, ..Detail::default() })
+                Some(Detail {
+                    title: name.clone(),
+                    lines,
+                    ..Detail::default()
+                })
             }
         }
     }
@@ -838,8 +886,12 @@ fn conn_matches(c: &ConnRecord, needle: &str) -> bool {
     needle.is_empty()
         || addr_matches(&c.local, needle)
         || addr_matches(&c.remote, needle)
-        || c.owner.as_ref().is_some_and(|o| contains_ci(&o.comm, needle) || o.pid.to_string() == needle)
-        || c.creator_comm.as_deref().is_some_and(|cc| contains_ci(cc, needle))
+        || c.owner
+            .as_ref()
+            .is_some_and(|o| contains_ci(&o.comm, needle) || o.pid.to_string() == needle)
+        || c.creator_comm
+            .as_deref()
+            .is_some_and(|cc| contains_ci(cc, needle))
         || contains_ci(c.state.name(), needle)
         || contains_ci(c.state.ss_name(), needle)
 }
@@ -873,7 +925,9 @@ fn cmp_findings(a: &Finding, b: &Finding, sort: SortKey) -> Ordering {
 }
 
 fn owner_name(c: &ConnRecord) -> (&str, u32) {
-    c.owner.as_ref().map_or(("\u{10ffff}", 0), |o| (o.comm.as_str(), o.pid))
+    c.owner
+        .as_ref()
+        .map_or(("\u{10ffff}", 0), |o| (o.comm.as_str(), o.pid))
 }
 
 fn cmp_conns(a: &ConnRecord, b: &ConnRecord, sort: SortKey) -> Ordering {
@@ -896,7 +950,11 @@ fn cmp_conns(a: &ConnRecord, b: &ConnRecord, sort: SortKey) -> Ordering {
 
 fn series(c: &ConnRecord, d: &mut Detail) {
     d.send_q = c.history.iter().map(|s| u64::from(s.send_q)).collect();
-    d.retrans = c.history.iter().map(|s| u64::from(s.retrans_total)).collect();
+    d.retrans = c
+        .history
+        .iter()
+        .map(|s| u64::from(s.retrans_total))
+        .collect();
 }
 
 fn ms_ago(now: MonoNs, t: MonoNs) -> String {
@@ -904,7 +962,13 @@ fn ms_ago(now: MonoNs, t: MonoNs) -> String {
 }
 
 fn finding_lines(f: &Finding, now: MonoNs, out: &mut Vec<String>) {
-    out.push(format!("finding {} [{}] {} cause={}", f.id, f.severity.name(), f.kind.name(), f.cause));
+    out.push(format!(
+        "finding {} [{}] {} cause={}",
+        f.id,
+        f.severity.name(),
+        f.kind.name(),
+        f.cause
+    ));
     out.push(format!("diagnosis: {}", f.diagnosis));
     out.push(format!(
         "since {}  opened {}  updated {}  subject {} -> {} owner {}",
@@ -938,11 +1002,14 @@ fn conn_lines(c: &ConnRecord, now: MonoNs, out: &mut Vec<String>) {
     out.push(format!(
         "owner {} fd {} container {} pod {}  creator {}[{}]  inode {} uid {}",
         format_owner(o),
-        o.and_then(|o| o.fd).map_or_else(|| "-".to_owned(), |fd| fd.to_string()),
+        o.and_then(|o| o.fd)
+            .map_or_else(|| "-".to_owned(), |fd| fd.to_string()),
         o.and_then(|o| o.container_id.as_deref()).unwrap_or("-"),
-        o.and_then(|o| o.pod.as_ref()).map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name)),
+        o.and_then(|o| o.pod.as_ref())
+            .map_or_else(|| "-".to_owned(), |p| format!("{}/{}", p.namespace, p.name)),
         c.creator_comm.as_deref().unwrap_or("-"),
-        c.creator_pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        c.creator_pid
+            .map_or_else(|| "-".to_owned(), |p| p.to_string()),
         c.inode,
         c.uid
     ));
@@ -964,14 +1031,23 @@ fn conn_lines(c: &ConnRecord, now: MonoNs, out: &mut Vec<String>) {
     ));
     out.push(format!(
         "user_timeout {}ms sndbuf {} wmem_queued {}  last send/ack/recv {}/{}/{} ms ago",
-        t.user_timeout_ms, t.sndbuf, t.wmem_queued, t.last_send_age_ms, t.last_ack_age_ms, t.last_recv_age_ms
+        t.user_timeout_ms,
+        t.sndbuf,
+        t.wmem_queued,
+        t.last_send_age_ms,
+        t.last_ack_age_ms,
+        t.last_recv_age_ms
     ));
     out.push(format!(
         "retrans chain {} total {}{}{}  resets sent {} received {}  full_sock {}",
         c.retrans.chain,
         c.retrans.total,
-        c.retrans.chain_start.map_or_else(String::new, |s| format!(" chain since {}", ms_ago(now, s))),
-        c.retrans.last_retrans.map_or_else(String::new, |s| format!(" last {}", ms_ago(now, s))),
+        c.retrans
+            .chain_start
+            .map_or_else(String::new, |s| format!(" chain since {}", ms_ago(now, s))),
+        c.retrans
+            .last_retrans
+            .map_or_else(String::new, |s| format!(" last {}", ms_ago(now, s))),
         c.resets.sent,
         c.resets.received,
         c.full_sock
@@ -991,4 +1067,4 @@ pub fn finding_age(f: &Finding, now: MonoNs) -> String {
 
 #[cfg(test)]
 #[path = "state_tests.rs"]
-mod tests;
+pub(crate) mod tests;

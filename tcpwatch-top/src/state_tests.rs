@@ -9,8 +9,14 @@ use super::*;
 
 pub(crate) fn conn(id: u64, state: TcpState, local: &str, remote: &str) -> ConnRecord {
     ConnRecord {
-        key: ConnKey { skaddr: id, netns_cookie: 1 },
-        netns: NetnsId { cookie: 1, inode: 4_026_531_840 },
+        key: ConnKey {
+            skaddr: id,
+            netns_cookie: 1,
+        },
+        netns: NetnsId {
+            cookie: 1,
+            inode: 4_026_531_840,
+        },
         local: local.parse().unwrap(),
         remote: remote.parse().unwrap(),
         state,
@@ -33,7 +39,11 @@ pub(crate) fn conn(id: u64, state: TcpState, local: &str, remote: &str) -> ConnR
 }
 
 pub(crate) fn owned(mut c: ConnRecord, comm: &str, pid: u32) -> ConnRecord {
-    c.owner = Some(Owner { pid, comm: comm.into(), ..Owner::default() });
+    c.owner = Some(Owner {
+        pid,
+        comm: comm.into(),
+        ..Owner::default()
+    });
     c
 }
 
@@ -73,10 +83,18 @@ pub(crate) fn type_str(app: &mut App, s: &str) {
 fn sample() -> App {
     let mut a = conn(1, TcpState::Established, "10.0.0.1:5000", "10.0.0.2:443");
     a.queues.send_q = 100;
-    let mut b = owned(conn(2, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40000"), "app", 7);
+    let mut b = owned(
+        conn(2, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40000"),
+        "app",
+        7,
+    );
     b.queues.send_q = 5;
     b.state_since = 10;
-    let mut l = owned(conn(3, TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0"), "app", 7);
+    let mut l = owned(
+        conn(3, TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0"),
+        "app",
+        7,
+    );
     l.queues.accept_queue = 3;
     l.queues.accept_limit = 2;
     let mut u = conn(4, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40001");
@@ -116,7 +134,10 @@ fn findings_view_is_default_and_sorted_by_severity_then_age() {
     );
     app.handle_key(key(KeyCode::Char('s'))); // age: oldest first
     assert_eq!(app.sort_key(), SortKey::Age);
-    assert_eq!(ids(&mut app)[0], RowId::Finding("close_wait_stuck-2".into()));
+    assert_eq!(
+        ids(&mut app)[0],
+        RowId::Finding("close_wait_stuck-2".into())
+    );
 }
 
 #[test]
@@ -151,7 +172,13 @@ fn listeners_count_unaccepted_close_wait_on_their_port() {
     let mut app = sample();
     app.set_view(View::Listeners);
     assert_eq!(conn_ids(&mut app), vec![3]);
-    let l = app.connection(&ConnKey { skaddr: 3, netns_cookie: 1 }).unwrap().clone();
+    let l = app
+        .connection(&ConnKey {
+            skaddr: 3,
+            netns_cookie: 1,
+        })
+        .unwrap()
+        .clone();
     assert_eq!(app.unaccepted_for(&l), 1);
     assert!((accept_fill(&l) - 1.5).abs() < 1e-9);
 }
@@ -161,13 +188,24 @@ fn owners_aggregate_states_stuck_close_wait_and_send_q() {
     let mut app = sample();
     app.set_view(View::Owners);
     assert_eq!(app.row_count(), 2);
-    let app_row = (0..2).filter_map(|i| app.owner_row(i)).find(|r| r.name == "app[7]").unwrap();
+    let app_row = (0..2)
+        .filter_map(|i| app.owner_row(i))
+        .find(|r| r.name == "app[7]")
+        .unwrap();
     assert_eq!(
-        (app_row.sockets, app_row.listen, app_row.close_wait, app_row.stuck_close_wait),
+        (
+            app_row.sockets,
+            app_row.listen,
+            app_row.close_wait,
+            app_row.stuck_close_wait
+        ),
         (2, 1, 1, 1)
     );
     assert_eq!(app_row.send_q_total, 5);
-    let none = (0..2).filter_map(|i| app.owner_row(i)).find(|r| r.name == "-").unwrap();
+    let none = (0..2)
+        .filter_map(|i| app.owner_row(i))
+        .find(|r| r.name == "-")
+        .unwrap();
     assert_eq!((none.sockets, none.established, none.close_wait), (2, 1, 1));
 }
 
@@ -200,7 +238,10 @@ fn filter_matches_port_address_comm_and_state() {
     type_str(&mut app, "8080q");
     app.handle_key(key(KeyCode::Backspace));
     assert_eq!(app.filter(), "8080");
-    assert_eq!(ids(&mut app), vec![RowId::Finding("close_wait_stuck-2".into())]);
+    assert_eq!(
+        ids(&mut app),
+        vec![RowId::Finding("close_wait_stuck-2".into())]
+    );
 }
 
 #[test]
@@ -208,20 +249,47 @@ fn selection_follows_its_row_across_resorts_and_updates() {
     let mut app = sample();
     app.set_view(View::Connections);
     app.handle_key(key(KeyCode::Down));
-    assert_eq!(app.selected_id(), Some(RowId::Conn(ConnKey { skaddr: 2, netns_cookie: 1 })));
+    assert_eq!(
+        app.selected_id(),
+        Some(RowId::Conn(ConnKey {
+            skaddr: 2,
+            netns_cookie: 1
+        }))
+    );
     // A delta that moves connection 2 to the top of the Send-Q order.
-    let mut c2 = app.connection(&ConnKey { skaddr: 2, netns_cookie: 1 }).unwrap().clone();
+    let mut c2 = app
+        .connection(&ConnKey {
+            skaddr: 2,
+            netns_cookie: 1,
+        })
+        .unwrap()
+        .clone();
     c2.queues.send_q = 1_000_000;
     app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c2) }));
     assert_eq!(app.selected(), 0);
-    assert_eq!(app.selected_id(), Some(RowId::Conn(ConnKey { skaddr: 2, netns_cookie: 1 })));
+    assert_eq!(
+        app.selected_id(),
+        Some(RowId::Conn(ConnKey {
+            skaddr: 2,
+            netns_cookie: 1
+        }))
+    );
     // Re-sorting by local address keeps it selected too.
     app.handle_key(key(KeyCode::Char('s')));
     app.handle_key(key(KeyCode::Char('s')));
-    assert_eq!(app.selected_id(), Some(RowId::Conn(ConnKey { skaddr: 2, netns_cookie: 1 })));
+    assert_eq!(
+        app.selected_id(),
+        Some(RowId::Conn(ConnKey {
+            skaddr: 2,
+            netns_cookie: 1
+        }))
+    );
     // Removed: the selection stays at a valid index.
     app.apply_stream_event(StreamEvent::Conn(ConnDelta::Remove {
-        key: ConnKey { skaddr: 2, netns_cookie: 1 },
+        key: ConnKey {
+            skaddr: 2,
+            netns_cookie: 1,
+        },
     }));
     assert!(app.selected() < app.row_count());
 }
@@ -230,7 +298,14 @@ fn selection_follows_its_row_across_resorts_and_updates() {
 fn navigation_keys_are_bounded() {
     let mut app = App::new("t");
     let conns = (0..100)
-        .map(|i| conn(i, TcpState::Established, &format!("10.0.0.1:{}", 1000 + i), "10.0.0.2:80"))
+        .map(|i| {
+            conn(
+                i,
+                TcpState::Established,
+                &format!("10.0.0.1:{}", 1000 + i),
+                "10.0.0.2:80",
+            )
+        })
         .collect();
     app.apply_snapshot(conns, Vec::new());
     app.set_view(View::Connections);
@@ -273,7 +348,10 @@ fn pause_buffers_updates_until_resumed() {
     let c = conn(9, TcpState::Established, "10.0.0.9:1", "10.0.0.8:2");
     app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c) }));
     app.apply_stream_event(StreamEvent::Conn(ConnDelta::Remove {
-        key: ConnKey { skaddr: 1, netns_cookie: 1 },
+        key: ConnKey {
+            skaddr: 1,
+            netns_cookie: 1,
+        },
     }));
     assert_eq!(app.connection_count(), 4);
     assert_eq!(app.pending_count(), 2);
@@ -281,8 +359,20 @@ fn pause_buffers_updates_until_resumed() {
     assert!(!app.paused());
     assert_eq!(app.pending_count(), 0);
     assert_eq!(app.connection_count(), 4);
-    assert!(app.connection(&ConnKey { skaddr: 9, netns_cookie: 1 }).is_some());
-    assert!(app.connection(&ConnKey { skaddr: 1, netns_cookie: 1 }).is_none());
+    assert!(
+        app.connection(&ConnKey {
+            skaddr: 9,
+            netns_cookie: 1
+        })
+        .is_some()
+    );
+    assert!(
+        app.connection(&ConnKey {
+            skaddr: 1,
+            netns_cookie: 1
+        })
+        .is_none()
+    );
 }
 
 #[test]
@@ -290,15 +380,15 @@ fn finding_lifecycle_events_open_and_resolve() {
     let mut app = sample();
     let c = conn(9, TcpState::Established, "10.0.0.9:1", "10.0.0.8:2");
     let f = finding_on(&c, FindingKind::SendQueueGrowing, Severity::Info, 5);
-    app.apply_stream_event(StreamEvent::Finding(FindingChange {
+    app.apply_stream_event(StreamEvent::Finding(Box::new(FindingChange {
         change: Lifecycle::Opened,
         finding: f.clone(),
-    }));
+    })));
     assert_eq!(app.severity_counts(), (1, 1, 1));
-    app.apply_stream_event(StreamEvent::Finding(FindingChange {
+    app.apply_stream_event(StreamEvent::Finding(Box::new(FindingChange {
         change: Lifecycle::Resolved,
         finding: f,
-    }));
+    })));
     assert_eq!(app.severity_counts(), (1, 1, 0));
 }
 
@@ -312,8 +402,16 @@ fn quit_keys_and_help() {
     let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert_eq!(app.handle_key(ctrl_c), Action::Quit);
     app.handle_key(key(KeyCode::Char('/')));
-    assert_eq!(app.handle_key(key(KeyCode::Char('q'))), Action::Continue, "q is text in /");
-    assert_eq!(app.handle_key(ctrl_c), Action::Quit, "Ctrl-C quits even in the filter");
+    assert_eq!(
+        app.handle_key(key(KeyCode::Char('q'))),
+        Action::Continue,
+        "q is text in /"
+    );
+    assert_eq!(
+        app.handle_key(ctrl_c),
+        Action::Quit,
+        "Ctrl-C quits even in the filter"
+    );
     app.handle_key(key(KeyCode::Esc));
     assert_eq!(app.handle_key(key(KeyCode::Char('q'))), Action::Quit);
 }
@@ -321,9 +419,20 @@ fn quit_keys_and_help() {
 #[test]
 fn detail_shows_fields_evidence_and_history() {
     let mut app = sample();
-    let mut c = app.connection(&ConnKey { skaddr: 2, netns_cookie: 1 }).unwrap().clone();
+    let mut c = app
+        .connection(&ConnKey {
+            skaddr: 2,
+            netns_cookie: 1,
+        })
+        .unwrap()
+        .clone();
     c.history = (0..5_u32)
-        .map(|i| Sample { at: u64::from(i), send_q: i * 10, retrans_total: i, ..Sample::default() })
+        .map(|i| Sample {
+            at: u64::from(i),
+            send_q: i * 10,
+            retrans_total: i,
+            ..Sample::default()
+        })
         .collect();
     app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c) }));
     app.handle_key(key(KeyCode::Down)); // the CLOSE_WAIT finding
@@ -333,7 +442,10 @@ fn detail_shows_fields_evidence_and_history() {
     let text = d.lines.join("\n");
     assert!(text.contains("close_wait_stuck"), "{text}");
     assert!(text.contains("evidence: age_seconds=42"), "{text}");
-    assert!(text.contains("CLOSE_WAIT 127.0.0.1:8080 -> 127.0.0.1:40000"), "{text}");
+    assert!(
+        text.contains("CLOSE_WAIT 127.0.0.1:8080 -> 127.0.0.1:40000"),
+        "{text}"
+    );
     assert!(text.contains("owner app[7]"), "{text}");
     assert_eq!(d.send_q, vec![0, 10, 20, 30, 40]);
     assert_eq!(d.retrans, vec![0, 1, 2, 3, 4]);

@@ -10,9 +10,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
 use tcpwatch_core::render::{format_age, format_owner, ss_queues};
 
-use crate::state::{
-    App, RowId, View, accept_fill, finding_age, subject_local, subject_owner, subject_remote,
-};
+use crate::state::{App, RowId, View, accept_fill, finding_age, subject_local, subject_owner};
 
 /// Smallest area the full UI is drawn in; below it a one-line notice is shown.
 const MIN_WIDTH: u16 = 30;
@@ -36,8 +34,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
     frame.render_widget(Paragraph::new(header_line(app)), header);
     frame.render_widget(Paragraph::new(tabs_line(app)), tabs);
     let (table_area, detail_area) = if app.detail_open() && main.height >= 8 {
-        let [t, d] = Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
-            .areas(main);
+        let [t, d] =
+            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(main);
         (t, Some(d))
     } else {
         (main, None)
@@ -61,7 +59,10 @@ fn header_line(app: &App) -> Line<'static> {
     if !app.status.is_empty() {
         spans.push(Span::from(format!(" ({})", app.status)));
     }
-    spans.push(Span::from(format!("  conns {}  findings: ", app.connection_count())));
+    spans.push(Span::from(format!(
+        "  conns {}  findings: ",
+        app.connection_count()
+    )));
     spans.push(Span::from(format!("{crit} crit")).style(sev_style(Severity::Critical)));
     spans.push(Span::from(format!(" {warn} warn")).style(sev_style(Severity::Warning)));
     spans.push(Span::from(format!(" {info} info")));
@@ -78,7 +79,11 @@ fn tabs_line(app: &App) -> Line<'static> {
     let mut spans = Vec::new();
     for v in View::ALL {
         let s = Span::from(format!(" {} ", v.title()));
-        spans.push(if v == app.view() { s.add_modifier(Modifier::REVERSED) } else { s });
+        spans.push(if v == app.view() {
+            s.add_modifier(Modifier::REVERSED)
+        } else {
+            s
+        });
         spans.push(Span::from("|"));
     }
     spans.push(Span::from(format!(" sort: {}", app.sort_key().name())));
@@ -145,67 +150,10 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
     let selected = app.selected();
     let total = app.row_count();
     let ids: Vec<RowId> = app.visible_ids(offset, page).to_vec();
-    let (header, widths): (Vec<&str>, Vec<Constraint>) = match app.view() {
-        View::Findings => (
-            vec!["Sev", "Kind", "Age", "Local", "Peer", "Owner", "Diagnosis"],
-            vec![
-                Constraint::Length(4),
-                Constraint::Length(22),
-                Constraint::Length(7),
-                Constraint::Length(21),
-                Constraint::Length(21),
-                Constraint::Length(14),
-                Constraint::Fill(1),
-            ],
-        ),
-        View::Connections => (
-            vec![
-                "State", "Recv-Q", "Send-Q", "Local", "Peer", "Age", "Retr", "Boff", "RTT", "Owner",
-            ],
-            vec![
-                Constraint::Length(10),
-                Constraint::Length(10),
-                Constraint::Length(10),
-                Constraint::Fill(1),
-                Constraint::Fill(1),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(4),
-                Constraint::Length(8),
-                Constraint::Length(16),
-            ],
-        ),
-        View::Listeners => (
-            vec!["Local", "Netns", "Accept queue", "Unaccepted CW", "Owner"],
-            vec![
-                Constraint::Fill(1),
-                Constraint::Length(10),
-                Constraint::Length(36),
-                Constraint::Length(13),
-                Constraint::Length(18),
-            ],
-        ),
-        View::Owners => (
-            vec![
-                "Owner", "Sockets", "ESTAB", "LISTEN", "CLOSE-WAIT", "Stuck", "TIME-WAIT", "Other",
-                "Send-Q total",
-            ],
-            vec![
-                Constraint::Fill(1),
-                Constraint::Length(7),
-                Constraint::Length(7),
-                Constraint::Length(6),
-                Constraint::Length(10),
-                Constraint::Length(6),
-                Constraint::Length(9),
-                Constraint::Length(6),
-                Constraint::Length(13),
-            ],
-        ),
-    };
+    let (header, widths) = columns(app.view(), area.width >= 110);
     let mut rows = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
-        let cells = row_cells(app, id, offset + i, now);
+        let cells = row_cells(app, id, offset + i, now, area.width >= 110);
         let mut row = Row::new(cells.0);
         if let Some(st) = cells.1 {
             row = row.style(st);
@@ -229,37 +177,136 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
         } else {
             "nothing matches the filter"
         };
-        let r = Rect { y: area.y + 1, height: 1, ..area };
+        let r = Rect {
+            y: area.y + 1,
+            height: 1,
+            ..area
+        };
         frame.render_widget(Paragraph::new(msg).dim(), r);
     } else if total > page && area.width > 12 {
         // Position indicator in the header row's right corner.
         let s = format!(" {}/{} ", selected + 1, total);
         let w = u16::try_from(s.len()).unwrap_or(u16::MAX).min(area.width);
-        let r = Rect { x: area.x + area.width - w, y: area.y, width: w, height: 1 };
+        let r = Rect {
+            x: area.x + area.width - w,
+            y: area.y,
+            width: w,
+            height: 1,
+        };
         frame.render_widget(Paragraph::new(s).dim(), r);
+    }
+}
+
+/// Column titles and widths of a view; `wide` below 110 columns drops or narrows some.
+fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+    use Constraint::{Fill, Length};
+    match (view, wide) {
+        (View::Findings, true) => (
+            vec!["Sev", "Kind", "Age", "Local", "Owner", "Diagnosis"],
+            vec![
+                Length(4),
+                Length(22),
+                Length(7),
+                Length(21),
+                Length(14),
+                Fill(1),
+            ],
+        ),
+        (View::Findings, false) => (
+            vec!["Sev", "Kind", "Age", "Local", "Diagnosis"],
+            vec![Length(4), Length(20), Length(6), Length(21), Fill(1)],
+        ),
+        (View::Connections, true) => (
+            vec![
+                "State", "Recv-Q", "Send-Q", "Local", "Peer", "Age", "Retr", "Boff", "RTT", "Owner",
+            ],
+            vec![
+                Length(10),
+                Length(10),
+                Length(10),
+                Fill(1),
+                Fill(1),
+                Length(7),
+                Length(7),
+                Length(4),
+                Length(8),
+                Length(16),
+            ],
+        ),
+        (View::Connections, false) => (
+            vec![
+                "State", "Recv-Q", "Send-Q", "Local", "Peer", "Age", "Retr", "Owner",
+            ],
+            vec![
+                Length(10),
+                Length(7),
+                Length(7),
+                Fill(3),
+                Fill(3),
+                Length(6),
+                Length(5),
+                Fill(2),
+            ],
+        ),
+        (View::Listeners, _) => (
+            vec!["Local", "Netns", "Accept queue", "Unaccepted CW", "Owner"],
+            vec![Length(22), Length(10), Length(24), Length(13), Fill(1)],
+        ),
+        (View::Owners, _) => (
+            vec![
+                "Owner",
+                "Sockets",
+                "ESTAB",
+                "LISTEN",
+                "CLOSE-WAIT",
+                "Stuck",
+                "TIME-WAIT",
+                "Other",
+                "Send-Q total",
+            ],
+            vec![
+                Fill(1),
+                Length(7),
+                Length(6),
+                Length(6),
+                Length(10),
+                Length(5),
+                Length(9),
+                Length(5),
+                Length(12),
+            ],
+        ),
     }
 }
 
 type Cells = (Vec<String>, Option<Style>);
 
-fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs) -> Cells {
+fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Cells {
     match id {
-        RowId::Finding(fid) => app.finding(fid).map_or((Vec::new(), None), |f| finding_cells(f, now)),
+        RowId::Finding(fid) => app
+            .finding(fid)
+            .map_or((Vec::new(), None), |f| finding_cells(f, now, wide)),
         RowId::Conn(key) => {
-            let Some(c) = app.connection(key) else { return (Vec::new(), None) };
+            let Some(c) = app.connection(key) else {
+                return (Vec::new(), None);
+            };
             if app.view() == View::Listeners {
                 (
                     vec![
                         c.local.to_string(),
                         c.netns.inode.to_string(),
-                        accept_bar(c, 20),
+                        accept_bar(c, 10),
                         app.unaccepted_for(c).to_string(),
                         format_owner(c.owner.as_ref()),
                     ],
                     (accept_fill(c) >= 1.0).then(|| Style::new().red()),
                 )
             } else {
-                (conn_cells(c, now), None)
+                let mut cells = conn_cells(c, now);
+                if !wide {
+                    cells.drain(7..9);
+                }
+                (cells, None)
             }
         }
         RowId::Owner(_) => app.owner_row(index).map_or((Vec::new(), None), |r| {
@@ -281,19 +328,19 @@ fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs) -> Cells {
     }
 }
 
-fn finding_cells(f: &Finding, now: MonoNs) -> Cells {
-    (
-        vec![
-            sev_short(f.severity).to_owned(),
-            f.kind.name().to_owned(),
-            finding_age(f, now),
-            subject_local(&f.subject),
-            subject_remote(&f.subject),
-            format_owner(subject_owner(&f.subject)),
-            f.diagnosis.clone(),
-        ],
-        Some(sev_style(f.severity)),
-    )
+/// The peer is left to the detail pane; narrow terminals drop the owner too.
+fn finding_cells(f: &Finding, now: MonoNs, wide: bool) -> Cells {
+    let mut cells = vec![
+        sev_short(f.severity).to_owned(),
+        f.kind.name().to_owned(),
+        finding_age(f, now),
+        subject_local(&f.subject),
+    ];
+    if wide {
+        cells.push(format_owner(subject_owner(&f.subject)));
+    }
+    cells.push(f.diagnosis.clone());
+    (cells, Some(sev_style(f.severity)))
 }
 
 fn conn_cells(c: &ConnRecord, now: MonoNs) -> Vec<String> {
@@ -305,9 +352,17 @@ fn conn_cells(c: &ConnRecord, now: MonoNs) -> Vec<String> {
         c.local.to_string(),
         c.remote.to_string(),
         format_age(c.state_age(now), c.state_since_exact),
-        format!("{}/{}", c.retrans.chain, c.retrans.total.max(c.tcp.total_retrans)),
+        format!(
+            "{}/{}",
+            c.retrans.chain,
+            c.retrans.total.max(c.tcp.total_retrans)
+        ),
         c.tcp.backoff.to_string(),
-        if c.full_sock { format!("{:.1}ms", f64::from(c.tcp.srtt_us) / 1000.0) } else { "-".into() },
+        if c.full_sock {
+            format!("{:.1}ms", f64::from(c.tcp.srtt_us) / 1000.0)
+        } else {
+            "-".into()
+        },
         format_owner(c.owner.as_ref()),
     ]
 }
@@ -318,13 +373,19 @@ fn draw_detail(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
         frame.render_widget(Paragraph::new("nothing selected").block(b), area);
         return;
     };
-    let block = Block::default().borders(Borders::ALL).title(format!(" {} ", d.title));
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {} ", d.title));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let sparks = !d.send_q.is_empty() && inner.height >= 7;
     let [text, s1, s2] = if sparks {
-        Layout::vertical([Constraint::Min(1), Constraint::Length(2), Constraint::Length(2)])
-            .areas(inner)
+        Layout::vertical([
+            Constraint::Min(1),
+            Constraint::Length(2),
+            Constraint::Length(2),
+        ])
+        .areas(inner)
     } else {
         [inner, Rect::default(), Rect::default()]
     };
@@ -362,7 +423,9 @@ const HELP: &[&str] = &[
 
 fn draw_help(frame: &mut Frame<'_>, area: Rect) {
     let w = area.width.min(84);
-    let h = area.height.min(u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2);
+    let h = area
+        .height
+        .min(u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2);
     let r = Rect {
         x: area.x + (area.width - w) / 2,
         y: area.y + (area.height - h) / 2,

@@ -1,0 +1,290 @@
+use crossterm::event::KeyCode;
+use tcpwatch_core::model::{ConnKey, FindingKind, NS_PER_SEC, Sample, Severity, TcpState};
+
+use crate::render_text;
+use crate::state::tests::{conn, finding_on, key, owned, type_str};
+use crate::state::{App, View};
+
+fn sample() -> App {
+    let mut a = conn(1, TcpState::Established, "10.0.0.1:5000", "10.0.0.2:443");
+    a.queues.send_q = 100;
+    a.history = (0..8_u32)
+        .map(|i| Sample {
+            at: u64::from(i),
+            send_q: i * 100,
+            retrans_total: i / 2,
+            ..Sample::default()
+        })
+        .collect();
+    let b = owned(
+        conn(2, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40000"),
+        "leaky",
+        7,
+    );
+    let mut l = owned(
+        conn(3, TcpState::Listen, "0.0.0.0:8080", "0.0.0.0:0"),
+        "leaky",
+        7,
+    );
+    l.queues.accept_queue = 3;
+    l.queues.accept_limit = 2;
+    let mut u = conn(4, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40001");
+    u.inode = 0;
+    let f1 = finding_on(
+        &b,
+        FindingKind::CloseWaitStuck,
+        Severity::Warning,
+        10 * NS_PER_SEC,
+    );
+    let f2 = finding_on(
+        &a,
+        FindingKind::RetransmitChain,
+        Severity::Critical,
+        50 * NS_PER_SEC,
+    );
+    let mut app = App::new("127.0.0.1:9977");
+    app.apply_snapshot(vec![a, b, l, u], vec![f1, f2]);
+    app
+}
+
+const NOW: u64 = 100 * NS_PER_SEC;
+
+fn screen(app: &mut App, w: u16, h: u16) -> String {
+    render_text(app, w, h, NOW).join("\n")
+}
+
+#[test]
+fn findings_view_shows_header_counts_and_diagnosis() {
+    let mut app = sample();
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("127.0.0.1:9977"), "{s}");
+    assert!(s.contains("conns 4"), "{s}");
+    assert!(s.contains("1 crit 1 warn 0 info"), "{s}");
+    assert!(s.contains("close_wait_stuck"), "{s}");
+    assert!(s.contains("stuck: the app"), "{s}");
+    let lines: Vec<&str> = s.lines().collect();
+    let crit = lines
+        .iter()
+        .position(|l| l.contains("retransmit_chain"))
+        .unwrap();
+    let warn = lines
+        .iter()
+        .position(|l| l.contains("close_wait_stuck"))
+        .unwrap();
+    assert!(crit < warn, "critical first:\n{s}");
+    assert!(lines[crit].contains("50s"), "age of the condition:\n{s}");
+}
+
+#[test]
+fn every_view_renders_at_80x24() {
+    let mut app = sample();
+    let mut seen = Vec::new();
+    for _ in View::ALL {
+        let s = screen(&mut app, 80, 24);
+        assert_eq!(s.lines().count(), 24);
+        assert!(s.lines().all(|l| l.chars().count() <= 80));
+        seen.push(s);
+        app.handle_key(key(KeyCode::Tab));
+    }
+    assert!(
+        seen[1].contains("CLOSE-WAIT") && seen[1].contains("leaky[7]"),
+        "{}",
+        seen[1]
+    );
+    assert!(
+        seen[1].contains("127.0.0.1:8080") && seen[1].contains("127.0.0.1:40000"),
+        "{}",
+        seen[1]
+    );
+    assert!(
+        seen[0].contains("127.0.0.1:8080") && seen[0].contains("close_wait_stuck"),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[2].contains("0.0.0.0:8080") && seen[2].contains("3/2"),
+        "{}",
+        seen[2]
+    );
+    assert!(seen[2].contains("[####"), "accept queue bar: {}", seen[2]);
+    assert!(seen[3].contains("leaky[7]"), "{}", seen[3]);
+}
+
+#[test]
+fn tiny_terminals_do_not_panic() {
+    for (w, h) in [
+        (0, 0),
+        (1, 1),
+        (20, 5),
+        (29, 6),
+        (30, 6),
+        (31, 7),
+        (40, 8),
+        (80, 9),
+        (200, 3),
+    ] {
+        let mut app = sample();
+        for v in 0..4 {
+            let _ = render_text(&mut app, w, h, NOW);
+            app.handle_key(key(KeyCode::Enter));
+            let _ = render_text(&mut app, w, h, NOW);
+            app.handle_key(key(KeyCode::Char('?')));
+            let _ = render_text(&mut app, w, h, NOW);
+            app.handle_key(key(KeyCode::Esc));
+            app.handle_key(key(KeyCode::Char('/')));
+            type_str(&mut app, "80");
+            let _ = render_text(&mut app, w, h, NOW);
+            app.handle_key(key(KeyCode::Esc));
+            if v < 3 {
+                app.handle_key(key(KeyCode::Tab));
+            }
+        }
+    }
+    let mut app = sample();
+    assert!(screen(&mut app, 20, 5).contains("too small"));
+}
+
+#[test]
+fn empty_views_say_so() {
+    let mut app = App::new("127.0.0.1:9977");
+    assert!(screen(&mut app, 80, 24).contains("no open findings"));
+    app.handle_key(key(KeyCode::Tab));
+    assert!(screen(&mut app, 80, 24).contains("no connections"));
+    app.handle_key(key(KeyCode::Char('/')));
+    type_str(&mut app, "zzz");
+    assert!(screen(&mut app, 80, 24).contains("nothing matches the filter"));
+}
+
+#[test]
+fn huge_numbers_render() {
+    let mut c = conn(
+        1,
+        TcpState::Established,
+        "[2001:db8::1]:65535",
+        "[2001:db8::2]:65535",
+    );
+    c.queues.send_q = u32::MAX;
+    c.queues.recv_q = u32::MAX;
+    c.retrans.chain = u32::MAX;
+    c.tcp.backoff = u8::MAX;
+    c.tcp.srtt_us = u32::MAX;
+    c.state_since = 0;
+    c.history = vec![
+        Sample {
+            send_q: u32::MAX,
+            retrans_total: u32::MAX,
+            ..Sample::default()
+        };
+        40
+    ];
+    let mut l = conn(2, TcpState::Listen, "0.0.0.0:1", "0.0.0.0:0");
+    l.queues.accept_queue = u32::MAX;
+    l.queues.accept_limit = 0;
+    let mut app = App::new("x");
+    app.apply_snapshot(vec![c, l], Vec::new());
+    app.set_view(View::Connections);
+    app.handle_key(key(KeyCode::Enter));
+    let s = render_text(&mut app, 160, 40, u64::MAX).join("\n");
+    assert!(s.contains("4294967295"), "{s}");
+    assert!(s.contains("Send-Q history: last 4294967295"), "{s}");
+    app.set_view(View::Listeners);
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("4294967295/0"), "{s}");
+    app.set_view(View::Owners);
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("4294967295"), "{s}");
+}
+
+#[test]
+fn hundred_thousand_rows_render_only_the_visible_page() {
+    let conns: Vec<_> = (0..100_000_u64)
+        .map(|i| {
+            let mut c = conn(
+                i,
+                TcpState::Established,
+                &format!(
+                    "10.{}.{}.1:{}",
+                    i / 65_536,
+                    (i / 256) % 256,
+                    1024 + i % 60_000
+                ),
+                "10.255.0.1:443",
+            );
+            c.queues.send_q = u32::try_from(i).unwrap();
+            c
+        })
+        .collect();
+    let mut app = App::new("x");
+    app.apply_snapshot(conns, Vec::new());
+    app.set_view(View::Connections);
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("1/100000"), "{s}");
+    assert!(s.contains("99999"), "largest Send-Q first: {s}");
+    app.handle_key(key(KeyCode::End));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("100000/100000"), "{s}");
+    // A delta re-sorts once at the next frame; the selection stays on its connection.
+    let sel = app.selected_id();
+    let mut c = app
+        .connection(&ConnKey {
+            skaddr: 5,
+            netns_cookie: 1,
+        })
+        .unwrap()
+        .clone();
+    c.queues.send_q = u32::MAX;
+    app.apply_stream_event(crate::state::StreamEvent::Conn(
+        crate::state::ConnDelta::Upsert { conn: Box::new(c) },
+    ));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("4294967295") || app.selected_id() == sel, "{s}");
+    assert_eq!(app.selected_id(), sel);
+}
+
+#[test]
+fn detail_pane_shows_the_selected_connection_and_sparklines() {
+    let mut app = sample();
+    // Findings view: critical finding (connection 1) first.
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("critical retransmit_chain"), "{s}");
+    assert!(s.contains("evidence: age_seconds=42"), "{s}");
+    assert!(
+        s.contains("ESTABLISHED 10.0.0.1:5000 -> 10.0.0.2:443"),
+        "{s}"
+    );
+    assert!(s.contains("Send-Q history: last 700, max 700"), "{s}");
+    assert!(s.contains("retransmits history: last 3, max 3"), "{s}");
+    // Connections view, filtered to one port.
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Char('/')));
+    type_str(&mut app, "40001");
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("filter: /40001"), "{s}");
+    assert!(
+        s.contains("CLOSE_WAIT 127.0.0.1:8080 -> 127.0.0.1:40001"),
+        "{s}"
+    );
+    assert!(!s.contains("40000"), "{s}");
+    // Listener detail names its unaccepted CLOSE_WAIT count.
+    app.handle_key(key(KeyCode::Esc));
+    app.handle_key(key(KeyCode::Esc));
+    app.handle_key(key(KeyCode::Tab));
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("unaccepted CLOSE_WAIT on port 8080: 1"), "{s}");
+}
+
+#[test]
+fn paused_indicator_and_help() {
+    let mut app = sample();
+    app.handle_key(key(KeyCode::Char('p')));
+    app.apply_snapshot(Vec::new(), Vec::new());
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("PAUSED (1 pending)"), "{s}");
+    assert!(s.contains("conns 4"), "data unchanged while paused: {s}");
+    app.handle_key(key(KeyCode::Char('?')));
+    let s = screen(&mut app, 120, 40);
+    assert!(s.contains("cycle the sort order"), "{s}");
+}

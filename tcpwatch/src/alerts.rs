@@ -502,6 +502,7 @@ pub fn wall_of(t: MonoNs, mono_now: MonoNs, wall_now: SystemTime) -> SystemTime 
     if t <= mono_now {
         wall_now
             .checked_sub(Duration::from_nanos(mono_now - t))
+            .filter(|w| *w >= UNIX_EPOCH)
             .unwrap_or(UNIX_EPOCH)
     } else {
         wall_now + Duration::from_nanos(t - mono_now)

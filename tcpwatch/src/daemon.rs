@@ -32,7 +32,9 @@ pub struct DaemonOptions {
 
 pub fn load_options(cfg: &Config, opts: DaemonOptions) -> LoadOptions {
     LoadOptions {
-        max_sockets: u32::try_from(cfg.daemon.max_connections).unwrap_or(u32::MAX).max(1024),
+        max_sockets: u32::try_from(cfg.daemon.max_connections)
+            .unwrap_or(u32::MAX)
+            .max(1024),
         ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(4 << 20),
         pin_dir: opts.pin,
         pretend_no_iter: opts.pretend_no_iter,
@@ -69,7 +71,10 @@ fn sweeper_thread(
     for n in 0_u64.. {
         let batch = sweep_all(&mut kernel, &home, n % GC_EVERY_SWEEPS == 0);
         if batch.socks_gc_removed > 0 {
-            tracing::info!(removed = batch.socks_gc_removed, "removed kernel entries of vanished sockets");
+            tracing::info!(
+                removed = batch.socks_gc_removed,
+                "removed kernel entries of vanished sockets"
+            );
         }
         if tx.blocking_send(batch).is_err() {
             return Ok(()); // the daemon is shutting down
@@ -82,6 +87,9 @@ fn sweeper_thread(
 /// Kernel entries of vanished sockets are garbage-collected on the first sweep (after a
 /// restart with pinned maps) and then every this many sweeps.
 const GC_EVERY_SWEEPS: u64 = 60;
+
+/// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
+const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
 async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
@@ -130,12 +138,19 @@ pub fn log_changes(changes: &[FindingChange]) {
 }
 
 pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
-    let mut kernel = Kernel::load(load_options(&cfg, opts))?;
+    let mut kernel = Kernel::load(&load_options(&cfg, opts))?;
     for a in &kernel.attached {
         tracing::info!(tracepoint = a.tracepoint, variant = a.variant, "attached");
     }
     if !kernel.missing_optional.is_empty() {
         tracing::warn!(fields = ?kernel.missing_optional, "kernel lacks optional fields; they read as 0");
+    }
+    // Everything is loaded: keep only what sweeping and owner lookup need from now on.
+    match crate::caps::drop_to_runtime() {
+        Ok(kept) => {
+            tracing::info!(kept = ?crate::caps::names(kept), "dropped unneeded capabilities")
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
     let ring = kernel.take_events()?;
     let clock = calibrate(&mut kernel)?;
@@ -167,6 +182,14 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
                 };
                 for e in &batch.errors {
                     tracing::debug!(error = %e, "namespace not swept");
+                }
+                for ns in batch.namespaces.iter().filter(|n| n.duration > SLOW_NAMESPACE_SWEEP) {
+                    tracing::warn!(
+                        netns = ns.id.inode,
+                        sockets = ns.sweep.records.len(),
+                        ms = ns.duration.as_millis(),
+                        "slow namespace sweep"
+                    );
                 }
                 let now = mono_now();
                 let wanted = shared.lock().await.apply_sweep(&batch, now);

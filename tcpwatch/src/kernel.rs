@@ -1,5 +1,5 @@
 //! Loading and attaching the kernel programs, and reading their maps. I/O edge: everything
-//! that talks to the bpf() syscall lives here.
+//! that talks to the `bpf()` syscall lives here.
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -18,12 +18,24 @@ use tcpwatch_core::offsets;
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
 
-/// The tracepoints tcpwatch attaches to: (tp_btf program, raw_tp program, tracepoint).
+/// The tracepoints tcpwatch attaches to: (`tp_btf` program, `raw_tp` program, tracepoint).
 const HOOKS: &[(&str, &str, &str)] = &[
-    ("tp_inet_sock_set_state", "raw_inet_sock_set_state", "inet_sock_set_state"),
-    ("tp_tcp_retransmit_skb", "raw_tcp_retransmit_skb", "tcp_retransmit_skb"),
+    (
+        "tp_inet_sock_set_state",
+        "raw_inet_sock_set_state",
+        "inet_sock_set_state",
+    ),
+    (
+        "tp_tcp_retransmit_skb",
+        "raw_tcp_retransmit_skb",
+        "tcp_retransmit_skb",
+    ),
     ("tp_tcp_send_reset", "raw_tcp_send_reset", "tcp_send_reset"),
-    ("tp_tcp_receive_reset", "raw_tcp_receive_reset", "tcp_receive_reset"),
+    (
+        "tp_tcp_receive_reset",
+        "raw_tcp_receive_reset",
+        "tcp_receive_reset",
+    ),
 ];
 
 const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
@@ -53,7 +65,6 @@ pub struct Kernel {
     btf: aya::Btf,
     pub attached: Vec<Attached>,
     pub missing_optional: Vec<String>,
-    pub max_sockets: u32,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -79,7 +90,7 @@ pub fn preflight() -> anyhow::Result<()> {
 }
 
 impl Kernel {
-    pub fn load(opts: LoadOptions) -> anyhow::Result<Self> {
+    pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         preflight()?;
         let raw = std::fs::read("/sys/kernel/btf/vmlinux")
             .context("reading /sys/kernel/btf/vmlinux (kernel BTF)")?;
@@ -87,7 +98,10 @@ impl Kernel {
             .context("parsing the kernel's BTF from /sys/kernel/btf/vmlinux")?;
         let resolved = offsets::resolve(&parsed)?;
         let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for program attach")?;
-        let pins = opts.pin_dir.as_deref().and_then(|dir| prepare_pins(dir, opts.max_sockets));
+        let pins = opts
+            .pin_dir
+            .as_deref()
+            .and_then(|dir| prepare_pins(dir, opts.max_sockets));
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &resolved.offsets, true)
@@ -98,14 +112,12 @@ impl Kernel {
                 loader.map_pin_path(name, dir.join(name));
             }
         }
-        let mut ebpf = loader
-            .load(OBJECT)
-            .map_err(|e| {
-                anyhow!(
-                    "loading tcpwatch's eBPF maps failed: {e}. Check that you run as root (or \
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+            anyhow!(
+                "loading tcpwatch's eBPF maps failed: {e}. Check that you run as root (or \
                      with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
-                )
-            })?;
+            )
+        })?;
         let mut attached = Vec::new();
         for &(tp_btf, raw_tp, tracepoint) in HOOKS {
             attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
@@ -129,13 +141,15 @@ impl Kernel {
             btf,
             attached,
             missing_optional: resolved.missing_optional,
-            max_sockets: opts.max_sockets,
         })
     }
 
     /// The ring buffer of state events (can be taken once).
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("EVENTS map already taken")?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("EVENTS map already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -153,10 +167,13 @@ impl Kernel {
 
     /// Cumulative resets per (namespace cookie, local port), summed over CPUs.
     pub fn port_resets(&self) -> anyhow::Result<HashMap<(u64, u16), ResetCounts>> {
-        let map = self.ebpf.map("PORT_RESETS").context("PORT_RESETS map missing")?;
+        let map = self
+            .ebpf
+            .map("PORT_RESETS")
+            .context("PORT_RESETS map missing")?;
         let m: PerCpuHashMap<&MapData, PortKey, PortResets> = PerCpuHashMap::try_from(map)?;
         let mut out = HashMap::new();
-        for entry in m.iter() {
+        for entry in &m {
             let (k, vals) = entry?;
             let sent: u64 = vals.iter().map(|v| v.sent).sum();
             let received: u64 = vals.iter().map(|v| v.received).sum();
@@ -210,7 +227,8 @@ impl Kernel {
         let link = it.take_link(link_id)?;
         let mut file = link.into_file().context("creating a sweep iterator")?;
         let mut bytes = Vec::with_capacity(64 * SOCK_RECORD_SIZE);
-        file.read_to_end(&mut bytes).context("reading the sweep iterator")?;
+        file.read_to_end(&mut bytes)
+            .context("reading the sweep iterator")?;
         parse_sweep(&bytes)
     }
 }
@@ -222,7 +240,10 @@ fn pinned_maps(max_sockets: u32) -> [(&'static str, u32, u32, u32); 2] {
     let socks = (size_of::<u64>() as u32, size_of::<SockState>() as u32);
     #[expect(clippy::cast_possible_truncation, reason = "struct sizes are small")]
     let ports = (size_of::<PortKey>() as u32, size_of::<PortResets>() as u32);
-    [("SOCKS", socks.0, socks.1, max_sockets), ("PORT_RESETS", ports.0, ports.1, 16_384)]
+    [
+        ("SOCKS", socks.0, socks.1, max_sockets),
+        ("PORT_RESETS", ports.0, ports.1, 16_384),
+    ]
 }
 
 /// Prepares `<dir>/abi-<ABI_VERSION>/` for pinned maps: removes pins of other ABI versions
@@ -265,9 +286,9 @@ fn prepare_pins(dir: &Path, max_sockets: u32) -> Option<PathBuf> {
         if !path.exists() {
             continue;
         }
-        let shape = MapData::from_pin(&path).and_then(|m| m.info()).map(|i| {
-            (i.key_size(), i.value_size(), i.max_entries())
-        });
+        let shape = MapData::from_pin(&path)
+            .and_then(|m| m.info())
+            .map(|i| (i.key_size(), i.value_size(), i.max_entries()));
         match shape {
             Ok(found) if found == (key, value, max) => {
                 tracing::info!(map = name, path = %path.display(), "reusing pinned map: socket history kept");
@@ -297,7 +318,7 @@ fn is_bpffs(path: &Path) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
-    rc == 0 && i64::from(st.f_type) == BPF_FS_MAGIC
+    rc == 0 && st.f_type == BPF_FS_MAGIC
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
@@ -314,16 +335,23 @@ fn attach_hook(
 ) -> anyhow::Result<Attached> {
     let first = {
         let p: &mut BtfTracePoint = program(ebpf, tp_btf)?.try_into()?;
-        p.load(tracepoint, btf).and_then(|()| p.attach().map(|_| ()))
+        p.load(tracepoint, btf)
+            .and_then(|()| p.attach().map(|_| ()))
     };
     let Err(btf_err) = first else {
-        return Ok(Attached { tracepoint, variant: "tp_btf" });
+        return Ok(Attached {
+            tracepoint,
+            variant: "tp_btf",
+        });
     };
     let p: &mut RawTracePoint = program(ebpf, raw_tp)?.try_into()?;
     match p.load().and_then(|()| p.attach(tracepoint).map(|_| ())) {
         Ok(()) => {
             tracing::warn!(tracepoint, error = %btf_err, "tp_btf refused, using raw_tp");
-            Ok(Attached { tracepoint, variant: "raw_tp" })
+            Ok(Attached {
+                tracepoint,
+                variant: "raw_tp",
+            })
         }
         Err(raw_err) => Err(anyhow!(
             "attaching to tracepoint {tracepoint} failed: as tp_btf: {btf_err}; as raw_tp: \
@@ -345,7 +373,7 @@ pub struct Sweep {
 /// header slots are recognised anywhere: a kernel socket address never equals the header's
 /// first 8 bytes.
 pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
-    if bytes.len() % SOCK_RECORD_SIZE != 0 || bytes.len() < SOCK_RECORD_SIZE {
+    if !bytes.len().is_multiple_of(SOCK_RECORD_SIZE) || bytes.len() < SOCK_RECORD_SIZE {
         bail!(
             "sweep output is {} bytes, not a whole number of {SOCK_RECORD_SIZE}-byte records \
              (tcpwatch and its kernel object are out of sync)",
@@ -383,8 +411,7 @@ mod tests {
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: T is plain old data of size_of::<T>() bytes.
-        unsafe { std::slice::from_raw_parts((&raw const *v).cast::<u8>(), size_of::<T>()) }
-            .to_vec()
+        unsafe { std::slice::from_raw_parts((&raw const *v).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     #[test]
@@ -395,7 +422,11 @@ mod tests {
             ktime_ns: 5,
             ..SweepHeader::default()
         };
-        let rec = SockRecord { skaddr: 0xffff_8881_0318_0000, sport: 80, ..SockRecord::default() };
+        let rec = SockRecord {
+            skaddr: 0xffff_8881_0318_0000,
+            sport: 80,
+            ..SockRecord::default()
+        };
         let mut b = bytes_of(&hdr);
         b.extend(bytes_of(&rec));
         b.extend(bytes_of(&SweepHeader { ktime_ns: 9, ..hdr }));

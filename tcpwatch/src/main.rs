@@ -26,7 +26,11 @@ use tcpwatch_core::model::TcpState;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser, Debug)]
-#[command(name = "tcpwatch", version, about = "eBPF TCP connection health monitor")]
+#[command(
+    name = "tcpwatch",
+    version,
+    about = "eBPF TCP connection health monitor"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it the embedded defaults are used.
     #[arg(long, short, global = true, env = "TCPWATCH_CONFIG")]
@@ -61,7 +65,7 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        /// Only sockets in this state (e.g. CLOSE_WAIT, close-wait, ESTAB).
+        /// Only sockets in this state (e.g. `CLOSE_WAIT`, `close-wait`, `ESTAB`).
         #[arg(long, value_parser = parse_state)]
         state: Option<TcpState>,
         /// Only sockets with this local or remote port.
@@ -88,9 +92,13 @@ enum Command {
 }
 
 fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
-    let v: u32 = s.parse().map_err(|e| format!("`{s}` is not a byte count: {e}"))?;
+    let v: u32 = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a byte count: {e}"))?;
     if v < 4096 || !v.is_power_of_two() {
-        return Err(format!("{v} must be a power of two of at least 4096 (one page)"));
+        return Err(format!(
+            "{v} must be a power of two of at least 4096 (one page)"
+        ));
     }
     Ok(v)
 }
@@ -104,9 +112,8 @@ fn parse_state(s: &str) -> Result<TcpState, String> {
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut cfg = match &cli.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read config file {}: {e}", path.display())
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
             Config::from_toml_str(&text)
                 .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
         }
@@ -116,7 +123,8 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--set {o}: expected KEY=VALUE"))?;
-        cfg.apply_override(k.trim(), v.trim()).map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
+        cfg.apply_override(k.trim(), v.trim())
+            .map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
     }
     alerts::check_config(&cfg.alertmanager)?;
     Ok(cfg)
@@ -125,7 +133,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TCPWATCH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -148,7 +158,12 @@ fn main() -> ExitCode {
         ringbuf_bytes: None,
     };
     let result = match &cli.command {
-        Command::Top { addr, once, json, standalone } => tcpwatch_top::run(tcpwatch_top::TopOptions {
+        Command::Top {
+            addr,
+            once,
+            json,
+            standalone,
+        } => tcpwatch_top::run(tcpwatch_top::TopOptions {
             addr: addr.clone(),
             once: *once,
             json: *json,
@@ -162,10 +177,18 @@ fn main() -> ExitCode {
             Err(e) => Err(e.into()),
         },
         Command::Snapshot { json, state, port } => {
-            let args = snapshot::SnapshotArgs { json: *json, state: *state, port: *port };
+            let args = snapshot::SnapshotArgs {
+                json: *json,
+                state: *state,
+                port: *port,
+            };
             snapshot::run(&cfg, &args, opts.clone())
         }
-        Command::Daemon { pin_dir, no_pin, ringbuf_bytes } => {
+        Command::Daemon {
+            pin_dir,
+            no_pin,
+            ringbuf_bytes,
+        } => {
             let opts = daemon::DaemonOptions {
                 pin: (!no_pin).then(|| pin_dir.clone()),
                 ringbuf_bytes: Some(*ringbuf_bytes),

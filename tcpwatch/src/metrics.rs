@@ -50,11 +50,12 @@ pub fn series_bound(top_k: usize) -> usize {
     let listeners = 2 * MAX_LISTENER_PORTS; // backlog + limit
     let findings = FindingKind::ALL.len() * SEVERITIES.len();
     // events_received, events_malformed, kernel_events_submitted, ringbuf_dropped,
-    // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, sweep_duration,
+    // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
+    // sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info
-    let self_metrics = 25 + MAX_ATTACHED_SERIES;
+    let self_metrics = 26 + MAX_ATTACHED_SERIES;
     states + netns + close_wait + histogram + kernel + listeners + findings + self_metrics + top_k
 }
 
@@ -371,6 +372,11 @@ fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         "tcpwatch_sweep_errors_total",
         "Namespaces that could not be swept.",
         st.sweep_errors,
+    )?;
+    out.counter(
+        "tcpwatch_namespaces_vanished_total",
+        "Namespaces that disappeared between discovery and their sweep (normal churn).",
+        st.namespaces_vanished,
     )?;
     out.add(Gauge::new(
         "tcpwatch_sweep_duration_seconds",

@@ -1,13 +1,13 @@
 //! Network namespaces of the host: discovery (every `/proc/PID/ns/net` and every
 //! `/run/netns` bind mount), entering them from the sweeper thread, and the per-namespace facts
-//! the detectors need (`tcp_retries2`, ListenOverflows).
+//! the detectors need (`tcp_retries2`, `ListenOverflows`).
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use tcpwatch_core::model::{NetnsId, NetnsInfo};
 
 /// A namespace found on the host: how to enter it and what to call it.
@@ -27,7 +27,9 @@ pub fn discover() -> Vec<NetnsHandle> {
     if let Ok(dir) = std::fs::read_dir("/run/netns") {
         for entry in dir.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             let name = entry.file_name().to_string_lossy().into_owned();
             let h = by_inode.entry(meta.ino()).or_insert_with(|| NetnsHandle {
                 inode: u32::try_from(meta.ino()).unwrap_or(0),
@@ -41,11 +43,16 @@ pub fn discover() -> Vec<NetnsHandle> {
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let fname = entry.file_name();
-            let Some(pid) = fname.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+            let Some(pid) = fname
+                .to_str()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            else {
                 continue;
             };
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             let h = by_inode.entry(meta.ino()).or_insert_with(|| NetnsHandle {
                 inode: u32::try_from(meta.ino()).unwrap_or(0),
                 paths: Vec::new(),
@@ -64,15 +71,41 @@ pub fn discover() -> Vec<NetnsHandle> {
 fn setns(fd: &File) -> std::io::Result<()> {
     // SAFETY: fd is a valid open file descriptor for the duration of the call.
     let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
+
+/// A namespace that disappeared between discovery and the sweep (its last process exited):
+/// normal churn, not an error.
+#[derive(Debug)]
+pub struct Vanished {
+    pub inode: u32,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Vanished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "namespace net:[{}] vanished before it could be entered ({})",
+            self.inode, self.detail
+        )
+    }
+}
+
+impl std::error::Error for Vanished {}
 
 /// The calling thread's namespace, to return to after visiting others.
 pub struct Home(File);
 
 impl Home {
     pub fn current() -> anyhow::Result<Self> {
-        Ok(Self(File::open("/proc/thread-self/ns/net").context("opening own network namespace")?))
+        Ok(Self(
+            File::open("/proc/thread-self/ns/net").context("opening own network namespace")?,
+        ))
     }
 
     /// Runs `f` with the calling thread inside `ns`, then returns home. An error entering
@@ -94,11 +127,11 @@ impl Home {
             }
         }
         let Some(file) = file else {
-            bail!(
-                "namespace net:[{}] vanished before it could be entered ({})",
-                ns.inode,
-                last_err.unwrap_or_default()
-            );
+            return Err(Vanished {
+                inode: ns.inode,
+                detail: last_err.unwrap_or_default(),
+            }
+            .into());
         };
         setns(&file).with_context(|| {
             format!(
@@ -115,6 +148,7 @@ impl Home {
 
 /// The cookie of the calling thread's current namespace (`SO_NETNS_COOKIE`, Linux 5.14+).
 pub fn current_cookie() -> anyhow::Result<u64> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
     // SAFETY: plain socket(2) call; the returned fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -124,7 +158,6 @@ pub fn current_cookie() -> anyhow::Result<u64> {
     let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut cookie: u64 = 0;
     let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>())?;
-    const SO_NETNS_COOKIE: libc::c_int = 71;
     // SAFETY: cookie and len are valid for writes of the sizes given.
     let rc = unsafe {
         libc::getsockopt(
@@ -159,7 +192,7 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     info
 }
 
-/// Extracts `ListenOverflows` and `ListenDrops` from `/proc/net/netstat`'s TcpExt lines.
+/// Extracts `ListenOverflows` and `ListenDrops` from `/proc/net/netstat`'s `TcpExt` lines.
 #[must_use]
 pub fn parse_listen_counters(netstat: &str) -> (u64, u64) {
     let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
@@ -168,7 +201,11 @@ pub fn parse_listen_counters(netstat: &str) -> (u64, u64) {
     };
     let mut overflows = 0;
     let mut drops = 0;
-    for (n, v) in names.split_whitespace().zip(values.split_whitespace()).skip(1) {
+    for (n, v) in names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+    {
         match n {
             "ListenOverflows" => overflows = v.parse().unwrap_or(0),
             "ListenDrops" => drops = v.parse().unwrap_or(0),

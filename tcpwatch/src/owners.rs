@@ -23,7 +23,12 @@ pub struct OwnerIndex {
 impl OwnerIndex {
     #[must_use]
     pub fn new(interval: Duration) -> Self {
-        Self { by_inode: HashMap::new(), interval, last_scan: None, stats: OwnerStats::default() }
+        Self {
+            by_inode: HashMap::new(),
+            interval,
+            last_scan: None,
+            stats: OwnerStats::default(),
+        }
     }
 
     #[must_use]
@@ -38,8 +43,11 @@ impl OwnerIndex {
 
     /// Scans `/proc` for the `wanted` inodes if the interval allows (or `force`).
     pub fn refresh(&mut self, wanted: &HashSet<u64>, force: bool) {
-        let wanted: HashSet<u64> =
-            wanted.iter().filter(|i| !self.by_inode.contains_key(i)).copied().collect();
+        let wanted: HashSet<u64> = wanted
+            .iter()
+            .filter(|i| !self.by_inode.contains_key(i))
+            .copied()
+            .collect();
         if wanted.is_empty() {
             return;
         }
@@ -50,20 +58,32 @@ impl OwnerIndex {
         self.last_scan = Some(t0);
         self.stats.scans += 1;
         let mut remaining = wanted;
-        let Ok(proc_dir) = std::fs::read_dir("/proc") else { return };
+        let Ok(proc_dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
         for entry in proc_dir.flatten() {
             if remaining.is_empty() {
                 break;
             }
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
-            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+            let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
             let mut proc_info: Option<(String, Option<String>)> = None;
             for fd in fds.flatten() {
                 self.stats.fds_read += 1;
-                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-                let Some(inode) = socket_inode(&target.to_string_lossy()) else { continue };
+                let Ok(target) = std::fs::read_link(fd.path()) else {
+                    continue;
+                };
+                let Some(inode) = socket_inode(&target.to_string_lossy()) else {
+                    continue;
+                };
                 if !remaining.remove(&inode) {
                     continue;
                 }
@@ -94,7 +114,10 @@ impl OwnerIndex {
 
 /// `socket:[12345]` -> 12345.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The container id in a `/proc/PID/cgroup` file (docker, containerd, CRI-O; cgroup v1 and
@@ -137,7 +160,10 @@ mod tests {
         for s in [v2_containerd, v2_crio, v2_docker, v1_docker, v1_kube] {
             assert_eq!(container_id(&s).as_deref(), Some(ID), "{s}");
         }
-        assert_eq!(container_id("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
         assert_eq!(container_id("0::/\n"), None);
     }
 
@@ -147,7 +173,7 @@ mod tests {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(&link.to_string_lossy()).unwrap();
-        let mut idx = OwnerIndex::new(Duration::from_secs(60));
+        let mut idx = OwnerIndex::new(Duration::from_mins(1));
         idx.refresh(&HashSet::from([inode]), true);
         let owner = idx.get(inode).unwrap();
         assert_eq!(owner.pid, std::process::id());

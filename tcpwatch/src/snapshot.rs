@@ -33,7 +33,7 @@ struct SweepSummary {
 
 #[derive(Serialize)]
 struct Output<'a> {
-    /// CLOCK_MONOTONIC ns at which the snapshot was taken (the base of `state_since` etc.).
+    /// `CLOCK_MONOTONIC` ns at which the snapshot was taken (the base of `state_since` etc.).
     now_ns: u64,
     sweep: SweepSummary,
     connections: Vec<&'a ConnRecord>,
@@ -41,7 +41,7 @@ struct Output<'a> {
 }
 
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
-    let mut kernel = Kernel::load(load_options(cfg, opts))?;
+    let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
     let home = Home::current()?;
     let batch = sweep_all(&mut kernel, &home, false);
@@ -57,7 +57,10 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         .table
         .iter()
         .filter(|c| args.state.is_none_or(|s| c.state == s))
-        .filter(|c| args.port.is_none_or(|p| c.local.port() == p || c.remote.port() == p))
+        .filter(|c| {
+            args.port
+                .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
+        })
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
     let findings: Vec<&Finding> = shared.detectors.open().collect();

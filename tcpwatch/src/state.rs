@@ -18,7 +18,7 @@ use crate::sweeper::SweepBatch;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
     Conn(Delta),
-    Finding(FindingChange),
+    Finding(Box<FindingChange>),
 }
 
 /// Daemon self-accounting (exported as metrics).
@@ -29,24 +29,14 @@ pub struct DaemonStats {
     pub events_malformed: u64,
     pub sweeps: u64,
     pub sweep_errors: u64,
+    /// Namespaces that disappeared between discovery and their sweep.
+    pub namespaces_vanished: u64,
     pub last_sweep_seconds: f64,
     pub last_sweep_sockets: u64,
     pub last_sweep_namespaces: u64,
     /// Stream events lost by slow subscribers.
     pub stream_lagged: u64,
 }
-
-/// Names the kernel counters in `tcpwatch_common::counter` order.
-pub const KERNEL_COUNTER_NAMES: [&str; counter::COUNT as usize] = [
-    "events_submitted",
-    "events_dropped",
-    "socks_map_full",
-    "retransmits",
-    "resets_sent",
-    "resets_received",
-    "port_resets_map_full",
-    "sweep_write_failed",
-];
 
 pub struct Shared {
     pub table: ConnTable,
@@ -95,6 +85,7 @@ impl Shared {
     pub fn apply_sweep(&mut self, batch: &SweepBatch, now: MonoNs) -> HashSet<u64> {
         self.stats.sweeps += 1;
         self.stats.sweep_errors += batch.errors.len() as u64;
+        self.stats.namespaces_vanished += batch.vanished as u64;
         self.stats.last_sweep_seconds = batch.duration.as_secs_f64();
         self.stats.last_sweep_sockets = batch.sockets() as u64;
         self.stats.last_sweep_namespaces = batch.namespaces.len() as u64;
@@ -121,19 +112,26 @@ impl Shared {
         for d in deltas {
             let _ = self.stream.send(StreamEvent::Conn(d));
         }
-        self.table.iter().filter(|c| c.inode != 0 && c.owner.is_none()).map(|c| c.inode).collect()
+        self.table
+            .iter()
+            .filter(|c| c.inode != 0 && c.owner.is_none())
+            .map(|c| c.inode)
+            .collect()
     }
 
     /// Runs the detectors and bounds the table; returns the finding changes.
     pub fn evaluate(&mut self, now: MonoNs) -> Vec<FindingChange> {
-        let ctx = DetectContext { netns: &self.netns, port_resets: &self.port_resets };
+        let ctx = DetectContext {
+            netns: &self.netns,
+            port_resets: &self.port_resets,
+        };
         let changes = self.detectors.evaluate(now, self.table.iter(), &ctx);
         let detectors = &self.detectors;
         for key in self.table.enforce_bound(|k| detectors.is_flagged(k)) {
             let _ = self.stream.send(StreamEvent::Conn(Delta::Remove { key }));
         }
         for c in &changes {
-            let _ = self.stream.send(StreamEvent::Finding(c.clone()));
+            let _ = self.stream.send(StreamEvent::Finding(Box::new(c.clone())));
         }
         changes
     }
@@ -142,7 +140,10 @@ impl Shared {
 /// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns()`.
 #[must_use]
 pub fn mono_now() -> MonoNs {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)

@@ -31,6 +31,8 @@ pub struct SweepBatch {
     pub duration: Duration,
     /// Kernel-side entries of vanished sockets removed by this sweep.
     pub socks_gc_removed: usize,
+    /// Namespaces that disappeared between discovery and their sweep (normal churn).
+    pub vanished: usize,
 }
 
 impl SweepBatch {
@@ -44,10 +46,19 @@ fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Resul
     home.visit(h, || {
         let t0 = Instant::now();
         let cookie = netns::current_cookie()?;
-        let id = NetnsId { cookie, inode: h.inode };
+        let id = NetnsId {
+            cookie,
+            inode: h.inode,
+        };
         let info = netns::current_info(id);
         let sweep = kernel.sweep_current_netns()?;
-        Ok(NsSweep { id, name: h.name.clone(), info, sweep, duration: t0.elapsed() })
+        Ok(NsSweep {
+            id,
+            name: h.name.clone(),
+            info,
+            sweep,
+            duration: t0.elapsed(),
+        })
     })
 }
 
@@ -58,9 +69,11 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
     let t0 = Instant::now();
     let mut namespaces = Vec::new();
     let mut errors = Vec::new();
+    let mut vanished = 0;
     for h in netns::discover() {
         match sweep_one(kernel, home, &h) {
             Ok(ns) => namespaces.push(ns),
+            Err(e) if e.downcast_ref::<netns::Vanished>().is_some() => vanished += 1,
             Err(e) => errors.push(format!("net:[{}]: {e:#}", h.inode)),
         }
     }
@@ -75,14 +88,28 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
     // A complete sweep (every namespace read) tells which sockets exist: garbage-collect the
     // kernel entries of the others. Skipped when a namespace could not be read.
     let mut socks_gc_removed = 0;
-    if gc && errors.is_empty() {
-        let start = namespaces.iter().map(|n| n.sweep.header.ktime_ns).min().unwrap_or(0);
-        let live: HashSet<u64> =
-            namespaces.iter().flat_map(|n| n.sweep.records.iter().map(|r| r.skaddr)).collect();
+    if gc && errors.is_empty() && vanished == 0 {
+        let start = namespaces
+            .iter()
+            .map(|n| n.sweep.header.ktime_ns)
+            .min()
+            .unwrap_or(0);
+        let live: HashSet<u64> = namespaces
+            .iter()
+            .flat_map(|n| n.sweep.records.iter().map(|r| r.skaddr))
+            .collect();
         match kernel.gc_socks(&live, start) {
             Ok(n) => socks_gc_removed = n,
             Err(e) => errors.push(format!("garbage-collecting SOCKS: {e:#}")),
         }
     }
-    SweepBatch { namespaces, errors, counters, port_resets, duration: t0.elapsed(), socks_gc_removed }
+    SweepBatch {
+        namespaces,
+        errors,
+        counters,
+        port_resets,
+        duration: t0.elapsed(),
+        socks_gc_removed,
+        vanished,
+    }
 }

@@ -1,9 +1,14 @@
-//! The DaemonSet's privileges, proven: `deploy/container-test.sh` builds a FROM-scratch image of
+//! The `DaemonSet`'s privileges, proven: `deploy/container-test.sh` builds a FROM-scratch image of
 //! the tcpwatch binary and runs it with exactly the capabilities, uid, read-only root, host PID
 //! and mounts of `deploy/kubernetes/daemonset.yaml` (podman + runc). The test induces stuck
-//! CLOSE_WAIT sockets in a namespace it creates and checks that the containerised daemon finds
+//! `CLOSE_WAIT` sockets in a namespace it creates and checks that the containerised daemon finds
 //! them and their owners; then removes each capability in turn and checks what breaks, so the
-//! list in the DaemonSet is the smallest one that works.
+//! list in the `DaemonSet` is the smallest one that works.
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed step is the test's failure (covers helpers outside #[test] fns)"
+)]
+
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,8 +20,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{BIN, Netns, free_port, http_get, privileged, wait_for};
 
-/// The capabilities the container test proved necessary, in the DaemonSet's order.
-/// `SYS_ADMIN`: bpf() and setns() (tcpwatch refuses to start without it);
+/// The capabilities the container test proved necessary, in the `DaemonSet`'s order.
+/// `SYS_ADMIN`: `bpf()` and `setns()` (tcpwatch refuses to start without it);
 /// `SYS_PTRACE`: `/proc/PID/fd` of processes whose capabilities exceed ours (root's);
 /// `DAC_READ_SEARCH`: `/proc/PID/fd` of processes of other uids (mode 0500).
 const PROVEN_CAPS: [&str; 3] = ["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"];
@@ -25,7 +30,7 @@ fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
 }
 
-/// The `add:` list of the DaemonSet's capabilities, read by hand (no YAML dependency).
+/// The `add:` list of the `DaemonSet`'s capabilities, read by hand (no YAML dependency).
 fn daemonset_caps(yaml: &str) -> Vec<String> {
     let mut lines = yaml.lines().skip_while(|l| l.trim() != "add:").skip(1);
     let mut out = Vec::new();
@@ -164,8 +169,8 @@ impl Container {
         );
     }
 
-    /// The open close_wait_stuck finding on `local` once it is open, and (when `owned`) once an
-    /// owner scan has run after it opened.
+    /// The open `close_wait_stuck` finding on `local`, re-read after owner scans had time to
+    /// run.
     fn close_wait(&self, local: SocketAddr) -> Value {
         let find = || -> Option<Value> {
             let (status, body) = http_get(self.port, "/api/v1/findings")?;
@@ -205,7 +210,7 @@ impl Drop for Holder {
     }
 }
 
-/// A CLOSE_WAIT socket in `ns`: (the server side, its local address). The peer is closed.
+/// A `CLOSE_WAIT` socket in `ns`: (the server side, its local address). The peer is closed.
 fn close_wait_socket(ns: &Netns) -> (TcpStream, SocketAddr) {
     ns.enter(|| {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

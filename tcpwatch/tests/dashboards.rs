@@ -2,9 +2,15 @@
 //! targets, template variables) and, as root, every panel query run through a real Prometheus
 //! (Debian's `prometheus`) that scrapes a real daemon: each must parse, and the core panels
 //! must return data, so a renamed metric or a broken expression fails here.
+#![allow(
+    clippy::unwrap_used,
+    reason = "integration test: a failed step is the test's failure (covers helpers outside #[test] fns)"
+)]
+
 mod support;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -45,6 +51,7 @@ struct Query {
 
 /// Checks the dashboard's structure and returns its panel queries and template-variable
 /// queries (the selector inside `label_values(...)`).
+#[allow(clippy::too_many_lines, reason = "one linear list of schema checks")]
 fn check_and_extract(name: &str, d: &Value) -> (Vec<Query>, Vec<String>) {
     let uid = d["uid"]
         .as_str()
@@ -84,10 +91,10 @@ fn check_and_extract(name: &str, d: &Value) -> (Vec<Query>, Vec<String>) {
         let inner = q
             .strip_prefix("label_values(")
             .and_then(|r| r.rsplit_once(','))
-            .map(|(sel, _)| sel.trim().to_owned())
-            .unwrap_or_else(|| {
-                panic!("{name}: variable query {q} is not label_values(selector, label)")
-            });
+            .map_or_else(
+                || panic!("{name}: variable query {q} is not label_values(selector, label)"),
+                |(sel, _)| sel.trim().to_owned(),
+            );
         var_queries.push(inner);
     }
 
@@ -260,7 +267,7 @@ fn encode(s: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out

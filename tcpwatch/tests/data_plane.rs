@@ -1,5 +1,10 @@
 //! Privileged integration tests of the data plane: the real programs, real sockets in
 //! namespaces the tests create, and `ss` as ground truth.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 mod support;
 
 use std::io::Write as _;
@@ -14,7 +19,8 @@ use support::{Daemon, Netns, conns_in, find, privileged, snapshot, ss, wait_for}
 fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
     ns.enter(move || {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         s.listen(backlog).unwrap();
         let addr = s.local_addr().unwrap().as_socket().unwrap();
         (s, addr)
@@ -45,8 +51,14 @@ fn full_accept_queue_and_unaccepted_close_wait() {
     std::thread::sleep(Duration::from_millis(200));
 
     let truth = ss(&ns);
-    let l_ss = truth.iter().find(|r| r.state == "LISTEN" && r.local == addr).unwrap();
-    let cw_ss = truth.iter().find(|r| r.state == "CLOSE-WAIT" && r.local == addr).unwrap();
+    let l_ss = truth
+        .iter()
+        .find(|r| r.state == "LISTEN" && r.local == addr)
+        .unwrap();
+    let cw_ss = truth
+        .iter()
+        .find(|r| r.state == "CLOSE-WAIT" && r.local == addr)
+        .unwrap();
     assert_eq!((l_ss.recv_q, l_ss.send_q), (3, 2), "ground truth: {l_ss:?}");
 
     let snap = snapshot(&[]);
@@ -74,7 +86,10 @@ fn close_wait_owned_by_this_process() {
     drop(client);
     std::thread::sleep(Duration::from_millis(100));
     let truth = ss(&ns);
-    let cw_ss = truth.iter().find(|r| r.state == "CLOSE-WAIT").expect("ss shows CLOSE-WAIT");
+    let cw_ss = truth
+        .iter()
+        .find(|r| r.state == "CLOSE-WAIT")
+        .expect("ss shows CLOSE-WAIT");
 
     let snap = snapshot(&[]);
     let conns = conns_in(&snap, ns.inode);
@@ -83,7 +98,11 @@ fn close_wait_owned_by_this_process() {
     assert_eq!(u(&cw["owner"]["pid"]), u64::from(std::process::id()));
     assert_eq!(cw["owner"]["fd"].as_i64(), Some(i64::from(server_fd)));
     assert_ne!(u(&cw["inode"]), 0);
-    assert_eq!(u(&cw["queues"]["recv_q"]), u64::from(cw_ss.recv_q), "unread FIN counts 1");
+    assert_eq!(
+        u(&cw["queues"]["recv_q"]),
+        u64::from(cw_ss.recv_q),
+        "unread FIN counts 1"
+    );
     drop(server);
 }
 
@@ -114,14 +133,22 @@ fn peer_that_never_reads_fills_send_q() {
         std::thread::sleep(Duration::from_millis(100));
         let b = ss(&ns);
         let q = |rows: &[support::SsRow]| {
-            rows.iter().find(|r| r.local == caddr).map(|r| (r.recv_q, r.send_q))
+            rows.iter()
+                .find(|r| r.local == caddr)
+                .map(|r| (r.recv_q, r.send_q))
         };
-        (q(&a) == q(&b)).then(|| b)
+        (q(&a) == q(&b)).then_some(b)
     })
     .expect("queues settle");
     let c_ss = stable.iter().find(|r| r.local == caddr).unwrap();
-    let s_ss = stable.iter().find(|r| r.local == addr && r.state == "ESTAB").unwrap();
-    assert!(c_ss.send_q > 0 && s_ss.recv_q > 0, "ground truth: {c_ss:?} {s_ss:?}");
+    let s_ss = stable
+        .iter()
+        .find(|r| r.local == addr && r.state == "ESTAB")
+        .unwrap();
+    assert!(
+        c_ss.send_q > 0 && s_ss.recv_q > 0,
+        "ground truth: {c_ss:?} {s_ss:?}"
+    );
 
     let snap = snapshot(&[]);
     let conns = conns_in(&snap, ns.inode);
@@ -132,9 +159,16 @@ fn peer_that_never_reads_fills_send_q() {
     let q = &c["queues"];
     assert_eq!(u(&q["send_q"]), u(&q["unacked"]) + u(&q["unsent"]));
     if let Some(w) = c_ss.field("snd_wnd") {
-        assert_eq!(c["tcp"]["peer_window"].to_string(), w, "peer window as ss sees it");
+        assert_eq!(
+            c["tcp"]["peer_window"].to_string(),
+            w,
+            "peer window as ss sees it"
+        );
     }
-    let ino: u64 = c_ss.field("ino").and_then(|i| i.parse().ok()).expect("ss -e shows ino");
+    let ino: u64 = c_ss
+        .field("ino")
+        .and_then(|i| i.parse().ok())
+        .expect("ss -e shows ino");
     assert_eq!(u(&c["inode"]), ino, "socket inode as ss sees it");
 }
 
@@ -154,8 +188,15 @@ fn blackholed_peer_grows_retransmit_chain_and_backoff() {
     let caddr = client.local_addr().unwrap();
     let chain_of = |snap: &Value| {
         let conns = conns_in(snap, ns.inode);
-        let c = find(&conns, "ESTABLISHED", &caddr, Some(&addr)).expect("client").clone();
-        (u(&c["retrans"]["chain"]), u(&c["tcp"]["backoff"]), u(&c["queues"]["send_q"]), c)
+        let c = find(&conns, "ESTABLISHED", &caddr, Some(&addr))
+            .expect("client")
+            .clone();
+        (
+            u(&c["retrans"]["chain"]),
+            u(&c["tcp"]["backoff"]),
+            u(&c["queues"]["send_q"]),
+            c,
+        )
     };
     std::thread::sleep(Duration::from_millis(1500));
     let (chain1, backoff1, sendq1, _) = chain_of(&snapshot(&[]));
@@ -165,20 +206,38 @@ fn blackholed_peer_grows_retransmit_chain_and_backoff() {
     assert!(chain1 >= 1, "retransmitting after 1.5 s");
     assert_eq!(sendq1, 1000, "nothing acknowledged");
     assert!(chain2 > chain1, "chain grows: {chain1} -> {chain2}");
-    assert!(backoff2 > backoff1, "backoff rises: {backoff1} -> {backoff2}");
+    assert!(
+        backoff2 > backoff1,
+        "backoff rises: {backoff1} -> {backoff2}"
+    );
     let row = ss_mid.iter().find(|r| r.local == caddr).unwrap();
-    let ss_backoff: u64 = row.field("backoff").and_then(|b| b.parse().ok()).unwrap_or(0);
+    let ss_backoff: u64 = row
+        .field("backoff")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(0);
     assert!(
         (backoff1..=backoff2).contains(&ss_backoff),
         "ss backoff {ss_backoff} between ours {backoff1}..{backoff2}"
     );
     assert!(u(&c2["retrans"]["total"]) >= chain2);
     let v = d.get_json(&format!("/api/v1/connections?port={}", caddr.port()));
-    let dc = find(v["connections"].as_array().unwrap(), "ESTABLISHED", &caddr, Some(&addr))
-        .expect("daemon tracks the client")
-        .clone();
-    assert!(u(&dc["retrans"]["chain"]) >= 3, "tracepoint chain: {}", dc["retrans"]);
-    assert!(dc["retrans"]["chain_start"].is_u64(), "chain start known to the daemon");
+    let dc = find(
+        v["connections"].as_array().unwrap(),
+        "ESTABLISHED",
+        &caddr,
+        Some(&addr),
+    )
+    .expect("daemon tracks the client")
+    .clone();
+    assert!(
+        u(&dc["retrans"]["chain"]) >= 3,
+        "tracepoint chain: {}",
+        dc["retrans"]
+    );
+    assert!(
+        dc["retrans"]["chain_start"].is_u64(),
+        "chain start known to the daemon"
+    );
 }
 
 #[test]
@@ -186,10 +245,10 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
     if !privileged() {
         return;
     }
-    let a = Netns::new("nsa");
-    let b = Netns::new("nsb");
-    let (_la, addr_a) = listener(&a, 8);
-    let (_lb, addr_b) = listener(&b, 8);
+    let ns_a = Netns::new("nsa");
+    let ns_b = Netns::new("nsb");
+    let (_la, addr_a) = listener(&ns_a, 8);
+    let (_lb, addr_b) = listener(&ns_b, 8);
     let root = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let root_addr = root.local_addr().unwrap();
     // Sweeps only at start-up: later changes must arrive through the ring buffer.
@@ -198,20 +257,31 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
     let has = |port: u16, inode: Option<u64>| {
         let v = d.get_json(&format!("/api/v1/connections?port={port}&state=LISTEN"));
         v["connections"].as_array().unwrap().iter().any(|c| {
-            c["local"].as_str().is_some_and(|l| l.ends_with(&format!(":{port}")))
+            c["local"]
+                .as_str()
+                .is_some_and(|l| l.ends_with(&format!(":{port}")))
                 && inode.is_none_or(|i| c["netns"]["inode"].as_u64() == Some(i))
         })
     };
-    assert!(has(addr_a.port(), Some(a.inode)), "listener in namespace A");
-    assert!(has(addr_b.port(), Some(b.inode)), "listener in namespace B");
-    assert!(has(root_addr.port(), None), "listener in the root namespace");
+    assert!(
+        has(addr_a.port(), Some(ns_a.inode)),
+        "listener in namespace A"
+    );
+    assert!(
+        has(addr_b.port(), Some(ns_b.inode)),
+        "listener in namespace B"
+    );
+    assert!(
+        has(root_addr.port(), None),
+        "listener in the root namespace"
+    );
 
     // State changes reach the table within 100 ms (median of 5; polling every 2 ms).
     let mut lat = Vec::new();
     let mut keep = Vec::new();
     for _ in 0..5 {
         let t0 = Instant::now();
-        let c = connect(&a, addr_a);
+        let c = connect(&ns_a, addr_a);
         let cport = c.local_addr().unwrap().port();
         let seen = wait_for(Duration::from_secs(2), || {
             let v = d.get_json(&format!("/api/v1/connections?port={cport}"));
@@ -232,10 +302,17 @@ fn sweeps_ten_thousand_sockets_and_reports_duration() {
         return;
     }
     let want = 10_000_u64;
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: valid rlimit out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
-    assert!(lim.rlim_max >= want + 1000, "hard fd limit {} too low", lim.rlim_max);
+    assert!(
+        lim.rlim_max >= want + 1000,
+        "hard fd limit {} too low",
+        lim.rlim_max
+    );
     lim.rlim_cur = lim.rlim_max;
     // SAFETY: raising the soft limit to the hard limit is always allowed.
     unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
@@ -244,7 +321,8 @@ fn sweeps_ten_thousand_sockets_and_reports_duration() {
         (0..want)
             .map(|_| {
                 let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                    .unwrap();
                 s.listen(1).unwrap();
                 s
             })

@@ -1,5 +1,10 @@
 //! Privileged end-to-end test of the detectors: the incidents of `shared/docs/incidents.md`
 //! reproduced in a namespace with scaled-down timers, next to a healthy control workload.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 mod support;
 
 use std::io::{Read as _, Write as _};
@@ -15,7 +20,8 @@ use support::{Daemon, Netns, privileged};
 fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
     ns.enter(move || {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         s.listen(backlog).unwrap();
         let addr = s.local_addr().unwrap().as_socket().unwrap();
         (s, addr)
@@ -28,7 +34,8 @@ fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
 
 /// The open finding of `kind` whose subject's local address is `local`.
 fn finding<'a>(open: &'a [Value], kind: &str, local: &SocketAddr) -> Option<&'a Value> {
-    open.iter().find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
+    open.iter()
+        .find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
 }
 
 #[test]
@@ -79,7 +86,9 @@ fn incidents_become_findings_and_healthy_traffic_stays_silent() {
     let reader = std::thread::spawn(move || {
         let mut buf = vec![0_u8; 65_536];
         let mut total = 0_usize;
-        ok_server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        ok_server
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         while !stop2.load(Ordering::Relaxed) {
             if let Ok(n) = ok_server.read(&mut buf) {
                 total += n;
@@ -112,7 +121,10 @@ fn incidents_become_findings_and_healthy_traffic_stays_silent() {
         ]
     };
     while t0.elapsed() < deadline {
-        open = d.get_json("/api/v1/findings")["open"].as_array().cloned().unwrap_or_default();
+        open = d.get_json("/api/v1/findings")["open"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if wanted(&open).iter().all(|&w| w) {
             break;
         }
@@ -121,16 +133,32 @@ fn incidents_become_findings_and_healthy_traffic_stays_silent() {
     stop.store(true, Ordering::Relaxed);
     bulk.join().unwrap();
     let read = reader.join().unwrap();
-    eprintln!("findings after {:?}: {}", t0.elapsed(), serde_json::to_string_pretty(&open).unwrap());
+    eprintln!(
+        "findings after {:?}: {}",
+        t0.elapsed(),
+        serde_json::to_string_pretty(&open).unwrap()
+    );
     let got = wanted(&open);
-    let names = ["owned CLOSE_WAIT", "unaccepted CLOSE_WAIT", "accept backlog", "retransmit chain", "Send-Q growing"];
+    let names = [
+        "owned CLOSE_WAIT",
+        "unaccepted CLOSE_WAIT",
+        "accept backlog",
+        "retransmit chain",
+        "Send-Q growing",
+    ];
     for (ok, name) in got.iter().zip(names) {
         assert!(ok, "{name} not reported within threshold + 10 s");
     }
     let owned = finding(&open, "close_wait_stuck", &owned_addr).unwrap();
-    assert!(owned["diagnosis"].as_str().unwrap().contains("close()"), "{owned}");
+    assert!(
+        owned["diagnosis"].as_str().unwrap().contains("close()"),
+        "{owned}"
+    );
     let unacc = finding(&open, "close_wait_stuck", &full_addr).unwrap();
-    assert!(unacc["diagnosis"].as_str().unwrap().contains("accept()"), "{unacc}");
+    assert!(
+        unacc["diagnosis"].as_str().unwrap().contains("accept()"),
+        "{unacc}"
+    );
     // The healthy control moved data and raised nothing.
     assert!(read > 1_000_000, "control transferred {read} bytes");
     let noisy: Vec<&Value> = open

@@ -1,5 +1,10 @@
 //! Privileged reliability tests: restart without amnesia, event floods repaired by the sweep,
 //! and clear refusals in a hostile environment.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 mod support;
 
 use std::collections::BTreeSet;
@@ -14,7 +19,8 @@ use support::{BIN, Daemon, Netns, http_get, privileged, ss, wait_for};
 fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
     ns.enter(move || {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         s.listen(backlog).unwrap();
         let addr = s.local_addr().unwrap().as_socket().unwrap();
         (s, addr)
@@ -54,12 +60,21 @@ fn close_wait_age_survives_kill_9() {
             .find(|c| c["remote"] == peer.to_string())
     };
     let before = wait_for(Duration::from_secs(5), || find_cw(&d)).expect("CLOSE_WAIT tracked");
-    assert_eq!(before["state_since_exact"], true, "entered CLOSE_WAIT under watch");
+    assert_eq!(
+        before["state_since_exact"], true,
+        "entered CLOSE_WAIT under watch"
+    );
     std::thread::sleep(Duration::from_secs(2));
     let d = d.kill9_and_restart();
     let after = wait_for(Duration::from_secs(5), || find_cw(&d)).expect("still tracked");
-    assert_eq!(after["state_since"], before["state_since"], "same state entry time");
-    assert_eq!(after["state_since_exact"], true, "age still exact after kill -9");
+    assert_eq!(
+        after["state_since"], before["state_since"],
+        "same state entry time"
+    );
+    assert_eq!(
+        after["state_since_exact"], true,
+        "age still exact after kill -9"
+    );
 }
 
 #[test]
@@ -97,16 +112,26 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
         if i % 100 == 0 {
             kept.push((c, s)); // some connections stay open
             let h0 = Instant::now();
-            assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200), "responsive");
+            assert_eq!(
+                http_get(port, "/healthz").map(|r| r.0),
+                Some(200),
+                "responsive"
+            );
             slowest_health = slowest_health.max(h0.elapsed());
         }
-        if t0.elapsed() > Duration::from_secs(60) {
+        if t0.elapsed() > Duration::from_mins(1) {
             break;
         }
     }
     let dropped = metric(&d, "tcpwatch_ringbuf_dropped_events_total");
-    eprintln!("churn took {:?}; ring buffer drops counted: {dropped}; slowest /healthz {slowest_health:?}", t0.elapsed());
-    assert!(dropped > 0.0, "the flood overflowed the ring buffer and it was counted");
+    eprintln!(
+        "churn took {:?}; ring buffer drops counted: {dropped}; slowest /healthz {slowest_health:?}",
+        t0.elapsed()
+    );
+    assert!(
+        dropped > 0.0,
+        "the flood overflowed the ring buffer and it was counted"
+    );
 
     // After the flood, sweeps repair the table: it matches ss exactly (no ghosts, none missing).
     let key = |state: &str, local: &str, peer: &str| format!("{state} {local} {peer}");
@@ -116,7 +141,11 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
             .filter(|c| c["state"] != "TIME_WAIT")
             .map(|c| {
                 let state = c["state"].as_str().unwrap().replace("ESTABLISHED", "ESTAB");
-                let peer = if c["state"] == "LISTEN" { "0.0.0.0:*".into() } else { c["remote"].as_str().unwrap().to_owned() };
+                let peer = if c["state"] == "LISTEN" {
+                    "0.0.0.0:*".into()
+                } else {
+                    c["remote"].as_str().unwrap().to_owned()
+                };
                 key(&state, c["local"].as_str().unwrap(), &peer)
             })
             .collect()
@@ -144,16 +173,24 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
 
 fn run_bin(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn hostile_environment_gives_one_clear_message() {
     // Config errors need no privilege: exit code 2 and the key named.
-    let (code, msg) = run_bin(&["--set", "detectors.close_wait.threshold_seconds=-1", "check-config"]);
+    let (code, msg) = run_bin(&[
+        "--set",
+        "detectors.close_wait.threshold_seconds=-1",
+        "check-config",
+    ]);
     assert_eq!(code, 2, "{msg}");
-    assert!(msg.contains("detectors.close_wait.threshold_seconds"), "{msg}");
+    assert!(
+        msg.contains("detectors.close_wait.threshold_seconds"),
+        "{msg}"
+    );
     let (code, msg) = run_bin(&["--set", "daemon.no_such_key=1", "check-config"]);
     assert_eq!(code, 2, "{msg}");
     assert!(msg.contains("no_such_key"), "{msg}");
@@ -165,14 +202,66 @@ fn hostile_environment_gives_one_clear_message() {
     // A kernel without BPF iterators (simulated): the documented message, non-zero exit.
     let (code, msg) = run_bin(&["--pretend-no-iter", "snapshot"]);
     assert_eq!(code, 1, "{msg}");
-    assert!(msg.contains("iter/tcp") && msg.contains("Minimum kernel: 6.1"), "{msg}");
+    assert!(
+        msg.contains("iter/tcp") && msg.contains("Minimum kernel: 6.1"),
+        "{msg}"
+    );
     // Not root, no capabilities: names what is missing.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", BIN, "snapshot"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "snapshot",
+        ])
         .output()
         .unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{msg}");
-    assert!(msg.contains("CAP_SYS_ADMIN") && msg.contains("CAP_BPF"), "{msg}");
-    assert_eq!(msg.lines().filter(|l| !l.trim().is_empty()).count(), 1, "one message: {msg}");
+    assert!(
+        msg.contains("CAP_SYS_ADMIN") && msg.contains("CAP_BPF"),
+        "{msg}"
+    );
+    assert_eq!(
+        msg.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "one message: {msg}"
+    );
+}
+
+#[test]
+fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
+    if !privileged() {
+        return;
+    }
+    let d = Daemon::start(&["daemon.sweep_interval_ms=200"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let field = |name: &str| {
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
+    // CAP_DAC_READ_SEARCH(2), CAP_SYS_PTRACE(19), CAP_SYS_ADMIN(21), CAP_PERFMON(38), CAP_BPF(39)
+    let runtime: u64 = (1 << 2) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
+    assert_eq!(field("CapEff:"), runtime, "effective set after start-up");
+    assert_eq!(
+        field("CapBnd:"),
+        runtime,
+        "bounding set: the rest can never come back"
+    );
+    let sweeps = metric(&d, "tcpwatch_sweeps_total");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        metric(&d, "tcpwatch_sweeps_total") >= sweeps + 3.0,
+        "still sweeping"
+    );
+    assert!(
+        metric(&d, "tcpwatch_sweep_errors_total") < 1.0,
+        "no sweep errors with the reduced set"
+    );
 }

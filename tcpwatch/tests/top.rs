@@ -1,0 +1,254 @@
+//! Privileged end-to-end test of `tcpwatch top`: a real daemon, a stuck CLOSE_WAIT and a full
+//! listener in a test namespace, and the UI driven through tmux like a person would.
+mod support;
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use support::{BIN, Daemon, Netns, privileged, wait_for};
+
+fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
+    ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(backlog).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    })
+}
+
+fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
+    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
+}
+
+/// A tmux server of its own (`-L`), with one 120x40 session running a plain shell; the whole
+/// server is killed on drop, whatever happened.
+struct Tmux {
+    socket: String,
+}
+
+const PROMPT: &str = "TWT-PROMPT$";
+
+impl Tmux {
+    fn start() -> Self {
+        let t = Self {
+            socket: format!("twt-top-{}", std::process::id()),
+        };
+        let ok = Command::new("tmux")
+            .args([
+                "-L",
+                &t.socket,
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+            ])
+            .args([
+                "-x",
+                "120",
+                "-y",
+                "40",
+                "env",
+                "-u",
+                "TMUX",
+                "bash",
+                "--norc",
+                "--noprofile",
+            ])
+            .status()
+            .expect("tmux runs")
+            .success();
+        assert!(ok, "tmux new-session failed");
+        t.keys(&[&format!("PS1='{PROMPT} '"), "Enter"]);
+        t.wait_screen("shell prompt", |s| s.contains(PROMPT));
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tmux send-keys`: each argument is a key name (`Enter`, `Tab`) or literal text.
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Literal text, one character at a time (no key-name interpretation).
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "top", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    fn alternate_on(&self) -> String {
+        self.tmux(&["display", "-p", "-t", "top", "#{alternate_on}"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits (at most 15 s) for the screen to satisfy `pred`; panics with the screen if not.
+    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let got = wait_for(Duration::from_secs(15), || {
+            last = self.screen();
+            pred(&last).then(|| last.clone())
+        });
+        got.unwrap_or_else(|| panic!("{what}: not on screen within 15 s:\n{last}"))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn top_shows_findings_filters_details_and_restores_the_terminal() {
+    if !privileged() {
+        return;
+    }
+    assert!(
+        tmux_available(),
+        "tmux is needed for this test (apt-get install tmux)"
+    );
+    let d = Daemon::start(&[
+        "detectors.close_wait.threshold_seconds=2",
+        "daemon.sweep_interval_ms=500",
+    ]);
+    let ns = Netns::new("top");
+    // A CLOSE_WAIT owned by this process: the peer closed, we never do.
+    let (l_owned, owned_addr) = listener(&ns, 16);
+    let client = connect(&ns, owned_addr);
+    let client_addr = client.local_addr().unwrap();
+    let (leaked, _) = l_owned.accept().unwrap();
+    drop(client);
+    // A listener that never accepts: full queue and one unaccepted CLOSE_WAIT.
+    let (_l_full, full_addr) = listener(&ns, 2);
+    let mut queued: Vec<TcpStream> = (0..3).map(|_| connect(&ns, full_addr)).collect();
+    drop(queued.pop());
+
+    let open = wait_for(Duration::from_secs(20), || {
+        let v = d.get_json("/api/v1/findings");
+        let open = v["open"].as_array().cloned().unwrap_or_default();
+        open.iter()
+            .any(|f| {
+                f["kind"] == "close_wait_stuck" && f["subject"]["local"] == owned_addr.to_string()
+            })
+            .then_some(open)
+    });
+    let open: Vec<Value> = open.expect("the daemon reports the stuck CLOSE_WAIT");
+    eprintln!("open findings: {}", open.len());
+
+    let t = Tmux::start();
+    t.type_text(&format!("{BIN} top --addr 127.0.0.1:{}", d.port));
+    t.keys(&["Enter"]);
+    // Findings view (the default): the stuck CLOSE_WAIT, with its diagnosis.
+    let s = t.wait_screen("findings view", |s| {
+        s.lines()
+            .any(|l| l.contains("close_wait_stuck") && l.contains(&owned_addr.to_string()))
+    });
+    assert!(
+        s.contains(&format!("tcpwatch top 127.0.0.1:{}", d.port)),
+        "{s}"
+    );
+    assert!(s.contains(" Findings |"), "{s}");
+    assert_eq!(t.alternate_on(), "1", "the UI runs on the alternate screen");
+
+    // Connections view filtered to the owned listener's port, detail of the CLOSE_WAIT.
+    t.keys(&["Tab"]);
+    t.wait_screen("connections view", |s| {
+        s.contains("Recv-Q") && s.contains("Send-Q")
+    });
+    t.keys(&["/"]);
+    t.type_text(&owned_addr.port().to_string());
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("filter applied", |s| {
+        s.contains(&format!("filter: /{}", owned_addr.port())) && s.contains("CLOSE-WAIT")
+    });
+    assert!(
+        !s.contains(&format!(":{} ", full_addr.port())),
+        "the filter hides the other listener:\n{s}"
+    );
+    t.keys(&["Enter"]);
+    let want = format!("CLOSE_WAIT {owned_addr} -> {client_addr}");
+    let mut s = t.screen();
+    for _ in 0..6 {
+        s = t.wait_screen("detail pane", |s| s.contains("state age"));
+        if s.contains(&want) {
+            break;
+        }
+        t.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        s.contains(&want),
+        "detail of the CLOSE_WAIT connection:\n{s}"
+    );
+    let pid = std::process::id();
+    assert!(
+        s.contains(&format!("[{pid}]")),
+        "owner is this test process ({pid}):\n{s}"
+    );
+    assert!(
+        s.contains("close_wait_stuck"),
+        "the finding in the detail pane:\n{s}"
+    );
+    assert!(s.contains("evidence:"), "{s}");
+
+    // Listeners view: the full listener's accept queue and its unaccepted CLOSE_WAIT.
+    t.keys(&["Escape"]);
+    t.keys(&["Escape"]);
+    t.keys(&["Tab"]);
+    t.keys(&["/"]);
+    t.type_text(&full_addr.port().to_string());
+    t.keys(&["Enter"]);
+    let s = t.wait_screen("listeners view", |s| {
+        s.contains("Unaccepted CW") && s.contains(&full_addr.to_string())
+    });
+    let row = s
+        .lines()
+        .find(|l| l.contains(&full_addr.to_string()))
+        .unwrap();
+    assert!(row.contains("3/2"), "accept queue 3 of 2: {row}");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert!(cols.contains(&"1"), "one unaccepted CLOSE_WAIT: {row}");
+
+    // Quit: the shell is back and the terminal restored.
+    t.keys(&["q"]);
+    let s = t.wait_screen("shell after quit", |s| {
+        !s.contains("Unaccepted CW") && s.trim_end().ends_with(PROMPT)
+    });
+    assert!(!s.contains(" Findings | Connections"), "UI gone:\n{s}");
+    assert_eq!(t.alternate_on(), "0", "alternate screen left");
+    // Raw mode is off: typed text is echoed and run by the shell.
+    t.type_text("echo restored-$((40+2))");
+    t.keys(&["Enter"]);
+    t.wait_screen("cooked terminal", |s| s.contains("restored-42"));
+    drop(leaked);
+    drop(queued);
+}
