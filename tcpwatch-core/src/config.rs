@@ -897,3 +897,8 @@ mod tests {
         assert_eq!(seconds_to_ns(f64::NAN), 0);
     }
 }
+
+/// Fuzzing of the config parser (committed corpus, then random and mutated inputs).
+#[cfg(test)]
+#[path = "config_fuzz.rs"]
+mod fuzz;

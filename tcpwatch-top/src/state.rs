@@ -941,7 +941,8 @@ fn cmp_conns(a: &ConnRecord, b: &ConnRecord, sort: SortKey) -> Ordering {
         SortKey::Chain => b.retrans.chain.cmp(&a.retrans.chain),
         SortKey::Backoff => b.tcp.backoff.cmp(&a.tcp.backoff),
         SortKey::Rtt => b.tcp.srtt_us.cmp(&a.tcp.srtt_us),
-        _ => ss_queues(b).1.cmp(&ss_queues(a).1),
+        // Real Send-Q (a listener's ss "Send-Q" is its backlog limit, not data).
+        _ => b.queues.send_q.cmp(&a.queues.send_q),
     };
     o.then_with(|| a.local.cmp(&b.local))
         .then_with(|| a.remote.cmp(&b.remote))

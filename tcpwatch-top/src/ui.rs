@@ -214,7 +214,7 @@ fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
         ),
         (View::Findings, false) => (
             vec!["Sev", "Kind", "Age", "Local", "Diagnosis"],
-            vec![Length(4), Length(20), Length(6), Length(21), Fill(1)],
+            vec![Length(4), Length(22), Length(6), Length(21), Fill(1)],
         ),
         (View::Connections, true) => (
             vec![

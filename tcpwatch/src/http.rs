@@ -236,6 +236,11 @@ async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// Fuzzing of the API query parsing through the real router.
+#[cfg(test)]
+#[path = "http_fuzz.rs"]
+mod fuzz;
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;

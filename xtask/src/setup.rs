@@ -26,6 +26,12 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
     "prometheus",
     "prometheus-alertmanager",
+    // container privilege proof (tests/container.rs) and manifest validation
+    "podman",
+    "runc",
+    "python3-venv",
+    // `ss` ground truth and `setpriv` in the privileged tests
+    "util-linux",
 ];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const CORE_SRC: &str = "/usr/lib/rustlib/src/rust/library/core/src/lib.rs";
