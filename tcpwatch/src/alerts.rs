@@ -45,10 +45,6 @@ const MAX_PENDING_RESOLVED: usize = 10_000;
 const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// Delivery counters, in alerts (one finding in one POST is one alert).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "exported as metrics once wired into Shared")
-)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AlertStats {
     /// Alerts Alertmanager accepted (2xx).
@@ -674,18 +670,13 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
             "2023-11-14T22:13:20.123Z"
         );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00.000Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(4_107_542_399)),
-            "2100-02-28T23:59:59.000Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
-            "2024-02-29T23:59:59.000Z"
-        );
+        for (secs, text) in [
+            (951_782_400, "2000-02-29T00:00:00.000Z"),
+            (4_107_542_399, "2100-02-28T23:59:59.000Z"),
+            (1_709_251_199, "2024-02-29T23:59:59.000Z"),
+        ] {
+            assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(secs)), text);
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! - `build [--release]`: setup, then `cargo build -p tcpwatch`;
 //! - `run [-- <daemon args>]`: setup, release build, then exec `tcpwatch daemon` as root;
 //! - `test [--quick]`: setup with test packages, fmt check, clippy, `cargo test --workspace`.
+//! - `vm-test [--quick] [--kernel K]...`: the privileged scenarios on the host kernel and on
+//!   Debian kernels booted under QEMU (docs/kernels.md).
 
 mod cmd;
 mod setup;
 mod tasks;
+mod vmtest;
 
 use std::process::ExitCode;
 
@@ -51,6 +54,17 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Run the privileged scenarios on the host's kernel and on Debian kernels booted under
+    /// QEMU (6.1 from bookworm, 6.12 from bookworm-backports); cached in target/vm-test/.
+    VmTest {
+        /// Only the host kernel and 6.1 (CI-sized).
+        #[arg(long)]
+        quick: bool,
+        /// Kernels to test instead of the default set: host, 6.1, 6.12 or a package name
+        /// (repeatable).
+        #[arg(long)]
+        kernel: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +75,13 @@ fn main() -> ExitCode {
         Command::Build { release } => tasks::build(release, &privs),
         Command::Run { args } => tasks::run(args, &privs),
         Command::Test { quick } => tasks::test(quick, &privs),
+        Command::VmTest { quick, kernel } => vmtest::run(
+            &vmtest::Options {
+                quick,
+                kernels: kernel,
+            },
+            &privs,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
