@@ -244,6 +244,14 @@ impl ConnTable {
         self.cfg
     }
 
+    /// How far state events may push the table past `max_connections` before an eviction
+    /// pass (1/64 of the bound: evicting sorts the table, so it is amortised over events).
+    /// Sweeps always bring it back to the bound.
+    #[must_use]
+    pub fn slack(&self) -> usize {
+        self.cfg.max_connections / 64 + 1
+    }
+
     #[must_use]
     pub fn get(&self, key: &ConnKey) -> Option<&ConnRecord> {
         self.conns.get(key)

@@ -179,13 +179,14 @@ fn state_tracking(ctx: &Ctx) -> Result<Outcome> {
         .context("client side not reported as ESTABLISHED")?;
     find(&conns, "ESTABLISHED", &addr, Some(&caddr))
         .context("server side not reported as ESTABLISHED")?;
-    // The client closes: the client goes to FIN_WAIT2, the server to CLOSE_WAIT.
-    drop(client);
+    // The client shuts its side down (keeping the socket, else the orphan becomes a
+    // timewait minisocket): the client goes to FIN_WAIT2, the server to CLOSE_WAIT.
+    client.shutdown(std::net::Shutdown::Write)?;
     std::thread::sleep(Duration::from_millis(200));
     let conns = ctx.conns()?;
     find(&conns, "CLOSE_WAIT", &addr, Some(&caddr)).context("server not CLOSE_WAIT")?;
     find(&conns, "FIN_WAIT2", &caddr, Some(&addr)).context("client not FIN_WAIT2")?;
-    drop(server);
+    drop((client, server));
     Ok(Outcome::Pass(format!(
         "LISTEN {addr}, ESTABLISHED both ways, then CLOSE_WAIT/FIN_WAIT2 ({} sockets in ns)",
         conns.len()
@@ -419,6 +420,9 @@ impl Ctx {
             .output()
             .with_context(|| format!("cannot start {}", self.tcpwatch.display()))?;
         if !out.status.success() {
+            for l in String::from_utf8_lossy(&out.stderr).lines() {
+                println!("VMTEST-LOG tcpwatch: {l}");
+            }
             bail!(
                 "tcpwatch snapshot failed ({}): {}",
                 out.status,

@@ -86,10 +86,6 @@ impl AlertSender {
         }
     }
 
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "exported as metrics once wired into Shared")
-    )]
     #[must_use]
     pub fn stats(&self) -> AlertStats {
         AlertStats {

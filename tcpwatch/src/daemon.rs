@@ -148,7 +148,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     // Everything is loaded: keep only what sweeping and owner lookup need from now on.
     match crate::caps::drop_to_runtime() {
         Ok(kept) => {
-            tracing::info!(kept = ?crate::caps::names(kept), "dropped unneeded capabilities")
+            tracing::info!(kept = ?crate::caps::names(kept), "dropped unneeded capabilities");
         }
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
@@ -213,6 +213,10 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
                 log_changes(&changes);
                 if let Some(a) = &alerts {
                     a.send(&changes);
+                    let st = a.stats();
+                    let mut s = shared.lock().await;
+                    s.stats.alerts_sent = st.sent;
+                    s.stats.alerts_failed = st.failed;
                 }
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {

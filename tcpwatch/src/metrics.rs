@@ -51,11 +51,12 @@ pub fn series_bound(top_k: usize) -> usize {
     let findings = FindingKind::ALL.len() * SEVERITIES.len();
     // events_received, events_malformed, kernel_events_submitted, ringbuf_dropped,
     // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
+    // alertmanager_alerts_sent, alertmanager_alerts_failed,
     // sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info
-    let self_metrics = 26 + MAX_ATTACHED_SERIES;
+    let self_metrics = 28 + MAX_ATTACHED_SERIES;
     states + netns + close_wait + histogram + kernel + listeners + findings + self_metrics + top_k
 }
 
@@ -372,6 +373,16 @@ fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         "tcpwatch_sweep_errors_total",
         "Namespaces that could not be swept.",
         st.sweep_errors,
+    )?;
+    out.counter(
+        "tcpwatch_alertmanager_alerts_sent_total",
+        "Finding alerts Alertmanager accepted.",
+        st.alerts_sent,
+    )?;
+    out.counter(
+        "tcpwatch_alertmanager_alerts_failed_total",
+        "Finding alerts not delivered to Alertmanager (error, timeout, non-2xx, queue full).",
+        st.alerts_failed,
     )?;
     out.counter(
         "tcpwatch_namespaces_vanished_total",

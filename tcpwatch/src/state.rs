@@ -31,6 +31,9 @@ pub struct DaemonStats {
     pub sweep_errors: u64,
     /// Namespaces that disappeared between discovery and their sweep.
     pub namespaces_vanished: u64,
+    /// Alerts pushed to Alertmanager and accepted / not delivered.
+    pub alerts_sent: u64,
+    pub alerts_failed: u64,
     pub last_sweep_seconds: f64,
     pub last_sweep_sockets: u64,
     pub last_sweep_namespaces: u64,
@@ -79,6 +82,17 @@ impl Shared {
         let delta = self.table.apply_event(ev);
         // No subscribers is fine: send only fails when nobody listens.
         let _ = self.stream.send(StreamEvent::Conn(delta));
+        if self.table.len() > self.table.config().max_connections + self.table.slack() {
+            self.enforce_bound();
+        }
+    }
+
+    /// Evicts past the table bound, sparing connections with an open finding.
+    fn enforce_bound(&mut self) {
+        let detectors = &self.detectors;
+        for key in self.table.enforce_bound(|k| detectors.is_flagged(k)) {
+            let _ = self.stream.send(StreamEvent::Conn(Delta::Remove { key }));
+        }
     }
 
     /// Applies a whole-host sweep; returns the socket inodes that still need an owner.
@@ -112,6 +126,7 @@ impl Shared {
         for d in deltas {
             let _ = self.stream.send(StreamEvent::Conn(d));
         }
+        self.enforce_bound();
         self.table
             .iter()
             .filter(|c| c.inode != 0 && c.owner.is_none())
@@ -126,10 +141,7 @@ impl Shared {
             port_resets: &self.port_resets,
         };
         let changes = self.detectors.evaluate(now, self.table.iter(), &ctx);
-        let detectors = &self.detectors;
-        for key in self.table.enforce_bound(|k| detectors.is_flagged(k)) {
-            let _ = self.stream.send(StreamEvent::Conn(Delta::Remove { key }));
-        }
+        self.enforce_bound();
         for c in &changes {
             let _ = self.stream.send(StreamEvent::Finding(Box::new(c.clone())));
         }

@@ -265,3 +265,58 @@ fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
         "no sweep errors with the reduced set"
     );
 }
+
+#[test]
+fn table_bound_evicts_by_policy_counts_and_keeps_flagged() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("bound");
+    let d = Daemon::start(&[
+        "daemon.max_connections=1000",
+        "daemon.sweep_interval_ms=300",
+        "detectors.close_wait.threshold_seconds=1",
+    ]);
+    // A flagged connection: stuck CLOSE_WAIT owned by this process.
+    let (l, addr) = listener(&ns, 8);
+    let c = ns.enter(move || TcpStream::connect(addr).unwrap());
+    let (_leaked, peer) = l.accept().unwrap();
+    let peer = peer.as_socket().unwrap();
+    drop(c);
+    let flagged = || {
+        d.get_json("/api/v1/findings?kind=close_wait_stuck")["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["subject"]["remote"] == peer.to_string())
+    };
+    wait_for(Duration::from_secs(10), || flagged().then_some(())).expect("flagged first");
+    // Then three times the bound in listening sockets.
+    let many: Vec<Socket> = ns.enter(|| {
+        (0..3000)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                    .unwrap();
+                s.listen(1).unwrap();
+                s
+            })
+            .collect()
+    });
+    let evicted = wait_for(Duration::from_secs(10), || {
+        let e = metric(&d, "tcpwatch_table_evictions_total");
+        (e >= 2000.0).then_some(e)
+    })
+    .expect("evictions counted");
+    let size = metric(&d, "tcpwatch_table_connections");
+    eprintln!("table size {size}, evictions {evicted}");
+    // The bound, plus the 1/64 that state events may add between eviction passes.
+    assert!(size <= 1000.0 + 1000.0 / 64.0 + 1.0, "bounded: {size}");
+    let still = conns(&d, &format!("port={}&state=CLOSE_WAIT", addr.port()));
+    assert!(
+        still.iter().any(|c| c["remote"] == peer.to_string()),
+        "flagged connection kept"
+    );
+    assert!(flagged(), "finding still open");
+    drop(many);
+}

@@ -1,5 +1,5 @@
 //! Soak test (not in CI: `cargo test -p tcpwatch --test soak -- --ignored --nocapture`, as
-//! root). Runs connection churn plus an induced stuck CLOSE_WAIT every minute for
+//! root). Runs connection churn plus an induced stuck `CLOSE_WAIT` every minute for
 //! `TCPWATCH_SOAK_SECS` (default 1800) and checks that the daemon's RSS and open fds stay flat
 //! and that no induced incident is missed. Results go in `docs/reliability.md`.
 #![allow(
@@ -24,7 +24,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -33,14 +35,17 @@ fn soak_churn_and_incidents() {
     if !privileged() {
         return;
     }
-    let secs: u64 =
-        std::env::var("TCPWATCH_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1800);
+    let secs: u64 = std::env::var("TCPWATCH_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1800);
     let ns = Netns::new("soak");
     let d = Daemon::start(&["detectors.close_wait.threshold_seconds=5"]);
     let pid = d.child.id();
     let l = ns.enter(|| {
         let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         s.listen(1024).unwrap();
         s
     });
@@ -96,7 +101,12 @@ fn soak_churn_and_incidents() {
     // Flat: after warm-up (first minute), RSS grows < 20 % and fds < 10 over the soak.
     let warm: Vec<_> = samples.iter().filter(|s| s.0 >= 60).collect();
     if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
-        assert!(last.1 * 100 < first.1 * 120, "RSS grew {} -> {} KiB", first.1, last.1);
+        assert!(
+            last.1 * 100 < first.1 * 120,
+            "RSS grew {} -> {} KiB",
+            first.1,
+            last.1
+        );
         assert!(last.2 < first.2 + 10, "fds grew {} -> {}", first.2, last.2);
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::cmd::{Cmd, Privileges};
 
 const MIRROR: &str = "http://deb.debian.org/debian";
+const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
 
@@ -52,10 +53,20 @@ impl Apt {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
         }
-        std::fs::write(
-            dir.join("sources.list"),
-            format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n"),
-        )?;
+        let mut sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
+        if suite == "bookworm" {
+            // The newest 6.1 kernels are published through the security archive.
+            sources.push_str(&format!(
+                "deb [signed-by={KEYRING}] {SECURITY_MIRROR} bookworm-security main\n"
+            ));
+        }
+        let path = dir.join("sources.list");
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(sources.as_str()) {
+            std::fs::write(&path, &sources)?;
+            // Other sources: the lists no longer match.
+            let _ = std::fs::remove_dir_all(dir.join("lists"));
+            std::fs::create_dir_all(dir.join("lists/partial"))?;
+        }
         Ok(Self { dir })
     }
 
