@@ -137,6 +137,59 @@ pub fn log_changes(changes: &[FindingChange]) {
     }
 }
 
+/// Applies one whole-host sweep: table, owners, detectors, then logs and alerts.
+async fn on_sweep(
+    batch: &SweepBatch,
+    shared: &Mutex<Shared>,
+    owners: &mut OwnerIndex,
+    alerts: Option<&crate::alerts::AlertSender>,
+) {
+    for e in &batch.errors {
+        tracing::debug!(error = %e, "namespace not swept");
+    }
+    for ns in batch
+        .namespaces
+        .iter()
+        .filter(|n| n.duration > SLOW_NAMESPACE_SWEEP)
+    {
+        tracing::warn!(
+            netns = ns.id.inode,
+            sockets = ns.sweep.records.len(),
+            ms = ns.duration.as_millis(),
+            "slow namespace sweep"
+        );
+    }
+    let now = mono_now();
+    let (wanted, first) = {
+        let mut s = shared.lock().await;
+        (s.apply_sweep(batch, now), !s.ready)
+    };
+    // The /proc scan runs without the lock: the API keeps answering meanwhile.
+    owners.refresh(&wanted, first);
+    let mut s = shared.lock().await;
+    s.table.attach_owners(|ino| owners.get(ino));
+    let live = s.table.iter().map(|c| c.inode).collect();
+    owners.retain(&live);
+    let changes = s.evaluate(now);
+    if !s.ready {
+        s.ready = true;
+        tracing::info!(
+            sockets = batch.sockets(),
+            namespaces = batch.namespaces.len(),
+            ms = batch.duration.as_millis(),
+            "first sweep done: ready"
+        );
+    }
+    if let Some(a) = alerts {
+        a.send(&changes);
+        let st = a.stats();
+        s.stats.alerts_sent = st.sent;
+        s.stats.alerts_failed = st.failed;
+    }
+    drop(s);
+    log_changes(&changes);
+}
+
 pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let mut kernel = Kernel::load(&load_options(&cfg, opts))?;
     for a in &kernel.attached {
@@ -180,44 +233,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
                 let Some(batch) = batch else {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
-                for e in &batch.errors {
-                    tracing::debug!(error = %e, "namespace not swept");
-                }
-                for ns in batch.namespaces.iter().filter(|n| n.duration > SLOW_NAMESPACE_SWEEP) {
-                    tracing::warn!(
-                        netns = ns.id.inode,
-                        sockets = ns.sweep.records.len(),
-                        ms = ns.duration.as_millis(),
-                        "slow namespace sweep"
-                    );
-                }
-                let now = mono_now();
-                let wanted = shared.lock().await.apply_sweep(&batch, now);
-                let first = !shared.lock().await.ready;
-                owners.refresh(&wanted, first);
-                let mut s = shared.lock().await;
-                s.table.attach_owners(|ino| owners.get(ino));
-                let live = s.table.iter().map(|c| c.inode).collect();
-                owners.retain(&live);
-                let changes = s.evaluate(now);
-                if !s.ready {
-                    s.ready = true;
-                    tracing::info!(
-                        sockets = batch.sockets(),
-                        namespaces = batch.namespaces.len(),
-                        ms = batch.duration.as_millis(),
-                        "first sweep done: ready"
-                    );
-                }
-                drop(s);
-                log_changes(&changes);
-                if let Some(a) = &alerts {
-                    a.send(&changes);
-                    let st = a.stats();
-                    let mut s = shared.lock().await;
-                    s.stats.alerts_sent = st.sent;
-                    s.stats.alerts_failed = st.failed;
-                }
+                on_sweep(&batch, &shared, &mut owners, alerts.as_ref()).await;
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

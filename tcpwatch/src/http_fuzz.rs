@@ -88,7 +88,10 @@ proptest! {
         extra in "[a-z%=&0-9]{0,20}",
     ) {
         let shared = fixture();
-        let enc: String = value.bytes().map(|b| format!("%{b:02X}")).collect();
+        let enc = value.bytes().fold(String::new(), |mut acc, b| {
+            let _ = std::fmt::Write::write_fmt(&mut acc, format_args!("%{b:02X}"));
+            acc
+        });
         check(&shared, &format!("{path}?{name}={enc}&{extra}"));
     }
 }

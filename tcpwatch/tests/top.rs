@@ -1,5 +1,10 @@
-//! Privileged end-to-end test of `tcpwatch top`: a real daemon, a stuck CLOSE_WAIT and a full
-//! listener in a test namespace, and the UI driven through tmux like a person would.
+//! Privileged end-to-end test of `tcpwatch top`: a real daemon, a stuck `CLOSE_WAIT` and a
+//! full listener in a test namespace, and the UI driven through tmux like a person would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 mod support;
 
 use std::net::{SocketAddr, TcpStream};
@@ -128,6 +133,10 @@ fn tmux_available() -> bool {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one session driven key by key: splitting it would hide the sequence"
+)]
 fn top_shows_findings_filters_details_and_restores_the_terminal() {
     if !privileged() {
         return;

@@ -4,6 +4,11 @@
     dead_code,
     reason = "each test binary uses a different subset of the helpers"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::fs::File;
 use std::net::SocketAddr;
