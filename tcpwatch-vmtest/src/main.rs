@@ -420,7 +420,11 @@ impl Ctx {
             .output()
             .with_context(|| format!("cannot start {}", self.tcpwatch.display()))?;
         if !out.status.success() {
-            for l in String::from_utf8_lossy(&out.stderr).lines() {
+            // The verifier's last words (a whole log is thousands of lines on a serial port).
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            let from = lines.len().saturating_sub(40);
+            for l in lines.iter().take(1).chain(lines.iter().skip(from.max(1))) {
                 println!("VMTEST-LOG tcpwatch: {l}");
             }
             bail!(

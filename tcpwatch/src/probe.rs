@@ -6,8 +6,10 @@
 //! The static facts come from the kernel's BTF (`/sys/kernel/btf/vmlinux`): a tracepoint `tp`
 //! exists with BTF exactly when the typedef `btf_trace_<tp>` does, `iter/tcp` when
 //! `struct bpf_iter__tcp` does. The dynamic ones ask the `bpf()` syscall through aya's probes
-//! (they need CAP_BPF; without it they read `unknown`). The final word on `tp_btf` versus
+//! (they need `CAP_BPF`; without it they read `unknown`). The final word on `tp_btf` versus
 //! `raw_tp` is the loader's: [`Features::record_attached`].
+use std::fmt::Write as _;
+
 use serde::Serialize;
 use tcpwatch_core::btf::Btf;
 use tcpwatch_core::offsets;
@@ -31,7 +33,7 @@ const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 pub enum Support {
     Yes,
     No,
-    /// The probe itself failed (e.g. no CAP_BPF): see the feature's detail.
+    /// The probe itself failed (e.g. no `CAP_BPF`): see the feature's detail.
     Unknown,
 }
 
@@ -87,7 +89,8 @@ pub struct Features {
     pub kernel_release: String,
     /// (major, minor) parsed from the release.
     pub kernel_version: Option<(u32, u32)>,
-    pub features: Vec<Feature>,
+    /// Every probed feature, in probing order.
+    pub items: Vec<Feature>,
     pub tracepoints: Vec<Tracepoint>,
     /// Kernel struct fields tcpwatch reads (`struct.path`) that this kernel lacks.
     pub missing_required_fields: Vec<String>,
@@ -150,7 +153,11 @@ pub fn probe(opts: ProbeOptions) -> Features {
     let kprobe_pmu = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
     f.push(Feature {
         name: "kprobe",
-        support: if kprobe_pmu { Support::Yes } else { Support::No },
+        support: if kprobe_pmu {
+            Support::Yes
+        } else {
+            Support::No
+        },
         required: false,
         what: "kprobes (perf kprobe PMU; not used by default)",
         since: "4.17",
@@ -168,7 +175,7 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
     let mut f = Features {
         kernel_release: release.to_owned(),
         kernel_version: parse_release(release),
-        features: Vec::new(),
+        items: Vec::new(),
         tracepoints: TRACEPOINTS
             .iter()
             .map(|&name| Tracepoint {
@@ -199,10 +206,16 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         (Some(_), true) => Support::Yes,
         (Some(_), false) => Support::No,
     };
-    let iter = parsed.as_ref().is_some_and(|b| b.has_struct("bpf_iter__tcp"));
+    let iter = parsed
+        .as_ref()
+        .is_some_and(|b| b.has_struct("bpf_iter__tcp"));
     f.push(Feature {
         name: "iter_tcp",
-        support: if opts.pretend_no_iter { Support::No } else { known(iter) },
+        support: if opts.pretend_no_iter {
+            Support::No
+        } else {
+            known(iter)
+        },
         required: true,
         what: "BPF iterator over TCP sockets (iter/tcp)",
         since: "5.9",
@@ -213,7 +226,12 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         },
     });
     let in_btf = f.tracepoints.iter().filter(|t| t.in_btf).count();
-    let missing: Vec<&str> = f.tracepoints.iter().filter(|t| !t.in_btf).map(|t| t.name).collect();
+    let missing: Vec<&str> = f
+        .tracepoints
+        .iter()
+        .filter(|t| !t.in_btf)
+        .map(|t| t.name)
+        .collect();
     f.push(Feature {
         name: "tracepoints",
         support: known(missing.is_empty()),
@@ -235,7 +253,13 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         since: "5.5",
         detail: String::new(),
     });
-    if let Some(b) = &parsed {
+    push_fields(&mut f, parsed.as_ref());
+    f
+}
+
+/// The `fields` feature: every field of `offsets::FIELDS` looked up in the BTF.
+fn push_fields(f: &mut Features, parsed: Option<&Btf>) {
+    if let Some(b) = parsed {
         for (_, spec) in offsets::FIELDS {
             if b.member_offset(spec.strukt, spec.path).is_err() {
                 let name = format!("{}.{}", spec.strukt, spec.path);
@@ -247,7 +271,7 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
             }
         }
     }
-    let fields = match &parsed {
+    let fields = match parsed {
         None => Support::Unknown,
         Some(_) if f.missing_required_fields.is_empty() => Support::Yes,
         Some(_) => Support::No,
@@ -265,7 +289,6 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         since: "5.14",
         detail,
     });
-    f
 }
 
 fn syscall_feature(
@@ -280,16 +303,23 @@ fn syscall_feature(
         Ok(false) => (Support::No, String::new()),
         Err(e) => (Support::Unknown, e),
     };
-    Feature { name, support, required, what, since, detail }
+    Feature {
+        name,
+        support,
+        required,
+        what,
+        since,
+        detail,
+    }
 }
 
 impl Features {
     fn push(&mut self, f: Feature) {
-        self.features.push(f);
+        self.items.push(f);
     }
 
     fn set_detail(&mut self, name: &str, detail: String) {
-        if let Some(f) = self.features.iter_mut().find(|f| f.name == name) {
+        if let Some(f) = self.items.iter_mut().find(|f| f.name == name) {
             f.detail = detail;
         }
     }
@@ -297,7 +327,7 @@ impl Features {
     /// A feature by name.
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&Feature> {
-        self.features.iter().find(|f| f.name == name)
+        self.items.iter().find(|f| f.name == name)
     }
 
     /// Records how the loader attached a tracepoint (`tp_btf` or `raw_tp`).
@@ -310,7 +340,10 @@ impl Features {
     /// Required features this kernel lacks (`unknown` is not `missing`: the loader decides).
     #[must_use]
     pub fn missing_required(&self) -> Vec<&Feature> {
-        self.features.iter().filter(|f| f.required && f.support == Support::No).collect()
+        self.items
+            .iter()
+            .filter(|f| f.required && f.support == Support::No)
+            .collect()
     }
 
     /// The one message to refuse to start with, when something required is missing: what,
@@ -345,7 +378,7 @@ impl Features {
     #[must_use]
     pub fn summary(&self) -> String {
         let mut s = format!("kernel {}:", self.kernel_release);
-        for f in &self.features {
+        for f in &self.items {
             s.push(' ');
             s.push_str(f.name);
             s.push('=');
@@ -355,7 +388,7 @@ impl Features {
         if !attached.is_empty() {
             let tp_btf = attached.iter().filter(|&&v| v == "tp_btf").count();
             let raw = attached.len() - tp_btf;
-            s.push_str(&format!(" hooks=tp_btf:{tp_btf},raw_tp:{raw}"));
+            let _ = write!(s, " hooks=tp_btf:{tp_btf},raw_tp:{raw}");
         }
         let missing = self.missing_required_fields.len() + self.missing_optional_fields.len();
         s.push_str(&format!(
@@ -377,11 +410,21 @@ impl Features {
     /// once [`Features::record_attached`] was called.
     #[must_use]
     pub fn metric_values(&self) -> Vec<(String, i64)> {
-        let mut out: Vec<(String, i64)> =
-            self.features.iter().map(|f| (f.name.to_owned(), f.support.gauge())).collect();
+        let mut out: Vec<(String, i64)> = self
+            .features
+            .iter()
+            .map(|f| (f.name.to_owned(), f.support.gauge()))
+            .collect();
         for variant in ["tp_btf", "raw_tp"] {
-            let n = self.tracepoints.iter().filter(|t| t.attached == Some(variant)).count();
-            out.push((format!("{variant}_attached"), i64::try_from(n).unwrap_or(i64::MAX)));
+            let n = self
+                .tracepoints
+                .iter()
+                .filter(|t| t.attached == Some(variant))
+                .count();
+            out.push((
+                format!("{variant}_attached"),
+                i64::try_from(n).unwrap_or(i64::MAX),
+            ));
         }
         out
     }
@@ -394,7 +437,7 @@ impl Features {
             features = %self.summary(),
             "kernel features probed"
         );
-        for f in &self.features {
+        for f in &self.items {
             match f.support {
                 Support::Yes => {}
                 Support::No if f.required => {
@@ -422,7 +465,11 @@ impl Features {
 pub fn parse_release(release: &str) -> Option<(u32, u32)> {
     let mut it = release.split(['.', '-', '+']);
     let major = it.next()?.parse().ok()?;
-    let minor: String = it.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let minor: String = it
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     Some((major, minor.parse().ok()?))
 }
 
@@ -487,7 +534,10 @@ mod tests {
         assert!(has_name(s, "sock"));
         assert!(!has_name(s, "btf_trace_inet_sock"), "whole names only");
         assert!(btf_strings(&raw[..20]).is_none(), "truncated header");
-        assert!(btf_strings(&raw[..raw.len() - 1]).is_none(), "truncated strings");
+        assert!(
+            btf_strings(&raw[..raw.len() - 1]).is_none(),
+            "truncated strings"
+        );
         assert!(btf_strings(b"not btf at all, not btf at all").is_none());
     }
 
@@ -500,16 +550,25 @@ mod tests {
         let msg = f.refusal().unwrap();
         assert!(msg.contains("kernel BTF"), "{msg}");
         assert!(msg.contains("Minimum kernel: 6.1"), "{msg}");
-        assert!(f.summary().starts_with("kernel 5.4.0-1-amd64: btf=no"), "{}", f.summary());
+        assert!(
+            f.summary().starts_with("kernel 5.4.0-1-amd64: btf=no"),
+            "{}",
+            f.summary()
+        );
     }
 
     #[test]
     fn pretend_no_iter_names_iter_tcp() {
         let raw = btf_with_strings(&[]);
-        let opts = ProbeOptions { pretend_no_iter: true };
+        let opts = ProbeOptions {
+            pretend_no_iter: true,
+        };
         let f = from_btf("6.18.0", Some(&raw), opts);
         let msg = f.refusal().unwrap();
-        assert!(msg.contains("iter/tcp") && msg.contains("Linux 5.9+"), "{msg}");
+        assert!(
+            msg.contains("iter/tcp") && msg.contains("Linux 5.9+"),
+            "{msg}"
+        );
         assert!(msg.contains("Minimum kernel: 6.1"), "{msg}");
     }
 
@@ -519,14 +578,18 @@ mod tests {
         f.record_attached("inet_sock_set_state", "tp_btf");
         f.record_attached("tcp_send_reset", "raw_tp");
         f.record_attached("no_such_tracepoint", "raw_tp");
-        assert!(f.summary().contains("hooks=tp_btf:1,raw_tp:1"), "{}", f.summary());
+        assert!(
+            f.summary().contains("hooks=tp_btf:1,raw_tp:1"),
+            "{}",
+            f.summary()
+        );
         let m = f.metric_values();
         assert!(m.contains(&("btf".to_owned(), 0)));
         assert!(m.contains(&("iter_tcp".to_owned(), -1)));
         assert!(m.contains(&("tp_btf_attached".to_owned(), 1)));
         assert!(m.contains(&("raw_tp_attached".to_owned(), 1)));
         let json = serde_json::to_value(&f).unwrap();
-        assert_eq!(json["features"][0]["support"], "no");
+        assert_eq!(json["items"][0]["support"], "no");
     }
 
     /// The running kernel's BTF when readable (no root needed): everything required is there.
@@ -538,7 +601,11 @@ mod tests {
         };
         let f = from_btf("running", Some(&raw), ProbeOptions::default());
         assert_eq!(f.refusal(), None, "{}", f.summary());
-        assert!(f.tracepoints.iter().all(|t| t.in_btf), "{:?}", f.tracepoints);
+        assert!(
+            f.tracepoints.iter().all(|t| t.in_btf),
+            "{:?}",
+            f.tracepoints
+        );
         assert_eq!(f.get("iter_tcp").unwrap().support, Support::Yes);
         assert!(f.missing_required_fields.is_empty());
     }

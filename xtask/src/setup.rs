@@ -37,6 +37,8 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const CORE_SRC: &str = "/usr/lib/rustlib/src/rust/library/core/src/lib.rs";
 const TOOLCHAIN: &str = "debian-rustc-web";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// Checks licenses, bans and sources in `cargo xtask test` (`deny.toml`).
+pub const CARGO_DENY_VERSION: &str = "0.20.2";
 /// (file system type, mount point).
 const MOUNTS: &[(&str, &str)] = &[("tracefs", "/sys/kernel/tracing"), ("bpf", "/sys/fs/bpf")];
 
@@ -100,6 +102,10 @@ pub fn run(opts: Options, privs: &Privileges) -> Result<()> {
     s.report(&format!("rustup toolchain {TOOLCHAIN}"), outcome);
     let outcome = ensure_bpf_linker(llvm)?;
     s.report(&format!("bpf-linker {BPF_LINKER_VERSION}"), outcome);
+    if opts.test_deps {
+        let outcome = ensure_cargo_deny()?;
+        s.report(&format!("cargo-deny {CARGO_DENY_VERSION}"), outcome);
+    }
 
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
@@ -313,6 +319,30 @@ fn ensure_bpf_linker(llvm: u32) -> Result<Outcome> {
         .no_stdin()
         .run()?;
     Ok(Outcome::Done(format!("installed ({was} before)")))
+}
+
+fn ensure_cargo_deny() -> Result<Outcome> {
+    let current = Cmd::new(crate::cmd::cargo())
+        .args(["deny", "--version"])
+        .output()
+        .ok()
+        .map(|o| o.stdout.trim().to_owned());
+    if current
+        .as_deref()
+        .is_some_and(|v| v == format!("cargo-deny {CARGO_DENY_VERSION}"))
+    {
+        return Ok(Outcome::Present("installed".into()));
+    }
+    eprintln!("setup: cargo-deny {CARGO_DENY_VERSION}: building it (about 5 minutes on 2 cores)");
+    Cmd::new(crate::cmd::cargo())
+        .args([
+            "install",
+            "--locked",
+            &format!("cargo-deny@{CARGO_DENY_VERSION}"),
+        ])
+        .no_stdin()
+        .run()?;
+    Ok(Outcome::Done("installed".into()))
 }
 
 /// Whether `/proc/self/mountinfo` text has a `fstype` file system mounted at `point`.

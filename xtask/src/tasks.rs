@@ -109,6 +109,10 @@ fn test_steps(quick: bool, privs: &Privileges, root: &Path, steps: &mut Vec<Step
         ]),
     ));
     plan.push((
+        "cargo deny (licenses, bans, sources)",
+        cargo_step(&["deny", "check", "licenses", "bans", "sources"]),
+    ));
+    plan.push((
         "unit and integration tests",
         cargo_step(&["test", "--workspace"]),
     ));

@@ -265,7 +265,8 @@ fn run_host(
     run_with_timeout(c, HOST_TIMEOUT, log, "host")
 }
 
-/// Boots `kernel` under QEMU (TCG) with the scenario initramfs.
+/// Boots `kernel` under QEMU (TCG) with the scenario initramfs. `-cpu max`: with QEMU 7.2's
+/// default `qemu64` model Debian's 6.12 panics in `kmem_cache_alloc` during boot.
 fn boot(
     kernel: &kernels::Kernel,
     bins: &initramfs::Binaries,
@@ -277,6 +278,8 @@ fn boot(
     c.args([
         "-accel",
         "tcg",
+        "-cpu",
+        "max",
         "-m",
         "1024",
         "-smp",
