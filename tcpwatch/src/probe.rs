@@ -391,16 +391,18 @@ impl Features {
             let _ = write!(s, " hooks=tp_btf:{tp_btf},raw_tp:{raw}");
         }
         let missing = self.missing_required_fields.len() + self.missing_optional_fields.len();
-        s.push_str(&format!(
+        let _ = write!(
+            s,
             " fields={}/{}",
             self.fields_total.saturating_sub(missing),
             self.fields_total
-        ));
+        );
         if !self.missing_optional_fields.is_empty() {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 " (optional missing: {})",
                 self.missing_optional_fields.join(",")
-            ));
+            );
         }
         s
     }
@@ -411,7 +413,7 @@ impl Features {
     #[must_use]
     pub fn metric_values(&self) -> Vec<(String, i64)> {
         let mut out: Vec<(String, i64)> = self
-            .features
+            .items
             .iter()
             .map(|f| (f.name.to_owned(), f.support.gauge()))
             .collect();

@@ -335,7 +335,7 @@ fn run_with_timeout(
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
             Ok(line) => {
-                if line.contains("VMTEST") {
+                if line.contains("VMTEST") && !line.contains("VMTEST-LOG") {
                     let shown = line.trim_matches(['\r', '\n']);
                     eprintln!("  [{label} {:>5.1} s] {shown}", t0.elapsed().as_secs_f64());
                 }

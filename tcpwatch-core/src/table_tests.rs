@@ -1,0 +1,359 @@
+//! Unit tests of `table`.
+use super::*;
+use tcpwatch_common::{AF_INET, tcp_state};
+
+fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
+    SockRecord {
+        skaddr,
+        netns_cookie: netns,
+        netns_ino: 4_026_531_833,
+        family: AF_INET,
+        sport: 8080,
+        dport: 40000,
+        saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        state,
+        flags: record_flags::FULL_SOCK | record_flags::TRACKED | record_flags::HAS_SOCKET,
+        state_since_ns: 100,
+        first_seen_ns: 50,
+        inode: 999,
+        ..SockRecord::default()
+    }
+}
+
+fn event(skaddr: u64, netns: u64, newstate: u8, ts: u64) -> StateEvent {
+    StateEvent {
+        ts_ns: ts,
+        skaddr,
+        netns_cookie: netns,
+        family: AF_INET,
+        sport: 1234,
+        dport: 80,
+        newstate,
+        ..StateEvent::default()
+    }
+}
+
+const CLOCK: KernelClock = KernelClock { hz: 1000 };
+
+#[test]
+fn sweep_record_converts_queues_and_ages() {
+    let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+    r.write_seq = 5000;
+    r.snd_nxt = 3000;
+    r.snd_una = 1000;
+    r.rcv_nxt = 10;
+    r.copied_seq = 4;
+    r.srtt_us8 = 800;
+    r.rto_jiffies = 200;
+    r.lrcv_age_jiffies = 1500;
+    let c = record_from_sweep(&r, CLOCK, 1_000);
+    assert_eq!(c.queues.send_q, 4000);
+    assert_eq!(c.queues.unacked, 2000);
+    assert_eq!(c.queues.unsent, 2000);
+    assert_eq!(c.queues.recv_q, 6);
+    assert_eq!(c.tcp.srtt_us, 100);
+    assert_eq!(c.tcp.rto_ms, 200);
+    assert_eq!(c.tcp.last_recv_age_ms, 1500);
+    assert!(c.state_since_exact);
+    assert_eq!(c.state_since, 100);
+    assert_eq!(c.local.to_string(), "127.0.0.1:8080");
+}
+
+#[test]
+fn kernel_counters_cover_retransmits_before_tcpwatch() {
+    let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+    r.retransmits = 4;
+    r.total_retrans = 9;
+    r.chain = 2;
+    r.retrans = 2;
+    let c = record_from_sweep(&r, CLOCK, 0);
+    assert_eq!((c.retrans.chain, c.retrans.total), (4, 9));
+}
+
+#[test]
+fn sequence_wraparound_is_handled() {
+    let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+    r.write_seq = 10;
+    r.snd_una = u32::MAX - 9;
+    assert_eq!(record_from_sweep(&r, CLOCK, 0).queues.send_q, 20);
+}
+
+#[test]
+fn listener_reports_accept_queue_not_send_q() {
+    let mut r = rec(1, 7, tcp_state::LISTEN);
+    r.ack_backlog = 5;
+    r.max_ack_backlog = 4;
+    r.write_seq = 100;
+    let c = record_from_sweep(&r, CLOCK, 0);
+    assert_eq!(
+        (
+            c.queues.accept_queue,
+            c.queues.accept_limit,
+            c.queues.send_q
+        ),
+        (5, 4, 0)
+    );
+}
+
+#[test]
+fn untracked_socket_age_is_a_lower_bound() {
+    let mut r = rec(1, 7, tcp_state::CLOSE_WAIT);
+    r.flags = record_flags::FULL_SOCK;
+    r.first_seen_ns = 0;
+    r.inode = 0;
+    let c = record_from_sweep(&r, CLOCK, 5_000);
+    assert!(!c.state_since_exact);
+    assert_eq!(c.state_since, 5_000);
+    assert!(c.is_unaccepted());
+}
+
+#[test]
+fn events_insert_update_and_close() {
+    let mut t = ConnTable::new(TableConfig::default());
+    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 10));
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 20));
+    let k = ConnKey {
+        skaddr: 1,
+        netns_cookie: 7,
+    };
+    assert_eq!(
+        t.get(&k).map(|c| (c.state, c.state_since)),
+        Some((TcpState::Established, 20))
+    );
+    assert_eq!(
+        t.apply_event(&event(1, 7, tcp_state::CLOSE, 30)),
+        Delta::Remove { key: k }
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.stats().removed_closed, 1);
+}
+
+#[test]
+fn sweep_removes_ghosts_and_adds_missing() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    // Socket 1 was created by an event before the sweep; its CLOSE event was lost.
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
+    // Socket 3 lives in another namespace: a sweep of ns 7 must not touch it.
+    t.apply_event(&event(3, 8, tcp_state::ESTABLISHED, 10));
+    let out = t.apply_sweep(7, &[rec(2, 7, tcp_state::LISTEN)], 20, CLOCK, 25, &mut d);
+    assert_eq!(
+        out,
+        SweepOutcome {
+            added: 1,
+            updated: 0,
+            removed: 1
+        }
+    );
+    assert!(
+        t.get(&ConnKey {
+            skaddr: 1,
+            netns_cookie: 7
+        })
+        .is_none()
+    );
+    assert!(
+        t.get(&ConnKey {
+            skaddr: 2,
+            netns_cookie: 7
+        })
+        .is_some()
+    );
+    assert!(
+        t.get(&ConnKey {
+            skaddr: 3,
+            netns_cookie: 8
+        })
+        .is_some()
+    );
+    assert_eq!(t.stats().removed_by_sweep, 1);
+}
+
+#[test]
+fn sweep_keeps_sockets_born_after_it_started() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 30));
+    let out = t.apply_sweep(7, &[], 20, CLOCK, 35, &mut d);
+    assert_eq!(out.removed, 0);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
+    t.apply_event(&event(1, 7, tcp_state::CLOSE, 30));
+    // The sweep started at 20, before the close at 30, and still lists the socket.
+    let out = t.apply_sweep(
+        7,
+        &[rec(1, 7, tcp_state::ESTABLISHED)],
+        20,
+        CLOCK,
+        35,
+        &mut d,
+    );
+    assert!(t.is_empty(), "closed socket resurrected as a ghost");
+    assert_eq!(out.added, 0);
+    // The tombstone is dropped by the next sweep that started after the close.
+    t.apply_sweep(7, &[], 40, CLOCK, 45, &mut d);
+    assert!(t.last_event.is_empty());
+}
+
+#[test]
+fn event_newer_than_sweep_keeps_its_state() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 30));
+    t.apply_sweep(
+        7,
+        &[rec(1, 7, tcp_state::ESTABLISHED)],
+        20,
+        CLOCK,
+        35,
+        &mut d,
+    );
+    let c = t
+        .get(&ConnKey {
+            skaddr: 1,
+            netns_cookie: 7,
+        })
+        .unwrap();
+    assert_eq!((c.state, c.state_since), (TcpState::CloseWait, 30));
+}
+
+#[test]
+fn eviction_is_bounded_counted_and_spares_protected() {
+    let mut t = ConnTable::new(TableConfig {
+        max_connections: 2,
+        history_len: 4,
+    });
+    let mut d = Vec::new();
+    let mut tw = rec(4, 7, tcp_state::TIME_WAIT);
+    tw.flags = 0;
+    let recs = [rec(1, 7, 1), rec(2, 7, 1), rec(3, 7, 1), tw];
+    t.apply_sweep(7, &recs, 0, CLOCK, 10, &mut d);
+    assert_eq!(t.len(), 4);
+    let protected = ConnKey {
+        skaddr: 1,
+        netns_cookie: 7,
+    };
+    let evicted = t.enforce_bound(|k| *k == protected);
+    assert_eq!(evicted.len(), 2);
+    assert!(
+        evicted.contains(&ConnKey {
+            skaddr: 4,
+            netns_cookie: 7
+        }),
+        "minisocket first"
+    );
+    assert!(t.get(&protected).is_some());
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.stats().evicted, 2);
+}
+
+#[test]
+fn history_is_bounded_and_only_for_interesting_connections() {
+    let mut t = ConnTable::new(TableConfig {
+        max_connections: 10,
+        history_len: 3,
+    });
+    let mut d = Vec::new();
+    let quiet = rec(1, 7, 1);
+    let mut busy = rec(2, 7, 1);
+    for i in 0..10_u32 {
+        busy.write_seq = 100 * (i + 1);
+        t.apply_sweep(
+            7,
+            &[quiet, busy],
+            u64::from(i),
+            CLOCK,
+            u64::from(i) + 1,
+            &mut d,
+        );
+    }
+    assert!(
+        t.get(&ConnKey {
+            skaddr: 1,
+            netns_cookie: 7
+        })
+        .unwrap()
+        .history
+        .is_empty()
+    );
+    let h = &t
+        .get(&ConnKey {
+            skaddr: 2,
+            netns_cookie: 7,
+        })
+        .unwrap()
+        .history;
+    assert_eq!(
+        h.iter().map(|s| s.send_q).collect::<Vec<_>>(),
+        vec![800, 900, 1000]
+    );
+}
+
+#[test]
+fn owners_attach_by_inode() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    let mut orphan = rec(2, 7, tcp_state::CLOSE_WAIT);
+    orphan.inode = 0;
+    t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, &mut d);
+    let missing = t.attach_owners(|ino| {
+        (ino == 999).then(|| Owner {
+            pid: 42,
+            comm: "app".into(),
+            ..Owner::default()
+        })
+    });
+    assert!(missing.is_empty());
+    assert_eq!(
+        t.get(&ConnKey {
+            skaddr: 1,
+            netns_cookie: 7
+        })
+        .unwrap()
+        .owner
+        .as_ref()
+        .unwrap()
+        .pid,
+        42
+    );
+    assert!(
+        t.get(&ConnKey {
+            skaddr: 2,
+            netns_cookie: 7
+        })
+        .unwrap()
+        .owner
+        .is_none()
+    );
+}
+
+#[test]
+fn hz_calibration_picks_the_kernel_setting() {
+    let a = SweepHeader {
+        ktime_ns: 0,
+        jiffies: 1000,
+        ..SweepHeader::default()
+    };
+    let b = SweepHeader {
+        ktime_ns: 200 * NS_PER_MS,
+        jiffies: 1051,
+        ..SweepHeader::default()
+    };
+    assert_eq!(
+        KernelClock::calibrate(&a, &b),
+        Some(KernelClock { hz: 250 })
+    );
+    let c = SweepHeader {
+        ktime_ns: 10 * NS_PER_MS,
+        jiffies: 1003,
+        ..SweepHeader::default()
+    };
+    assert_eq!(KernelClock::calibrate(&a, &c), None);
+}
