@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod config;
 pub mod detect;
+pub mod k8s;
 pub mod model;
 pub mod offsets;
 pub mod render;

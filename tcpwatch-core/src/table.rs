@@ -428,6 +428,22 @@ impl ConnTable {
         missing
     }
 
+    /// Fills the name and namespace of owners' pods known only by UID (from the cgroup path)
+    /// from a UID -> pod lookup. Returns how many owners were completed.
+    pub fn attach_pods(&mut self, lookup: impl Fn(&str) -> Option<crate::model::PodRef>) -> usize {
+        let mut filled = 0;
+        for rec in self.conns.values_mut() {
+            if let Some(pod) = rec.owner.as_mut().and_then(|o| o.pod.as_mut())
+                && pod.name.is_empty()
+                && let Some(found) = lookup(&pod.uid)
+            {
+                *pod = found;
+                filled += 1;
+            }
+        }
+        filled
+    }
+
     /// Evicts records past `max_connections`: `TIME_WAIT`/`NEW_SYN_RECV` minisockets first, then
     /// the least recently confirmed; records for which `protected` is true (flagged by a
     /// detector) are never evicted. Returns the evicted keys.

@@ -427,7 +427,9 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     let Some(rec) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    if seq_num == 0 {
+    // A header starts the output; the final call (sk == NULL) writes one too, because a
+    // namespace without sockets has no first call (userspace keeps the first header).
+    if seq_num == 0 || sk.is_null() {
         let hdr = rec.cast::<SweepHeader>();
         // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
         unsafe {

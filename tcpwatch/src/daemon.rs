@@ -14,6 +14,7 @@ use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::k8s::PodIndex;
 use crate::kernel::{Kernel, LoadOptions};
 use crate::netns::Home;
 use crate::owners::OwnerIndex;
@@ -137,11 +138,12 @@ pub fn log_changes(changes: &[FindingChange]) {
     }
 }
 
-/// Applies one whole-host sweep: table, owners, detectors, then logs and alerts.
+/// Applies one whole-host sweep: table, owners and their pods, detectors, then logs and alerts.
 async fn on_sweep(
     batch: &SweepBatch,
     shared: &Mutex<Shared>,
     owners: &mut OwnerIndex,
+    pods: &PodIndex,
     alerts: Option<&crate::alerts::AlertSender>,
 ) {
     for e in &batch.errors {
@@ -168,6 +170,7 @@ async fn on_sweep(
     owners.refresh(&wanted, first);
     let mut s = shared.lock().await;
     s.table.attach_owners(|ino| owners.get(ino));
+    pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();
     owners.retain(&live);
     let changes = s.evaluate(now);
@@ -226,6 +229,8 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
     let mut owners = OwnerIndex::new(Duration::from_millis(cfg.daemon.owner_scan_interval_ms));
+    // Pod names and namespaces for the pod UIDs of owners' cgroups (in a cluster only).
+    let pods = crate::k8s::spawn();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -233,7 +238,7 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
                 let Some(batch) = batch else {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
-                on_sweep(&batch, &shared, &mut owners, alerts.as_ref()).await;
+                on_sweep(&batch, &shared, &mut owners, &pods, alerts.as_ref()).await;
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

@@ -65,6 +65,7 @@ fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/findings", get(findings))
+        .route("/api/v1/status", get(status))
         .route("/api/v1/stream", get(stream))
         .fallback(not_found)
         .layer(middleware::from_fn(timeout))
@@ -117,6 +118,23 @@ async fn readyz(
             "not ready: first sweep not done\n",
         )
     })
+}
+
+/// What is attached and how, the last sweep's problems and the daemon's counters.
+async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    no_params(q)?;
+    let s = app.shared.lock().await;
+    Ok(json_response(&serde_json::json!({
+        "ready": s.ready,
+        "version": env!("CARGO_PKG_VERSION"),
+        "attached": s.attached,
+        "kernel_fields_missing": s.missing_optional,
+        "kernel_hz": s.clock.hz,
+        "table": { "connections": s.table.len(), "stats": s.table.stats() },
+        "stats": s.stats,
+        "last_sweep_errors": s.last_sweep_errors,
+        "namespaces": s.netns.len(),
+    })))
 }
 
 fn json_response<T: Serialize>(v: &T) -> Response {

@@ -7,6 +7,7 @@ mod api;
 mod caps;
 mod daemon;
 mod http;
+mod k8s;
 mod kernel;
 mod metrics;
 mod netns;

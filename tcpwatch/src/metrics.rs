@@ -12,12 +12,15 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tcpwatch_common::counter;
+use tcpwatch_core::k8s::short_id;
 use tcpwatch_core::model::{Finding, FindingKind, Severity, Subject, TcpState};
 
 use crate::state::Shared;
 
 /// Namespaces with their own `tcpwatch_sockets_by_netns` series; the rest are summed.
 pub const MAX_NETNS_SERIES: usize = 50;
+/// Pods with their own `tcpwatch_sockets_by_pod` series; the rest are summed.
+pub const MAX_POD_SERIES: usize = 100;
 /// Listening ports with their own `tcpwatch_listener_backlog*` series.
 pub const MAX_LISTENER_PORTS: usize = 100;
 /// Attached program series kept (the daemon attaches 4 tracepoints).
@@ -44,6 +47,7 @@ const CLOSE_WAIT_CAUSES: [&str; 2] = ["owned", "unaccepted"];
 pub fn series_bound(top_k: usize) -> usize {
     let states = TcpState::ALL.len(); // tcpwatch_sockets
     let netns = MAX_NETNS_SERIES + 1; // + "other"
+    let pods = MAX_POD_SERIES + 1; // + "other"
     let close_wait = CLOSE_WAIT_CAUSES.len();
     let histogram = SEND_QUEUE_BUCKETS.len() + 3; // + le="+Inf", _sum, _count
     let kernel = 1 + 2; // retransmits, resets{direction}
@@ -55,9 +59,19 @@ pub fn series_bound(top_k: usize) -> usize {
     // sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
-    // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info
-    let self_metrics = 28 + MAX_ATTACHED_SERIES;
-    states + netns + close_wait + histogram + kernel + listeners + findings + self_metrics + top_k
+    // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
+    // kubernetes_api_errors, kubernetes_pods
+    let self_metrics = 30 + MAX_ATTACHED_SERIES;
+    states
+        + netns
+        + pods
+        + close_wait
+        + histogram
+        + kernel
+        + listeners
+        + findings
+        + self_metrics
+        + top_k
 }
 
 fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
@@ -135,6 +149,8 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         .iter()
         .map(|(cookie, info)| (*cookie, (info.id.inode, 0)))
         .collect();
+    // (namespace, name) -> sockets of processes of that pod (pods whose name is known).
+    let mut by_pod: HashMap<(&str, &str), i64> = HashMap::new();
     // (port) -> (fill ratio, queue, limit) of the fullest listener on that port.
     let mut listeners: HashMap<u16, (f64, u32, u32)> = HashMap::new();
     let send_q = out.add(Histogram::with_opts(
@@ -146,6 +162,13 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     )?)?;
     for c in sh.table.iter() {
         *by_state.entry(c.state).or_default() += 1;
+        if let Some(p) = c.owner.as_ref().and_then(|o| o.pod.as_ref())
+            && !p.name.is_empty()
+        {
+            *by_pod
+                .entry((p.namespace.as_str(), p.name.as_str()))
+                .or_default() += 1;
+        }
         by_netns
             .entry(c.netns.cookie)
             .or_insert((c.netns.inode, 0))
@@ -194,6 +217,21 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     if ns.len() > MAX_NETNS_SERIES {
         v.with_label_values(&["other", ""])
             .set(ns[MAX_NETNS_SERIES..].iter().map(|x| x.2).sum());
+    }
+
+    let v = out.gauge_vec(
+        "tcpwatch_sockets_by_pod",
+        "TCP sockets held by processes of each pod, the largest 100; the rest summed as pod_name=\"other\".",
+        &["pod_namespace", "pod_name"],
+    )?;
+    let mut pods: Vec<((&str, &str), i64)> = by_pod.into_iter().collect();
+    pods.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for ((namespace, name), n) in pods.iter().take(MAX_POD_SERIES) {
+        v.with_label_values(&[*namespace, *name]).set(*n);
+    }
+    if pods.len() > MAX_POD_SERIES {
+        v.with_label_values(&["", "other"])
+            .set(pods[MAX_POD_SERIES..].iter().map(|x| x.1).sum());
     }
 
     let mut ports: Vec<(u16, (f64, u32, u32))> = listeners.into_iter().collect();
@@ -262,7 +300,17 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
     let flagged = b.gauge_vec(
         "tcpwatch_flagged_connection",
         "1 for each of the top-K (daemon.top_k) worst open findings about one socket.",
-        &["kind", "severity", "local", "remote", "netns", "comm"],
+        &[
+            "kind",
+            "severity",
+            "local",
+            "remote",
+            "netns",
+            "comm",
+            "pod_namespace",
+            "pod_name",
+            "container_id",
+        ],
     )?;
     for f in worst.into_iter().take(top_k) {
         let (key, netns, local, remote, owner) = match &f.subject {
@@ -283,12 +331,23 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
             Subject::Port { .. } => continue,
         };
         let rec = s.table.get(key);
-        let comm = owner
+        let proc_owner = owner
             .as_ref()
+            .or_else(|| rec.and_then(|c| c.owner.as_ref()));
+        let comm = proc_owner
             .map(|o| o.comm.as_str())
-            .or_else(|| rec.and_then(|c| c.owner.as_ref()).map(|o| o.comm.as_str()))
             .or_else(|| rec.and_then(|c| c.creator_comm.as_deref()))
             .unwrap_or("");
+        // The table's record may know the pod's name before the finding's copy does.
+        let pod = rec
+            .and_then(|c| c.owner.as_ref())
+            .and_then(|o| o.pod.as_ref())
+            .filter(|p| !p.name.is_empty())
+            .or_else(|| proc_owner.and_then(|o| o.pod.as_ref()));
+        let (pod_ns, pod_name) = pod.map_or(("", ""), |p| (p.namespace.as_str(), p.name.as_str()));
+        let container = proc_owner
+            .and_then(|o| o.container_id.as_deref())
+            .map_or("", short_id);
         let labels = [
             f.kind.name(),
             f.severity.name(),
@@ -296,6 +355,9 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
             &remote,
             &netns.inode.to_string(),
             comm,
+            pod_ns,
+            pod_name,
+            container,
         ];
         flagged.with_label_values(&labels).set(1);
     }
@@ -408,6 +470,16 @@ fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         "tcpwatch_stream_lagged_total",
         "Stream events lost by slow /api/v1/stream subscribers.",
         st.stream_lagged,
+    )?;
+    out.counter(
+        "tcpwatch_kubernetes_api_errors_total",
+        "Failed pod list/watch requests to the Kubernetes API server.",
+        crate::k8s::api_errors(),
+    )?;
+    out.gauge(
+        "tcpwatch_kubernetes_pods",
+        "Pods of this node known from the API server (names for the pod UIDs of cgroups).",
+        to_i64(crate::k8s::pods_known()),
     )?;
 
     Ok(())

@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use tcpwatch_core::model::Owner;
+use tcpwatch_core::k8s::parse_cgroup;
+use tcpwatch_core::model::{Owner, PodRef};
 
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct OwnerStats {
@@ -75,7 +76,7 @@ impl OwnerIndex {
             let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
                 continue;
             };
-            let mut proc_info: Option<(String, Option<String>)> = None;
+            let mut proc_info: Option<(String, Option<String>, Option<PodRef>)> = None;
             for fd in fds.flatten() {
                 self.stats.fds_read += 1;
                 let Ok(target) = std::fs::read_link(fd.path()) else {
@@ -87,14 +88,14 @@ impl OwnerIndex {
                 if !remaining.remove(&inode) {
                     continue;
                 }
-                let (comm, container_id) = proc_info.get_or_insert_with(|| {
+                let (comm, container_id, pod) = proc_info.get_or_insert_with(|| {
                     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                         .map(|s| s.trim_end().to_owned())
                         .unwrap_or_default();
-                    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                        .ok()
-                        .and_then(|s| container_id(&s));
-                    (comm, cg)
+                    let (cg, pod) = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                        .map(|s| container_and_pod(&s))
+                        .unwrap_or_default();
+                    (comm, cg, pod)
                 });
                 self.by_inode.insert(
                     inode,
@@ -103,7 +104,7 @@ impl OwnerIndex {
                         comm: comm.clone(),
                         fd: fd.file_name().to_str().and_then(|s| s.parse().ok()),
                         container_id: container_id.clone(),
-                        pod: None,
+                        pod: pod.clone(),
                     },
                 );
             }
@@ -120,18 +121,17 @@ fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-/// The container id in a `/proc/PID/cgroup` file (docker, containerd, CRI-O; cgroup v1 and
-/// v2), if the process runs in a container: the last 64-hex-digit path component, with the
-/// runtime's prefix and `.scope` suffix removed.
+/// The container id and pod in a `/proc/PID/cgroup` file (docker, containerd, CRI-O; cgroup
+/// v1 and v2; see [`parse_cgroup`]). The pod is known by UID only: its name and namespace come
+/// from the API server later (`crate::k8s::PodIndex`).
 #[must_use]
-pub fn container_id(cgroup: &str) -> Option<String> {
-    cgroup.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(|comp| {
-            let comp = comp.strip_suffix(".scope").unwrap_or(comp);
-            let id = comp.rsplit(['-', ':']).next()?;
-            (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
-        })
+pub fn container_and_pod(cgroup: &str) -> (Option<String>, Option<PodRef>) {
+    parse_cgroup(cgroup).map_or((None, None), |ids| {
+        let pod = ids.pod_uid.map(|uid| PodRef {
+            uid,
+            ..PodRef::default()
+        });
+        (Some(ids.container_id), pod)
     })
 }
 
@@ -150,21 +150,30 @@ mod tests {
 
     #[test]
     fn container_ids_from_real_cgroup_formats() {
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
         let v2_containerd = format!(
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{ID}.scope\n"
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope\n",
+            uid.replace('-', "_")
         );
         let v2_crio = format!("0::/kubepods.slice/kubepods-pod1.slice/crio-{ID}.scope\n");
         let v2_docker = format!("0::/system.slice/docker-{ID}.scope\n");
         let v1_docker = format!("12:pids:/docker/{ID}\n11:cpu:/docker/{ID}\n");
-        let v1_kube = format!("4:memory:/kubepods/burstable/pod1234/{ID}\n");
-        for s in [v2_containerd, v2_crio, v2_docker, v1_docker, v1_kube] {
-            assert_eq!(container_id(&s).as_deref(), Some(ID), "{s}");
+        let v1_kube = format!("4:memory:/kubepods/burstable/pod{uid}/{ID}\n");
+        for s in [&v2_containerd, &v2_crio, &v2_docker, &v1_docker, &v1_kube] {
+            assert_eq!(container_and_pod(s).0.as_deref(), Some(ID), "{s}");
         }
+        for s in [&v2_containerd, &v1_kube] {
+            let pod = container_and_pod(s).1.unwrap();
+            assert_eq!((pod.uid.as_str(), pod.name.as_str()), (uid, ""), "{s}");
+        }
+        // `pod1` is no UID: container known, pod not.
+        assert_eq!(container_and_pod(&v2_crio).1, None);
+        assert_eq!(container_and_pod(&v2_docker).1, None);
         assert_eq!(
-            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
-            None
+            container_and_pod("0::/user.slice/user-0.slice/session-1.scope\n"),
+            (None, None)
         );
-        assert_eq!(container_id("0::/\n"), None);
+        assert_eq!(container_and_pod("0::/\n"), (None, None));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Shared {
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     pub kernel_counters: [u64; counter::COUNT as usize],
     pub stats: DaemonStats,
+    /// Problems of the last sweep that had any (bounded), for `/api/v1/status`.
+    pub last_sweep_errors: Vec<String>,
     pub attached: Vec<Attached>,
     pub missing_optional: Vec<String>,
     pub clock: KernelClock,
@@ -69,6 +71,7 @@ impl Shared {
             port_resets: HashMap::new(),
             kernel_counters: [0; counter::COUNT as usize],
             stats: DaemonStats::default(),
+            last_sweep_errors: Vec::new(),
             attached: Vec::new(),
             missing_optional: Vec::new(),
             clock: KernelClock::default(),
@@ -100,6 +103,9 @@ impl Shared {
         self.stats.sweeps += 1;
         self.stats.sweep_errors += batch.errors.len() as u64;
         self.stats.namespaces_vanished += batch.vanished as u64;
+        if !batch.errors.is_empty() {
+            self.last_sweep_errors = batch.errors.iter().take(16).cloned().collect();
+        }
         self.stats.last_sweep_seconds = batch.duration.as_secs_f64();
         self.stats.last_sweep_sockets = batch.sockets() as u64;
         self.stats.last_sweep_namespaces = batch.namespaces.len() as u64;

@@ -262,7 +262,8 @@ fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
     );
     assert!(
         metric(&d, "tcpwatch_sweep_errors_total") < 1.0,
-        "no sweep errors with the reduced set"
+        "no sweep errors with the reduced set: {}",
+        d.get_json("/api/v1/status")["last_sweep_errors"]
     );
 }
 

@@ -68,15 +68,23 @@ pub(crate) fn dur(ns: u64) -> String {
 }
 
 /// The process holding the socket in plain words: `nginx[1234]`, `nginx[1234] fd 7 in pod
-/// default/web-0`, or `no process` (with the creating task when known).
+/// default/web-0`, `nginx[1234] in pod uid 0f1e...` (pod name not known yet), or `no process`
+/// (with the creating task when known).
 pub(crate) fn owner(rec: &ConnRecord, with_fd: bool) -> String {
     if let Some(o) = &rec.owner {
         let mut s = format!("{}[{}]", o.comm, o.pid);
         if with_fd && let Some(fd) = o.fd {
             let _ = write!(s, " fd {fd}");
         }
-        if let Some(pod) = &o.pod {
-            let _ = write!(s, " in pod {}/{}", pod.namespace, pod.name);
+        match &o.pod {
+            Some(pod) if !pod.name.is_empty() => {
+                let _ = write!(s, " in pod {}/{}", pod.namespace, pod.name);
+            }
+            // Known from the cgroup path only (no API server, or not listed yet).
+            Some(pod) if !pod.uid.is_empty() => {
+                let _ = write!(s, " in pod uid {}", pod.uid);
+            }
+            _ => {}
         }
         s
     } else {
@@ -131,6 +139,30 @@ pub(crate) fn evidence<const N: usize>(pairs: [(&str, f64); N]) -> BTreeMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_read_well_with_their_pod() {
+        use crate::detect::testutil::{conn, owner as proc_owner};
+        use crate::model::{PodRef, TcpState};
+        let mut rec = conn(TcpState::Established, "10.0.0.1:80", "10.0.0.2:4000");
+        assert_eq!(owner(&rec, true), "process not found yet");
+        rec.owner = Some(proc_owner(1234, "nginx", 7));
+        assert_eq!(owner(&rec, true), "nginx[1234] fd 7");
+        assert_eq!(owner(&rec, false), "nginx[1234]");
+        let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        if let Some(o) = rec.owner.as_mut() {
+            o.pod = Some(PodRef {
+                uid: uid.to_owned(),
+                ..PodRef::default()
+            });
+        }
+        assert_eq!(owner(&rec, false), format!("nginx[1234] in pod uid {uid}"));
+        if let Some(p) = rec.owner.as_mut().and_then(|o| o.pod.as_mut()) {
+            p.namespace = "default".to_owned();
+            p.name = "web-0".to_owned();
+        }
+        assert_eq!(owner(&rec, true), "nginx[1234] fd 7 in pod default/web-0");
+    }
 
     #[test]
     fn durations_read_well() {

@@ -6,7 +6,7 @@
 use tcpwatch_common::{AF_INET, SockRecord, record_flags, tcp_state};
 use tcpwatch_core::config::DetectorConfig;
 use tcpwatch_core::detect::{DetectContext, Detectors};
-use tcpwatch_core::model::{NS_PER_SEC, NetnsId, NetnsInfo};
+use tcpwatch_core::model::{NS_PER_SEC, NetnsId, NetnsInfo, Owner, PodRef};
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 
 use super::*;
@@ -68,6 +68,21 @@ pub(crate) fn evaluate_at(s: &mut Shared, secs: u64) {
         .evaluate(T0 + secs * NS_PER_SEC, s.table.iter(), &ctx);
 }
 
+/// An owner in pod `namespace/name` whose container id is `n` in 64 hex digits.
+pub(crate) fn pod_owner(n: u64, namespace: &str, name: &str) -> Owner {
+    Owner {
+        pid: 42,
+        comm: "server".into(),
+        container_id: Some(format!("{n:064x}")),
+        pod: Some(PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }),
+        ..Owner::default()
+    }
+}
+
 /// Parses the text format: (name, labels, value) of every sample line.
 pub(crate) fn parse(text: &str) -> Vec<(String, String, f64)> {
     text.lines()
@@ -102,6 +117,8 @@ fn small_host_exports_expected_series() {
     let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
     cw.inode = 0;
     let mut s = shared_with(&[(1, vec![l, e, cw])]);
+    s.table
+        .attach_owners(|ino| Some(pod_owner(ino, "shop", "web-0")));
     s.netns_names.insert(1, "blue".into());
     s.kernel_counters[counter::RESETS_SENT as usize] = 7;
     s.kernel_counters[counter::EVENTS_DROPPED as usize] = 2;
@@ -155,6 +172,14 @@ fn small_host_exports_expected_series() {
         value(&m, "tcpwatch_close_wait_stuck", "kind=\"owned\""),
         Some(0.0)
     );
+    assert_eq!(
+        value(
+            &m,
+            "tcpwatch_sockets_by_pod",
+            "pod_name=\"web-0\",pod_namespace=\"shop\""
+        ),
+        Some(2.0)
+    );
     assert_eq!(value(&m, "tcpwatch_ready", ""), Some(0.0));
     assert_eq!(value(&m, "tcpwatch_table_connections", ""), Some(3.0));
     let flagged: Vec<_> = m
@@ -168,7 +193,8 @@ fn small_host_exports_expected_series() {
             .any(|x| x.1.contains("kind=\"close_wait_stuck\"")
                 && x.1.contains("local=\"10.0.0.1:8080\"")
                 && x.1.contains("remote=\"10.0.0.2:40001\"")
-                && x.1.contains("comm=\"server\"")),
+                && x.1.contains("comm=\"server\"")
+                && x.1.contains("pod_name=\"\"")),
         "{flagged:?}"
     );
     let open: f64 = m
@@ -218,6 +244,11 @@ fn cardinality_is_bounded() {
     }
     let mut s = shared_with(&sweeps);
     assert_eq!(s.table.len(), 20_000);
+    // 300 pods, each with its own container.
+    s.table.attach_owners(|ino| {
+        let pod = format!("pod-{}", ino % 300);
+        Some(pod_owner(ino % 300, "ns", &pod))
+    });
     evaluate_at(&mut s, 60);
     assert!(
         s.detectors.open_count() >= 2_000,
@@ -238,6 +269,20 @@ fn cardinality_is_bounded() {
         assert_eq!(count("tcpwatch_flagged_connection"), top_k);
         assert_eq!(count("tcpwatch_listener_backlog"), MAX_LISTENER_PORTS);
         assert_eq!(count("tcpwatch_sockets_by_netns"), MAX_NETNS_SERIES + 1);
+        assert_eq!(count("tcpwatch_sockets_by_pod"), MAX_POD_SERIES + 1);
+        let total: f64 = m
+            .iter()
+            .filter(|x| x.0 == "tcpwatch_sockets_by_pod")
+            .map(|x| x.2)
+            .sum();
+        assert_eq!(total, 20_000.0);
+        assert!(
+            m.iter()
+                .filter(|x| x.0 == "tcpwatch_flagged_connection")
+                .all(|x| x.1.contains("pod_name=\"pod-")
+                    && x.1.contains("pod_namespace=\"ns\"")
+                    && x.1.contains("container_id=\"0000000000")),
+        );
         let total: f64 = m
             .iter()
             .filter(|x| x.0 == "tcpwatch_sockets_by_netns")
@@ -252,5 +297,5 @@ fn cardinality_is_bounded() {
         );
     }
     // The number documented in docs/metrics.md.
-    assert_eq!(series_bound(10), 343);
+    assert_eq!(series_bound(10), 446);
 }

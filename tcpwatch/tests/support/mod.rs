@@ -268,6 +268,10 @@ impl Daemon {
         for s in &extra {
             cmd.arg("--set").arg(s);
         }
+        // Daemon logs at `warn` unless the test run asks for more (TCPWATCH_LOG=info).
+        if std::env::var_os("TCPWATCH_LOG").is_none() {
+            cmd.env("TCPWATCH_LOG", "warn");
+        }
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -3,6 +3,7 @@
 //! touched), extracted once under `target/vm-test/kernels/<package>/`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -56,9 +57,10 @@ impl Apt {
         let mut sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
         if suite == "bookworm" {
             // The newest 6.1 kernels are published through the security archive.
-            sources.push_str(&format!(
-                "deb [signed-by={KEYRING}] {SECURITY_MIRROR} bookworm-security main\n"
-            ));
+            let _ = writeln!(
+                sources,
+                "deb [signed-by={KEYRING}] {SECURITY_MIRROR} bookworm-security main"
+            );
         }
         let path = dir.join("sources.list");
         if std::fs::read_to_string(&path).ok().as_deref() != Some(sources.as_str()) {

@@ -1,0 +1,384 @@
+//! The bench's phases, each in a network namespace of its own (deleted when it ends).
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::load::{self, ChurnOpts};
+use super::peers::{self, Daemon, Tool};
+use super::report::{
+    DaemonAt, DaemonRate, Detection, Overhead, ProgCost, Results, Scrape, SweepScale, median,
+};
+use super::sys::{self, BpfStats, Netns, ProgStat};
+use super::{Env, Plan};
+
+/// The port of the bulk load (the lossy phase's nftables rule matches it).
+const BULK_PORT: u16 = 5201;
+/// tcpwatch's program names (the kernel keeps 15 characters).
+const PROGRAMS: &[&str] = &[
+    "tp_inet_sock_set_state",
+    "raw_inet_sock_set_state",
+    "tp_tcp_retransmit_skb",
+    "raw_tcp_retransmit_skb",
+    "tp_tcp_send_reset",
+    "raw_tcp_send_reset",
+    "tp_tcp_receive_reset",
+    "raw_tcp_receive_reset",
+    "tcpwatch_sweep",
+];
+const DETECT_THRESHOLD_S: f64 = 2.0;
+
+pub fn run_all(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+    type Phase = fn(&Plan, &Env, &mut Results) -> Result<()>;
+    let list: [(&str, Phase); 4] = [
+        ("kernel cost", kernel_cost),
+        ("fast-path overhead", overhead),
+        ("sweep scale and idle daemon", scale),
+        ("daemon under churn and detection", daemon_rates),
+    ];
+    for (name, phase) in list {
+        sys::check_stop()?;
+        eprintln!("\n==> bench: {name}");
+        let t0 = Instant::now();
+        if let Err(e) = phase(plan, env, r) {
+            sys::check_stop()?;
+            eprintln!("bench: phase `{name}` failed: {e:#}");
+            r.errors.push(format!("{name}: {e:#}"));
+        }
+        eprintln!("bench: {name}: {:.0} s", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+fn churn_opts(plan: &Plan, duration: Duration, rate: Option<f64>) -> ChurnOpts {
+    ChurnOpts {
+        clients: plan.clients,
+        duration,
+        rate,
+        abort_every: 16,
+    }
+}
+
+/// The full program name for a (possibly truncated) kernel name.
+fn full_name(kernel_name: &str) -> String {
+    PROGRAMS
+        .iter()
+        .find(|p| p.starts_with(kernel_name) && kernel_name.len() == p.len().min(15))
+        .map_or_else(|| kernel_name.to_owned(), |p| (*p).to_owned())
+}
+
+fn prog_stats(pid: u32) -> Result<BTreeMap<u64, ProgStat>> {
+    let ids = sys::prog_ids_of(pid);
+    if ids.is_empty() {
+        bail!("process {pid} holds no BPF programs");
+    }
+    Ok(sys::bpftool_progs()?
+        .into_iter()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| (p.id, p))
+        .collect())
+}
+
+fn record_costs(
+    load: &str,
+    before: &BTreeMap<u64, ProgStat>,
+    after: &BTreeMap<u64, ProgStat>,
+    out: &mut Vec<ProgCost>,
+) {
+    for (id, a) in after {
+        let b = before.get(id);
+        let events = a.run_cnt - b.map_or(0, |b| b.run_cnt);
+        let time = a.run_time_ns - b.map_or(0, |b| b.run_time_ns);
+        if events == 0 && a.name != "tp_inet_sock_se" {
+            continue;
+        }
+        out.push(ProgCost {
+            program: full_name(&a.name),
+            load: load.to_owned(),
+            events,
+            run_time_ns: time,
+            ns_per_event: if events == 0 { 0.0 } else { time as f64 / events as f64 },
+        });
+    }
+}
+
+fn state_runs(before: &BTreeMap<u64, ProgStat>, after: &BTreeMap<u64, ProgStat>) -> u64 {
+    after
+        .iter()
+        .filter(|(_, a)| full_name(&a.name).ends_with("inet_sock_set_state"))
+        .map(|(id, a)| a.run_cnt - before.get(id).map_or(0, |b| b.run_cnt))
+        .sum()
+}
+
+fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+    let ns = Netns::new("kcost")?;
+    let daemon = Daemon::start(&env.bin, &[], &env.log)?;
+    let stats = BpfStats::enable()?;
+    let before = prog_stats(daemon.pid())?;
+    let c = load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
+    let after = prog_stats(daemon.pid())?;
+    record_costs("churn", &before, &after, &mut r.kernel);
+    r.events_per_connection = state_runs(&before, &after) as f64 / c.conns.max(1) as f64;
+    eprintln!(
+        "bench: churn {:.0} conn/s, {:.1} state changes per connection",
+        c.per_second(),
+        r.events_per_connection
+    );
+    ns.nft(&format!(
+        "add table inet twb\n\
+         add chain inet twb in {{ type filter hook input priority 0; }}\n\
+         add rule inet twb in tcp dport {BULK_PORT} numgen random mod 100 == 0 drop\n"
+    ))?;
+    let before = prog_stats(daemon.pid())?;
+    let b = load::bulk(&ns.path(), BULK_PORT, plan.round)?;
+    let after = prog_stats(daemon.pid())?;
+    record_costs("bulk, 1 % loss", &before, &after, &mut r.kernel);
+    eprintln!("bench: lossy bulk {:.0} MiB/s", b.mib_per_second());
+    drop(stats);
+    drop(daemon);
+    Ok(())
+}
+
+fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+    let ns = Netns::new("ovh")?;
+    let ctx = peers::Ctx {
+        bin: env.bin.clone(),
+        netns: ns.name.clone(),
+        log: env.log.clone(),
+    };
+    for tool in Tool::ALL {
+        let mut churn = Overhead {
+            tool: tool.name().into(),
+            load: "churn".into(),
+            unit: "conn/s".into(),
+            ..Overhead::default()
+        };
+        let mut bulk = Overhead {
+            load: "bulk".into(),
+            unit: "MiB/s".into(),
+            ..churn.clone()
+        };
+        'rounds: for round in 0..plan.rounds {
+            let mut pair = [(0.0, 0.0); 2];
+            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            for with in order {
+                sys::check_stop()?;
+                let running = if with {
+                    match peers::start(tool, &ctx) {
+                        Ok(x) => Some(x),
+                        Err(e) => {
+                            sys::check_stop()?;
+                            eprintln!("bench: {} does not run: {e:#}", tool.name());
+                            churn.not_run = Some(format!("{e:#}"));
+                            bulk.not_run = churn.not_run.clone();
+                            break 'rounds;
+                        }
+                    }
+                } else {
+                    None
+                };
+                sys::sleep(Duration::from_millis(300));
+                let c = load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
+                let b = load::bulk(&ns.path(), BULK_PORT, plan.round)?;
+                drop(running);
+                pair[usize::from(with)] = (c.per_second(), b.mib_per_second());
+            }
+            let [(cw0, bw0), (cw1, bw1)] = pair;
+            eprintln!(
+                "bench: {} round {}: churn {cw0:.0} -> {cw1:.0} conn/s, bulk {bw0:.0} -> {bw1:.0} MiB/s",
+                tool.name(),
+                round + 1
+            );
+            for (o, w0, w1) in [(&mut churn, cw0, cw1), (&mut bulk, bw0, bw1)] {
+                o.without.push(w0);
+                o.with.push(w1);
+                o.ratios.push(w1 / w0.max(1e-9));
+            }
+        }
+        r.overhead.push(churn);
+        r.overhead.push(bulk);
+    }
+    Ok(())
+}
+
+/// Runs a command with stdout discarded: (wall time, CPU of the child).
+fn timed_quiet(cmd: &mut Command) -> Result<(Duration, f64, std::process::Output)> {
+    let cpu0 = sys::children_cpu_seconds();
+    let t0 = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output()?;
+    let took = t0.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((took, sys::children_cpu_seconds() - cpu0, out))
+}
+
+fn daemon_sample(d: &Daemon, interval: Duration) -> Result<(f64, f64)> {
+    let cpu0 = sys::cpu_seconds(d.pid())?;
+    let t0 = Instant::now();
+    sys::sleep(interval);
+    sys::check_stop()?;
+    let cpu = (sys::cpu_seconds(d.pid())? - cpu0) / t0.elapsed().as_secs_f64();
+    Ok((cpu * 100.0, sys::rss_mib(d.pid())?))
+}
+
+fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+    let ns = Netns::new("scale")?;
+    let mut pool = load::Pool::default();
+    for &n in &plan.scale {
+        sys::check_stop()?;
+        pool.grow(&ns.path(), n)?;
+        let mut w = SweepScale {
+            sockets: pool.sockets(),
+            ..SweepScale::default()
+        };
+        let (mut tw, mut tcpu, mut sw, mut scpu) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..plan.sweep_reps {
+            sys::check_stop()?;
+            let (_, cpu, out) = timed_quiet(
+                Command::new(&env.bin).args(["snapshot", "--json", "--port", "1"]),
+            )?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).context("snapshot JSON")?;
+            tw.push(v["sweep"]["duration_ms"].as_f64().unwrap_or(f64::NAN));
+            w.swept = v["sweep"]["sockets"].as_u64().unwrap_or(0);
+            tcpu.push(cpu * 1000.0);
+            let (took, cpu, _) = timed_quiet(
+                Command::new("ss")
+                    .args(["-N", &ns.name, "-tani"])
+                    .stdout(Stdio::null()),
+            )?;
+            sw.push(took.as_secs_f64() * 1000.0);
+            scpu.push(cpu * 1000.0);
+        }
+        w.tcpwatch_ms = median(&tw).unwrap_or(0.0);
+        w.snapshot_cpu_ms = median(&tcpu).unwrap_or(0.0);
+        w.ss_ms = median(&sw).unwrap_or(0.0);
+        w.ss_cpu_ms = median(&scpu).unwrap_or(0.0);
+        eprintln!(
+            "bench: {} sockets: tcpwatch sweep {:.1} ms ({} swept), ss {:.1} ms",
+            w.sockets, w.tcpwatch_ms, w.swept, w.ss_ms
+        );
+        r.sweep.push(w);
+        if plan.idle.contains(&n) {
+            let d = Daemon::start(&env.bin, &[], &env.log)?;
+            let tracked = d.wait_tracking(pool.sockets(), Duration::from_secs(60))?;
+            sys::sleep(Duration::from_secs(1));
+            let (cpu_pct, rss_mib) = daemon_sample(&d, plan.measure)?;
+            let mut ms = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..plan.sweep_reps {
+                let (body, took) = d.metrics()?;
+                bytes = body.len();
+                ms.push(took.as_secs_f64() * 1000.0);
+            }
+            eprintln!(
+                "bench: daemon at {tracked} connections: {cpu_pct:.2} % CPU, {rss_mib:.1} MiB"
+            );
+            r.daemon_idle.push(DaemonAt {
+                sockets: pool.sockets(),
+                tracked,
+                rss_mib,
+                cpu_pct,
+            });
+            r.scrape = Some(Scrape {
+                tracked,
+                ms: median(&ms).unwrap_or(0.0),
+                bytes,
+            });
+        }
+    }
+    drop(pool);
+    Ok(())
+}
+
+fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+    let ns = Netns::new("rate")?;
+    let threshold = format!("detectors.close_wait.threshold_seconds={DETECT_THRESHOLD_S}");
+    let d = Daemon::start(&env.bin, &[&threshold], &env.log)?;
+    let per_conn = if r.events_per_connection > 1.0 {
+        r.events_per_connection
+    } else {
+        10.0
+    };
+    for &rate in &plan.rates {
+        sys::check_stop()?;
+        let dropped0 = dropped(&d)?;
+        let cpu0 = sys::cpu_seconds(d.pid())?;
+        let c = load::churn(
+            &ns.path(),
+            &churn_opts(plan, plan.measure, Some(rate / per_conn)),
+        )?;
+        let cpu = (sys::cpu_seconds(d.pid())? - cpu0) / c.elapsed.as_secs_f64();
+        let x = DaemonRate {
+            target_per_s: rate,
+            achieved_per_s: c.per_second() * per_conn,
+            cpu_pct: cpu * 100.0,
+            rss_mib: sys::rss_mib(d.pid())?,
+            events_dropped: dropped(&d)? - dropped0,
+        };
+        eprintln!(
+            "bench: {rate:.0} state changes/s: achieved {:.0}/s, daemon {:.2} % CPU",
+            x.achieved_per_s, x.cpu_pct
+        );
+        r.daemon_rate.push(x);
+        sys::sleep(Duration::from_secs(1));
+    }
+    let mut det = Detection {
+        threshold_s: DETECT_THRESHOLD_S,
+        sweep_interval_s: 1.0,
+        over_threshold_ms: Vec::new(),
+    };
+    for _ in 0..plan.detect_trials {
+        let (server_end, listener, t0) = load::close_wait(&ns.path())?;
+        let local = format!("127.0.0.1:{}", listener.local_addr()?.port());
+        let limit = Duration::from_secs_f64(DETECT_THRESHOLD_S + 15.0);
+        loop {
+            sys::check_stop()?;
+            if t0.elapsed() > limit {
+                bail!("no close_wait_stuck finding for {local} within {limit:?}");
+            }
+            let (_, body, _) = sys::http_get(d.port, "/api/v1/findings")?;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let found = v["open"].as_array().is_some_and(|open| {
+                open.iter().any(|f| {
+                    f["kind"] == "close_wait_stuck" && f["subject"]["local"] == local.as_str()
+                })
+            });
+            if found {
+                let ms = t0.elapsed().as_secs_f64() * 1000.0 - DETECT_THRESHOLD_S * 1000.0;
+                eprintln!("bench: CLOSE_WAIT found at threshold + {ms:.0} ms");
+                det.over_threshold_ms.push(ms);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(server_end);
+    }
+    r.detection = Some(det);
+    Ok(())
+}
+
+fn dropped(d: &Daemon) -> Result<f64> {
+    let (m, _) = d.metrics()?;
+    Ok(sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_truncated_program_names() {
+        assert_eq!(full_name("tp_inet_sock_se"), "tp_inet_sock_set_state");
+        assert_eq!(full_name("raw_tcp_receive"), "raw_tcp_receive_reset");
+        assert_eq!(full_name("tcpwatch_sweep"), "tcpwatch_sweep");
+        assert_eq!(full_name("other"), "other");
+    }
+}
