@@ -4,9 +4,12 @@
 //! - `build [--release]`: setup, then `cargo build -p tcpwatch`;
 //! - `run [-- <daemon args>]`: setup, release build, then exec `tcpwatch daemon` as root;
 //! - `test [--quick]`: setup with test packages, fmt check, clippy, `cargo test --workspace`.
+//! - `bench [--smoke]`: the performance suite (root); writes `target/bench/bench.json` and
+//!   `docs/performance.md`.
 //! - `vm-test [--quick] [--kernel K]...`: the privileged scenarios on the host kernel and on
 //!   Debian kernels booted under QEMU (docs/kernels.md).
 
+mod bench;
 mod cmd;
 mod setup;
 mod tasks;
@@ -54,6 +57,14 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Performance suite (root): kernel cost per event, fast-path overhead against peers,
+    /// sweep scale, daemon cost; prints a table, writes target/bench/bench.json and
+    /// docs/performance.md.
+    Bench {
+        /// Short CI mode (< 2 minutes): small sizes, one round, goals not enforced.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Run the privileged scenarios on the host's kernel and on Debian kernels booted under
     /// QEMU (6.1 from bookworm, 6.12 from bookworm-backports); cached in target/vm-test/.
     VmTest {
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
         Command::Build { release } => tasks::build(release, &privs),
         Command::Run { args } => tasks::run(args, &privs),
         Command::Test { quick } => tasks::test(quick, &privs),
+        Command::Bench { smoke } => bench::run(smoke, &privs),
         Command::VmTest { quick, kernel } => vmtest::run(
             &vmtest::Options {
                 quick,
@@ -112,6 +124,8 @@ mod tests {
         assert!(matches!(cli.command, Command::Setup { test_deps: true }));
         let cli = Cli::try_parse_from(["xtask", "build"]).unwrap();
         assert!(matches!(cli.command, Command::Build { release: false }));
-        assert!(Cli::try_parse_from(["xtask", "bench"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "bench", "--smoke"]).unwrap();
+        assert!(matches!(cli.command, Command::Bench { smoke: true }));
+        assert!(Cli::try_parse_from(["xtask", "bench", "--rounds"]).is_err());
     }
 }

@@ -138,7 +138,9 @@ pub fn churn(ns: &str, o: &ChurnOpts) -> Result<ChurnResult> {
     let errors = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let deadline = t0 + o.duration;
-    let per_client = o.rate.map(|r| Duration::from_secs_f64(o.clients as f64 / r.max(1.0)));
+    let per_client = o
+        .rate
+        .map(|r| Duration::from_secs_f64(o.clients as f64 / r.max(1.0)));
     let clients: Vec<_> = (0..o.clients)
         .map(|i| {
             let (conns, errors) = (Arc::clone(&conns), Arc::clone(&errors));

@@ -29,13 +29,7 @@ use crate::setup;
 use crate::tasks::workspace_root;
 
 /// The packages the bench runs (besides the build's).
-const PACKAGES: &[&str] = &[
-    "iproute2",
-    "nftables",
-    "bpftool",
-    "bpftrace",
-    "bpfcc-tools",
-];
+const PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "bpftrace", "bpfcc-tools"];
 
 /// Sizes and durations of one run.
 #[derive(Clone, Debug)]
@@ -140,7 +134,11 @@ pub fn run(smoke: bool, privs: &Privileges) -> Result<()> {
         env.out_dir.join("bench.json").display()
     );
     if !r.errors.is_empty() {
-        bail!("{} bench phase(s) failed: {}", r.errors.len(), r.errors.join("; "));
+        bail!(
+            "{} bench phase(s) failed: {}",
+            r.errors.len(),
+            r.errors.join("; ")
+        );
     }
     let missed = r.goals.iter().filter(|g| g.pass == Some(false)).count();
     if missed > 0 {
@@ -161,8 +159,8 @@ fn prepare(root: &Path, privs: &Privileges) -> Result<Env> {
         .args(["build", "--release", "-p", "tcpwatch"])
         .dir(root)
         .run()?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin = target.join("release").join("tcpwatch");
     if !bin.is_file() {
         bail!("{} was not built", bin.display());

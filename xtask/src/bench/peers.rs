@@ -92,13 +92,19 @@ impl Daemon {
         loop {
             sys::check_stop()?;
             if let Some(st) = d.guard.exited() {
-                bail!("tcpwatch daemon exited ({st}) during start; see {}", log.display());
+                bail!(
+                    "tcpwatch daemon exited ({st}) during start; see {}",
+                    log.display()
+                );
             }
             if http_get(port, "/readyz").is_ok_and(|(s, ..)| s == 200) {
                 return Ok(d);
             }
             if t0.elapsed() > Duration::from_secs(30) {
-                bail!("tcpwatch daemon not ready within 30 s; see {}", log.display());
+                bail!(
+                    "tcpwatch daemon not ready within 30 s; see {}",
+                    log.display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -99,7 +99,11 @@ fn record_costs(
             load: load.to_owned(),
             events,
             run_time_ns: time,
-            ns_per_event: if events == 0 { 0.0 } else { time as f64 / events as f64 },
+            ns_per_event: if events == 0 {
+                0.0
+            } else {
+                time as f64 / events as f64
+            },
         });
     }
 }
@@ -162,7 +166,11 @@ fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         };
         'rounds: for round in 0..plan.rounds {
             let mut pair = [(0.0, 0.0); 2];
-            let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+            let order = if round % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
             for with in order {
                 sys::check_stop()?;
                 let running = if with {
@@ -241,9 +249,8 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         let (mut tw, mut tcpu, mut sw, mut scpu) = (vec![], vec![], vec![], vec![]);
         for _ in 0..plan.sweep_reps {
             sys::check_stop()?;
-            let (_, cpu, out) = timed_quiet(
-                Command::new(&env.bin).args(["snapshot", "--json", "--port", "1"]),
-            )?;
+            let (_, cpu, out) =
+                timed_quiet(Command::new(&env.bin).args(["snapshot", "--json", "--port", "1"]))?;
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).context("snapshot JSON")?;
             tw.push(v["sweep"]["duration_ms"].as_f64().unwrap_or(f64::NAN));

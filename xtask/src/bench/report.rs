@@ -185,7 +185,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         let (n, ns) = kernel_combined(r, part);
         g.push(goal(
             format!("kernel run time of the {label} program <= 150 ns/event"),
-            if n == 0 { "no events".into() } else { format!("{ns:.0} ns ({n} events)") },
+            if n == 0 {
+                "no events".into()
+            } else {
+                format!("{ns:.0} ns ({n} events)")
+            },
             (n > 0).then_some(ns <= 150.0),
             "map lookups/updates and the ring-buffer reserve/submit per event; bpf_stats \
              itself adds two clock reads per run"
@@ -230,7 +234,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             format!(
                 "differences below the noise floor ({}) are not significant; not lower than: {}",
                 pct(spread),
-                if worse.is_empty() { "-".into() } else { worse.join(", ") }
+                if worse.is_empty() {
+                    "-".into()
+                } else {
+                    worse.join(", ")
+                }
             ),
         ));
     }
@@ -240,7 +248,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             "sweep of {} sockets <= 100 ms",
             big.map_or(0, |s| s.sockets)
         ),
-        big.map_or("not measured".into(), |s| format!("{:.1} ms", s.tcpwatch_ms)),
+        big.map_or("not measured".into(), |s| {
+            format!("{:.1} ms", s.tcpwatch_ms)
+        }),
         big.map(|s| s.tcpwatch_ms <= 100.0),
         big.map_or(String::new(), |s| {
             format!(
@@ -259,10 +269,11 @@ pub fn goals(r: &Results) -> Vec<Goal> {
         big.map(|s| s.tcpwatch_ms < s.ss_ms),
         "ss lists one namespace; tcpwatch sweeps all of them".into(),
     ));
-    let rate = r
-        .daemon_rate
-        .iter()
-        .min_by(|a, b| (a.target_per_s - 1e4).abs().total_cmp(&(b.target_per_s - 1e4).abs()));
+    let rate = r.daemon_rate.iter().min_by(|a, b| {
+        (a.target_per_s - 1e4)
+            .abs()
+            .total_cmp(&(b.target_per_s - 1e4).abs())
+    });
     g.push(goal(
         format!(
             "daemon <= 2 % of one core at {:.0} state changes/s",
@@ -356,7 +367,11 @@ pub fn tables(r: &Results) -> String {
     );
     for o in &r.overhead {
         if let Some(why) = &o.not_run {
-            let _ = writeln!(s, "| {} | {} | - | - | does not run: {why} | | |", o.tool, o.load);
+            let _ = writeln!(
+                s,
+                "| {} | {} | - | - | does not run: {why} | | |",
+                o.tool, o.load
+            );
             continue;
         }
         let rounds: Vec<String> = o.ratios.iter().map(|x| format!("{x:.3}")).collect();
@@ -416,7 +431,11 @@ pub fn tables(r: &Results) -> String {
         );
     }
     if let Some(d) = &r.detection {
-        let v: Vec<String> = d.over_threshold_ms.iter().map(|x| format!("{x:.0}")).collect();
+        let v: Vec<String> = d
+            .over_threshold_ms
+            .iter()
+            .map(|x| format!("{x:.0}"))
+            .collect();
         let _ = writeln!(
             s,
             "\nStuck-CLOSE_WAIT detection (threshold {:.0} s, sweep interval {:.0} s): \
@@ -427,7 +446,10 @@ pub fn tables(r: &Results) -> String {
             v.join(", ")
         );
     }
-    let _ = writeln!(s, "\n### Goals\n\n| goal | measured | result |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n### Goals\n\n| goal | measured | result |\n|---|---|---|"
+    );
     for g in &r.goals {
         let _ = writeln!(s, "| {} | {} | {} |", g.name, g.value, mark(g.pass));
     }
