@@ -161,46 +161,26 @@ pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// What a state change leaves in `SOCKS` and reports in its event.
+struct Tracked {
+    pid: u32,
+    comm: [u8; 16],
+    retrans: u32,
+    resets_sent: u32,
+    resets_received: u32,
+}
+
+/// Updates (or creates, or on CLOSE deletes) the socket's `SOCKS` entry.
 #[inline(always)]
-fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
-    if sk.is_null() || !is_tcp(sk) {
-        return;
-    }
-    let now = ktime();
-    let key = sk as u64;
-    let newstate = newstate as u8;
+fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
     let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
-    let (pid, comm) = if process_context {
-        (
-            (bpf_get_current_pid_tgid() >> 32) as u32,
-            bpf_get_current_comm().unwrap_or_default(),
-        )
-    } else {
-        (0, [0; 16])
+    let mut out = Tracked {
+        pid,
+        comm,
+        retrans: 0,
+        resets_sent: 0,
+        resets_received: 0,
     };
-    // The event is written in place into the ring buffer (the BPF stack is only 512 bytes).
-    let mut slot = EVENTS.reserve::<StateEvent>(0);
-    let ev: *mut StateEvent = match slot.as_mut() {
-        Some(s) => s.as_mut_ptr(),
-        None => core::ptr::null_mut(),
-    };
-    if !ev.is_null() {
-        // SAFETY: `ev` points to a reserved, exclusively owned ring buffer slot of the right size.
-        unsafe {
-            (*ev).kind = event_kind::STATE;
-            (*ev).ts_ns = now;
-            (*ev).skaddr = key;
-            (*ev).oldstate = oldstate as u8;
-            (*ev).newstate = newstate;
-            (*ev).state_since_ns = now;
-            (*ev).pid = pid;
-            (*ev).comm = comm;
-            (*ev).retrans = 0;
-            (*ev).resets_sent = 0;
-            (*ev).resets_received = 0;
-            (*ev).pad = [0; 3];
-        }
-    }
     if let Some(st) = SOCKS.get_ptr_mut(key) {
         // SAFETY: the entry belongs to this socket; state changes run under the socket lock.
         let st = unsafe { &mut *st };
@@ -210,16 +190,13 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
             st.pid = pid;
             st.comm = comm;
         }
-        if !ev.is_null() {
-            // SAFETY: as above.
-            unsafe {
-                (*ev).pid = st.pid;
-                (*ev).comm = st.comm;
-                (*ev).retrans = st.retrans;
-                (*ev).resets_sent = st.resets_sent;
-                (*ev).resets_received = st.resets_received;
-            }
-        }
+        out = Tracked {
+            pid: st.pid,
+            comm: st.comm,
+            retrans: st.retrans,
+            resets_sent: st.resets_sent,
+            resets_received: st.resets_received,
+        };
     } else if newstate != tcp_state::CLOSE {
         let st = SockState {
             state_since_ns: now,
@@ -236,14 +213,50 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
     if newstate == tcp_state::CLOSE {
         let _ = SOCKS.remove(key);
     }
-    let Some(slot) = slot else {
+    out
+}
+
+#[inline(always)]
+fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
+    if sk.is_null() || !is_tcp(sk) {
+        return;
+    }
+    let now = ktime();
+    let key = sk as u64;
+    let newstate = newstate as u8;
+    let (pid, comm) = if newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN {
+        (
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            bpf_get_current_comm().unwrap_or_default(),
+        )
+    } else {
+        (0, [0; 16])
+    };
+    let tracked = track_state(key, newstate, now, pid, comm);
+    // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
+    // null check over to a second test and would see a path that leaks the reservation.
+    // The event is written in place (the BPF stack is only 512 bytes).
+    let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
         count(counter::EVENTS_DROPPED);
         return;
     };
+    let ev: *mut StateEvent = slot.as_mut_ptr();
     let t = tuple_of(sk);
     let (cookie, ino) = netns_of(sk);
-    // SAFETY: as above.
+    // SAFETY: `ev` points to a reserved, exclusively owned ring buffer slot of the right size.
     unsafe {
+        (*ev).kind = event_kind::STATE;
+        (*ev).ts_ns = now;
+        (*ev).skaddr = key;
+        (*ev).oldstate = oldstate as u8;
+        (*ev).newstate = newstate;
+        (*ev).state_since_ns = now;
+        (*ev).pid = tracked.pid;
+        (*ev).comm = tracked.comm;
+        (*ev).retrans = tracked.retrans;
+        (*ev).resets_sent = tracked.resets_sent;
+        (*ev).resets_received = tracked.resets_received;
+        (*ev).pad = [0; 3];
         (*ev).family = t.family;
         (*ev).sport = t.sport;
         (*ev).dport = t.dport;

@@ -2,7 +2,7 @@
 //!
 //! In a cluster (`KUBERNETES_SERVICE_HOST`/`_PORT` set, the service account's token and CA
 //! bundle mounted, `NODE_NAME` set from `spec.nodeName`), a dedicated thread LISTs the pods of
-//! this node (`fieldSelector=spec.nodeName=...`), then WATCHes them from the list's
+//! this node (`fieldSelector=spec.nodeName=...`), then watches them from the list's
 //! `resourceVersion` with bookmarks, and keeps UID -> (namespace, name) in a bounded
 //! [`Directory`] shared with the daemon through [`PodIndex`]. A watch that ends normally
 //! (server timeout) resumes from the last version seen; `410 Gone` re-lists at once; other
@@ -280,7 +280,7 @@ impl Directory {
         self.by_uid.clear();
         self.mirrors.clear();
         for p in list.pods {
-            self.insert(p);
+            self.insert(&p);
         }
         self.resource_version = Some(list.resource_version);
     }
@@ -289,7 +289,7 @@ impl Directory {
         match ev {
             Event::Upsert(p) => {
                 self.set_version(&p.resource_version);
-                self.insert(p);
+                self.insert(&p);
             }
             Event::Deleted(p) => {
                 self.set_version(&p.resource_version);
@@ -314,7 +314,7 @@ impl Directory {
         }
     }
 
-    fn insert(&mut self, p: PodMeta) {
+    fn insert(&mut self, p: &PodMeta) {
         let mut keys = vec![p.uid.clone()];
         if let Some(hash) = &p.mirror_of {
             keys.push(hash.clone());
@@ -349,6 +349,7 @@ pub struct PodIndex {
 }
 
 impl PodIndex {
+    #[cfg(test)]
     #[must_use]
     pub fn lookup(&self, uid: &str) -> Option<PodRef> {
         self.read(|d| d.get(uid).cloned())
@@ -586,16 +587,15 @@ fn jitter(d: Duration) -> Duration {
 /// Lists when no version is known, then watches until the stream ends. A failed watch
 /// request forgets the version (the next sync lists again).
 fn sync(api: &Api, index: &PodIndex) -> anyhow::Result<()> {
-    let rv = match index.read(|d| d.resource_version().map(str::to_owned)) {
-        Some(rv) => rv,
-        None => {
-            let list = api.list()?;
-            let rv = list.resource_version.clone();
-            let n = list.pods.len();
-            index.write(|d| d.replace(list));
-            tracing::debug!(pods = n, resource_version = %rv, "listed this node's pods");
-            rv
-        }
+    let rv = if let Some(rv) = index.read(|d| d.resource_version().map(str::to_owned)) {
+        rv
+    } else {
+        let list = api.list()?;
+        let rv = list.resource_version.clone();
+        let n = list.pods.len();
+        index.write(|d| d.replace(list));
+        tracing::debug!(pods = n, resource_version = %rv, "listed this node's pods");
+        rv
     };
     let url = watch_url(&api.base, &api.node, &rv);
     let body = match api.get(&url, ACCEPT_WATCH, Duration::from_secs(WATCH_SECONDS + 30)) {

@@ -13,7 +13,7 @@ use prometheus::{
 };
 use tcpwatch_common::counter;
 use tcpwatch_core::k8s::short_id;
-use tcpwatch_core::model::{Finding, FindingKind, Severity, Subject, TcpState};
+use tcpwatch_core::model::{ConnRecord, Finding, FindingKind, Owner, Severity, Subject, TcpState};
 
 use crate::state::Shared;
 
@@ -125,6 +125,7 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
         reg: Registry::new(),
     };
     connections(&b, s)?;
+    pods(&b, s)?;
     findings(&b, s, top_k)?;
     kernel(&b, s)?;
     daemon(&b, s)?;
@@ -149,8 +150,6 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         .iter()
         .map(|(cookie, info)| (*cookie, (info.id.inode, 0)))
         .collect();
-    // (namespace, name) -> sockets of processes of that pod (pods whose name is known).
-    let mut by_pod: HashMap<(&str, &str), i64> = HashMap::new();
     // (port) -> (fill ratio, queue, limit) of the fullest listener on that port.
     let mut listeners: HashMap<u16, (f64, u32, u32)> = HashMap::new();
     let send_q = out.add(Histogram::with_opts(
@@ -162,13 +161,6 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     )?)?;
     for c in sh.table.iter() {
         *by_state.entry(c.state).or_default() += 1;
-        if let Some(p) = c.owner.as_ref().and_then(|o| o.pod.as_ref())
-            && !p.name.is_empty()
-        {
-            *by_pod
-                .entry((p.namespace.as_str(), p.name.as_str()))
-                .or_default() += 1;
-        }
         by_netns
             .entry(c.netns.cookie)
             .or_insert((c.netns.inode, 0))
@@ -219,21 +211,6 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
             .set(ns[MAX_NETNS_SERIES..].iter().map(|x| x.2).sum());
     }
 
-    let v = out.gauge_vec(
-        "tcpwatch_sockets_by_pod",
-        "TCP sockets held by processes of each pod, the largest 100; the rest summed as pod_name=\"other\".",
-        &["pod_namespace", "pod_name"],
-    )?;
-    let mut pods: Vec<((&str, &str), i64)> = by_pod.into_iter().collect();
-    pods.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    for ((namespace, name), n) in pods.iter().take(MAX_POD_SERIES) {
-        v.with_label_values(&[*namespace, *name]).set(*n);
-    }
-    if pods.len() > MAX_POD_SERIES {
-        v.with_label_values(&["", "other"])
-            .set(pods[MAX_POD_SERIES..].iter().map(|x| x.1).sum());
-    }
-
     let mut ports: Vec<(u16, (f64, u32, u32))> = listeners.into_iter().collect();
     ports.sort_unstable_by(|a, b| {
         b.1.0
@@ -255,6 +232,35 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         let port = port.to_string();
         fill.with_label_values(&[port.as_str()]).set(i64::from(q));
         limit.with_label_values(&[port.as_str()]).set(i64::from(l));
+    }
+    Ok(())
+}
+
+/// Sockets by the pod of their owner (pods whose name is known), the largest 100 pods.
+fn pods(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+    let mut by_pod: HashMap<(&str, &str), i64> = HashMap::new();
+    for c in sh.table.iter() {
+        if let Some(p) = c.owner.as_ref().and_then(|o| o.pod.as_ref())
+            && !p.name.is_empty()
+        {
+            *by_pod
+                .entry((p.namespace.as_str(), p.name.as_str()))
+                .or_default() += 1;
+        }
+    }
+    let v = out.gauge_vec(
+        "tcpwatch_sockets_by_pod",
+        "TCP sockets held by processes of each pod, the largest 100; the rest summed as pod_name=\"other\".",
+        &["pod_namespace", "pod_name"],
+    )?;
+    let mut pods: Vec<((&str, &str), i64)> = by_pod.into_iter().collect();
+    pods.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for ((namespace, name), n) in pods.iter().take(MAX_POD_SERIES) {
+        v.with_label_values(&[*namespace, *name]).set(*n);
+    }
+    if pods.len() > MAX_POD_SERIES {
+        v.with_label_values(&["", "other"])
+            .set(pods[MAX_POD_SERIES..].iter().map(|x| x.1).sum());
     }
     Ok(())
 }
@@ -330,24 +336,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
             } => (key, netns, local, String::new(), owner),
             Subject::Port { .. } => continue,
         };
-        let rec = s.table.get(key);
-        let proc_owner = owner
-            .as_ref()
-            .or_else(|| rec.and_then(|c| c.owner.as_ref()));
-        let comm = proc_owner
-            .map(|o| o.comm.as_str())
-            .or_else(|| rec.and_then(|c| c.creator_comm.as_deref()))
-            .unwrap_or("");
-        // The table's record may know the pod's name before the finding's copy does.
-        let pod = rec
-            .and_then(|c| c.owner.as_ref())
-            .and_then(|o| o.pod.as_ref())
-            .filter(|p| !p.name.is_empty())
-            .or_else(|| proc_owner.and_then(|o| o.pod.as_ref()));
-        let (pod_ns, pod_name) = pod.map_or(("", ""), |p| (p.namespace.as_str(), p.name.as_str()));
-        let container = proc_owner
-            .and_then(|o| o.container_id.as_deref())
-            .map_or("", short_id);
+        let (comm, pod_ns, pod_name, container) = owner_labels(owner.as_ref(), s.table.get(key));
         let labels = [
             f.kind.name(),
             f.severity.name(),
@@ -366,6 +355,30 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
         "Conditions not opened as findings because detectors.max_open_findings was reached.",
         to_i64(s.detectors.suppressed()),
     )
+}
+
+/// `comm`, pod namespace, pod name and short container id of a flagged socket's owner: the
+/// finding's copy of the owner, completed by the table's record (which may know the pod's name
+/// first), else the task that created the socket.
+fn owner_labels<'a>(
+    owner: Option<&'a Owner>,
+    rec: Option<&'a ConnRecord>,
+) -> (&'a str, &'a str, &'a str, &'a str) {
+    let proc_owner = owner.or_else(|| rec.and_then(|c| c.owner.as_ref()));
+    let comm = proc_owner
+        .map(|o| o.comm.as_str())
+        .or_else(|| rec.and_then(|c| c.creator_comm.as_deref()))
+        .unwrap_or("");
+    let pod = rec
+        .and_then(|c| c.owner.as_ref())
+        .and_then(|o| o.pod.as_ref())
+        .filter(|p| !p.name.is_empty())
+        .or_else(|| proc_owner.and_then(|o| o.pod.as_ref()));
+    let (pod_ns, pod_name) = pod.map_or(("", ""), |p| (p.namespace.as_str(), p.name.as_str()));
+    let container = proc_owner
+        .and_then(|o| o.container_id.as_deref())
+        .map_or("", short_id);
+    (comm, pod_ns, pod_name, container)
 }
 
 /// Kernel counters and the daemon's own accounting.

@@ -325,6 +325,7 @@ impl Features {
     }
 
     /// A feature by name.
+    #[cfg(test)]
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&Feature> {
         self.items.iter().find(|f| f.name == name)

@@ -64,6 +64,9 @@ enum Command {
         /// Short CI mode (< 2 minutes): small sizes, one round, goals not enforced.
         #[arg(long)]
         smoke: bool,
+        /// Internal: hold `NETNS_PATH:SOCKETS` idle connections until stdin closes.
+        #[arg(long, hide = true, value_name = "NETNS_PATH:SOCKETS")]
+        pool_helper: Option<String>,
     },
     /// Run the privileged scenarios on the host's kernel and on Debian kernels booted under
     /// QEMU (6.1 from bookworm, 6.12 from bookworm-backports); cached in target/vm-test/.
@@ -86,7 +89,7 @@ fn main() -> ExitCode {
         Command::Build { release } => tasks::build(release, &privs),
         Command::Run { args } => tasks::run(args, &privs),
         Command::Test { quick } => tasks::test(quick, &privs),
-        Command::Bench { smoke } => bench::run(smoke, &privs),
+        Command::Bench { smoke, pool_helper } => bench::run(smoke, pool_helper.as_deref(), &privs),
         Command::VmTest { quick, kernel } => vmtest::run(
             &vmtest::Options {
                 quick,
@@ -125,7 +128,7 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "build"]).unwrap();
         assert!(matches!(cli.command, Command::Build { release: false }));
         let cli = Cli::try_parse_from(["xtask", "bench", "--smoke"]).unwrap();
-        assert!(matches!(cli.command, Command::Bench { smoke: true }));
+        assert!(matches!(cli.command, Command::Bench { smoke: true, .. }));
         assert!(Cli::try_parse_from(["xtask", "bench", "--rounds"]).is_err());
     }
 }

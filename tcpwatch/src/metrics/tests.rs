@@ -117,8 +117,6 @@ fn small_host_exports_expected_series() {
     let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
     cw.inode = 0;
     let mut s = shared_with(&[(1, vec![l, e, cw])]);
-    s.table
-        .attach_owners(|ino| Some(pod_owner(ino, "shop", "web-0")));
     s.netns_names.insert(1, "blue".into());
     s.kernel_counters[counter::RESETS_SENT as usize] = 7;
     s.kernel_counters[counter::EVENTS_DROPPED as usize] = 2;
@@ -172,14 +170,6 @@ fn small_host_exports_expected_series() {
         value(&m, "tcpwatch_close_wait_stuck", "kind=\"owned\""),
         Some(0.0)
     );
-    assert_eq!(
-        value(
-            &m,
-            "tcpwatch_sockets_by_pod",
-            "pod_name=\"web-0\",pod_namespace=\"shop\""
-        ),
-        Some(2.0)
-    );
     assert_eq!(value(&m, "tcpwatch_ready", ""), Some(0.0));
     assert_eq!(value(&m, "tcpwatch_table_connections", ""), Some(3.0));
     let flagged: Vec<_> = m
@@ -193,8 +183,7 @@ fn small_host_exports_expected_series() {
             .any(|x| x.1.contains("kind=\"close_wait_stuck\"")
                 && x.1.contains("local=\"10.0.0.1:8080\"")
                 && x.1.contains("remote=\"10.0.0.2:40001\"")
-                && x.1.contains("comm=\"server\"")
-                && x.1.contains("pod_name=\"\"")),
+                && x.1.contains("comm=\"server\"")),
         "{flagged:?}"
     );
     let open: f64 = m
@@ -211,6 +200,60 @@ fn small_host_exports_expected_series() {
         18
     );
     assert!(m.len() <= series_bound(10));
+}
+
+/// Sockets count for the pod of their owner once its name is known; flagged sockets name
+/// their pod and container.
+#[test]
+fn pods_label_sockets_and_flagged_connections() {
+    let mut cw = sock(1, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
+    cw.inode = 5;
+    let mut s = shared_with(&[(
+        1,
+        vec![
+            cw,
+            sock(2, 1, tcp_state::ESTABLISHED, 8080, 40002),
+            sock(3, 1, tcp_state::ESTABLISHED, 8080, 40003),
+        ],
+    )]);
+    s.table.attach_owners(|ino| {
+        let mut o = pod_owner(0xabc, "shop", "web-0");
+        if ino == 1003 {
+            // Known by UID only: not counted, no series of its own.
+            o.pod = Some(PodRef {
+                uid: "uid-other".into(),
+                ..PodRef::default()
+            });
+        }
+        Some(o)
+    });
+    evaluate_at(&mut s, 60);
+    let m = parse(&encode(&build(&s, 10).unwrap()).unwrap());
+    let by_pod: Vec<_> = m
+        .iter()
+        .filter(|x| x.0 == "tcpwatch_sockets_by_pod")
+        .collect();
+    assert_eq!(by_pod.len(), 1, "{by_pod:?}");
+    assert_eq!(
+        value(
+            &m,
+            "tcpwatch_sockets_by_pod",
+            "pod_name=\"web-0\",pod_namespace=\"shop\""
+        ),
+        Some(2.0)
+    );
+    let flagged: Vec<_> = m
+        .iter()
+        .filter(|x| x.0 == "tcpwatch_flagged_connection")
+        .collect();
+    assert!(
+        flagged
+            .iter()
+            .any(|x| x.1.contains("kind=\"close_wait_stuck\"")
+                && x.1.contains("container_id=\"000000000000\"")
+                && x.1.contains("pod_name=\"web-0\",pod_namespace=\"shop\"")),
+        "{flagged:?}"
+    );
 }
 
 /// 20 000 connections over 2 000 local ports in 100 namespaces, many of them flagged:

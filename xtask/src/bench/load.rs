@@ -1,9 +1,10 @@
 //! Load generators, all inside a bench namespace and bounded in time: connection churn
 //! (optionally rate-limited), one bulk transfer, and pools of idle established connections.
 
-use std::io::{ErrorKind, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd as _;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow};
 
-use super::sys::{self, enter_netns};
+use super::sys::{self, ChildGuard, enter_netns};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const REQ: &[u8; 16] = b"GET /tcpwatch!\r\n";
@@ -159,7 +160,7 @@ pub fn churn(ns: &str, o: &ChurnOpts) -> Result<ChurnResult> {
                         next += gap;
                     }
                     n += 1;
-                    if client_once(addr, n % abort_every == 0).is_ok() {
+                    if client_once(addr, n.is_multiple_of(abort_every)).is_ok() {
                         conns.fetch_add(1, Ordering::Relaxed);
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -242,40 +243,79 @@ pub fn bulk(ns: &str, port: u16, duration: Duration) -> Result<BulkResult> {
     Ok(got)
 }
 
-/// Idle established loopback connections (both ends open, one fd each).
+/// Sockets one pool helper process holds: under this machine kind's fd hard limit (20000),
+/// which root cannot raise without `CAP_SYS_RESOURCE`.
+const PER_HELPER: usize = 18_000;
+
+/// Idle established loopback connections (both ends open), held by helper processes
+/// (`xtask bench --pool-helper NETNS:SOCKETS`) so that no process needs more than
+/// [`PER_HELPER`] descriptors. A helper exits when its stdin closes: dropping the pool (or the
+/// bench dying) releases every socket.
 #[derive(Default)]
 pub struct Pool {
-    listeners: Vec<TcpListener>,
-    conns: Vec<TcpStream>,
+    helpers: Vec<(ChildGuard, ChildStdin)>,
+    sockets: usize,
 }
 
 impl Pool {
     pub fn sockets(&self) -> usize {
-        self.conns.len()
+        self.sockets
     }
 
     /// Adds established pairs until the pool holds at least `sockets` sockets.
     pub fn grow(&mut self, ns: &str, sockets: usize) -> Result<()> {
-        let pairs = sockets.saturating_sub(self.conns.len()).div_ceil(2);
-        let (listener, conns) = join(spawn_in(ns, move || {
-            let listener = TcpListener::bind("127.0.0.1:0")?;
-            let addr = listener.local_addr()?;
-            let mut conns = Vec::with_capacity(pairs * 2);
-            for i in 0..pairs {
-                if i % 1000 == 0 {
-                    sys::check_stop()?;
-                }
-                let c = TcpStream::connect(addr).with_context(|| format!("pool connect #{i}"))?;
-                let (s, _) = listener.accept().context("pool accept")?;
-                conns.push(c);
-                conns.push(s);
-            }
-            Ok((listener, conns))
-        }))?;
-        self.listeners.push(listener);
-        self.conns.extend(conns);
+        let exe = std::env::current_exe().context("path of the xtask binary")?;
+        while self.sockets < sockets {
+            sys::check_stop()?;
+            let n = (sockets - self.sockets).min(PER_HELPER);
+            let mut child = Command::new(&exe)
+                .args(["bench", "--pool-helper", &format!("{ns}:{n}")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("start a pool helper")?;
+            let stdin = child.stdin.take().context("helper stdin")?;
+            let stdout = child.stdout.take().context("helper stdout")?;
+            let guard = ChildGuard {
+                child,
+                what: "pool helper".into(),
+            };
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line)?;
+            let made: usize = line
+                .strip_prefix("READY ")
+                .and_then(|v| v.trim().parse().ok())
+                .with_context(|| format!("pool helper failed (said {line:?})"))?;
+            self.helpers.push((guard, stdin));
+            self.sockets += made;
+        }
         Ok(())
     }
+}
+
+/// The helper process: makes `NETNS:SOCKETS` sockets as pairs, says `READY n`, holds them
+/// until stdin closes.
+pub fn pool_helper(spec: &str) -> Result<()> {
+    let (ns, n) = spec
+        .rsplit_once(':')
+        .context("expected NETNS_PATH:SOCKETS")?;
+    let n: usize = n.parse().context("socket count")?;
+    sys::raise_nofile(u64::try_from(n + 100)?)?;
+    enter_netns(ns)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let mut conns = Vec::with_capacity(n + 1);
+    for i in 0..n.div_ceil(2) {
+        let c = TcpStream::connect(addr).with_context(|| format!("pool connect #{i}"))?;
+        let (s, _) = listener.accept().context("pool accept")?;
+        conns.push(c);
+        conns.push(s);
+    }
+    println!("READY {}", conns.len());
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
 }
 
 /// A connection whose server end enters `CLOSE_WAIT` now: (server end kept open, its local

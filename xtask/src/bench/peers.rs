@@ -143,12 +143,16 @@ impl Daemon {
 
 /// A started tool; stopped on drop.
 pub enum Running {
-    Daemon(Daemon),
+    Daemon {
+        _daemon: Daemon,
+    },
     SsPoll {
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     },
-    Procs(Vec<ChildGuard>),
+    Procs {
+        _procs: Vec<ChildGuard>,
+    },
 }
 
 impl Drop for Running {
@@ -165,7 +169,9 @@ impl Drop for Running {
 /// Starts `tool`; an error says why it does not run.
 pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
     match tool {
-        Tool::Tcpwatch => Ok(Running::Daemon(Daemon::start(&ctx.bin, &[], &ctx.log)?)),
+        Tool::Tcpwatch => Ok(Running::Daemon {
+            _daemon: Daemon::start(&ctx.bin, &[], &ctx.log)?,
+        }),
         Tool::SsPoll => {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&stop);
@@ -193,7 +199,7 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
             let mut cmd = Command::new("bpftrace");
             cmd.args(["-B", "full", "-e", BPFTRACE_SCRIPT]);
             let c = spawn_ready(cmd, "bpftrace", |l| l.trim() == "READY")?;
-            Ok(Running::Procs(vec![c]))
+            Ok(Running::Procs { _procs: vec![c] })
         }
         Tool::Bcc => {
             let mut procs = Vec::new();
@@ -209,7 +215,7 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
             if !reasons.is_empty() {
                 bail!("{}", reasons.join("; "));
             }
-            Ok(Running::Procs(procs))
+            Ok(Running::Procs { _procs: procs })
         }
     }
 }

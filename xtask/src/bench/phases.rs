@@ -126,8 +126,9 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     record_costs("churn", &before, &after, &mut r.kernel);
     r.events_per_connection = state_runs(&before, &after) as f64 / c.conns.max(1) as f64;
     eprintln!(
-        "bench: churn {:.0} conn/s, {:.1} state changes per connection",
+        "bench: churn {:.0} conn/s ({} failed), {:.1} state changes per connection",
         c.per_second(),
+        c.errors,
         r.events_per_connection
     );
     ns.nft(&format!(
@@ -180,7 +181,7 @@ fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
                             sys::check_stop()?;
                             eprintln!("bench: {} does not run: {e:#}", tool.name());
                             churn.not_run = Some(format!("{e:#}"));
-                            bulk.not_run = churn.not_run.clone();
+                            bulk.not_run.clone_from(&churn.not_run);
                             break 'rounds;
                         }
                     }
@@ -275,7 +276,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         r.sweep.push(w);
         if plan.idle.contains(&n) {
             let d = Daemon::start(&env.bin, &[], &env.log)?;
-            let tracked = d.wait_tracking(pool.sockets(), Duration::from_secs(60))?;
+            let tracked = d.wait_tracking(pool.sockets(), Duration::from_mins(1))?;
             sys::sleep(Duration::from_secs(1));
             let (cpu_pct, rss_mib) = daemon_sample(&d, plan.measure)?;
             let mut ms = Vec::new();

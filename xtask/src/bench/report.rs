@@ -176,6 +176,12 @@ fn goal(name: String, value: String, pass: Option<bool>, bound: String) -> Goal 
 /// The goals of the issue, evaluated on `r`.
 pub fn goals(r: &Results) -> Vec<Goal> {
     let mut g = Vec::new();
+    kernel_and_overhead_goals(r, &mut g);
+    scale_and_daemon_goals(r, &mut g);
+    g
+}
+
+fn kernel_and_overhead_goals(r: &Results, g: &mut Vec<Goal>) {
     for (part, label) in [
         ("inet_sock_set_state", "state"),
         ("retransmit", "retransmit"),
@@ -242,6 +248,9 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             ),
         ));
     }
+}
+
+fn scale_and_daemon_goals(r: &Results, g: &mut Vec<Goal>) {
     let big = r.sweep.iter().max_by_key(|s| s.sockets);
     g.push(goal(
         format!(
@@ -328,7 +337,6 @@ pub fn goals(r: &Results) -> Vec<Goal> {
          interval), then the findings are evaluated"
             .into(),
     ));
-    g
 }
 
 fn mark(p: Option<bool>) -> &'static str {
@@ -342,6 +350,13 @@ fn mark(p: Option<bool>) -> &'static str {
 /// The result tables as Markdown (also printed on the terminal).
 pub fn tables(r: &Results) -> String {
     let mut s = String::new();
+    kernel_and_overhead_tables(r, &mut s);
+    scale_and_daemon_tables(r, &mut s);
+    goal_table(r, &mut s);
+    s
+}
+
+fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
         "### Kernel cost per event (bpf_stats)\n\n| program | load | events | ns/event |\n|---|---|---:|---:|"
@@ -388,6 +403,9 @@ pub fn tables(r: &Results) -> String {
             u = o.unit
         );
     }
+}
+
+fn scale_and_daemon_tables(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
         "\n### Sweep scale (median)\n\n| sockets | swept (all netns) | tcpwatch sweep | snapshot CPU | ss -tani | ss CPU | tcpwatch/ss |\n|---:|---:|---:|---:|---:|---:|---:|"
@@ -446,6 +464,9 @@ pub fn tables(r: &Results) -> String {
             v.join(", ")
         );
     }
+}
+
+fn goal_table(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
         "\n### Goals\n\n| goal | measured | result |\n|---|---|---|"
@@ -466,7 +487,6 @@ pub fn tables(r: &Results) -> String {
             let _ = writeln!(s, "- {e}");
         }
     }
-    s
 }
 
 /// `docs/performance.md`.

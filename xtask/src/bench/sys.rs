@@ -56,7 +56,7 @@ pub fn sleep(d: Duration) {
     }
 }
 
-/// Raises `RLIMIT_NOFILE` (soft and hard) to at least `n` (root has `CAP_SYS_RESOURCE`).
+/// Raises `RLIMIT_NOFILE` to `n` if possible, else as far as the hard limit allows.
 pub fn raise_nofile(n: u64) -> Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -69,20 +69,29 @@ pub fn raise_nofile(n: u64) -> Result<()> {
     if lim.rlim_cur >= n {
         return Ok(());
     }
+    if lim.rlim_max >= n {
+        return set_nofile(n, lim.rlim_max);
+    }
     let nr_open: u64 = read_trimmed("/proc/sys/fs/nr_open")?
         .parse()
         .context("fs.nr_open")?;
     if nr_open < n {
         std::fs::write("/proc/sys/fs/nr_open", n.to_string()).context("raise fs.nr_open")?;
     }
+    // Raising the hard limit needs CAP_SYS_RESOURCE, which root may lack (containers): then
+    // the soft limit goes up to the hard one.
+    set_nofile(n, n).or_else(|_| set_nofile(lim.rlim_max, lim.rlim_max))
+}
+
+fn set_nofile(cur: u64, max: u64) -> Result<()> {
     let new = libc::rlimit {
-        rlim_cur: n,
-        rlim_max: lim.rlim_max.max(n),
+        rlim_cur: cur,
+        rlim_max: max,
     };
     // SAFETY: valid pointer to a rlimit struct.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const new) } != 0 {
         bail!(
-            "setrlimit(RLIMIT_NOFILE, {n}): {}",
+            "setrlimit(RLIMIT_NOFILE, {cur}/{max}): {}",
             std::io::Error::last_os_error()
         );
     }
