@@ -49,6 +49,7 @@ pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
     });
     let mut shared = Shared::new(table, Detectors::new(cfg.detectors.clone()));
     shared.attached.clone_from(&kernel.attached);
+    shared.features = Some(kernel.features.clone());
     shared.missing_optional.clone_from(&kernel.missing_optional);
     shared.clock = clock;
     shared

@@ -105,17 +105,20 @@ async fn healthz(q: RawQuery) -> Result<&'static str, BadRequest> {
     Ok("ok\n")
 }
 
-async fn readyz(
-    State(app): State<App>,
-    q: RawQuery,
-) -> Result<(StatusCode, &'static str), BadRequest> {
+async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, String), BadRequest> {
     no_params(q)?;
-    Ok(if app.shared.lock().await.ready {
-        (StatusCode::OK, "ready\n")
+    let s = app.shared.lock().await;
+    let kernel = s
+        .features
+        .as_ref()
+        .map(crate::probe::Features::summary)
+        .unwrap_or_default();
+    Ok(if s.ready {
+        (StatusCode::OK, format!("ready\n{kernel}\n"))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: first sweep not done\n",
+            format!("not ready: first sweep not done\n{kernel}\n"),
         )
     })
 }
@@ -128,6 +131,7 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "ready": s.ready,
         "version": env!("CARGO_PKG_VERSION"),
         "attached": s.attached,
+        "kernel": s.features,
         "kernel_fields_missing": s.missing_optional,
         "kernel_hz": s.clock.hz,
         "table": { "connections": s.table.len(), "stats": s.table.stats() },
@@ -382,10 +386,9 @@ mod tests {
         assert_eq!(get(&sh, "/healthz").await.0, StatusCode::OK);
         assert_eq!(get(&sh, "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
         sh.lock().await.ready = true;
-        assert_eq!(
-            get(&sh, "/readyz").await,
-            (StatusCode::OK, "ready\n".into())
-        );
+        let (st, body) = get(&sh, "/readyz").await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(body.starts_with("ready\n"), "{body}");
     }
 
     #[tokio::test]

@@ -63,6 +63,8 @@ pub struct Attached {
 pub struct Kernel {
     ebpf: Ebpf,
     btf: aya::Btf,
+    /// What the running kernel offers and what was chosen (log, `/readyz`, metrics).
+    pub features: crate::probe::Features,
     pub attached: Vec<Attached>,
     pub missing_optional: Vec<String>,
 }
@@ -92,6 +94,12 @@ pub fn preflight() -> anyhow::Result<()> {
 impl Kernel {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         preflight()?;
+        let mut features = crate::probe::probe(crate::probe::ProbeOptions {
+            pretend_no_iter: opts.pretend_no_iter,
+        });
+        if let Some(msg) = features.refusal() {
+            bail!(msg);
+        }
         let raw = std::fs::read("/sys/kernel/btf/vmlinux")
             .context("reading /sys/kernel/btf/vmlinux (kernel BTF)")?;
         let parsed = tcpwatch_core::btf::Btf::parse(&raw)
@@ -122,12 +130,6 @@ impl Kernel {
         for &(tp_btf, raw_tp, tracepoint) in HOOKS {
             attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
         }
-        if opts.pretend_no_iter {
-            bail!(
-                "this kernel has no BPF iterator for TCP (iter/tcp, Linux 5.9+; treated as absent \
-                 by --pretend-no-iter): tcpwatch cannot sweep socket queues. Minimum kernel: 6.1"
-            );
-        }
         let it: &mut Iter = program(&mut ebpf, SWEEP_PROGRAM)?.try_into()?;
         it.load("tcp", &btf).map_err(|e| {
             anyhow!(
@@ -136,9 +138,14 @@ impl Kernel {
                  report the log above"
             )
         })?;
+        for a in &attached {
+            features.record_attached(a.tracepoint, a.variant);
+        }
+        features.log();
         Ok(Self {
             ebpf,
             btf,
+            features,
             attached,
             missing_optional: resolved.missing_optional,
         })

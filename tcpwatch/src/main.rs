@@ -12,6 +12,7 @@ mod kernel;
 mod metrics;
 mod netns;
 mod owners;
+mod probe;
 mod snapshot;
 mod state;
 mod sweeper;

@@ -25,6 +25,8 @@ pub const MAX_POD_SERIES: usize = 100;
 pub const MAX_LISTENER_PORTS: usize = 100;
 /// Attached program series kept (the daemon attaches 4 tracepoints).
 pub const MAX_ATTACHED_SERIES: usize = 8;
+/// Kernel features reported by `tcpwatch_kernel_feature` (probe.rs: fixed list).
+const MAX_FEATURE_SERIES: usize = 16;
 /// Upper bounds of the `tcpwatch_send_queue_bytes` buckets.
 pub const SEND_QUEUE_BUCKETS: [f64; 7] = [
     0.0,
@@ -61,8 +63,10 @@ pub fn series_bound(top_k: usize) -> usize {
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
     // kubernetes_api_errors, kubernetes_pods
+    let features = MAX_FEATURE_SERIES;
     let self_metrics = 30 + MAX_ATTACHED_SERIES;
     states
+        + features
         + netns
         + pods
         + close_wait
@@ -551,6 +555,17 @@ fn programs(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     )?;
     for a in sh.attached.iter().take(MAX_ATTACHED_SERIES) {
         v.with_label_values(&[a.tracepoint, a.variant]).set(1);
+    }
+    if let Some(f) = &sh.features {
+        let v = out.gauge_vec(
+            "tcpwatch_kernel_feature",
+            "Kernel features found at start-up: 1 yes, 0 no, -1 could not be probed \
+             (hook counts for tp_btf_attached/raw_tp_attached).",
+            &["feature"],
+        )?;
+        for (name, value) in f.metric_values().into_iter().take(MAX_FEATURE_SERIES) {
+            v.with_label_values(&[name.as_str()]).set(value);
+        }
     }
     out.gauge(
         "tcpwatch_ready",

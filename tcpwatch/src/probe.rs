@@ -449,8 +449,12 @@ impl Features {
                 Support::No => {
                     tracing::debug!(feature = f.name, "{} is not available", f.what);
                 }
-                Support::Unknown => {
+                Support::Unknown if f.required => {
                     tracing::warn!(feature = f.name, error = %f.detail, "could not probe {}", f.what);
+                }
+                // An optional feature tcpwatch does not use by default: nothing to act on.
+                Support::Unknown => {
+                    tracing::debug!(feature = f.name, error = %f.detail, "could not probe {}", f.what);
                 }
             }
         }

@@ -52,6 +52,8 @@ pub struct Shared {
     /// Problems of the last sweep that had any (bounded), for `/api/v1/status`.
     pub last_sweep_errors: Vec<String>,
     pub attached: Vec<Attached>,
+    /// The kernel feature probe of start-up.
+    pub features: Option<crate::probe::Features>,
     pub missing_optional: Vec<String>,
     pub clock: KernelClock,
     /// True once programs are attached and the first full sweep is in the table.
@@ -73,6 +75,7 @@ impl Shared {
             stats: DaemonStats::default(),
             last_sweep_errors: Vec::new(),
             attached: Vec::new(),
+            features: None,
             missing_optional: Vec::new(),
             clock: KernelClock::default(),
             ready: false,

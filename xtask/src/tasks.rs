@@ -116,6 +116,13 @@ fn test_steps(quick: bool, privs: &Privileges, root: &Path, steps: &mut Vec<Step
         "unit and integration tests",
         cargo_step(&["test", "--workspace"]),
     ));
+    if !quick && is_root() {
+        // The host's kernel and Debian's 6.1 under QEMU; `cargo xtask vm-test` adds 6.12.
+        plan.push((
+            "kernel portability (host + Debian 6.1 in QEMU)",
+            cargo_step(&["xtask", "vm-test", "--quick"]),
+        ));
+    }
     for (what, cmd) in plan {
         if what.starts_with("unit") && !is_root() {
             eprintln!("{NOT_ROOT_BANNER}");

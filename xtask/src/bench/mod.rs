@@ -18,6 +18,7 @@ mod peers;
 mod phases;
 mod report;
 mod sys;
+mod table;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -119,13 +120,13 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
 
     r.wall_seconds = started.elapsed().as_secs_f64();
     r.goals = report::goals(&r);
-    let tables = report::tables(&r);
+    let tables = table::tables(&r);
     println!("\n{tables}");
     std::fs::write(
         env.out_dir.join("bench.json"),
         serde_json::to_string_pretty(&r)?,
     )?;
-    std::fs::write(root.join("docs/performance.md"), report::markdown(&r))?;
+    std::fs::write(root.join("docs/performance.md"), table::markdown(&r))?;
     eprintln!(
         "bench: {} mode finished in {:.0} s; wrote {} and docs/performance.md",
         r.mode,

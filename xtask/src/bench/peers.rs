@@ -144,15 +144,26 @@ impl Daemon {
 /// A started tool; stopped on drop.
 pub enum Running {
     Daemon {
-        _daemon: Daemon,
+        daemon: Daemon,
     },
     SsPoll {
         stop: Arc<AtomicBool>,
         thread: Option<JoinHandle<()>>,
     },
     Procs {
-        _procs: Vec<ChildGuard>,
+        procs: Vec<ChildGuard>,
     },
+}
+
+impl Running {
+    /// The tracer processes' pids.
+    pub fn pids(&self) -> Vec<u32> {
+        match self {
+            Self::Procs { procs } => procs.iter().map(ChildGuard::pid).collect(),
+            Self::Daemon { daemon } => vec![daemon.pid()],
+            Self::SsPoll { .. } => Vec::new(),
+        }
+    }
 }
 
 impl Drop for Running {
@@ -170,7 +181,7 @@ impl Drop for Running {
 pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
     match tool {
         Tool::Tcpwatch => Ok(Running::Daemon {
-            _daemon: Daemon::start(&ctx.bin, &[], &ctx.log)?,
+            daemon: Daemon::start(&ctx.bin, &[], &ctx.log)?,
         }),
         Tool::SsPoll => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -199,7 +210,7 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
             let mut cmd = Command::new("bpftrace");
             cmd.args(["-B", "full", "-e", BPFTRACE_SCRIPT]);
             let c = spawn_ready(cmd, "bpftrace", |l| l.trim() == "READY")?;
-            Ok(Running::Procs { _procs: vec![c] })
+            Ok(Running::Procs { procs: vec![c] })
         }
         Tool::Bcc => {
             let mut procs = Vec::new();
@@ -207,7 +218,9 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
             for prog in ["tcpstates-bpfcc", "tcpretrans-bpfcc"] {
                 let mut cmd = Command::new(prog);
                 cmd.env("PYTHONUNBUFFERED", "1");
-                match spawn_ready(cmd, prog, |l| !l.trim().is_empty()) {
+                // Headers printed once attached (bcc prints some errors on stdout too).
+                let ready = |l: &str| l.contains("OLDSTATE") || l.contains("Tracing retrans");
+                match spawn_ready(cmd, prog, ready) {
                     Ok(c) => procs.push(c),
                     Err(e) => reasons.push(format!("{prog}: {e}")),
                 }
@@ -215,7 +228,7 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
             if !reasons.is_empty() {
                 bail!("{}", reasons.join("; "));
             }
-            Ok(Running::Procs { _procs: procs })
+            Ok(Running::Procs { procs })
         }
     }
 }
@@ -238,12 +251,17 @@ fn spawn_ready(
     let stderr_tail = Arc::new(Mutex::new(Vec::<String>::new()));
     if let Some(out) = child.stdout.take() {
         let flag = Arc::clone(&is_ready);
+        let tail = Arc::clone(&stderr_tail);
         std::thread::spawn(move || {
             let mut r = BufReader::with_capacity(1 << 16, out);
             let mut line = String::new();
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if !flag.load(Ordering::Relaxed) && ready(&line) {
-                    flag.store(true, Ordering::SeqCst);
+                if !flag.load(Ordering::Relaxed) {
+                    if ready(&line) {
+                        flag.store(true, Ordering::SeqCst);
+                    } else if let Ok(mut t) = tail.lock() {
+                        t.push(line.trim_end().to_owned());
+                    }
                 }
                 line.clear();
             }

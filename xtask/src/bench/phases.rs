@@ -141,8 +141,29 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let after = prog_stats(daemon.pid())?;
     record_costs("bulk, 1 % loss", &before, &after, &mut r.kernel);
     eprintln!("bench: lossy bulk {:.0} MiB/s", b.mib_per_second());
-    drop(stats);
     drop(daemon);
+    // The same churn under bpftrace's one-printf programs: a reference measured in this run.
+    let ctx = peers::Ctx {
+        bin: env.bin.clone(),
+        netns: ns.name.clone(),
+        log: env.log.clone(),
+    };
+    match peers::start(Tool::Bpftrace, &ctx) {
+        Ok(bt) => {
+            let pid = bt.pids().first().copied().unwrap_or(0);
+            let before = prog_stats(pid)?;
+            load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
+            let after = prog_stats(pid)?;
+            let mut costs = Vec::new();
+            record_costs("churn", &before, &after, &mut costs);
+            for mut c in costs.into_iter().filter(|c| c.events > 0) {
+                c.program = format!("bpftrace {}", c.program);
+                r.kernel.push(c);
+            }
+        }
+        Err(e) => eprintln!("bench: bpftrace reference not measured: {e:#}"),
+    }
+    drop(stats);
     Ok(())
 }
 
@@ -153,6 +174,9 @@ fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         netns: ns.name.clone(),
         log: env.log.clone(),
     };
+    // Warm-up: the first seconds of a fresh namespace are slower.
+    load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
+    load::bulk(&ns.path(), BULK_PORT, plan.round)?;
     for tool in Tool::ALL {
         let mut churn = Overhead {
             tool: tool.name().into(),
@@ -209,7 +233,24 @@ fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         r.overhead.push(churn);
         r.overhead.push(bulk);
     }
+    let sockstat = ns.exec("cat", &["/proc/net/sockstat"])?;
+    r.overhead_time_wait = sockstat_tw(&sockstat).unwrap_or(0);
+    eprintln!(
+        "bench: {} TIME_WAIT sockets in the load namespace",
+        r.overhead_time_wait
+    );
     Ok(())
+}
+
+/// The `tw` count of the `TCP:` line of `/proc/net/sockstat`.
+fn sockstat_tw(text: &str) -> Option<u64> {
+    let f: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("TCP:"))?
+        .split_whitespace()
+        .collect();
+    let i = f.iter().position(|w| *w == "tw")?;
+    f.get(i + 1)?.parse().ok()
 }
 
 /// Runs a command with stdout discarded: (wall time, CPU of the child).
@@ -388,5 +429,8 @@ mod tests {
         assert_eq!(full_name("raw_tcp_receive"), "raw_tcp_receive_reset");
         assert_eq!(full_name("tcpwatch_sweep"), "tcpwatch_sweep");
         assert_eq!(full_name("other"), "other");
+        let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 4096 alloc 9 mem 1\n";
+        assert_eq!(sockstat_tw(sockstat), Some(4096));
+        assert_eq!(sockstat_tw("UDP: inuse 1\n"), None);
     }
 }
