@@ -76,9 +76,17 @@ pub struct KernelOffsets {
     pub total_retrans: u32,
     pub lsndtime: u32,
     pub rcv_tstamp: u32,
+    /// Bytes from the start of a full socket that cover every field above read from it (the
+    /// sweep copies them in one read, then picks the fields out).
+    pub full_read_len: u32,
+    /// The same for `struct sock_common` alone (`TIME_WAIT` and `NEW_SYN_RECV` minisockets).
+    pub common_read_len: u32,
     /// Non-zero once userspace has patched real offsets in.
     pub valid: u32,
 }
+
+/// Size of the sweep's per-CPU copy of one socket; `full_read_len` must not exceed it.
+pub const SOCK_COPY_LEN: usize = 4096;
 
 /// Marks a field the running kernel does not have.
 pub const OFFSET_MISSING: u32 = u32::MAX;
@@ -121,6 +129,8 @@ impl KernelOffsets {
         total_retrans: OFFSET_MISSING,
         lsndtime: OFFSET_MISSING,
         rcv_tstamp: OFFSET_MISSING,
+        full_read_len: 0,
+        common_read_len: 0,
         valid: 0,
     };
 }
@@ -303,7 +313,8 @@ pub mod counter {
     pub const RESETS_RECEIVED: u32 = 5;
     /// `PORT_RESETS` updates that failed.
     pub const PORT_RESETS_FULL: u32 = 6;
-    /// Records the sweep could not write (`bpf_seq_write` failed: buffer overflow).
+    /// Sockets the sweep could not report: `bpf_seq_write` failed (buffer overflow) or the
+    /// socket could not be copied (not expected).
     pub const SWEEP_WRITE_FAILED: u32 = 7;
     pub const COUNT: u32 = 8;
 }
@@ -346,6 +357,6 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 36 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 38 * 4);
     }
 }

@@ -3,7 +3,7 @@
 //! Rust eBPF has no CO-RE relocations: the offsets are resolved here from the kernel's BTF and
 //! patched into the programs' `.rodata`. This table is tcpwatch's whole coupling to kernel
 //! internals: every field, its expected width and whether tcpwatch can run without it.
-use tcpwatch_common::{KernelOffsets, OFFSET_MISSING};
+use tcpwatch_common::{KernelOffsets, OFFSET_MISSING, SOCK_COPY_LEN};
 
 use crate::btf::{Btf, BtfError};
 
@@ -115,6 +115,11 @@ pub enum OffsetsError {
         expected: u32,
         actual: u32,
     },
+    #[error(
+        "the socket fields tcpwatch reads span {len} bytes in this kernel, more than the \
+         {max}-byte copy of its sweep: unsupported kernel layout"
+    )]
+    TooLarge { len: u32, max: usize },
     #[error("{outer}.{member} is not at offset 0 (found {offset}): unsupported kernel layout")]
     Layout {
         outer: &'static str,
@@ -185,6 +190,31 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
             }
         }
     }
+    // The sweep copies each socket once: far enough to cover every field read from it.
+    let mut full = 0;
+    let mut common = 0;
+    for (name, f) in FIELDS {
+        let Some(off) = get(&out, name).filter(|&o| o != OFFSET_MISSING) else {
+            continue;
+        };
+        let end = off + f.size.unwrap_or(0);
+        match f.strukt {
+            "sock_common" => {
+                common = common.max(end);
+                full = full.max(end);
+            }
+            "sock" | "inet_connection_sock" | "tcp_sock" => full = full.max(end),
+            _ => {} // net, socket_alloc, inode: read through pointers
+        }
+    }
+    if full as usize > SOCK_COPY_LEN {
+        return Err(OffsetsError::TooLarge {
+            len: full,
+            max: SOCK_COPY_LEN,
+        });
+    }
+    out.full_read_len = full.next_multiple_of(8);
+    out.common_read_len = common.next_multiple_of(8);
     out.valid = 1;
     Ok(Resolved {
         offsets: out,
@@ -198,8 +228,8 @@ mod tests {
 
     #[test]
     fn every_offsets_field_is_listed_once() {
-        // KernelOffsets has one u32 per field plus `valid`.
-        let n = std::mem::size_of::<KernelOffsets>() / 4 - 1;
+        // KernelOffsets has one u32 per field plus the two read lengths and `valid`.
+        let n = std::mem::size_of::<KernelOffsets>() / 4 - 3;
         assert_eq!(FIELDS.len(), n);
         let mut names: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
         names.sort_unstable();
@@ -234,6 +264,13 @@ mod tests {
         assert!(
             r.offsets.snd_una > r.offsets.sk_socket,
             "tcp_sock fields follow struct sock"
+        );
+        assert!(r.offsets.full_read_len > r.offsets.snd_una + 3);
+        assert!(r.offsets.common_read_len > r.offsets.skc_state);
+        assert!(r.offsets.common_read_len < r.offsets.full_read_len);
+        eprintln!(
+            "sweep copies {} bytes per socket ({} for minisockets)",
+            r.offsets.full_read_len, r.offsets.common_read_len
         );
     }
 }

@@ -261,8 +261,9 @@ impl ConnTable {
         self.conns.values()
     }
 
-    /// Applies one state change. Returns the delta for the stream.
-    pub fn apply_event(&mut self, ev: &StateEvent) -> Delta {
+    /// Applies one state change. Returns the delta for the stream when `want_delta` (nothing
+    /// is cloned otherwise).
+    pub fn apply_event(&mut self, ev: &StateEvent, want_delta: bool) -> Option<Delta> {
         self.stats.events_applied += 1;
         let key = ConnKey {
             skaddr: ev.skaddr,
@@ -275,7 +276,7 @@ impl ConnTable {
             if self.conns.remove(&key).is_some() {
                 self.stats.removed_closed += 1;
             }
-            return Delta::Remove { key };
+            return want_delta.then_some(Delta::Remove { key });
         }
         self.last_event.insert(key, ev.ts_ns);
         let rec = self.conns.entry(key).or_insert_with(|| {
@@ -325,13 +326,15 @@ impl ConnTable {
             rec.queues.send_q = 0;
             rec.queues.recv_q = 0;
         }
-        Delta::Upsert {
+        want_delta.then(|| Delta::Upsert {
             conn: Box::new(rec.clone()),
-        }
+        })
     }
 
     /// Applies the sweep of one namespace. `records` is everything the sweep listed there;
-    /// `started` is the ktime at which the sweep began (its header).
+    /// `started` is the ktime at which the sweep began (its header). With `deltas`, the
+    /// records that appeared, disappeared or changed in a way a viewer sees (state, queues,
+    /// retransmissions, resets, owner) are pushed there; without, nothing is cloned.
     pub fn apply_sweep(
         &mut self,
         netns_cookie: u64,
@@ -339,7 +342,7 @@ impl ConnTable {
         started: MonoNs,
         clock: KernelClock,
         now: MonoNs,
-        deltas: &mut Vec<Delta>,
+        mut deltas: Option<&mut Vec<Delta>>,
     ) -> SweepOutcome {
         self.stats.sweeps_applied += 1;
         let mut out = SweepOutcome::default();
@@ -349,18 +352,25 @@ impl ConnTable {
             let key = fresh.key;
             let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
             if let Some(rec) = self.conns.get_mut(&key) {
+                let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
                 out.updated += 1;
-                deltas.push(Delta::Upsert {
-                    conn: Box::new(rec.clone()),
-                });
+                if let (Some(d), Some(before)) = (deltas.as_deref_mut(), before)
+                    && before != Material::of(rec)
+                {
+                    d.push(Delta::Upsert {
+                        conn: Box::new(rec.clone()),
+                    });
+                }
             } else if !event_after_sweep {
                 // (An event after the sweep began means it closed since: not re-added.)
                 let mut fresh = fresh;
                 push_sample(&mut fresh, history_len);
-                deltas.push(Delta::Upsert {
-                    conn: Box::new(fresh.clone()),
-                });
+                if let Some(d) = deltas.as_deref_mut() {
+                    d.push(Delta::Upsert {
+                        conn: Box::new(fresh.clone()),
+                    });
+                }
                 self.conns.insert(key, fresh);
                 self.stats.inserted += 1;
                 out.added += 1;
@@ -379,7 +389,9 @@ impl ConnTable {
             self.last_event.remove(&key);
             self.stats.removed_by_sweep += 1;
             out.removed += 1;
-            deltas.push(Delta::Remove { key });
+            if let Some(d) = deltas.as_deref_mut() {
+                d.push(Delta::Remove { key });
+            }
         }
         // Tombstones older than this sweep have done their job.
         let conns = &self.conns;
@@ -491,6 +503,34 @@ fn push_sample(c: &mut ConnRecord, history_len: usize) {
     if !interesting(c) && c.history.iter().all(|s| s.send_q == 0) {
         // Quiet again for a whole window: release the memory.
         c.history = Vec::new();
+    }
+}
+
+/// What a viewer of the live stream sees change (ages move every sweep and are left out).
+#[derive(PartialEq, Eq)]
+struct Material {
+    state: TcpState,
+    queues: Queues,
+    retrans: RetransInfo,
+    resets: ResetCounts,
+    window_zero: bool,
+    backoff: u8,
+    probes_out: u8,
+    owner: Option<u32>,
+}
+
+impl Material {
+    fn of(c: &ConnRecord) -> Self {
+        Self {
+            state: c.state,
+            queues: c.queues,
+            retrans: c.retrans,
+            resets: c.resets,
+            window_zero: c.tcp.peer_window == 0,
+            backoff: c.tcp.backoff,
+            probes_out: c.tcp.probes_out,
+            owner: c.owner.as_ref().map(|o| o.pid),
+        }
     }
 }
 

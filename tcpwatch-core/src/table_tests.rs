@@ -111,8 +111,8 @@ fn untracked_socket_age_is_a_lower_bound() {
 #[test]
 fn events_insert_update_and_close() {
     let mut t = ConnTable::new(TableConfig::default());
-    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 10));
-    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 20));
+    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 10), true);
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 20), true);
     let k = ConnKey {
         skaddr: 1,
         netns_cookie: 7,
@@ -122,8 +122,8 @@ fn events_insert_update_and_close() {
         Some((TcpState::Established, 20))
     );
     assert_eq!(
-        t.apply_event(&event(1, 7, tcp_state::CLOSE, 30)),
-        Delta::Remove { key: k }
+        t.apply_event(&event(1, 7, tcp_state::CLOSE, 30), true),
+        Some(Delta::Remove { key: k })
     );
     assert!(t.is_empty());
     assert_eq!(t.stats().removed_closed, 1);
@@ -134,10 +134,17 @@ fn sweep_removes_ghosts_and_adds_missing() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
     // Socket 1 was created by an event before the sweep; its CLOSE event was lost.
-    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10), true);
     // Socket 3 lives in another namespace: a sweep of ns 7 must not touch it.
-    t.apply_event(&event(3, 8, tcp_state::ESTABLISHED, 10));
-    let out = t.apply_sweep(7, &[rec(2, 7, tcp_state::LISTEN)], 20, CLOCK, 25, &mut d);
+    t.apply_event(&event(3, 8, tcp_state::ESTABLISHED, 10), true);
+    let out = t.apply_sweep(
+        7,
+        &[rec(2, 7, tcp_state::LISTEN)],
+        20,
+        CLOCK,
+        25,
+        Some(&mut d),
+    );
     assert_eq!(
         out,
         SweepOutcome {
@@ -174,8 +181,8 @@ fn sweep_removes_ghosts_and_adds_missing() {
 fn sweep_keeps_sockets_born_after_it_started() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
-    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 30));
-    let out = t.apply_sweep(7, &[], 20, CLOCK, 35, &mut d);
+    t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 30), true);
+    let out = t.apply_sweep(7, &[], 20, CLOCK, 35, Some(&mut d));
     assert_eq!(out.removed, 0);
     assert_eq!(t.len(), 1);
 }
@@ -184,8 +191,8 @@ fn sweep_keeps_sockets_born_after_it_started() {
 fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
-    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10));
-    t.apply_event(&event(1, 7, tcp_state::CLOSE, 30));
+    t.apply_event(&event(1, 7, tcp_state::ESTABLISHED, 10), true);
+    t.apply_event(&event(1, 7, tcp_state::CLOSE, 30), true);
     // The sweep started at 20, before the close at 30, and still lists the socket.
     let out = t.apply_sweep(
         7,
@@ -193,12 +200,12 @@ fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
         20,
         CLOCK,
         35,
-        &mut d,
+        Some(&mut d),
     );
     assert!(t.is_empty(), "closed socket resurrected as a ghost");
     assert_eq!(out.added, 0);
     // The tombstone is dropped by the next sweep that started after the close.
-    t.apply_sweep(7, &[], 40, CLOCK, 45, &mut d);
+    t.apply_sweep(7, &[], 40, CLOCK, 45, Some(&mut d));
     assert!(t.last_event.is_empty());
 }
 
@@ -206,14 +213,14 @@ fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
 fn event_newer_than_sweep_keeps_its_state() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
-    t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 30));
+    t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 30), true);
     t.apply_sweep(
         7,
         &[rec(1, 7, tcp_state::ESTABLISHED)],
         20,
         CLOCK,
         35,
-        &mut d,
+        Some(&mut d),
     );
     let c = t
         .get(&ConnKey {
@@ -234,7 +241,7 @@ fn eviction_is_bounded_counted_and_spares_protected() {
     let mut tw = rec(4, 7, tcp_state::TIME_WAIT);
     tw.flags = 0;
     let recs = [rec(1, 7, 1), rec(2, 7, 1), rec(3, 7, 1), tw];
-    t.apply_sweep(7, &recs, 0, CLOCK, 10, &mut d);
+    t.apply_sweep(7, &recs, 0, CLOCK, 10, Some(&mut d));
     assert_eq!(t.len(), 4);
     let protected = ConnKey {
         skaddr: 1,
@@ -271,7 +278,7 @@ fn history_is_bounded_and_only_for_interesting_connections() {
             u64::from(i),
             CLOCK,
             u64::from(i) + 1,
-            &mut d,
+            Some(&mut d),
         );
     }
     assert!(
@@ -302,7 +309,7 @@ fn owners_attach_by_inode() {
     let mut d = Vec::new();
     let mut orphan = rec(2, 7, tcp_state::CLOSE_WAIT);
     orphan.inode = 0;
-    t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, &mut d);
+    t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, Some(&mut d));
     let missing = t.attach_owners(|ino| {
         (ino == 999).then(|| Owner {
             pid: 42,
@@ -356,4 +363,34 @@ fn hz_calibration_picks_the_kernel_setting() {
         ..SweepHeader::default()
     };
     assert_eq!(KernelClock::calibrate(&a, &c), None);
+}
+
+#[test]
+fn only_changes_a_viewer_sees_become_deltas() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut d = Vec::new();
+    let mut r = rec(1, 7, tcp_state::ESTABLISHED);
+    t.apply_sweep(7, &[r], 0, CLOCK, 1, Some(&mut d));
+    assert_eq!(d.len(), 1, "new record");
+    d.clear();
+    // Same socket, only its ages moved: nothing to send.
+    r.lsnd_age_jiffies += 250;
+    t.apply_sweep(7, &[r], 2, CLOCK, 3, Some(&mut d));
+    assert!(d.is_empty(), "{d:?}");
+    // Send-Q moved: one upsert.
+    r.write_seq += 100;
+    t.apply_sweep(7, &[r], 4, CLOCK, 5, Some(&mut d));
+    assert_eq!(d.len(), 1);
+    // Without a sink nothing is built, and the table still updates.
+    r.write_seq += 100;
+    t.apply_sweep(7, &[r], 6, CLOCK, 7, None);
+    let key = ConnKey {
+        skaddr: 1,
+        netns_cookie: 7,
+    };
+    assert_eq!(t.get(&key).unwrap().queues.send_q, 200);
+    assert_eq!(
+        t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 8), false),
+        None
+    );
 }

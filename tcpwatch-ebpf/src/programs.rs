@@ -20,7 +20,9 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_jiffies64, bpf_ktime_get_ns, bpf_seq_write},
+        generated::{
+            bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
+        },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
     maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
@@ -28,8 +30,8 @@ use aya_ebpf::{
 };
 use tcpwatch_common::{
     ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING, PortKey, PortResets,
-    SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
-    event_kind, record_flags, tcp_state,
+    SOCK_COPY_LEN, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader,
+    counter, event_kind, record_flags, tcp_state,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -57,6 +59,10 @@ static PORT_RESETS: LruPerCpuHashMap<PortKey, PortResets> =
 /// Self-accounting (see `tcpwatch_common::counter`).
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The sweep's copy of the socket being read (one helper call per socket).
+#[map]
+static SOCK_COPY: PerCpuArray<[u8; SOCK_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for one sweep record (too large for the 512-byte BPF stack with the rest).
 #[map]
@@ -458,21 +464,81 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     }
     // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
     let r = unsafe { &mut *rec };
-    fill_record(r, sk, uid);
-    seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    if fill_record(r, sk, uid) {
+        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    } else {
+        // Not expected (the copy stays inside the socket object); counted, never silent.
+        count(counter::SWEEP_WRITE_FAILED);
+    }
     0
 }
 
+/// Reads a `T` at `off` in the sweep's copy of a socket; 0 when the field is missing on this
+/// kernel (the bound check also proves the access to the verifier).
 #[inline(always)]
-fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
+fn bf<T: Default>(buf: *const u8, off: u32) -> T {
+    let off = off as usize;
+    if off > SOCK_COPY_LEN - core::mem::size_of::<T>() {
+        return T::default();
+    }
+    // SAFETY: off + size_of::<T>() <= SOCK_COPY_LEN, the size of the buffer `buf` points to.
+    unsafe { core::ptr::read_unaligned(buf.add(off).cast::<T>()) }
+}
+
+/// Tuple from the sweep's copy of a socket (same as [`tuple_of`], without helper calls).
+#[inline(always)]
+fn tuple_from(buf: *const u8, o: &KernelOffsets) -> Tuple {
+    let family: u16 = bf(buf, o.skc_family);
+    let mut t = Tuple {
+        family,
+        sport: bf(buf, o.skc_num),
+        dport: u16::from_be(bf(buf, o.skc_dport)),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        t.saddr = bf(buf, o.skc_v6_rcv_saddr);
+        t.daddr = bf(buf, o.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = bf(buf, o.skc_rcv_saddr);
+        let d: [u8; 4] = bf(buf, o.skc_daddr);
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    }
+    t
+}
+
+/// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
+/// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
+/// are picked from the copy: one helper call instead of one per field.
+#[inline(always)]
+fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     let o = offsets();
-    let t = tuple_of(sk);
     let state: u8 = rd(sk, o.skc_state);
-    let (cookie, ino) = netns_of(sk);
+    let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
+    let Some(buf) = SOCK_COPY.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = buf.cast::<u8>();
+    let len = if mini {
+        o.common_read_len
+    } else {
+        o.full_read_len
+    };
+    let len = len.min(SOCK_COPY_LEN as u32);
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
+    if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
+        return false;
+    }
+    let t = tuple_from(buf, o);
+    let net = bf::<u64>(buf, o.skc_net) as *const u8;
     *r = SockRecord {
         skaddr: sk as u64,
-        netns_cookie: cookie,
-        netns_ino: ino,
+        netns_cookie: rd(net, o.net_cookie),
+        netns_ino: rd(net, o.net_ns_inum),
         uid,
         family: t.family,
         sport: t.sport,
@@ -482,11 +548,11 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
         state,
         ..SockRecord::default()
     };
-    if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
-        return;
+    if mini {
+        return true;
     }
     r.flags = record_flags::FULL_SOCK;
-    let socket = rd_ptr(sk, o.sk_socket);
+    let socket = bf::<u64>(buf, o.sk_socket) as *const u8;
     if !socket.is_null() {
         r.flags |= record_flags::HAS_SOCKET;
         if o.socket_alloc_vfs_inode != OFFSET_MISSING {
@@ -494,31 +560,36 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
             r.inode = rd(inode, o.inode_i_ino);
         }
     }
-    r.write_seq = rd(sk, o.write_seq);
-    r.snd_una = rd(sk, o.snd_una);
-    r.snd_nxt = rd(sk, o.snd_nxt);
-    r.rcv_nxt = rd(sk, o.rcv_nxt);
-    r.copied_seq = rd(sk, o.copied_seq);
-    r.snd_wnd = rd(sk, o.snd_wnd);
-    r.srtt_us8 = rd(sk, o.srtt_us);
-    r.rto_jiffies = rd(sk, o.icsk_rto);
-    r.user_timeout_ms = rd(sk, o.icsk_user_timeout);
-    r.total_retrans = rd(sk, o.total_retrans);
-    r.ack_backlog = rd(sk, o.sk_ack_backlog);
-    r.max_ack_backlog = rd(sk, o.sk_max_ack_backlog);
-    r.sndbuf = rd::<i32>(sk, o.sk_sndbuf) as u32;
-    r.wmem_queued = rd::<i32>(sk, o.sk_wmem_queued) as u32;
-    r.backoff = rd(sk, o.icsk_backoff);
-    r.retransmits = rd(sk, o.icsk_retransmits);
-    r.probes_out = rd(sk, o.icsk_probes_out);
+    r.write_seq = bf(buf, o.write_seq);
+    r.snd_una = bf(buf, o.snd_una);
+    r.snd_nxt = bf(buf, o.snd_nxt);
+    r.rcv_nxt = bf(buf, o.rcv_nxt);
+    r.copied_seq = bf(buf, o.copied_seq);
+    r.snd_wnd = bf(buf, o.snd_wnd);
+    r.srtt_us8 = bf(buf, o.srtt_us);
+    r.rto_jiffies = bf(buf, o.icsk_rto);
+    r.user_timeout_ms = bf(buf, o.icsk_user_timeout);
+    r.total_retrans = bf(buf, o.total_retrans);
+    r.ack_backlog = bf(buf, o.sk_ack_backlog);
+    r.max_ack_backlog = bf(buf, o.sk_max_ack_backlog);
+    r.sndbuf = bf::<i32>(buf, o.sk_sndbuf) as u32;
+    r.wmem_queued = bf::<i32>(buf, o.sk_wmem_queued) as u32;
+    r.backoff = bf(buf, o.icsk_backoff);
+    r.retransmits = bf(buf, o.icsk_retransmits);
+    r.probes_out = bf(buf, o.icsk_probes_out);
     // SAFETY: helper without arguments.
     let jiffies = unsafe { bpf_jiffies64() } as u32;
-    r.lsnd_age_jiffies = jiffies.wrapping_sub(rd(sk, o.lsndtime));
-    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(rd(sk, o.rcv_tstamp));
-    r.lrcv_age_jiffies = jiffies.wrapping_sub(rd(sk, o.icsk_ack_lrcvtime));
+    r.lsnd_age_jiffies = jiffies.wrapping_sub(bf(buf, o.lsndtime));
+    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(bf(buf, o.rcv_tstamp));
+    r.lrcv_age_jiffies = jiffies.wrapping_sub(bf(buf, o.icsk_ack_lrcvtime));
 
-    let now = ktime();
-    if let Some(st) = sock_entry(sk, now, state) {
+    // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
+    let key = sk as u64;
+    let entry = match SOCKS.get_ptr_mut(key) {
+        Some(p) => Some(p),
+        None => sock_entry(sk, ktime(), state),
+    };
+    if let Some(st) = entry {
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.
         let st = unsafe { &mut *st };
@@ -545,6 +616,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) {
         r.pid = st.pid;
         r.comm = st.comm;
     }
+    true
 }
 
 #[cfg(not(test))]

@@ -214,7 +214,8 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     tracing::info!(hz = clock.hz, "kernel clock calibrated");
     let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
 
-    let (tx, mut rx) = mpsc::channel::<SweepBatch>(2);
+    // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.
+    let (tx, mut rx) = mpsc::channel::<SweepBatch>(1);
     let interval = Duration::from_millis(cfg.daemon.sweep_interval_ms);
     std::thread::Builder::new()
         .name("tcpwatch-sweep".into())

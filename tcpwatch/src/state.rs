@@ -85,9 +85,11 @@ impl Shared {
 
     pub fn apply_event(&mut self, ev: &StateEvent) {
         self.stats.events_received += 1;
-        let delta = self.table.apply_event(ev);
-        // No subscribers is fine: send only fails when nobody listens.
-        let _ = self.stream.send(StreamEvent::Conn(delta));
+        // Deltas are built only for live subscribers (`tcpwatch top`, SSE clients).
+        let want = self.stream.receiver_count() > 0;
+        if let Some(delta) = self.table.apply_event(ev, want) {
+            let _ = self.stream.send(StreamEvent::Conn(delta));
+        }
         if self.table.len() > self.table.config().max_connections + self.table.slack() {
             self.enforce_bound();
         }
@@ -115,6 +117,7 @@ impl Shared {
         self.kernel_counters = batch.counters;
         self.port_resets.clone_from(&batch.port_resets);
         let mut deltas = Vec::new();
+        let want = self.stream.receiver_count() > 0;
         let mut alive = HashMap::new();
         for ns in &batch.namespaces {
             self.table.apply_sweep(
@@ -123,7 +126,7 @@ impl Shared {
                 ns.sweep.header.ktime_ns,
                 self.clock,
                 now,
-                &mut deltas,
+                want.then_some(&mut deltas),
             );
             alive.insert(ns.id.cookie, ns.info);
             if let Some(name) = &ns.name {

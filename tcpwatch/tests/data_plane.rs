@@ -127,30 +127,32 @@ fn peer_that_never_reads_fills_send_q() {
     }
     assert!(written > 0);
     let caddr = client.local_addr().unwrap();
-    // Wait until the queues stop moving (zero window reached).
-    let stable = wait_for(Duration::from_secs(5), || {
-        let a = ss(&ns);
-        std::thread::sleep(Duration::from_millis(100));
-        let b = ss(&ns);
-        let q = |rows: &[support::SsRow]| {
-            rows.iter()
-                .find(|r| r.local == caddr)
-                .map(|r| (r.recv_q, r.send_q))
-        };
-        (q(&a) == q(&b)).then_some(b)
-    })
-    .expect("queues settle");
-    let c_ss = stable.iter().find(|r| r.local == caddr).unwrap();
-    let s_ss = stable
-        .iter()
-        .find(|r| r.local == addr && r.state == "ESTAB")
-        .unwrap();
+    // Ground truth must bracket the snapshot: a zero-window probe can still move the queues,
+    // so compare only when `ss` shows the same values before and after it (bounded retries).
+    let q = |rows: &[support::SsRow]| {
+        let c = rows.iter().find(|r| r.local == caddr)?.clone();
+        let s = rows
+            .iter()
+            .find(|r| r.local == addr && r.state == "ESTAB")?
+            .clone();
+        Some((c, s))
+    };
+    let mut compared = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = q(&ss(&ns)).expect("ss lists both ends");
+        let snap = snapshot(&[]);
+        let after = q(&ss(&ns)).expect("ss lists both ends");
+        if (before.0.send_q, before.1.recv_q) == (after.0.send_q, after.1.recv_q) {
+            compared = Some((snap, after));
+            break;
+        }
+    }
+    let (snap, (c_ss, s_ss)) = compared.expect("queues settled around a snapshot");
     assert!(
         c_ss.send_q > 0 && s_ss.recv_q > 0,
         "ground truth: {c_ss:?} {s_ss:?}"
     );
-
-    let snap = snapshot(&[]);
     let conns = conns_in(&snap, ns.inode);
     let c = find(&conns, "ESTABLISHED", &caddr, Some(&addr)).expect("client reported");
     let s = find(&conns, "ESTABLISHED", &addr, Some(&caddr)).expect("server reported");

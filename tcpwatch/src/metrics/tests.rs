@@ -52,8 +52,14 @@ pub(crate) fn shared_with(sweeps: &[(u64, Vec<SockRecord>)]) -> Shared {
                 inode,
             }),
         );
-        s.table
-            .apply_sweep(*cookie, recs, T0, KernelClock { hz: 1000 }, T0, &mut deltas);
+        s.table.apply_sweep(
+            *cookie,
+            recs,
+            T0,
+            KernelClock { hz: 1000 },
+            T0,
+            Some(&mut deltas),
+        );
     }
     s
 }
