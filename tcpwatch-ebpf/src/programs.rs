@@ -60,6 +60,12 @@ static PORT_RESETS: LruPerCpuHashMap<PortKey, PortResets> =
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// The state program's copy of a socket's `sock_common` (one helper call per event; the
+/// program does not nest on a CPU, and no other program uses this buffer).
+#[map]
+static EVENT_COPY: PerCpuArray<[u8; EVENT_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
+const EVENT_COPY_LEN: usize = 256;
+
 /// The sweep's copy of the socket being read (one helper call per socket).
 #[map]
 static SOCK_COPY: PerCpuArray<[u8; SOCK_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
@@ -144,6 +150,56 @@ fn tuple_of(sk: *const u8) -> Tuple {
         t.daddr[..4].copy_from_slice(&d);
     }
     t
+}
+
+/// Writes the tuple and namespace of `sk` into the event, from one copy of its
+/// `sock_common` (a read per field if the copy fails).
+///
+/// # Safety
+/// `ev` points to a reserved, exclusively owned ring buffer slot.
+#[inline(always)]
+unsafe fn fill_common(ev: *mut StateEvent, sk: *const u8) {
+    let o = offsets();
+    let len = o.common_read_len.min(EVENT_COPY_LEN as u32);
+    if let Some(buf) = EVENT_COPY.get_ptr_mut(0)
+        && len > 0
+        // SAFETY: `buf` holds EVENT_COPY_LEN >= len bytes; the helper checks the source.
+        && unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } == 0
+    {
+        let buf = buf.cast::<u8>();
+        let family: u16 = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_family);
+        let net = bfn::<EVENT_COPY_LEN, u64>(buf, o.skc_net) as *const u8;
+        // SAFETY: `ev` is valid for writes (caller).
+        unsafe {
+            (*ev).family = family;
+            (*ev).sport = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_num);
+            (*ev).dport = u16::from_be(bfn::<EVENT_COPY_LEN, _>(buf, o.skc_dport));
+            if family == AF_INET6 {
+                (*ev).saddr = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_v6_rcv_saddr);
+                (*ev).daddr = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_v6_daddr);
+            } else {
+                let s: [u8; 4] = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_rcv_saddr);
+                let d: [u8; 4] = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_daddr);
+                (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            }
+            (*ev).netns_cookie = rd(net, o.net_cookie);
+            (*ev).netns_ino = rd(net, o.net_ns_inum);
+        }
+        return;
+    }
+    let t = tuple_of(sk);
+    let (cookie, ino) = netns_of(sk);
+    // SAFETY: `ev` is valid for writes (caller).
+    unsafe {
+        (*ev).family = t.family;
+        (*ev).sport = t.sport;
+        (*ev).dport = t.dport;
+        (*ev).saddr = t.saddr;
+        (*ev).daddr = t.daddr;
+        (*ev).netns_cookie = cookie;
+        (*ev).netns_ino = ino;
+    }
 }
 
 #[inline(always)]
@@ -247,8 +303,8 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
         return;
     };
     let ev: *mut StateEvent = slot.as_mut_ptr();
-    let t = tuple_of(sk);
-    let (cookie, ino) = netns_of(sk);
+    // SAFETY: `ev` points to the reserved slot.
+    unsafe { fill_common(ev, sk) };
     // SAFETY: `ev` points to a reserved, exclusively owned ring buffer slot of the right size.
     unsafe {
         (*ev).kind = event_kind::STATE;
@@ -263,13 +319,6 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).resets_sent = tracked.resets_sent;
         (*ev).resets_received = tracked.resets_received;
         (*ev).pad = [0; 3];
-        (*ev).family = t.family;
-        (*ev).sport = t.sport;
-        (*ev).dport = t.dport;
-        (*ev).saddr = t.saddr;
-        (*ev).daddr = t.daddr;
-        (*ev).netns_cookie = cookie;
-        (*ev).netns_ino = ino;
     }
     slot.submit(0);
     count(counter::EVENTS_SUBMITTED);
@@ -473,35 +522,41 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     0
 }
 
-/// Reads a `T` at `off` in the sweep's copy of a socket; 0 when the field is missing on this
+/// Reads a `T` at `off` in an `N`-byte copy of a socket; 0 when the field is missing on this
 /// kernel (the bound check also proves the access to the verifier).
 #[inline(always)]
-fn bf<T: Default>(buf: *const u8, off: u32) -> T {
+fn bfn<const N: usize, T: Default>(buf: *const u8, off: u32) -> T {
     let off = off as usize;
-    if off > SOCK_COPY_LEN - core::mem::size_of::<T>() {
+    if off > N - core::mem::size_of::<T>() {
         return T::default();
     }
-    // SAFETY: off + size_of::<T>() <= SOCK_COPY_LEN, the size of the buffer `buf` points to.
+    // SAFETY: off + size_of::<T>() <= N, the size of the buffer `buf` points to.
     unsafe { core::ptr::read_unaligned(buf.add(off).cast::<T>()) }
 }
 
-/// Tuple from the sweep's copy of a socket (same as [`tuple_of`], without helper calls).
+/// [`bfn`] in the sweep's copy of a socket.
 #[inline(always)]
-fn tuple_from(buf: *const u8, o: &KernelOffsets) -> Tuple {
-    let family: u16 = bf(buf, o.skc_family);
+fn bf<T: Default>(buf: *const u8, off: u32) -> T {
+    bfn::<SOCK_COPY_LEN, T>(buf, off)
+}
+
+/// Tuple from an `N`-byte copy of a socket (same as [`tuple_of`], without helper calls).
+#[inline(always)]
+fn tuple_from<const N: usize>(buf: *const u8, o: &KernelOffsets) -> Tuple {
+    let family: u16 = bfn::<N, _>(buf, o.skc_family);
     let mut t = Tuple {
         family,
-        sport: bf(buf, o.skc_num),
-        dport: u16::from_be(bf(buf, o.skc_dport)),
+        sport: bfn::<N, _>(buf, o.skc_num),
+        dport: u16::from_be(bfn::<N, _>(buf, o.skc_dport)),
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        t.saddr = bf(buf, o.skc_v6_rcv_saddr);
-        t.daddr = bf(buf, o.skc_v6_daddr);
+        t.saddr = bfn::<N, _>(buf, o.skc_v6_rcv_saddr);
+        t.daddr = bfn::<N, _>(buf, o.skc_v6_daddr);
     } else if family == AF_INET {
-        let s: [u8; 4] = bf(buf, o.skc_rcv_saddr);
-        let d: [u8; 4] = bf(buf, o.skc_daddr);
+        let s: [u8; 4] = bfn::<N, _>(buf, o.skc_rcv_saddr);
+        let d: [u8; 4] = bfn::<N, _>(buf, o.skc_daddr);
         t.saddr[..4].copy_from_slice(&s);
         t.daddr[..4].copy_from_slice(&d);
     }
@@ -533,7 +588,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
         return false;
     }
-    let t = tuple_from(buf, o);
+    let t = tuple_from::<SOCK_COPY_LEN>(buf, o);
     let net = bf::<u64>(buf, o.skc_net) as *const u8;
     *r = SockRecord {
         skaddr: sk as u64,

@@ -202,6 +202,12 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     if !kernel.missing_optional.is_empty() {
         tracing::warn!(fields = ?kernel.missing_optional, "kernel lacks optional fields; they read as 0");
     }
+    // The kernel's BTF (several MB, parsed twice during load) is gone: give the memory back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     // Everything is loaded: keep only what sweeping and owner lookup need from now on.
     match crate::caps::drop_to_runtime() {
         Ok(kept) => {

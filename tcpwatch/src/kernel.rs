@@ -62,7 +62,6 @@ pub struct Attached {
 
 pub struct Kernel {
     ebpf: Ebpf,
-    btf: aya::Btf,
     /// What the running kernel offers and what was chosen (log, `/readyz`, metrics).
     pub features: crate::probe::Features,
     pub attached: Vec<Attached>,
@@ -144,7 +143,6 @@ impl Kernel {
         features.log();
         Ok(Self {
             ebpf,
-            btf,
             features,
             attached,
             missing_optional: resolved.missing_optional,
@@ -228,7 +226,6 @@ impl Kernel {
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
     /// iterator captures the namespace of the task that creates it).
     pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
-        let _ = &self.btf;
         let it: &mut Iter = program(&mut self.ebpf, SWEEP_PROGRAM)?.try_into()?;
         let link_id = it.attach().context("attaching the iter/tcp sweep")?;
         let link = it.take_link(link_id)?;
