@@ -36,6 +36,27 @@ pub fn ss_queues(c: &ConnRecord) -> (u32, u32) {
     }
 }
 
+/// The columns `ss -tani` users know plus tcpwatch's age, retransmit chain and backoff:
+/// State, Recv-Q, Send-Q, Local, Peer, Age, Retr (chain/total), Backoff.
+#[must_use]
+pub fn ss_columns(c: &ConnRecord, now: MonoNs) -> [String; 8] {
+    let (rq, sq) = ss_queues(c);
+    [
+        c.state.ss_name().to_owned(),
+        rq.to_string(),
+        sq.to_string(),
+        c.local.to_string(),
+        c.remote.to_string(),
+        format_age(c.state_age(now), c.state_since_exact),
+        format!(
+            "{}/{}",
+            c.retrans.chain,
+            c.retrans.total.max(c.tcp.total_retrans)
+        ),
+        c.tcp.backoff.to_string(),
+    ]
+}
+
 /// Renders connections as a table, in the order given.
 #[must_use]
 pub fn table(conns: &[&ConnRecord], now: MonoNs) -> String {
@@ -52,20 +73,16 @@ pub fn table(conns: &[&ConnRecord], now: MonoNs) -> String {
         "Netns".into(),
     ]];
     for c in conns {
-        let (rq, sq) = ss_queues(c);
+        let [state, rq, sq, local, peer, age, retr, backoff] = ss_columns(c, now);
         rows.push([
-            c.state.ss_name().to_owned(),
-            rq.to_string(),
-            sq.to_string(),
-            c.local.to_string(),
-            c.remote.to_string(),
-            format_age(c.state_age(now), c.state_since_exact),
-            format!(
-                "{}/{}",
-                c.retrans.chain,
-                c.retrans.total.max(c.tcp.total_retrans)
-            ),
-            c.tcp.backoff.to_string(),
+            state,
+            rq,
+            sq,
+            local,
+            peer,
+            age,
+            retr,
+            backoff,
             format_owner(c.owner.as_ref()),
             c.netns.inode.to_string(),
         ]);

@@ -8,7 +8,7 @@ use ratatui::style::{Modifier, Style, Stylize as _};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
-use tcpwatch_core::render::{format_age, format_owner, ss_queues};
+use tcpwatch_core::render::{format_owner, ss_columns};
 
 use crate::state::{App, RowId, View, accept_fill, finding_age, subject_local, subject_owner};
 
@@ -344,27 +344,16 @@ fn finding_cells(f: &Finding, now: MonoNs, wide: bool) -> Cells {
 }
 
 fn conn_cells(c: &ConnRecord, now: MonoNs) -> Vec<String> {
-    let (rq, sq) = ss_queues(c);
-    vec![
-        c.state.ss_name().to_owned(),
-        rq.to_string(),
-        sq.to_string(),
-        c.local.to_string(),
-        c.remote.to_string(),
-        format_age(c.state_age(now), c.state_since_exact),
-        format!(
-            "{}/{}",
-            c.retrans.chain,
-            c.retrans.total.max(c.tcp.total_retrans)
-        ),
-        c.tcp.backoff.to_string(),
+    let mut cells = ss_columns(c, now).to_vec();
+    cells.extend([
         if c.full_sock {
             format!("{:.1}ms", f64::from(c.tcp.srtt_us) / 1000.0)
         } else {
             "-".into()
         },
         format_owner(c.owner.as_ref()),
-    ]
+    ]);
+    cells
 }
 
 fn draw_detail(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, free_port, http_get, privileged, wait_for};
+use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
 
 const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/tcpwatch-rules.test.yml";
@@ -392,21 +392,6 @@ fn pushed(alerts: &[Value], netns: u64, kind: &str) -> Vec<Value> {
         })
         .cloned()
         .collect()
-}
-
-fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
-    ns.enter(move || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.listen(backlog).unwrap();
-        let addr = s.local_addr().unwrap().as_socket().unwrap();
-        (s, addr)
-    })
-}
-
-fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
-    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
 }
 
 /// Keeps trying to connect to a full listener (short timeouts) so that the namespace's

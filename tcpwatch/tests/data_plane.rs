@@ -14,22 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, conns_in, find, privileged, snapshot, ss, wait_for};
-
-fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
-    ns.enter(move || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.listen(backlog).unwrap();
-        let addr = s.local_addr().unwrap().as_socket().unwrap();
-        (s, addr)
-    })
-}
-
-fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
-    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
-}
+use support::{
+    Daemon, Netns, connect, conns_in, find, listener, privileged, snapshot, ss, wait_for,
+};
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))

@@ -14,23 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, privileged};
-
-fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
-    ns.enter(move || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.listen(backlog).unwrap();
-        let addr = s.local_addr().unwrap().as_socket().unwrap();
-        (s, addr)
-    })
-}
-
-fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
-    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
-}
+use support::{Daemon, Netns, connect, listener, privileged};
 
 /// The open finding of `kind` whose subject's local address is `local`.
 fn finding<'a>(open: &'a [Value], kind: &str, local: &SocketAddr) -> Option<&'a Value> {

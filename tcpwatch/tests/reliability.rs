@@ -14,18 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{BIN, Daemon, Netns, http_get, privileged, ss, wait_for};
-
-fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
-    ns.enter(move || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.listen(backlog).unwrap();
-        let addr = s.local_addr().unwrap().as_socket().unwrap();
-        (s, addr)
-    })
-}
+use support::{BIN, Daemon, Netns, http_get, listener, privileged, ss, wait_for};
 
 fn conns(d: &Daemon, query: &str) -> Vec<Value> {
     d.get_json(&format!("/api/v1/connections?{query}"))["connections"]

@@ -7,28 +7,12 @@
 )]
 mod support;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
-use support::{BIN, Daemon, Netns, privileged, wait_for};
-
-fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
-    ns.enter(move || {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        s.listen(backlog).unwrap();
-        let addr = s.local_addr().unwrap().as_socket().unwrap();
-        (s, addr)
-    })
-}
-
-fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
-    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
-}
+use support::{BIN, Daemon, Netns, connect, listener, privileged, wait_for};
 
 /// A tmux server of its own (`-L`), with one 120x40 session running a plain shell; the whole
 /// server is killed on drop, whatever happened.

@@ -11,7 +11,9 @@
 )]
 
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+
+use socket2::{Domain, Socket, Type};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::process::{Child, Command, Stdio};
@@ -105,6 +107,23 @@ impl Netns {
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "nft failed");
     }
+}
+
+/// A listening socket on 127.0.0.1 (ephemeral port) created inside `ns`.
+pub fn listener(ns: &Netns, backlog: i32) -> (Socket, SocketAddr) {
+    ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(backlog).unwrap();
+        let addr = s.local_addr().unwrap().as_socket().unwrap();
+        (s, addr)
+    })
+}
+
+/// A client connection from inside `ns` to `addr`.
+pub fn connect(ns: &Netns, addr: SocketAddr) -> TcpStream {
+    ns.enter(move || TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
 }
 
 impl Drop for Netns {
