@@ -23,7 +23,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
 
 const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
