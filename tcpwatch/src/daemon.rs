@@ -194,8 +194,18 @@ async fn on_sweep(
     log_changes(&changes);
 }
 
-pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
-    let mut kernel = Kernel::load(&load_options(&cfg, opts))?;
+/// The kernel side, loaded, with the process reduced to its runtime capabilities.
+pub struct Prepared {
+    kernel: Kernel,
+    ring: RingBuf<MapData>,
+    clock: KernelClock,
+}
+
+/// Loads and attaches the programs, then drops every capability the daemon no longer needs.
+/// Call it before starting any other thread (the tokio runtime included): capabilities are
+/// per thread, and only threads created after the drop inherit the reduced set.
+pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
+    let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     for a in &kernel.attached {
         tracing::info!(tracepoint = a.tracepoint, variant = a.variant, "attached");
     }
@@ -218,6 +228,19 @@ pub async fn run(cfg: Config, opts: DaemonOptions) -> anyhow::Result<()> {
     let ring = kernel.take_events()?;
     let clock = calibrate(&mut kernel)?;
     tracing::info!(hz = clock.hz, "kernel clock calibrated");
+    Ok(Prepared {
+        kernel,
+        ring,
+        clock,
+    })
+}
+
+pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
+    let Prepared {
+        kernel,
+        ring,
+        clock,
+    } = prepared;
     let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
 
     // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.

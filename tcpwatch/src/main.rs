@@ -208,12 +208,15 @@ fn main() -> ExitCode {
                 ringbuf_bytes: Some(*ringbuf_bytes),
                 ..opts
             };
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(daemon::run(cfg, opts)))
+            // Load and drop capabilities first: the runtime's threads inherit the reduced set.
+            daemon::prepare(&cfg, opts).and_then(|prepared| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(daemon::run(cfg, prepared)))
+            })
         }
     };
     match result {

@@ -226,23 +226,31 @@ fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
         return;
     }
     let d = Daemon::start(&["daemon.sweep_interval_ms=200"]);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
-    let field = |name: &str| {
-        let hex = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim();
-        u64::from_str_radix(hex, 16).unwrap()
-    };
     // CAP_DAC_READ_SEARCH(2), CAP_SYS_PTRACE(19), CAP_SYS_ADMIN(21), CAP_PERFMON(38), CAP_BPF(39)
     let runtime: u64 = (1 << 2) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
-    assert_eq!(field("CapEff:"), runtime, "effective set after start-up");
-    assert_eq!(
-        field("CapBnd:"),
-        runtime,
-        "bounding set: the rest can never come back"
+    // Capabilities are per thread: every thread of the daemon must have dropped them.
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+        .unwrap()
+        .map(|t| t.unwrap().path())
+        .collect();
+    assert!(
+        tasks.len() >= 3,
+        "main, sweeper and runtime threads: {tasks:?}"
     );
+    for task in tasks {
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        let field = |name: &str| {
+            let hex = status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim();
+            u64::from_str_radix(hex, 16).unwrap()
+        };
+        assert_eq!(field("CapEff:"), runtime, "effective set of thread {comm}");
+        assert_eq!(field("CapBnd:"), runtime, "bounding set of thread {comm}");
+    }
     let sweeps = metric(&d, "tcpwatch_sweeps_total");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
