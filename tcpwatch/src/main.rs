@@ -87,10 +87,61 @@ enum Command {
         /// With --once: print `{"connections":[...],"findings":[...]}` instead.
         #[arg(long)]
         json: bool,
-        /// Run without a daemon (not supported yet).
+        /// No daemon running: load the programs in this process (root) and show them.
         #[arg(long)]
         standalone: bool,
     },
+}
+
+/// `tcpwatch top --standalone`: runs the daemon on a thread of this process, with its API
+/// on a free loopback port and no pinning (a running daemon's state is left alone), and
+/// returns that address once the first sweep is done.
+fn embedded_daemon(cfg: &Config, opts: daemon::DaemonOptions) -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cfg = cfg.clone();
+    cfg.daemon.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("tcpwatch-daemon".into())
+        .spawn(move || {
+            let result = daemon::prepare(&cfg, opts).and_then(|prepared| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(daemon::run(cfg, prepared)))
+            });
+            let _ = tx.send(result);
+        })?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match rx.try_recv() {
+            Ok(Err(e)) => return Err(e.context("--standalone: the embedded daemon failed")),
+            Ok(Ok(())) => anyhow::bail!("--standalone: the embedded daemon stopped"),
+            Err(_) => {}
+        }
+        if embedded_ready(port) {
+            return Ok(format!("127.0.0.1:{port}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    anyhow::bail!("--standalone: the embedded daemon was not ready within 30 s")
+}
+
+fn embedded_ready(port: u16) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut buf = [0_u8; 12];
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_ok()
+        && s.read_exact(&mut buf).is_ok()
+        && buf.ends_with(b"200")
 }
 
 fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
@@ -132,9 +183,11 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr at `info` (`TCPWATCH_LOG` overrides), except under `tcpwatch top`, whose
+/// screen they would draw over: there only `TCPWATCH_LOG` turns them on.
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TCPWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -165,7 +218,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(cfg.daemon.log_format);
+    let quiet = matches!(cli.command, Command::Top { .. });
+    init_logging(cfg.daemon.log_format, if quiet { "off" } else { "info" });
     let opts = daemon::DaemonOptions {
         pretend_no_iter: cli.pretend_no_iter,
         pin: None,
@@ -177,12 +231,21 @@ fn main() -> ExitCode {
             once,
             json,
             standalone,
-        } => tcpwatch_top::run(tcpwatch_top::TopOptions {
-            addr: addr.clone(),
-            once: *once,
-            json: *json,
-            standalone: *standalone,
-        }),
+        } => {
+            let addr = if *standalone {
+                embedded_daemon(&cfg, opts.clone())
+            } else {
+                Ok(addr.clone())
+            };
+            addr.and_then(|addr| {
+                tcpwatch_top::run(tcpwatch_top::TopOptions {
+                    addr,
+                    once: *once,
+                    json: *json,
+                    standalone: false,
+                })
+            })
+        }
         Command::CheckConfig => match toml::to_string_pretty(&cfg) {
             Ok(s) => {
                 println!("# configuration is valid; effective settings:\n{s}");

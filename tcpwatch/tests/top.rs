@@ -245,3 +245,29 @@ fn top_shows_findings_filters_details_and_restores_the_terminal() {
     drop(leaked);
     drop(queued);
 }
+
+#[test]
+fn standalone_loads_the_programs_itself() {
+    if !privileged() {
+        return;
+    }
+    // No daemon: `--standalone` runs one in-process and shows what it sees.
+    let ns = Netns::new("topsa");
+    let (_l, addr) = listener(&ns, 4);
+    let out = Command::new(BIN)
+        .args(["top", "--standalone", "--once", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = v["connections"].as_array().unwrap().iter().any(|c| {
+        c["state"] == "LISTEN"
+            && c["local"] == addr.to_string()
+            && c["netns"]["inode"].as_u64() == Some(ns.inode)
+    });
+    assert!(found, "the namespace's listener is shown");
+}
