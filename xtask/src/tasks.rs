@@ -122,6 +122,12 @@ fn test_steps(quick: bool, privs: &Privileges, root: &Path, steps: &mut Vec<Step
             "kernel portability (host + Debian 6.1 in QEMU)",
             cargo_step(&["xtask", "vm-test", "--quick"]),
         ));
+        // Checks that the benchmark still runs end to end; its goals are judged by the full
+        // `cargo xtask bench` (docs/performance.md), not here.
+        plan.push((
+            "benchmark smoke run",
+            cargo_step(&["xtask", "bench", "--smoke"]),
+        ));
     }
     for (what, cmd) in plan {
         if what.starts_with("unit") && !is_root() {
