@@ -214,9 +214,14 @@ fn top_shows_findings_filters_details_and_restores_the_terminal() {
     assert!(s.contains("evidence:"), "{s}");
 
     // Listeners view: the full listener's accept queue and its unaccepted CLOSE_WAIT.
+    // One key at a time, each waited for on screen: an Escape followed at once by another key
+    // can be read by the terminal library as Alt+key.
     t.keys(&["Escape"]);
+    t.wait_screen("detail pane closed", |s| !s.contains("state age"));
     t.keys(&["Escape"]);
+    t.wait_screen("filter cleared", |s| !s.contains("filter: /"));
     t.keys(&["Tab"]);
+    t.wait_screen("listeners view", |s| s.contains("Unaccepted CW"));
     t.keys(&["/"]);
     t.type_text(&full_addr.port().to_string());
     t.keys(&["Enter"]);
