@@ -267,6 +267,41 @@ pub struct ConnRecord {
 }
 
 impl ConnRecord {
+    /// A record known only by its identity, tuple and state, entered at `at` (exactly): no
+    /// owner, no queues, no counters yet.
+    #[must_use]
+    pub fn new(
+        key: ConnKey,
+        netns: NetnsId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        state: TcpState,
+        at: MonoNs,
+    ) -> Self {
+        Self {
+            key,
+            netns,
+            local,
+            remote,
+            state,
+            state_since: at,
+            state_since_exact: true,
+            first_seen: at,
+            last_seen: at,
+            inode: 0,
+            uid: 0,
+            owner: None,
+            creator_pid: None,
+            creator_comm: None,
+            queues: Queues::default(),
+            tcp: TcpInfo::default(),
+            retrans: RetransInfo::default(),
+            resets: ResetCounts::default(),
+            full_sock: true,
+            history: Vec::new(),
+        }
+    }
+
     /// Age of the current state at `now`, in ns.
     #[must_use]
     pub fn state_age(&self, now: MonoNs) -> u64 {

@@ -281,31 +281,17 @@ impl ConnTable {
         self.last_event.insert(key, ev.ts_ns);
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
-            ConnRecord {
+            ConnRecord::new(
                 key,
-                netns: NetnsId {
+                NetnsId {
                     cookie: ev.netns_cookie,
                     inode: ev.netns_ino,
                 },
-                local: addr(ev.family, &ev.saddr, ev.sport),
-                remote: addr(ev.family, &ev.daddr, ev.dport),
+                addr(ev.family, &ev.saddr, ev.sport),
+                addr(ev.family, &ev.daddr, ev.dport),
                 state,
-                state_since: ev.ts_ns,
-                state_since_exact: true,
-                first_seen: ev.ts_ns,
-                last_seen: ev.ts_ns,
-                inode: 0,
-                uid: 0,
-                owner: None,
-                creator_pid: None,
-                creator_comm: None,
-                queues: Queues::default(),
-                tcp: TcpInfo::default(),
-                retrans: RetransInfo::default(),
-                resets: ResetCounts::default(),
-                full_sock: true,
-                history: Vec::new(),
-            }
+                ev.ts_ns,
+            )
         });
         rec.state = state;
         rec.state_since = ev.ts_ns;

@@ -1,41 +1,27 @@
 use std::collections::BTreeMap;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use tcpwatch_core::model::{
-    NS_PER_SEC, NetnsId, Queues, ResetCounts, RetransInfo, Sample, TcpInfo,
-};
+use tcpwatch_core::model::{NS_PER_SEC, NetnsId, Sample};
 
 use super::*;
 
 pub(crate) fn conn(id: u64, state: TcpState, local: &str, remote: &str) -> ConnRecord {
-    ConnRecord {
-        key: ConnKey {
+    let mut c = ConnRecord::new(
+        ConnKey {
             skaddr: id,
             netns_cookie: 1,
         },
-        netns: NetnsId {
+        NetnsId {
             cookie: 1,
             inode: 4_026_531_840,
         },
-        local: local.parse().unwrap(),
-        remote: remote.parse().unwrap(),
+        local.parse().unwrap(),
+        remote.parse().unwrap(),
         state,
-        state_since: 0,
-        state_since_exact: true,
-        first_seen: 0,
-        last_seen: 0,
-        inode: 1000 + id,
-        uid: 0,
-        owner: None,
-        creator_pid: None,
-        creator_comm: None,
-        queues: Queues::default(),
-        tcp: TcpInfo::default(),
-        retrans: RetransInfo::default(),
-        resets: ResetCounts::default(),
-        full_sock: true,
-        history: Vec::new(),
-    }
+        0,
+    );
+    c.inode = 1000 + id;
+    c
 }
 
 pub(crate) fn owned(mut c: ConnRecord, comm: &str, pid: u32) -> ConnRecord {

@@ -7,7 +7,7 @@ use crate::config::DetectorConfig;
 use crate::detect::{DetectContext, Detectors};
 use crate::model::{
     ConnKey, ConnRecord, Finding, FindingChange, FindingKind, Lifecycle, MonoNs, NetnsId,
-    NetnsInfo, Owner, Queues, ResetCounts, RetransInfo, TcpInfo, TcpState,
+    NetnsInfo, Owner, ResetCounts, TcpState,
 };
 
 pub(crate) const NETNS: NetnsId = NetnsId {
@@ -35,31 +35,20 @@ pub(crate) fn conn(state: TcpState, local: &str, remote: &str) -> ConnRecord {
     let local: SocketAddr = local.parse().unwrap();
     let remote: SocketAddr = remote.parse().unwrap();
     let skaddr = 0xffff_8880_0000_0000 | (u64::from(local.port()) << 16) | u64::from(remote.port());
-    ConnRecord {
-        key: ConnKey {
+    let mut c = ConnRecord::new(
+        ConnKey {
             skaddr,
             netns_cookie: NETNS.cookie,
         },
-        netns: NETNS,
+        NETNS,
         local,
         remote,
         state,
-        state_since: s(0.0),
-        state_since_exact: true,
-        first_seen: s(0.0),
-        last_seen: s(0.0),
-        inode: 10_000 + u64::from(local.port()),
-        uid: 1000,
-        owner: None,
-        creator_pid: None,
-        creator_comm: None,
-        queues: Queues::default(),
-        tcp: TcpInfo::default(),
-        retrans: RetransInfo::default(),
-        resets: ResetCounts::default(),
-        full_sock: true,
-        history: Vec::new(),
-    }
+        s(0.0),
+    );
+    c.inode = 10_000 + u64::from(local.port());
+    c.uid = 1000;
+    c
 }
 
 /// A listener on `0.0.0.0:port` with an accept queue.
