@@ -7,6 +7,19 @@ use serde::{Deserialize, Serialize};
 /// Nanoseconds on `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns()`.
 pub type MonoNs = u64;
 
+/// `CLOCK_MONOTONIC` now, in ns: the clock of `bpf_ktime_get_ns()`. For the I/O edges (daemon,
+/// API, `top`); the pure logic of this crate never calls it and takes time as a parameter.
+#[must_use]
+pub fn mono_now() -> MonoNs {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * NS_PER_SEC + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 pub const NS_PER_MS: u64 = 1_000_000;
 pub const NS_PER_SEC: u64 = 1_000_000_000;
 

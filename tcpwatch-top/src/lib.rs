@@ -184,14 +184,4 @@ fn interactive(app: &mut App, rx: &mpsc::Receiver<ClientMsg>) -> anyhow::Result<
     Ok(())
 }
 
-/// `CLOCK_MONOTONIC` now: the clock of the daemon's timestamps (same host).
-#[must_use]
-pub fn mono_now() -> MonoNs {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec to write into; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+pub use tcpwatch_core::model::mono_now;
