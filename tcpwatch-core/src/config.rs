@@ -77,7 +77,49 @@ impl ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub detectors: DetectorConfig,
+    pub incidents: IncidentConfig,
     pub alertmanager: AlertmanagerConfig,
+}
+
+/// Bounds of the incident layer (`docs/incidents.md`). Its hysteresis is the findings'
+/// (`detectors.resolve_after_seconds`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentConfig {
+    /// Most incidents open at once; further groupings join one overflow incident per kind.
+    pub max_open: u32,
+    /// Member finding ids listed per incident (all are counted).
+    pub max_members_listed: u32,
+    /// Resolved incidents kept for the API.
+    pub recently_resolved: u32,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        Self {
+            max_open: 1000,
+            max_members_listed: 50,
+            recently_resolved: 128,
+        }
+    }
+}
+
+impl IncidentConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range_u64("incidents.max_open", u64::from(self.max_open), 1, 1_000_000)?;
+        range_u64(
+            "incidents.max_members_listed",
+            u64::from(self.max_members_listed),
+            1,
+            100_000,
+        )?;
+        range_u64(
+            "incidents.recently_resolved",
+            u64::from(self.recently_resolved),
+            0,
+            100_000,
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -295,6 +337,8 @@ pub struct AlertmanagerConfig {
     pub timeout_ms: u64,
     /// Firing alerts are re-sent this often (Alertmanager expires silent alerts).
     pub resend_interval_ms: u64,
+    /// Also push one alert per finding (default: one alert per incident only).
+    pub per_finding_alerts: bool,
 }
 
 impl Default for AlertmanagerConfig {
@@ -304,6 +348,7 @@ impl Default for AlertmanagerConfig {
             min_severity: Severity::Warning,
             timeout_ms: 5000,
             resend_interval_ms: 60_000,
+            per_finding_alerts: false,
         }
     }
 }
@@ -479,6 +524,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.daemon.validate()?;
         self.detectors.validate()?;
+        self.incidents.validate()?;
         self.alertmanager.validate()
     }
 

@@ -463,6 +463,10 @@ pub struct Finding {
     pub resolved_at: Option<MonoNs>,
     /// Evidence numbers, by name (`send_q_bytes`, `chain`, `age_seconds`, ...).
     pub evidence: BTreeMap<String, f64>,
+    /// The open incident this finding belongs to (filled in by the daemon from the incident
+    /// layer; detectors leave it empty).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub incident_id: Option<String>,
 }
 
 /// A lifecycle change of a finding: what the log, the stream and Alertmanager receive.

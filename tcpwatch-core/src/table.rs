@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tcpwatch_common::{AF_INET6, SockRecord, StateEvent, SweepHeader, record_flags};
 
 use crate::model::{
@@ -190,7 +190,7 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
 }
 
 /// What a change did to the table, for the live stream.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Delta {
     Upsert { conn: Box<ConnRecord> },

@@ -35,6 +35,7 @@ fn finding(kind: FindingKind, severity: Severity, cause: &str) -> Finding {
         updated_at: 130 * NS_PER_SEC,
         resolved_at: None,
         evidence: BTreeMap::new(),
+        incident_id: None,
     }
 }
 

@@ -229,6 +229,7 @@ impl FindingBook {
             updated_at: now,
             resolved_at: None,
             evidence: c.evidence,
+            incident_id: None,
         };
         changes.push(FindingChange {
             change: Lifecycle::Opened,
