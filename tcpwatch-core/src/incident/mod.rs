@@ -14,13 +14,15 @@
 //! | `reset_storm` | `reset_burst` (and reset / keep-alive-race findings) per client process and server endpoint | netns, port or endpoint |
 //!
 //! Every open finding belongs to exactly one open incident. Pure code: time is passed in.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::IncidentConfig;
-use crate::model::{Finding, Lifecycle, MonoNs, NetnsId, PodRef, Severity};
+use crate::config::{DetectorConfig, IncidentConfig, seconds_to_ns};
+use crate::model::{
+    ConnRecord, Finding, Lifecycle, MonoNs, NetnsId, Owner, PodRef, Severity, TcpState,
+};
 use crate::wall::WallClock;
 
 /// What kind of cause an incident names.
@@ -126,28 +128,64 @@ pub struct IncidentChange {
     pub incident: Incident,
 }
 
-/// Facts from outside the findings that the grouping rules need.
-pub struct IncidentContext<'a> {
-    /// Whether (netns cookie, port) is a listening port (the socket is server side).
-    pub is_listening_port: &'a dyn Fn(u64, u16) -> bool,
+/// What the grouping rules need to know about a listening socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerFacts {
+    pub owner: Option<Owner>,
+    pub accept_queue: u32,
+    pub accept_limit: u32,
+}
+
+/// Facts from outside the findings that the grouping rules need, built from the table.
+#[derive(Clone, Debug, Default)]
+pub struct IncidentContext {
+    /// Listening sockets by (netns cookie, local port).
+    pub listeners: HashMap<(u64, u16), ListenerFacts>,
+}
+
+impl IncidentContext {
+    /// Indexes the listeners of a connection table.
+    pub fn from_conns<'a>(conns: impl IntoIterator<Item = &'a ConnRecord>) -> Self {
+        let mut listeners = HashMap::new();
+        for c in conns.into_iter().filter(|c| c.state == TcpState::Listen) {
+            listeners
+                .entry((c.key.netns_cookie, c.local.port()))
+                .or_insert_with(|| ListenerFacts {
+                    owner: c.owner.clone(),
+                    accept_queue: c.queues.accept_queue,
+                    accept_limit: c.queues.accept_limit,
+                });
+        }
+        Self { listeners }
+    }
+
+    /// Whether (netns cookie, port) is a listening port (a socket on it is server side).
+    #[must_use]
+    pub fn is_listening_port(&self, netns_cookie: u64, port: u16) -> bool {
+        self.listeners.contains_key(&(netns_cookie, port))
+    }
 }
 
 /// The open incidents and the finding -> incident index.
 #[derive(Debug)]
 pub struct IncidentBook {
     cfg: IncidentConfig,
+    /// Hysteresis and update pacing, the findings' own (`detectors.*`).
     resolve_after: u64,
+    update_interval: u64,
     open: BTreeMap<String, Incident>,
     of_finding: BTreeMap<String, String>,
 }
 
 impl IncidentBook {
-    /// `resolve_after_ns`: the hysteresis of findings (`detectors.resolve_after_seconds`).
+    /// Takes its hysteresis from the detectors' configuration (`resolve_after_seconds`,
+    /// `min_update_interval_seconds`).
     #[must_use]
-    pub fn new(cfg: IncidentConfig, resolve_after_ns: u64) -> Self {
+    pub fn new(cfg: IncidentConfig, detectors: &DetectorConfig) -> Self {
         Self {
             cfg,
-            resolve_after: resolve_after_ns,
+            resolve_after: seconds_to_ns(detectors.resolve_after_seconds),
+            update_interval: seconds_to_ns(detectors.min_update_interval_seconds),
             open: BTreeMap::new(),
             of_finding: BTreeMap::new(),
         }
@@ -159,7 +197,7 @@ impl IncidentBook {
         now: MonoNs,
         wall: WallClock,
         findings: impl IntoIterator<Item = &'a Finding>,
-        ctx: &IncidentContext<'_>,
+        ctx: &IncidentContext,
     ) -> Vec<IncidentChange> {
         let _ = (
             now,
@@ -168,6 +206,7 @@ impl IncidentBook {
             ctx,
             &self.cfg,
             self.resolve_after,
+            self.update_interval,
         );
         Vec::new()
     }
@@ -203,11 +242,5 @@ impl IncidentBook {
     #[must_use]
     pub fn overflowed(&self) -> usize {
         0
-    }
-}
-
-impl std::fmt::Debug for IncidentContext<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IncidentContext").finish_non_exhaustive()
     }
 }
