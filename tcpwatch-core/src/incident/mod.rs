@@ -98,7 +98,7 @@ pub struct Incident {
     /// One line naming the root cause (process, port, peer) and what to look at.
     pub diagnosis: String,
     /// For causal merges: what the root cause does to others ("its callers' connections pile
-    /// up on :8080: 20 in CLOSE_WAIT").
+    /// up on :8080: 20 in `CLOSE_WAIT`").
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub consequence: Option<String>,
     /// Open member findings per finding kind name.
