@@ -114,6 +114,40 @@ impl Cmd {
         Ok(())
     }
 
+    /// Runs like [`Cmd::run`] (stderr inherited), but also keeps a copy of stdout while
+    /// passing it through line by line. Returns the exit status and stdout, whatever the
+    /// status; fails only when the program cannot be started.
+    pub fn run_tee(&self) -> Result<(ExitStatus, String)> {
+        use std::io::{BufRead as _, Write as _};
+        eprintln!("+ {}", self.display());
+        let mut child = self
+            .command()
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| self.spawn_failed())?;
+        let mut kept = String::new();
+        if let Some(out) = child.stdout.take() {
+            let mut reader = std::io::BufReader::new(out);
+            let mut line = String::new();
+            let mut stdout = std::io::stdout();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = stdout.write_all(line.as_bytes());
+                        let _ = stdout.flush();
+                        kept.push_str(&line);
+                    }
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for `{}`", self.display()))?;
+        Ok((status, kept))
+    }
+
     /// Runs quietly and captures the output, whatever the exit status. Fails only when the
     /// program cannot be started (e.g. not installed).
     pub fn output(&self) -> Result<Output> {

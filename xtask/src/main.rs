@@ -88,7 +88,8 @@ fn main() -> ExitCode {
         Command::Setup { test_deps } => setup::run(setup::Options { test_deps }, &privs),
         Command::Build { release } => tasks::build(release, &privs),
         Command::Run { args } => tasks::run(args, &privs),
-        Command::Test { quick } => tasks::test(quick, &privs),
+        // Prints its own errors and verdict as the last line: nothing may follow it.
+        Command::Test { quick } => return tasks::test(quick, &privs),
         Command::Bench { smoke, pool_helper } => bench::run(smoke, pool_helper.as_deref(), &privs),
         Command::VmTest { quick, kernel } => vmtest::run(
             &vmtest::Options {
