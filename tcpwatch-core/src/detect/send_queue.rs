@@ -6,9 +6,14 @@
 //! Causes:
 //! - `peer_not_reading`: the peer advertises a zero window (or zero-window probes are out
 //!   without retransmissions): its application stopped reading. Warning.
-//! - `peer_unreachable`: no ACK while retransmitting (`retrans.chain`, `tcp.retransmits` or
+//! - `peer_unreachable`: no ACK while the retransmission timer fires (`tcp.retransmits` or
 //!   `tcp.backoff` > 0): the peer vanished without FIN/RST or the path is broken. Critical.
 //! - `no_ack_progress`: neither is visible (data queued but unsent, e.g. corked). Warning.
+//!
+//! Ordinary loss recovery never fires this rule: `snd_una` moves again within a round trip or
+//! an RTO, far below `window_seconds`. Its fast and SACK retransmissions (the tracepoint's
+//! `retrans.chain`) do not decide the cause either; only the RTO timer does, as in
+//! `retransmit_chain`.
 //!
 //! State: per connection, where the current stall started and `snd_una` then; backdated with
 //! the record's `history` samples. Kept only for `ESTABLISHED` / `CLOSE_WAIT` full sockets whose
@@ -95,9 +100,10 @@ impl SendQueueState {
 
 fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
     let t = &c.tcp;
-    let chain = c.retrans.chain.max(u32::from(t.retransmits));
-    let retransmitting = chain > 0 || t.backoff > 0;
-    let zero_window = t.peer_window == 0 || (t.probes_out > 0 && chain == 0);
+    // RTO expiries since the last ACK progress (not loss recovery's fast retransmissions).
+    let rtos = u32::from(t.retransmits);
+    let retransmitting = rtos > 0 || t.backoff > 0;
+    let zero_window = t.peer_window == 0 || (t.probes_out > 0 && rtos == 0);
     let q = c.queues.send_q;
     let growth = i64::from(q) - i64::from(track.send_q_at_since);
     let growth_text = if growth > 0 {
@@ -155,7 +161,7 @@ fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
         ("growth_bytes", text::signed(growth)),
         ("peer_window", f64::from(t.peer_window)),
         ("backoff", f64::from(t.backoff)),
-        ("retransmits", f64::from(chain)),
+        ("retransmits", f64::from(rtos)),
         ("probes_out", f64::from(t.probes_out)),
         ("seconds_since_ack_progress", text::secs(stalled)),
     ]);
@@ -201,6 +207,7 @@ mod tests {
             c.queues.send_q = 5809 + t * 6000;
             c.queues.unacked = c.queues.send_q;
             c.retrans.chain = t / 2;
+            c.tcp.retransmits = u8::try_from(t / 2).unwrap();
             c.tcp.backoff = u8::try_from(t / 2).unwrap();
             let ch = h.step_kind(f64::from(t), std::slice::from_ref(&c), K);
             if t < 10 {
@@ -251,6 +258,39 @@ mod tests {
         }
     }
 
+    /// Loss recovery under a full queue: `snd_una` freezes for a recovery or a few backed-off
+    /// RTOs, then moves again. Never reported; and SACK retransmissions alone (no RTO) are not
+    /// taken for an unreachable peer.
+    #[test]
+    fn loss_recovery_is_silent_and_sack_retransmissions_are_not_unreachable() {
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut c = client();
+        c.queues.send_q = 4_000_000;
+        let mut all = Vec::new();
+        for t in 0..300u32 {
+            // Every 20 s: 4 s without progress (two backed-off RTOs), SACK retransmissions.
+            let stalled = t % 20 < 4;
+            if !stalled {
+                c.tcp.snd_una = c.tcp.snd_una.wrapping_add(2_000_000);
+            }
+            c.retrans.chain = if stalled { 7 } else { 0 };
+            c.tcp.retransmits = if stalled { 2 } else { 0 };
+            c.tcp.backoff = c.tcp.retransmits;
+            all.extend(h.step(f64::from(t), std::slice::from_ref(&c)));
+        }
+        assert!(all.is_empty(), "{all:?}");
+        // Corked and stalled, tracepoint chain left over but no RTO: not "peer unreachable".
+        let mut d = client();
+        d.key.skaddr += 1;
+        d.queues.send_q = 3000;
+        d.queues.unsent = 3000;
+        d.retrans.chain = 5;
+        assert!(h.step_kind(300.0, std::slice::from_ref(&d), K).is_empty());
+        let ch = h.step_kind(310.0, std::slice::from_ref(&d), K);
+        assert_eq!(changes(&ch), vec![Opened]);
+        assert_eq!(ch[0].finding.cause, "no_ack_progress");
+    }
+
     #[test]
     fn zero_window_is_peer_not_reading() {
         let mut h = Harness::new(DetectorConfig::default());
@@ -269,7 +309,7 @@ mod tests {
         // Then it starts retransmitting with an open window: cause changes -> Updated.
         c.tcp.peer_window = 1000;
         c.tcp.probes_out = 0;
-        c.retrans.chain = 4;
+        c.tcp.retransmits = 4;
         let ch = h.step_kind(11.0, std::slice::from_ref(&c), K);
         assert_eq!(changes(&ch), vec![Updated]);
         assert_eq!(ch[0].finding.cause, "peer_unreachable");
