@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Daemon, Netns, privileged, run, ss};
+use support::{Daemon, Netns, parse_ss, privileged, run};
 
 /// How long the lossy upload runs before the blackhole.
 const LOSSY_RUN: Duration = Duration::from_mins(5);
@@ -266,9 +266,12 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
     );
     // Not vacuous: the upload moved data through the bottleneck and lost and recovered
     // segments all along.
-    assert!(moved > 50_000_000, "upload moved only {moved} bytes");
+    // (At least 4 Mbit/s of the 20; over 30 retransmissions and 20 recoveries per second were
+    // measured on this path, the floors are a tenth of that.)
+    let secs = LOSSY_RUN.as_secs();
+    assert!(moved > secs * 500_000, "upload moved only {moved} bytes");
     assert!(
-        get("TcpRetransSegs") >= 1_000 && get("TcpExtTCPSackRecovery") >= 100,
+        get("TcpRetransSegs") >= secs * 3 && get("TcpExtTCPSackRecovery") >= secs * 2,
         "the path did not lose enough for the test to mean anything: {counters:?}"
     );
     assert!(
@@ -288,15 +291,23 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
         && (chain_at.is_none() || queue_at.is_none())
     {
         let now = Instant::now();
-        if let Some(row) = ss(&path.a).into_iter().find(|r| r.local == victim) {
-            // `lastack:MS`: ms since the last ACK; `retrans:X/Y`: X is icsk_retransmits.
+        let rows = parse_ss(&path.a.exec("ss", &["-tanieoH"]));
+        if let Some(row) = rows.into_iter().find(|r| r.local == victim) {
+            // `lastack:MS`: ms since the last ACK. `timer:(on,1.6sec,3)`: the retransmission
+            // timer and icsk_retransmits, the RTO expiries since the last ACK progress.
             if let Some(ms) = row.field("lastack").and_then(|v| v.parse::<u64>().ok()) {
                 let at = now.checked_sub(Duration::from_millis(ms)).unwrap();
                 last_ack = Some(last_ack.map_or(at, |l: Instant| l.max(at)));
             }
             let rto = row
-                .field("retrans")
-                .and_then(|v| v.split('/').next().and_then(|x| x.parse::<u32>().ok()))
+                .field("timer")
+                .filter(|v| v.starts_with("(on,"))
+                .and_then(|v| {
+                    v.trim_end_matches(')')
+                        .rsplit(',')
+                        .next()
+                        .and_then(|x| x.parse::<u32>().ok())
+                })
                 .unwrap_or(0);
             if rto >= MIN_CHAIN && rto_chain_at.is_none() {
                 rto_chain_at = Some(now);
@@ -317,18 +328,18 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
     for t in up.threads {
         t.join().unwrap();
     }
-    let rto_chain_at = rto_chain_at.expect("ss never showed 3 RTO retransmissions");
+    eprintln!(
+        "blackhole (from it): last ACK {:?}, {MIN_CHAIN} RTO expiries (ss) {:?}, \
+         retransmit_chain {:?}, send_queue_growing {:?}",
+        last_ack.map(|t| t.saturating_duration_since(t_blackhole)),
+        rto_chain_at.map(|t| t - t_blackhole),
+        chain_at.map(|t| t - t_blackhole),
+        queue_at.map(|t| t - t_blackhole)
+    );
+    let rto_chain_at = rto_chain_at.expect("ss never showed 3 RTO expiries");
     let last_ack = last_ack.expect("ss never showed lastack for the victim");
     let chain_at = chain_at.expect("retransmit_chain never opened for the vanished peer");
     let queue_at = queue_at.expect("send_queue_growing never opened for the vanished peer");
-    eprintln!(
-        "blackhole: last ACK {:?} after it, RTO chain {MIN_CHAIN} (ss) after {:?}, \
-         retransmit_chain after {:?}, send_queue_growing after {:?}",
-        last_ack.saturating_duration_since(t_blackhole),
-        rto_chain_at - t_blackhole,
-        chain_at - t_blackhole,
-        queue_at - t_blackhole
-    );
     assert!(
         chain_at <= rto_chain_at + 2 * SWEEP,
         "retransmit_chain opened {:?} after ss showed {MIN_CHAIN} RTOs (limit 2 sweeps)",

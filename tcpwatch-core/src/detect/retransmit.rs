@@ -12,9 +12,9 @@
 //!
 //! The give-up projection (`give_up`) follows the kernel's `tcp_write_timeout()`: the limit is
 //! `TCP_USER_TIMEOUT`, or the model timeout of `tcp_retries2`, or for an orphan (no process:
-//! `inode == 0` in `FIN_WAIT1`, `CLOSING` or `LAST_ACK`, the states only `close()` leads to without
-//! a `struct socket`) of `tcp_orphan_retries`; the kernel checks it at RTO expiries, measured
-//! from the first RTO retransmission.
+//! `inode == 0` in `FIN_WAIT1`, `CLOSING` or `LAST_ACK`, the states only `close()` leads to
+//! without a `struct socket`) of `tcp_orphan_retries`; the kernel checks it at RTO expiries,
+//! measured from the first RTO retransmission.
 use crate::config::RetransmitConfig;
 use crate::detect::give_up::{
     RtoTimer, TCP_RTO_MIN_MS, give_up_after_ms, orphan_retries, retries_timeout_ms,
@@ -23,10 +23,11 @@ use crate::detect::lifecycle::Candidate;
 use crate::detect::{DetectContext, Snapshot, text};
 use crate::model::{ConnRecord, FindingKind, MonoNs, Severity, TcpState};
 
-/// An orphan: the application closed the socket (`SOCK_DEAD`) and the kernel finishes the close
-/// alone. `FIN_WAIT1`, `CLOSING` and `LAST_ACK` are reached only after our FIN, that is after
-/// `close()` or `shutdown(SHUT_WR)`; the latter keeps the `struct socket` (inode non-zero),
-/// `close()` orphans it (`sock_orphan()`: no `struct socket`, inode 0).
+/// An orphan: the application closed the socket (`SOCK_DEAD`) and the kernel finishes the
+/// close alone. `FIN_WAIT1`, `CLOSING` and `LAST_ACK` are reached only after our FIN, that is
+/// after `close()` or `shutdown(SHUT_WR)`; the latter keeps the `struct socket` (inode
+/// non-zero), `close()` orphans it (`sock_orphan()`: no `struct socket`, inode 0). The sweep
+/// reads the inode through `sk_socket` (required offsets), so 0 means no `struct socket`.
 #[must_use]
 pub(crate) fn is_orphan(c: &ConnRecord) -> bool {
     c.inode == 0
