@@ -15,9 +15,10 @@
 //! `retrans.chain`) do not decide the cause either; only the RTO timer does, as in
 //! `retransmit_chain`.
 //!
-//! State: per connection, where the current stall started and `snd_una` then; backdated with
-//! the record's `history` samples. Kept only for `ESTABLISHED` / `CLOSE_WAIT` full sockets whose
-//! Send-Q is at or above the floor in the current evaluation.
+//! State: per connection, where the current stall started and `snd_una` then; a stall that
+//! follows ACK progress starts at the last ACK received (the progress came no later), and the
+//! record's `history` samples backdate it further. Kept only for `ESTABLISHED` / `CLOSE_WAIT`
+//! full sockets whose Send-Q is at or above the floor in the current evaluation.
 use std::collections::HashMap;
 
 use crate::config::{SendQueueConfig, seconds_to_ns};
@@ -32,6 +33,8 @@ struct Track {
     una: u32,
     send_q_at_since: u32,
     last_send_q: u32,
+    /// The evaluation that last saw the connection.
+    seen: MonoNs,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +63,22 @@ fn stall_start_from_history(c: &ConnRecord, now: MonoNs, min_bytes: u32) -> Opti
     start
 }
 
+/// When a new stall starts. `snd_una` moved since the previous evaluation: the ACK that moved
+/// it came after that evaluation and at or before the last ACK received
+/// (`tcp.last_ack_age_ms` at the sweep), so the stall starts at the latest of the two (never
+/// earlier than the truth). Otherwise (first sighting, or Send-Q shrank): now.
+fn progress_at(c: &ConnRecord, prev: Option<&Track>, now: MonoNs) -> MonoNs {
+    match prev {
+        Some(t) if t.una != c.tcp.snd_una && c.tcp.last_ack_age_ms > 0 => c
+            .last_seen
+            .min(now)
+            .saturating_sub(text::ms_to_ns(c.tcp.last_ack_age_ms))
+            .max(t.seen)
+            .min(now),
+        _ => now,
+    }
+}
+
 impl SendQueueState {
     pub(crate) fn detect(
         &mut self,
@@ -72,13 +91,15 @@ impl SendQueueState {
         let mut next: HashMap<ConnKey, Track> = HashMap::new();
         for c in snap.conns.iter().filter(|c| eligible(c, cfg.min_bytes)) {
             let q = c.queues.send_q;
-            let mut track = match self.tracks.get(&c.key) {
+            let prev = self.tracks.get(&c.key);
+            let mut track = match prev {
                 Some(t) if t.una == c.tcp.snd_una && q >= t.last_send_q => *t,
                 _ => Track {
-                    since: now,
+                    since: progress_at(c, prev, now),
                     una: c.tcp.snd_una,
                     send_q_at_since: q,
                     last_send_q: q,
+                    seen: now,
                 },
             };
             if let Some((at, q0)) = stall_start_from_history(c, now, cfg.min_bytes)
@@ -88,6 +109,7 @@ impl SendQueueState {
                 track.send_q_at_since = q0;
             }
             track.last_send_q = q;
+            track.seen = now;
             next.insert(c.key, track);
             let stalled = now.saturating_sub(track.since);
             if stalled >= window {
@@ -289,6 +311,43 @@ mod tests {
         let ch = h.step_kind(310.0, std::slice::from_ref(&d), K);
         assert_eq!(changes(&ch), vec![Opened]);
         assert_eq!(ch[0].finding.cause, "no_ack_progress");
+    }
+
+    /// The stall starts at the ACK that last moved `snd_una` (bounded by the last ACK received
+    /// and the previous evaluation), not at the first sweep that sees it frozen; a connection
+    /// first seen with data queued starts now, however old its last ACK.
+    #[test]
+    fn stall_starts_at_the_last_ack_progress() {
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut c = client();
+        c.queues.send_q = 100_000;
+        for t in 0..=5u32 {
+            c.tcp.snd_una = c.tcp.snd_una.wrapping_add(50_000);
+            c.last_seen = s(f64::from(t));
+            assert!(
+                h.step_kind(f64::from(t), std::slice::from_ref(&c), K)
+                    .is_empty()
+            );
+        }
+        // The last progress at 5.3 s, then nothing: the sweep at 6 s sees the last ACK 0.7 s old.
+        c.tcp.snd_una = c.tcp.snd_una.wrapping_add(7_000);
+        c.tcp.last_ack_age_ms = 700;
+        c.last_seen = s(6.0);
+        c.tcp.backoff = 2;
+        assert!(h.step_kind(6.0, std::slice::from_ref(&c), K).is_empty());
+        assert!(h.step_kind(15.2, std::slice::from_ref(&c), K).is_empty());
+        let ch = h.step_kind(15.3, std::slice::from_ref(&c), K);
+        assert_eq!(changes(&ch), vec![Opened]);
+        assert_eq!(ch[0].finding.since, s(5.3));
+
+        // Idle for a minute, then a write: the stall starts at this sweep.
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut idle = client();
+        idle.queues.send_q = 500;
+        idle.tcp.last_ack_age_ms = 60_000;
+        idle.last_seen = s(20.0);
+        assert!(h.step_kind(20.0, std::slice::from_ref(&idle), K).is_empty());
+        assert!(h.step_kind(29.9, std::slice::from_ref(&idle), K).is_empty());
     }
 
     #[test]
