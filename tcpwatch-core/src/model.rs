@@ -337,6 +337,10 @@ pub struct NetnsInfo {
     pub id: NetnsId,
     /// `net.ipv4.tcp_retries2` of that namespace.
     pub tcp_retries2: u32,
+    /// `net.ipv4.tcp_orphan_retries` of that namespace: retries of orphaned sockets (0, the
+    /// default, means 8 while the RTO is below `TCP_RTO_MAX`).
+    #[serde(default)]
+    pub tcp_orphan_retries: u32,
     /// `TcpExtListenOverflows` and `TcpExtListenDrops` of that namespace (`nstat`).
     pub listen_overflows: u64,
     pub listen_drops: u64,
@@ -348,6 +352,7 @@ impl NetnsInfo {
         Self {
             id,
             tcp_retries2: 15,
+            tcp_orphan_retries: 0,
             listen_overflows: 0,
             listen_drops: 0,
         }

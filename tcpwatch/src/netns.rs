@@ -1,6 +1,6 @@
 //! Network namespaces of the host: discovery (every `/proc/PID/ns/net` and every
 //! `/run/netns` bind mount), entering them from the sweeper thread, and the per-namespace facts
-//! the detectors need (`tcp_retries2`, `ListenOverflows`).
+//! the detectors need (`tcp_retries2`, `tcp_orphan_retries`, `ListenOverflows`).
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
@@ -175,14 +175,16 @@ pub fn current_cookie() -> anyhow::Result<u64> {
     Ok(cookie)
 }
 
-/// Reads `tcp_retries2` and ListenOverflows/ListenDrops of the calling thread's namespace.
+/// Reads `tcp_retries2`, `tcp_orphan_retries` and ListenOverflows/ListenDrops of the calling
+/// thread's namespace (a sysctl that cannot be read keeps the kernel's default).
 #[must_use]
 pub fn current_info(id: NetnsId) -> NetnsInfo {
     let mut info = NetnsInfo::with_defaults(id);
-    if let Ok(s) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_retries2")
-        && let Ok(v) = s.trim().parse()
-    {
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_retries2") {
         info.tcp_retries2 = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_orphan_retries") {
+        info.tcp_orphan_retries = v;
     }
     if let Ok(s) = std::fs::read_to_string("/proc/thread-self/net/netstat") {
         let (o, d) = parse_listen_counters(&s);
@@ -190,6 +192,10 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
         info.listen_drops = d;
     }
     info
+}
+
+fn read_sysctl(path: &str) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// Extracts `ListenOverflows` and `ListenDrops` from `/proc/net/netstat`'s `TcpExt` lines.

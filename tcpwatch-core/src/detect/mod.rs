@@ -27,6 +27,7 @@ use crate::model::{
 mod awaiting;
 mod backlog;
 mod close_wait;
+mod give_up;
 mod lifecycle;
 mod resets;
 mod retransmit;
@@ -37,7 +38,10 @@ mod text;
 pub(crate) mod testutil;
 
 pub use close_wait::{CloseWaitAggregate, CloseWaitGroup};
-pub use retransmit::{TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, give_up_after_ms, retries_timeout_ms};
+pub use give_up::{
+    GiveUp, ORPHAN_RETRIES_WHEN_ZERO, RtoTimer, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, give_up_after_ms,
+    orphan_retries, retries_timeout_ms,
+};
 
 /// Facts from outside the connection table.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +57,14 @@ impl DetectContext<'_> {
     #[must_use]
     pub fn tcp_retries2(&self, netns_cookie: u64) -> u32 {
         self.netns.get(&netns_cookie).map_or(15, |n| n.tcp_retries2)
+    }
+
+    /// `tcp_orphan_retries` of a namespace (0, the kernel default, when unknown).
+    #[must_use]
+    pub fn tcp_orphan_retries(&self, netns_cookie: u64) -> u32 {
+        self.netns
+            .get(&netns_cookie)
+            .map_or(0, |n| n.tcp_orphan_retries)
     }
 }
 

@@ -6,13 +6,19 @@
 //! Causes:
 //! - `peer_not_reading`: the peer advertises a zero window (or zero-window probes are out
 //!   without retransmissions): its application stopped reading. Warning.
-//! - `peer_unreachable`: no ACK while retransmitting (`retrans.chain`, `tcp.retransmits` or
+//! - `peer_unreachable`: no ACK while the retransmission timer fires (`tcp.retransmits` or
 //!   `tcp.backoff` > 0): the peer vanished without FIN/RST or the path is broken. Critical.
 //! - `no_ack_progress`: neither is visible (data queued but unsent, e.g. corked). Warning.
 //!
-//! State: per connection, where the current stall started and `snd_una` then; backdated with
-//! the record's `history` samples. Kept only for `ESTABLISHED` / `CLOSE_WAIT` full sockets whose
-//! Send-Q is at or above the floor in the current evaluation.
+//! Ordinary loss recovery never fires this rule: `snd_una` moves again within a round trip or
+//! an RTO, far below `window_seconds`. Its fast and SACK retransmissions (the tracepoint's
+//! `retrans.chain`) do not decide the cause either; only the RTO timer does, as in
+//! `retransmit_chain`.
+//!
+//! State: per connection, where the current stall started and `snd_una` then; a stall that
+//! follows ACK progress starts at the last ACK received (the progress came no later), and the
+//! record's `history` samples backdate it further. Kept only for `ESTABLISHED` / `CLOSE_WAIT`
+//! full sockets whose Send-Q is at or above the floor in the current evaluation.
 use std::collections::HashMap;
 
 use crate::config::{SendQueueConfig, seconds_to_ns};
@@ -27,6 +33,8 @@ struct Track {
     una: u32,
     send_q_at_since: u32,
     last_send_q: u32,
+    /// The evaluation that last saw the connection.
+    seen: MonoNs,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +63,22 @@ fn stall_start_from_history(c: &ConnRecord, now: MonoNs, min_bytes: u32) -> Opti
     start
 }
 
+/// When a new stall starts. `snd_una` moved since the previous evaluation: the ACK that moved
+/// it came after that evaluation and at or before the last ACK received
+/// (`tcp.last_ack_age_ms` at the sweep), so the stall starts at the latest of the two (never
+/// earlier than the truth). Otherwise (first sighting, or Send-Q shrank): now.
+fn progress_at(c: &ConnRecord, prev: Option<&Track>, now: MonoNs) -> MonoNs {
+    match prev {
+        Some(t) if t.una != c.tcp.snd_una && c.tcp.last_ack_age_ms > 0 => c
+            .last_seen
+            .min(now)
+            .saturating_sub(text::ms_to_ns(c.tcp.last_ack_age_ms))
+            .max(t.seen)
+            .min(now),
+        _ => now,
+    }
+}
+
 impl SendQueueState {
     pub(crate) fn detect(
         &mut self,
@@ -67,13 +91,15 @@ impl SendQueueState {
         let mut next: HashMap<ConnKey, Track> = HashMap::new();
         for c in snap.conns.iter().filter(|c| eligible(c, cfg.min_bytes)) {
             let q = c.queues.send_q;
-            let mut track = match self.tracks.get(&c.key) {
+            let prev = self.tracks.get(&c.key);
+            let mut track = match prev {
                 Some(t) if t.una == c.tcp.snd_una && q >= t.last_send_q => *t,
                 _ => Track {
-                    since: now,
+                    since: progress_at(c, prev, now),
                     una: c.tcp.snd_una,
                     send_q_at_since: q,
                     last_send_q: q,
+                    seen: now,
                 },
             };
             if let Some((at, q0)) = stall_start_from_history(c, now, cfg.min_bytes)
@@ -83,6 +109,7 @@ impl SendQueueState {
                 track.send_q_at_since = q0;
             }
             track.last_send_q = q;
+            track.seen = now;
             next.insert(c.key, track);
             let stalled = now.saturating_sub(track.since);
             if stalled >= window {
@@ -95,9 +122,10 @@ impl SendQueueState {
 
 fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
     let t = &c.tcp;
-    let chain = c.retrans.chain.max(u32::from(t.retransmits));
-    let retransmitting = chain > 0 || t.backoff > 0;
-    let zero_window = t.peer_window == 0 || (t.probes_out > 0 && chain == 0);
+    // RTO expiries since the last ACK progress (not loss recovery's fast retransmissions).
+    let rtos = u32::from(t.retransmits);
+    let retransmitting = rtos > 0 || t.backoff > 0;
+    let zero_window = t.peer_window == 0 || (t.probes_out > 0 && rtos == 0);
     let q = c.queues.send_q;
     let growth = i64::from(q) - i64::from(track.send_q_at_since);
     let growth_text = if growth > 0 {
@@ -155,7 +183,7 @@ fn candidate(c: &ConnRecord, track: &Track, stalled: u64) -> Candidate {
         ("growth_bytes", text::signed(growth)),
         ("peer_window", f64::from(t.peer_window)),
         ("backoff", f64::from(t.backoff)),
-        ("retransmits", f64::from(chain)),
+        ("retransmits", f64::from(rtos)),
         ("probes_out", f64::from(t.probes_out)),
         ("seconds_since_ack_progress", text::secs(stalled)),
     ]);
@@ -201,6 +229,7 @@ mod tests {
             c.queues.send_q = 5809 + t * 6000;
             c.queues.unacked = c.queues.send_q;
             c.retrans.chain = t / 2;
+            c.tcp.retransmits = u8::try_from(t / 2).unwrap();
             c.tcp.backoff = u8::try_from(t / 2).unwrap();
             let ch = h.step_kind(f64::from(t), std::slice::from_ref(&c), K);
             if t < 10 {
@@ -251,6 +280,76 @@ mod tests {
         }
     }
 
+    /// Loss recovery under a full queue: `snd_una` freezes for a recovery or a few backed-off
+    /// RTOs, then moves again. Never reported; and SACK retransmissions alone (no RTO) are not
+    /// taken for an unreachable peer.
+    #[test]
+    fn loss_recovery_is_silent_and_sack_retransmissions_are_not_unreachable() {
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut c = client();
+        c.queues.send_q = 4_000_000;
+        let mut all = Vec::new();
+        for t in 0..300u32 {
+            // Every 20 s: 4 s without progress (two backed-off RTOs), SACK retransmissions.
+            let stalled = t % 20 < 4;
+            if !stalled {
+                c.tcp.snd_una = c.tcp.snd_una.wrapping_add(2_000_000);
+            }
+            c.retrans.chain = if stalled { 7 } else { 0 };
+            c.tcp.retransmits = if stalled { 2 } else { 0 };
+            c.tcp.backoff = c.tcp.retransmits;
+            all.extend(h.step(f64::from(t), std::slice::from_ref(&c)));
+        }
+        assert!(all.is_empty(), "{all:?}");
+        // Corked and stalled, tracepoint chain left over but no RTO: not "peer unreachable".
+        let mut d = client();
+        d.key.skaddr += 1;
+        d.queues.send_q = 3000;
+        d.queues.unsent = 3000;
+        d.retrans.chain = 5;
+        assert!(h.step_kind(300.0, std::slice::from_ref(&d), K).is_empty());
+        let ch = h.step_kind(310.0, std::slice::from_ref(&d), K);
+        assert_eq!(changes(&ch), vec![Opened]);
+        assert_eq!(ch[0].finding.cause, "no_ack_progress");
+    }
+
+    /// The stall starts at the ACK that last moved `snd_una` (bounded by the last ACK received
+    /// and the previous evaluation), not at the first sweep that sees it frozen; a connection
+    /// first seen with data queued starts now, however old its last ACK.
+    #[test]
+    fn stall_starts_at_the_last_ack_progress() {
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut c = client();
+        c.queues.send_q = 100_000;
+        for t in 0..=5u32 {
+            c.tcp.snd_una = c.tcp.snd_una.wrapping_add(50_000);
+            c.last_seen = s(f64::from(t));
+            assert!(
+                h.step_kind(f64::from(t), std::slice::from_ref(&c), K)
+                    .is_empty()
+            );
+        }
+        // The last progress at 5.3 s, then nothing: the sweep at 6 s sees the last ACK 0.7 s old.
+        c.tcp.snd_una = c.tcp.snd_una.wrapping_add(7_000);
+        c.tcp.last_ack_age_ms = 700;
+        c.last_seen = s(6.0);
+        c.tcp.backoff = 2;
+        assert!(h.step_kind(6.0, std::slice::from_ref(&c), K).is_empty());
+        assert!(h.step_kind(15.2, std::slice::from_ref(&c), K).is_empty());
+        let ch = h.step_kind(15.3, std::slice::from_ref(&c), K);
+        assert_eq!(changes(&ch), vec![Opened]);
+        assert_eq!(ch[0].finding.since, s(5.3));
+
+        // Idle for a minute, then a write: the stall starts at this sweep.
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut idle = client();
+        idle.queues.send_q = 500;
+        idle.tcp.last_ack_age_ms = 60_000;
+        idle.last_seen = s(20.0);
+        assert!(h.step_kind(20.0, std::slice::from_ref(&idle), K).is_empty());
+        assert!(h.step_kind(29.9, std::slice::from_ref(&idle), K).is_empty());
+    }
+
     #[test]
     fn zero_window_is_peer_not_reading() {
         let mut h = Harness::new(DetectorConfig::default());
@@ -269,7 +368,7 @@ mod tests {
         // Then it starts retransmitting with an open window: cause changes -> Updated.
         c.tcp.peer_window = 1000;
         c.tcp.probes_out = 0;
-        c.retrans.chain = 4;
+        c.tcp.retransmits = 4;
         let ch = h.step_kind(11.0, std::slice::from_ref(&c), K);
         assert_eq!(changes(&ch), vec![Updated]);
         assert_eq!(ch[0].finding.cause, "peer_unreachable");
