@@ -1,0 +1,2 @@
+//! Tests of the incident lifecycle.
+#![allow(clippy::unwrap_used, reason = "tests")]
