@@ -115,6 +115,27 @@ impl IncidentBook {
                 index.insert(f.id.clone(), g.id.clone());
             }
         }
+        let present: HashSet<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        let (mut changes, last) = self.retire(now, wall, &present, &index);
+        for g in &groups {
+            changes.extend(self.refresh(now, wall, g, ctx));
+        }
+        self.of_finding = index;
+        self.reorder();
+        changes.extend(last);
+        changes
+    }
+
+    /// Open incidents without a group this update: resolved at once when their members moved
+    /// to other incidents (first list), else emptied and resolved after `resolve_after`
+    /// (second list).
+    fn retire(
+        &mut self,
+        now: MonoNs,
+        wall: WallClock,
+        present: &HashSet<&str>,
+        index: &BTreeMap<String, String>,
+    ) -> (Vec<IncidentChange>, Vec<IncidentChange>) {
         let mut moved_to: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
         for (f, old) in &self.of_finding {
             if let Some(new) = index.get(f)
@@ -126,11 +147,8 @@ impl IncidentBook {
                     .insert(new.as_str());
             }
         }
-
         let mut first = Vec::new();
-        let mut changes = Vec::new();
         let mut last = Vec::new();
-        let present: HashSet<&str> = groups.iter().map(|g| g.id.as_str()).collect();
         let gone: Vec<String> = self
             .entries
             .keys()
@@ -170,59 +188,69 @@ impl IncidentBook {
                 last.push(self.resolve(now, wall, e.inc, "all member findings resolved"));
             }
         }
+        (first, last)
+    }
 
-        for g in &groups {
-            let s = text::describe(g, ctx, now, self.cfg.max_members_listed, self.cfg.max_open);
-            if let Some(e) = self.entries.get_mut(&g.id) {
-                apply(&mut e.inc, s, g.kind, now, wall);
-                e.empty_since = None;
-                if e.reported.is_material(&e.inc, now, self.update_interval) {
-                    e.reported = Reported::of(&e.inc, now);
-                    changes.push(IncidentChange {
-                        change: Lifecycle::Updated,
-                        incident: e.inc.clone(),
-                    });
-                }
-                continue;
+    /// Opens the incident of a group, or refreshes it (emitting `Updated` when material).
+    fn refresh(
+        &mut self,
+        now: MonoNs,
+        wall: WallClock,
+        g: &Group<'_>,
+        ctx: &IncidentContext,
+    ) -> Option<IncidentChange> {
+        let s = text::describe(g, ctx, now, self.cfg.max_members_listed, self.cfg.max_open);
+        if let Some(e) = self.entries.get_mut(&g.id) {
+            apply(&mut e.inc, s, g.kind, now, wall);
+            e.empty_since = None;
+            if !e.reported.is_material(&e.inc, now, self.update_interval) {
+                return None;
             }
-            let mut inc = Incident {
-                id: g.id.clone(),
-                kind: g.kind,
-                cause: String::new(),
-                severity: Severity::Info,
-                root: s.root.clone(),
-                diagnosis: String::new(),
-                consequence: None,
-                counts: BTreeMap::new(),
-                members: Vec::new(),
-                members_total: 0,
-                since: s.since,
-                opened_at: now,
-                updated_at: now,
-                resolved_at: None,
-                since_time: String::new(),
-                opened_time: wall.rfc3339(now),
-                updated_time: String::new(),
-                resolved_time: None,
-            };
-            apply(&mut inc, s, g.kind, now, wall);
-            changes.push(IncidentChange {
-                change: Lifecycle::Opened,
-                incident: inc.clone(),
+            e.reported = Reported::of(&e.inc, now);
+            return Some(IncidentChange {
+                change: Lifecycle::Updated,
+                incident: e.inc.clone(),
             });
-            self.entries.insert(
-                g.id.clone(),
-                Entry {
-                    reported: Reported::of(&inc, now),
-                    inc,
-                    empty_since: None,
-                    merge: g.merged_for,
-                    merge_false_since: None,
-                },
-            );
         }
+        let mut inc = Incident {
+            id: g.id.clone(),
+            kind: g.kind,
+            cause: String::new(),
+            severity: Severity::Info,
+            root: s.root.clone(),
+            diagnosis: String::new(),
+            consequence: None,
+            counts: BTreeMap::new(),
+            members: Vec::new(),
+            members_total: 0,
+            since: s.since,
+            opened_at: now,
+            updated_at: now,
+            resolved_at: None,
+            since_time: String::new(),
+            opened_time: wall.rfc3339(now),
+            updated_time: String::new(),
+            resolved_time: None,
+        };
+        apply(&mut inc, s, g.kind, now, wall);
+        self.entries.insert(
+            g.id.clone(),
+            Entry {
+                reported: Reported::of(&inc, now),
+                inc: inc.clone(),
+                empty_since: None,
+                merge: g.merged_for,
+                merge_false_since: None,
+            },
+        );
+        Some(IncidentChange {
+            change: Lifecycle::Opened,
+            incident: inc,
+        })
+    }
 
-        self.of_finding = index;
+    /// Most severe, then oldest, then by id.
+    fn reorder(&mut self) {
         let mut order: Vec<(&String, &Entry)> = self.entries.iter().collect();
         order.sort_by(|(a, x), (b, y)| {
             y.inc
@@ -232,9 +260,6 @@ impl IncidentBook {
                 .then(a.cmp(b))
         });
         self.order = order.into_iter().map(|(id, _)| id.clone()).collect();
-        first.extend(changes);
-        first.extend(last);
-        first
     }
 
     /// The processes whose parts merge now: the merge condition holds, or it held for an

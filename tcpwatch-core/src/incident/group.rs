@@ -232,11 +232,12 @@ pub(crate) fn parts<'a>(findings: &[&'a Finding], ctx: &IncidentContext) -> Vec<
             BaseKey::Resets { .. } => false,
             _ => true,
         };
-        if use_owner && let Some(o) = owner {
-            if part.process.is_none() || listener_finding {
-                part.process = Some(process_of(o));
-                part.pod.clone_from(&o.pod);
-            }
+        if use_owner
+            && let Some(o) = owner
+            && (part.process.is_none() || listener_finding)
+        {
+            part.process = Some(process_of(o));
+            part.pod.clone_from(&o.pod);
         }
     }
     let mut out: Vec<Part<'a>> = by_key.into_values().collect();

@@ -8,11 +8,11 @@ use crate::incident::{IncidentKind, ProcessRef};
 use crate::model::Lifecycle::{Opened, Updated};
 use crate::model::{FindingKind, Severity};
 
-fn server() -> Option<ProcessRef> {
-    Some(ProcessRef {
+fn server() -> ProcessRef {
+    ProcessRef {
         pid: 77,
         comm: "server".to_owned(),
-    })
+    }
 }
 
 #[test]
@@ -33,7 +33,7 @@ fn listener_with_200_unaccepted_close_wait_is_one_incident() {
     assert_eq!(inc.cause, "not_accepting");
     assert_eq!(inc.severity, Severity::Critical);
     assert_eq!(inc.root.local_port, Some(8080));
-    assert_eq!(inc.root.process, server());
+    assert_eq!(inc.root.process, Some(server()));
     assert_eq!(inc.root.netns, NS1);
     assert_eq!(inc.root.remote, None);
     assert_eq!(inc.counts["close_wait_stuck"], 200);
@@ -65,7 +65,7 @@ fn unaccepted_close_wait_alone_takes_the_owner_from_the_table() {
     );
     let inc = b.get("listener-1-8080").unwrap();
     assert_eq!(b.open_count(), 1);
-    assert_eq!(inc.root.process, server());
+    assert_eq!(inc.root.process, Some(server()));
     assert_eq!(inc.members_total, 200);
     assert_eq!(inc.members.len(), 50);
     assert!(
@@ -116,7 +116,7 @@ fn owned_close_wait_groups_per_process_and_listening_port() {
     );
     let inc = b.get("leak-1-77-8080").unwrap();
     assert_eq!(inc.kind, IncidentKind::CloseWaitLeak);
-    assert_eq!(inc.root.process, server());
+    assert_eq!(inc.root.process, Some(server()));
     assert_eq!(inc.root.local_port, Some(8080));
     assert_eq!(inc.members_total, 20);
     assert!(
@@ -358,7 +358,7 @@ fn reset_bursts_group_per_namespace_and_port() {
     let inc = b.get("resets-1-443").unwrap();
     assert_eq!(inc.kind, IncidentKind::ResetStorm);
     assert_eq!(inc.cause, "sent");
-    assert_eq!(inc.root.process, server());
+    assert_eq!(inc.root.process, Some(server()));
     assert_eq!(inc.root.local_port, Some(443));
     assert_eq!(inc.diagnosis, "reset burst on :443");
     assert_eq!(b.get("resets-2-443").unwrap().cause, "both");

@@ -267,3 +267,7 @@ impl IncidentBook {
         self.overflowed
     }
 }
+
+#[cfg(test)]
+#[path = "prop_tests.rs"]
+mod prop_tests;

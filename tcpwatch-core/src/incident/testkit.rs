@@ -192,8 +192,11 @@ pub(crate) fn resets(ns: NetnsId, port: u16, cause: &str) -> Finding {
     }
 }
 
-/// A context with these listeners: (netns, port, owner, queue, limit).
-pub(crate) fn ctx(listeners: &[(NetnsId, u16, Option<(u32, &str)>, u32, u32)]) -> IncidentContext {
+/// A listener: (netns, port, owner as (pid, comm), accept queue, accept limit).
+pub(crate) type ListenerSpec<'a> = (NetnsId, u16, Option<(u32, &'a str)>, u32, u32);
+
+/// A context with these listeners.
+pub(crate) fn ctx(listeners: &[ListenerSpec<'_>]) -> IncidentContext {
     IncidentContext {
         listeners: listeners
             .iter()

@@ -299,7 +299,7 @@ fn blocked(
         _ => None,
     });
     let root = IncidentRoot {
-        netns: first.map(|p| p.netns).unwrap_or(super::NO_NETNS),
+        netns: first.map_or(super::NO_NETNS, |p| p.netns),
         process,
         pod,
         local_port: cons.first().and_then(|p| port_of(p)),
