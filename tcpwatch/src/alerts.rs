@@ -57,14 +57,14 @@ const MAX_PENDING_RESOLVED: usize = 10_000;
 /// A lifecycle change the sender turns into alerts.
 #[derive(Clone, Debug)]
 pub enum AlertChange {
-    Finding(FindingChange),
+    Finding(Box<FindingChange>),
     Incident(Box<IncidentChange>),
 }
 
 /// What one alert is about.
 #[derive(Clone, Debug)]
 enum Source {
-    Finding(Finding),
+    Finding(Box<Finding>),
     Incident(Box<Incident>),
 }
 
@@ -144,7 +144,7 @@ impl AlertSender {
         let findings = findings
             .iter()
             .filter(|_| self.per_finding)
-            .map(|c| AlertChange::Finding(c.clone()));
+            .map(|c| AlertChange::Finding(Box::new(c.clone())));
         let incidents = incidents
             .iter()
             .map(|c| AlertChange::Incident(Box::new(c.clone())));
@@ -296,7 +296,7 @@ impl Task {
             let (change, source, enabled) = match c {
                 AlertChange::Finding(c) => (
                     c.change,
-                    Source::Finding(c.finding.clone()),
+                    Source::Finding(Box::new(c.finding.clone())),
                     self.cfg.per_finding_alerts,
                 ),
                 AlertChange::Incident(c) => (

@@ -182,10 +182,10 @@ fn findings_and_incidents_with_the_same_id_do_not_collide() {
     let alerts = t.apply(
         &[
             change(Lifecycle::Opened, &i),
-            AlertChange::Finding(FindingChange {
+            AlertChange::Finding(Box::new(FindingChange {
                 change: Lifecycle::Opened,
                 finding: f,
-            }),
+            })),
         ],
         clocks(),
     );

@@ -68,10 +68,10 @@ pub(super) fn clocks() -> Clocks {
 }
 
 fn change(change: Lifecycle, f: &Finding) -> AlertChange {
-    AlertChange::Finding(FindingChange {
+    AlertChange::Finding(Box::new(FindingChange {
         change,
         finding: f.clone(),
-    })
+    }))
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! the detectors and the incident grouping once and print the open incidents above the table
 //! (like `ss -tanpi` plus tcpwatch's columns), or all of it as JSON.
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,13 +57,14 @@ fn incident_lines(incidents: &[&Incident]) -> String {
         };
         let n = i.members_total;
         let noun = if n == 1 { "finding" } else { "findings" };
-        out.push_str(&format!(
-            "{sev:<4}  {:<24} {} ({n} {noun})\n",
+        let _ = writeln!(
+            out,
+            "{sev:<4}  {:<24} {} ({n} {noun})",
             i.kind.name(),
             i.diagnosis
-        ));
+        );
         if let Some(c) = &i.consequence {
-            out.push_str(&format!("      {:<24} {c}\n", ""));
+            let _ = writeln!(out, "      {:<24} {c}", "");
         }
     }
     out

@@ -291,10 +291,6 @@ impl Drop for ChainServer {
 }
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "one scenario: the chain, its ground truth and the unrelated second problem"
-)]
 fn incident_chain_is_one_incident_and_unrelated_problems_stay_apart() {
     if let Ok(path) = std::env::var(ROLE_ENV) {
         chain_server(&path);
