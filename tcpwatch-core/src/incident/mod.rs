@@ -271,3 +271,7 @@ impl IncidentBook {
 #[cfg(test)]
 #[path = "prop_tests.rs"]
 mod prop_tests;
+
+#[cfg(test)]
+#[path = "examples_tests.rs"]
+mod examples_tests;

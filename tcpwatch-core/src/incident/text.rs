@@ -163,7 +163,8 @@ fn leak_text(p: &Part<'_>, now: MonoNs) -> String {
     )
 }
 
-/// What an upstream part's members show, e.g. `3 connections retransmitting, no ACK`.
+/// What an upstream part's members show, e.g. `3 connections retransmitting, no ACK, Send-Q
+/// not draining on 1`.
 fn upstream_detail(p: &Part<'_>) -> String {
     let conns = connections(&p.members);
     let retrans = of_kind(&p.members, FindingKind::RetransmitChain).len();
@@ -171,20 +172,38 @@ fn upstream_detail(p: &Part<'_>) -> String {
     let zero = sendq.iter().filter(|f| not_responding(f)).count();
     let stalled = sendq.len() - zero;
     let waiting = of_kind(&p.members, FindingKind::AwaitingResponse).len();
-    let mut facts = Vec::new();
-    if retrans > 0 {
-        facts.push(format!("{retrans} retransmitting, no ACK"));
-    }
-    if stalled > 0 {
-        facts.push(format!("{stalled} with a Send-Q not draining"));
-    }
-    if zero > 0 {
-        facts.push(format!("{zero} with the peer not reading (zero window)"));
-    }
-    if waiting > 0 {
-        facts.push(format!("{waiting} waiting for a response"));
-    }
-    format!("{}: {}", plural(conns, "connection"), facts.join(", "))
+    // (how many, said of all connections, said of some).
+    let facts = [
+        (
+            retrans,
+            "retransmitting, no ACK".to_owned(),
+            format!("{retrans} retransmitting, no ACK"),
+        ),
+        (
+            stalled,
+            "with a Send-Q not draining".to_owned(),
+            format!("Send-Q not draining on {stalled}"),
+        ),
+        (
+            zero,
+            "with the peer not reading (zero window)".to_owned(),
+            format!("peer not reading (zero window) on {zero}"),
+        ),
+        (
+            waiting,
+            "waiting for a response".to_owned(),
+            format!("{waiting} waiting for a response"),
+        ),
+    ];
+    let mut said = facts.into_iter().filter(|(n, _, _)| *n > 0).peekable();
+    let sep = match said.peek() {
+        Some((n, _, _)) if *n == conns => " ",
+        _ => ": ",
+    };
+    let text: Vec<String> = said
+        .map(|(n, all, some)| if n == conns { all } else { some })
+        .collect();
+    format!("{}{sep}{}", plural(conns, "connection"), text.join(", "))
 }
 
 /// `10.0.0.5:443`, or `client host 10.0.0.9 of :8080` for a server-side key.
