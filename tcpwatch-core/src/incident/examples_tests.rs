@@ -162,21 +162,6 @@ fn assert_documented(incs: &[Incident]) {
 #[test]
 fn seed_incidents_read_as_documented() {
     let all = [seed_1(), seed_2(), seed_3(), seed_4(), seed_5()];
-    for (n, incs) in all.iter().enumerate() {
-        for i in incs {
-            println!(
-                "SEED{} - `{}` ({}, {}): {}",
-                n + 1,
-                i.id,
-                i.kind.name(),
-                i.severity.name(),
-                i.diagnosis
-            );
-            if let Some(c) = &i.consequence {
-                println!("SEED{}   consequence: {c}", n + 1);
-            }
-        }
-    }
     assert_eq!(
         all.iter().map(Vec::len).collect::<Vec<_>>(),
         vec![2, 1, 1, 1, 1]
