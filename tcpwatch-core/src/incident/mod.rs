@@ -275,3 +275,7 @@ mod prop_tests;
 #[cfg(test)]
 #[path = "examples_tests.rs"]
 mod examples_tests;
+
+#[cfg(test)]
+#[path = "e2e_tests.rs"]
+mod e2e_tests;
