@@ -302,13 +302,8 @@ fn blocked(
         .iter()
         .filter(|p| !matches!(p.key, BaseKey::Upstream { .. }))
         .collect();
-    // The consequence port: the one with most members.
-    cons.sort_by(|a, b| {
-        b.members
-            .len()
-            .cmp(&a.members.len())
-            .then(a.key.cmp(&b.key))
-    });
+    // The consequence port: the oldest pile (stable while it lasts).
+    cons.sort_by(|a, b| a.since().cmp(&b.since()).then(a.key.cmp(&b.key)));
     let first = g.parts.first();
     let process = g.parts.iter().find_map(|p| p.process.clone());
     let pod = g.parts.iter().find_map(|p| p.pod.clone());
