@@ -72,6 +72,16 @@ fn unaccepted_close_wait_alone_takes_the_owner_from_the_table() {
         inc.diagnosis
             .contains("accept queue 200/128, 200 connections queued")
     );
+    // A filling queue alone: slow rather than stopped.
+    let mut b = book();
+    let filling = backlog(NS1, 8080, Some((77, "server")), "filling");
+    step(&mut b, 0.0, &[filling], &ctx(&[]));
+    assert_eq!(
+        b.get("listener-1-8080").unwrap().diagnosis,
+        "app is not accepting fast enough on :8080 (server[77], netns 4026531833): accept queue \
+         513/512; look at what keeps server[77] from accepting (a connection limit such as \
+         netutil.LimitListener, a blocked accept loop) and dump its threads"
+    );
     // Without the listener in the table: no owner, still one incident.
     let mut b = book();
     step(&mut b, 0.0, &fs, &ctx(&[]));

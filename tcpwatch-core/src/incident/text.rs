@@ -115,10 +115,11 @@ fn listener_text(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> String {
     if let Some(q) = accept_queue(p, ctx) {
         facts.push(q);
     }
-    if p.members
+    let overflowing = p
+        .members
         .iter()
-        .any(|f| f.kind == FindingKind::AcceptBacklogFilling && f.cause == "overflowing")
-    {
+        .any(|f| f.kind == FindingKind::AcceptBacklogFilling && f.cause == "overflowing");
+    if overflowing {
         facts.push("new connections are dropped (ListenOverflows rising)".to_owned());
     }
     if !cw.is_empty() {
@@ -128,11 +129,20 @@ fn listener_text(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> String {
             oldest(&cw, now)
         ));
     }
+    if facts.is_empty() {
+        facts.push("accept queue filling".to_owned());
+    }
+    // Only a filling queue: slow, not (yet) stopped.
+    let head = if overflowing || !cw.is_empty() {
+        "app is not calling accept() on"
+    } else {
+        "app is not accepting fast enough on"
+    };
     let owner = who(p.process.as_ref(), p.pod.as_ref());
     format!(
-        "app is not calling accept() on :{port} ({owner}, {}): {}; look at what keeps {owner} from \
-         accepting (a connection limit such as netutil.LimitListener, a blocked accept loop) and dump \
-         its threads",
+        "{head} :{port} ({owner}, {}): {}; look at what keeps {owner} from accepting (a \
+         connection limit such as netutil.LimitListener, a blocked accept loop) and dump its \
+         threads",
         netns(p),
         facts.join(", ")
     )
