@@ -13,8 +13,10 @@
 //!   (upstream trouble and piling callers at the same time) has been false for
 //!   `resolve_after`, so a flapping half does not split and re-merge the incident.
 //! - **Bounds**: at most `max_open` incidents besides one overflow incident per kind; groups
-//!   that would open beyond that join `overflow-<kind>` (counted in `overflowed()`). Slots
-//!   freed by a resolution are reused from the next update on.
+//!   that would open beyond that join `overflow-<kind>` (counted in `overflowed()`). An open
+//!   incident keeps its slot; newcomers get free slots most severe, then oldest, first. Slots
+//!   freed by a resolution are reused from the next update on, except that incidents replaced
+//!   by a merge or split hand theirs over at once.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::group::{self, Group, ProcKey};
@@ -107,7 +109,8 @@ impl IncidentBook {
         let holds = group::merge_holds(&parts);
         let merged = self.merge_hysteresis(now, &holds);
         let groups = group::assemble(parts, &merged);
-        let groups = self.bound(groups);
+        let leaving = self.leaving(&groups, findings);
+        let groups = self.bound(groups, leaving);
 
         let mut index: BTreeMap<String, String> = BTreeMap::new();
         for g in &groups {
@@ -282,11 +285,33 @@ impl IncidentBook {
         merged
     }
 
+    /// Open incidents (overflow aside) that resolve at this update because their members
+    /// moved to another group (a merge formed or dissolved): their slots go to the new groups
+    /// at once.
+    fn leaving(&self, groups: &[Group<'_>], findings: &[&Finding]) -> usize {
+        let ids: HashSet<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+        let open: HashSet<&str> = findings.iter().map(|f| f.id.as_str()).collect();
+        let moving: HashSet<&str> = self
+            .of_finding
+            .iter()
+            .filter(|(f, inc)| {
+                open.contains(f.as_str()) && !ids.contains(inc.as_str()) && !is_overflow(inc)
+            })
+            .map(|(_, inc)| inc.as_str())
+            .collect();
+        moving.len()
+    }
+
     /// Keeps every group that has an open incident, opens new ones while fewer than
     /// `max_open` incidents (overflow incidents aside) are open, most severe then oldest
     /// first, and folds the rest into one overflow group per kind.
-    fn bound<'a>(&mut self, groups: Vec<Group<'a>>) -> Vec<Group<'a>> {
-        let open_real = self.entries.keys().filter(|id| !is_overflow(id)).count();
+    fn bound<'a>(&mut self, groups: Vec<Group<'a>>, leaving: usize) -> Vec<Group<'a>> {
+        let open_real = self
+            .entries
+            .keys()
+            .filter(|id| !is_overflow(id))
+            .count()
+            .saturating_sub(leaving);
         let max = usize::try_from(self.cfg.max_open).unwrap_or(usize::MAX);
         let room = max.saturating_sub(open_real);
         let (mut kept, mut new): (Vec<Group<'a>>, Vec<Group<'a>>) = groups

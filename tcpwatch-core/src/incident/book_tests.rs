@@ -1,7 +1,7 @@
 //! Tests of the incident lifecycle: hysteresis, merges and splits, pacing, bounds.
 #![allow(clippy::unwrap_used, reason = "tests")]
 use super::super::testkit::{
-    NS1, assert_indexed, book, book_with, changes, ctx, cw_owned, step, upstream,
+    NS1, assert_indexed, book, book_with, changes, ctx, cw_owned, cw_unaccepted, step, upstream,
 };
 use crate::config::IncidentConfig;
 use crate::incident::IncidentKind;
@@ -339,4 +339,48 @@ fn open_incidents_are_ordered_most_severe_then_oldest() {
         ids,
         vec!["upstream-1-3-10.0.0.5:443", "leak-1-1-0", "leak-1-2-0"]
     );
+}
+
+#[test]
+fn a_merge_at_capacity_takes_the_slots_of_its_parts() {
+    let cfg = IncidentConfig {
+        max_open: 2,
+        ..IncidentConfig::default()
+    };
+    let c = ctx(&[(NS1, 8080, Some((77, "server")), 0, 128)]);
+    let up = upstream(
+        FindingKind::RetransmitChain,
+        "peer_unreachable",
+        NS1,
+        77,
+        "server",
+        40000,
+        "10.0.0.5:443",
+    );
+    let mut b = book_with(cfg, 3.0, 30.0);
+    // Both halves open on their own first: the listener's owner is not known yet.
+    let mut both: Vec<_> = (0..3u16).map(|p| cw_unaccepted(NS1, 8080, p)).collect();
+    both.push(up.clone());
+    step(&mut b, 0.0, &both, &ctx(&[]));
+    assert_eq!(b.open_count(), 2);
+    // The owner is found: both incidents make room for the merged one at once.
+    let ch = step(&mut b, 1.0, &both, &c);
+    assert_eq!(
+        changes(&ch),
+        vec![
+            (Resolved, "listener-1-8080".to_owned()),
+            (Resolved, "upstream-1-77-10.0.0.5:443".to_owned()),
+            (Opened, "blocked-1-77".to_owned())
+        ]
+    );
+    assert_eq!(b.overflowed(), 0);
+    // Full: another process's leak overflows, the merged incident keeps its slot.
+    let mut more = both.clone();
+    more.push(cw_owned(NS1, 5, "other", 40000, 1));
+    more.push(cw_owned(NS1, 6, "third", 40000, 2));
+    step(&mut b, 2.0, &more, &c);
+    assert_eq!(b.overflowed(), 1);
+    assert!(b.get("blocked-1-77").is_some());
+    assert_eq!(b.open_count(), 3);
+    assert_indexed(&b, &more);
 }

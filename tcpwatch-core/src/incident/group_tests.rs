@@ -72,6 +72,16 @@ fn unaccepted_close_wait_alone_takes_the_owner_from_the_table() {
         inc.diagnosis
             .contains("accept queue 200/128, 200 connections queued")
     );
+    // A filling queue alone: slow rather than stopped.
+    let mut b = book();
+    let filling = backlog(NS1, 8080, Some((77, "server")), "filling");
+    step(&mut b, 0.0, &[filling], &ctx(&[]));
+    assert_eq!(
+        b.get("listener-1-8080").unwrap().diagnosis,
+        "app is not accepting fast enough on :8080 (server[77], netns 4026531833): accept queue \
+         513/512; look at what keeps server[77] from accepting (a connection limit such as \
+         netutil.LimitListener, a blocked accept loop) and dump its threads"
+    );
     // Without the listener in the table: no owner, still one incident.
     let mut b = book();
     step(&mut b, 0.0, &fs, &ctx(&[]));
@@ -180,8 +190,8 @@ fn client_retransmit_chains_of_one_process_to_one_remote_are_one_incident() {
     assert_eq!(inc.members_total, 4);
     assert!(
         inc.diagnosis.starts_with(
-            "10.0.0.5:443 unreachable from api[42] for 35s: 3 connections: 3 retransmitting, no \
-             ACK, 1 with a Send-Q not draining;"
+            "10.0.0.5:443 unreachable from api[42] for 35s: 3 connections retransmitting, no ACK, \
+             Send-Q not draining on 1;"
         ),
         "{}",
         inc.diagnosis
@@ -259,7 +269,7 @@ fn awaiting_and_zero_window_are_not_responding_until_retransmissions_appear() {
     assert_eq!(inc.severity, Severity::Info);
     assert!(
         inc.diagnosis.starts_with(
-            "10.0.0.2:8080 stopped answering fasthttp[9] for 0ms: 2 connections: 2 waiting for a \
+            "10.0.0.2:8080 stopped answering fasthttp[9] for 0ms: 2 connections waiting for a \
              response;"
         ),
         "{}",
@@ -420,8 +430,8 @@ fn incident_1_is_one_blocked_on_upstream_incident() {
     );
     assert!(
         inc.diagnosis.starts_with(
-            "api[42] is blocked on 10.0.0.5:443 for 35s: 1 connection: 1 retransmitting, no ACK, \
-             1 with a Send-Q not draining;"
+            "api[42] is blocked on 10.0.0.5:443 for 35s: 1 connection retransmitting, no ACK, \
+             with a Send-Q not draining;"
         ),
         "{}",
         inc.diagnosis

@@ -271,3 +271,11 @@ impl IncidentBook {
 #[cfg(test)]
 #[path = "prop_tests.rs"]
 mod prop_tests;
+
+#[cfg(test)]
+#[path = "examples_tests.rs"]
+mod examples_tests;
+
+#[cfg(test)]
+#[path = "e2e_tests.rs"]
+mod e2e_tests;

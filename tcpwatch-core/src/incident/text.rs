@@ -115,10 +115,11 @@ fn listener_text(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> String {
     if let Some(q) = accept_queue(p, ctx) {
         facts.push(q);
     }
-    if p.members
+    let overflowing = p
+        .members
         .iter()
-        .any(|f| f.kind == FindingKind::AcceptBacklogFilling && f.cause == "overflowing")
-    {
+        .any(|f| f.kind == FindingKind::AcceptBacklogFilling && f.cause == "overflowing");
+    if overflowing {
         facts.push("new connections are dropped (ListenOverflows rising)".to_owned());
     }
     if !cw.is_empty() {
@@ -128,11 +129,20 @@ fn listener_text(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> String {
             oldest(&cw, now)
         ));
     }
+    if facts.is_empty() {
+        facts.push("accept queue filling".to_owned());
+    }
+    // Only a filling queue: slow, not (yet) stopped.
+    let head = if overflowing || !cw.is_empty() {
+        "app is not calling accept() on"
+    } else {
+        "app is not accepting fast enough on"
+    };
     let owner = who(p.process.as_ref(), p.pod.as_ref());
     format!(
-        "app is not calling accept() on :{port} ({owner}, {}): {}; look at what keeps {owner} from \
-         accepting (a connection limit such as netutil.LimitListener, a blocked accept loop) and dump \
-         its threads",
+        "{head} :{port} ({owner}, {}): {}; look at what keeps {owner} from accepting (a \
+         connection limit such as netutil.LimitListener, a blocked accept loop) and dump its \
+         threads",
         netns(p),
         facts.join(", ")
     )
@@ -163,7 +173,8 @@ fn leak_text(p: &Part<'_>, now: MonoNs) -> String {
     )
 }
 
-/// What an upstream part's members show, e.g. `3 connections retransmitting, no ACK`.
+/// What an upstream part's members show, e.g. `3 connections retransmitting, no ACK, Send-Q
+/// not draining on 1`.
 fn upstream_detail(p: &Part<'_>) -> String {
     let conns = connections(&p.members);
     let retrans = of_kind(&p.members, FindingKind::RetransmitChain).len();
@@ -171,20 +182,38 @@ fn upstream_detail(p: &Part<'_>) -> String {
     let zero = sendq.iter().filter(|f| not_responding(f)).count();
     let stalled = sendq.len() - zero;
     let waiting = of_kind(&p.members, FindingKind::AwaitingResponse).len();
-    let mut facts = Vec::new();
-    if retrans > 0 {
-        facts.push(format!("{retrans} retransmitting, no ACK"));
-    }
-    if stalled > 0 {
-        facts.push(format!("{stalled} with a Send-Q not draining"));
-    }
-    if zero > 0 {
-        facts.push(format!("{zero} with the peer not reading (zero window)"));
-    }
-    if waiting > 0 {
-        facts.push(format!("{waiting} waiting for a response"));
-    }
-    format!("{}: {}", plural(conns, "connection"), facts.join(", "))
+    // (how many, said of all connections, said of some).
+    let facts = [
+        (
+            retrans,
+            "retransmitting, no ACK".to_owned(),
+            format!("{retrans} retransmitting, no ACK"),
+        ),
+        (
+            stalled,
+            "with a Send-Q not draining".to_owned(),
+            format!("Send-Q not draining on {stalled}"),
+        ),
+        (
+            zero,
+            "with the peer not reading (zero window)".to_owned(),
+            format!("peer not reading (zero window) on {zero}"),
+        ),
+        (
+            waiting,
+            "waiting for a response".to_owned(),
+            format!("{waiting} waiting for a response"),
+        ),
+    ];
+    let mut said = facts.into_iter().filter(|(n, _, _)| *n > 0).peekable();
+    let sep = match said.peek() {
+        Some((n, _, _)) if *n == conns => " ",
+        _ => ": ",
+    };
+    let text: Vec<String> = said
+        .map(|(n, all, some)| if n == conns { all } else { some })
+        .collect();
+    format!("{}{sep}{}", plural(conns, "connection"), text.join(", "))
 }
 
 /// `10.0.0.5:443`, or `client host 10.0.0.9 of :8080` for a server-side key.
@@ -283,13 +312,8 @@ fn blocked(
         .iter()
         .filter(|p| !matches!(p.key, BaseKey::Upstream { .. }))
         .collect();
-    // The consequence port: the one with most members.
-    cons.sort_by(|a, b| {
-        b.members
-            .len()
-            .cmp(&a.members.len())
-            .then(a.key.cmp(&b.key))
-    });
+    // The consequence port: the oldest pile (stable while it lasts).
+    cons.sort_by(|a, b| a.since().cmp(&b.since()).then(a.key.cmp(&b.key)));
     let first = g.parts.first();
     let process = g.parts.iter().find_map(|p| p.process.clone());
     let pod = g.parts.iter().find_map(|p| p.pod.clone());
