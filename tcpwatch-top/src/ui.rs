@@ -7,10 +7,17 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize as _};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
+use tcpwatch_core::incident::Incident;
 use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
 use tcpwatch_core::render::{format_owner, ss_columns};
 
-use crate::state::{App, RowId, View, accept_fill, finding_age, subject_local, subject_owner};
+use crate::state::{
+    App, Detail, Pane, RowId, View, accept_fill, finding_age, incident_age, incident_port,
+    incident_process, incident_remote, subject_local, subject_owner,
+};
+
+/// Shown instead of incidents when the daemon answers 404 to `/api/v1/incidents`.
+pub const INCIDENTS_NOT_SERVED: &str = "incidents: not served by this daemon";
 
 /// Smallest area the full UI is drawn in; below it a one-line notice is shown.
 const MIN_WIDTH: u16 = 30;
@@ -33,6 +40,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
     .areas(area);
     frame.render_widget(Paragraph::new(header_line(app)), header);
     frame.render_widget(Paragraph::new(tabs_line(app)), tabs);
+    let main = draw_focus_summary(frame, app, now, main);
     let (table_area, detail_area) = if app.detail_open() && main.height >= 8 {
         let [t, d] =
             Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(main);
@@ -50,6 +58,38 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
     }
 }
 
+/// Above an incident's member list: its story (diagnosis, consequence, root, counts).
+/// Returns the area left for the table.
+fn draw_focus_summary(frame: &mut Frame<'_>, app: &App, now: MonoNs, main: Rect) -> Rect {
+    let Some(id) = app.focus() else {
+        return main;
+    };
+    let d = app.incident_detail(id, now).unwrap_or_else(|| Detail {
+        title: format!("incident {id}"),
+        lines: vec!["resolved: no longer open (Esc: back to the incidents)".to_owned()],
+        ..Detail::default()
+    });
+    let want = u16::try_from(d.lines.len())
+        .unwrap_or(u16::MAX)
+        .saturating_add(2);
+    let h = want.min(main.height / 2);
+    if h < 3 {
+        return main;
+    }
+    let [top, rest] = Layout::vertical([Constraint::Length(h), Constraint::Min(1)]).areas(main);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(format!(" {} (Esc: back) ", d.title));
+    let lines: Vec<Line<'_>> = d.lines.iter().map(|l| Line::from(l.as_str())).collect();
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(block),
+        top,
+    );
+    rest
+}
+
 fn header_line(app: &App) -> Line<'static> {
     let (crit, warn, info) = app.severity_counts();
     let mut spans = vec![
@@ -59,13 +99,33 @@ fn header_line(app: &App) -> Line<'static> {
     if !app.status.is_empty() {
         spans.push(Span::from(format!(" ({})", app.status)));
     }
-    spans.push(Span::from(format!(
-        "  conns {}  findings: ",
-        app.connection_count()
-    )));
+    spans.push(Span::from(format!("  conns {}", app.connection_count())));
+    if app.incidents_served() {
+        let (ic, iw, ii) = app.incident_counts();
+        spans.push(Span::from("  incidents: "));
+        spans.push(Span::from(format!("{ic} crit")).style(sev_style(Severity::Critical)));
+        spans.push(Span::from(format!(" {iw} warn")).style(sev_style(Severity::Warning)));
+        // Info incidents are rare: said only when there are some (the header is full).
+        if ii > 0 {
+            spans.push(Span::from(format!(" {ii} info")));
+        }
+    } else {
+        spans.push(Span::from(format!("  {INCIDENTS_NOT_SERVED}")).dim());
+    }
+    spans.push(Span::from("  findings: "));
     spans.push(Span::from(format!("{crit} crit")).style(sev_style(Severity::Critical)));
     spans.push(Span::from(format!(" {warn} warn")).style(sev_style(Severity::Warning)));
     spans.push(Span::from(format!(" {info} info")));
+    let bad = app.bad_events();
+    if bad.count > 0 {
+        spans.push(
+            Span::from(format!(
+                "  {} unreadable events (last: {})",
+                bad.count, bad.last_error
+            ))
+            .yellow(),
+        );
+    }
     if app.paused() {
         spans.push(
             Span::from(format!("  PAUSED ({} pending)", app.pending_count()))
@@ -86,6 +146,9 @@ fn tabs_line(app: &App) -> Line<'static> {
         });
         spans.push(Span::from("|"));
     }
+    if let Some(id) = app.focus() {
+        spans.push(Span::from(format!(" members of {id} |")).bold());
+    }
     spans.push(Span::from(format!(" sort: {}", app.sort_key().name())));
     if !app.filter().is_empty() || app.editing_filter() {
         spans.push(Span::from(format!("  filter: /{}", app.filter())).bold());
@@ -101,7 +164,7 @@ fn footer_line(app: &App) -> Line<'static> {
         ));
     }
     Line::from(
-        "q quit  Tab view  s sort  / filter  Enter detail  p pause  ? help  arrows/j/k/PgUp/PgDn/Home/End"
+        "q quit  Tab view  s sort  / filter  Enter members/detail  Esc back  p pause  ? help  arrows/j/k/PgUp/PgDn/Home/End"
             .to_owned(),
     )
     .dim()
@@ -150,7 +213,7 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
     let selected = app.selected();
     let total = app.row_count();
     let ids: Vec<RowId> = app.visible_ids(offset, page).to_vec();
-    let (header, widths) = columns(app.view(), area.width >= 110);
+    let (header, widths) = columns(app.pane(), area.width >= 110);
     let mut rows = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         let cells = row_cells(app, id, offset + i, now, area.width >= 110);
@@ -169,13 +232,13 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
         .column_spacing(1);
     frame.render_widget(table, area);
     if empty && area.height >= 2 {
-        let msg = if app.filter().is_empty() {
-            match app.view() {
-                View::Findings => "no open findings",
-                _ => "no connections",
-            }
-        } else {
-            "nothing matches the filter"
+        let msg = match app.pane() {
+            Pane::View(View::Incidents) if !app.incidents_served() => INCIDENTS_NOT_SERVED,
+            Pane::Members => "no open members: the incident resolved (Esc: back)",
+            _ if !app.filter().is_empty() => "nothing matches the filter",
+            Pane::View(View::Incidents) => "no open incidents",
+            Pane::View(View::Findings) => "no open findings",
+            Pane::View(View::Connections | View::Listeners | View::Owners) => "no connections",
         };
         let r = Rect {
             y: area.y + 1,
@@ -197,10 +260,15 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
     }
 }
 
-/// Column titles and widths of a view; `wide` below 110 columns drops or narrows some.
-fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+/// Column titles and widths of a pane; `wide` below 110 columns drops or narrows some.
+fn columns(pane: Pane, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     use Constraint::{Fill, Length};
+    let view = match pane {
+        Pane::View(v) => v,
+        Pane::Members => View::Findings,
+    };
     match (view, wide) {
+        (View::Incidents, _) => incident_columns(wide),
         (View::Findings, true) => (
             vec!["Sev", "Kind", "Age", "Local", "Owner", "Diagnosis"],
             vec![
@@ -279,10 +347,54 @@ fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     }
 }
 
+/// The Incidents view's columns; narrow terminals drop the remote endpoint.
+fn incident_columns(wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+    use Constraint::{Fill, Length};
+    if wide {
+        return (
+            vec![
+                "Sev",
+                "Kind",
+                "Process",
+                "Port",
+                "Remote",
+                "Members",
+                "Age",
+                "Diagnosis",
+            ],
+            vec![
+                Length(4),
+                Length(23),
+                Length(16),
+                Length(6),
+                Length(21),
+                Length(7),
+                Length(7),
+                Fill(1),
+            ],
+        );
+    }
+    (
+        vec!["Sev", "Kind", "Process", "Port", "Mem", "Age", "Diagnosis"],
+        vec![
+            Length(4),
+            Length(23),
+            Length(12),
+            Length(6),
+            Length(4),
+            Length(6),
+            Fill(1),
+        ],
+    )
+}
+
 type Cells = (Vec<String>, Option<Style>);
 
 fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Cells {
     match id {
+        RowId::Incident(iid) => app
+            .incident(iid)
+            .map_or((Vec::new(), None), |i| incident_cells(i, now, wide)),
         RowId::Finding(fid) => app
             .finding(fid)
             .map_or((Vec::new(), None), |f| finding_cells(f, now, wide)),
@@ -326,6 +438,25 @@ fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Ce
             )
         }),
     }
+}
+
+/// Narrow terminals drop the remote endpoint (it stays in the summary after Enter).
+fn incident_cells(i: &Incident, now: MonoNs, wide: bool) -> Cells {
+    let mut cells = vec![
+        sev_short(i.severity).to_owned(),
+        i.kind.name().to_owned(),
+        incident_process(i),
+        incident_port(i),
+    ];
+    if wide {
+        cells.push(incident_remote(i));
+    }
+    cells.extend([
+        i.members_total.to_string(),
+        incident_age(i, now),
+        i.diagnosis.clone(),
+    ]);
+    (cells, Some(sev_style(i.severity)))
 }
 
 /// The peer is left to the detail pane; narrow terminals drop the owner too.
@@ -397,14 +528,17 @@ fn draw_detail(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
 const HELP: &[&str] = &[
     "tcpwatch top keys",
     "",
-    "Tab / Shift-Tab   next / previous view (Findings, Connections, Listeners, Owners)",
+    "Tab / Shift-Tab   next / previous view (Incidents, Findings, Connections, Listeners,",
+    "                  Owners)",
     "Up/Down, j/k      move the selection",
     "PgUp/PgDn         move by one page",
     "Home/End, g/G     first / last row",
     "s                 cycle the sort order of the view",
     "/                 filter: substring of port, address, process or state",
-    "Esc               close the detail pane, or clear the filter",
-    "Enter             toggle the detail pane of the selected row",
+    "Enter             on an incident: list its member findings (with the incident's",
+    "                  diagnosis above); elsewhere toggle the detail pane of the row",
+    "                  (a member's detail shows its connection)",
+    "Esc               close the detail pane, back from the members, or clear the filter",
     "p                 pause / resume applying updates",
     "?                 this help (any key closes it)",
     "q, Ctrl-C         quit",
