@@ -1,8 +1,9 @@
 //! Alerting: the shipped Prometheus rules pass `promtool` (syntax and unit tests, also when not
 //! root), the Kubernetes `PrometheusRule` is the generated copy of them, and, end to end (root),
 //! a real Prometheus scraping a real daemon fires the rules, a real Alertmanager delivers them
-//! to a webhook, and they resolve once the incidents are gone. The daemon's own push to
-//! Alertmanager (`[alertmanager]`) is checked against the same Alertmanager.
+//! to a webhook (one alert per incident, not per socket), and they resolve once the incidents
+//! are gone. The daemon's own push to Alertmanager (`[alertmanager]`) is checked against the
+//! same Alertmanager.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -144,9 +145,15 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
         body,
         "the PrometheusRule spec differs from {RULES}"
     );
-    // Every alert has a runbook, and every runbook link points at an existing file.
+    // Every alert has a runbook, and every runbook link points at an existing file; every
+    // alert has promtool unit tests that show it firing.
+    let tests = std::fs::read_to_string(root.join(RULE_TESTS)).unwrap();
     for line in rules.lines() {
         if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.contains(&format!("alertname: {name}\n        exp_alerts:")),
+                "{name}: no firing case in {RULE_TESTS}"
+            );
             let doc = root.join(format!("docs/runbooks/{name}.md"));
             assert!(doc.is_file(), "no runbook {}", doc.display());
             assert!(
@@ -169,7 +176,7 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
             .arg(&spec),
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS: 11 rules found").count(), 2, "{text}");
+    assert_eq!(text.matches("SUCCESS: 13 rules found").count(), 2, "{text}");
     let out = run_ok(
         Command::new("promtool")
             .arg("test")
@@ -356,6 +363,14 @@ fn rules_without_for(text: &str) -> String {
 
 /// Firing alert names in Prometheus' `/api/v1/alerts`.
 fn prometheus_firing(port: u16) -> Vec<String> {
+    prometheus_firing_labels(port)
+        .iter()
+        .filter_map(|l| l["alertname"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The labels of every firing alert in Prometheus' `/api/v1/alerts`.
+fn prometheus_firing_labels(port: u16) -> Vec<Value> {
     let Some((200, body)) = http_get(port, "/api/v1/alerts") else {
         return Vec::new();
     };
@@ -365,7 +380,15 @@ fn prometheus_firing(port: u16) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|a| a["state"] == "firing")
-        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+        .map(|a| a["labels"].clone())
+        .collect()
+}
+
+/// Firing alerts named `alertname` whose `port` label is `port`: one per incident.
+fn firing_for_port(prom_port: u16, alertname: &str, port: u16) -> Vec<Value> {
+    prometheus_firing_labels(prom_port)
+        .into_iter()
+        .filter(|l| l["alertname"] == alertname && l["port"] == port.to_string())
         .collect()
 }
 
@@ -596,25 +619,40 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
     let attempts = overflow_attempts(&ns, full_addr, stop.clone());
     let t_incident = Instant::now();
 
-    let wanted = ["TcpwatchCloseWaitStuck", "TcpwatchAcceptBacklogFilling"];
+    // One incident each: the owned leak (5 sockets) and the listener that never accepts.
+    let wanted = ["TcpwatchCloseWaitLeak", "TcpwatchListenerNotAccepting"];
+    let ours = [
+        (wanted[0], owned_addr.port()),
+        (wanted[1], full_addr.port()),
+    ];
     let fired = wait_for(WAIT, || {
-        let firing = prometheus_firing(prom_port);
-        wanted
-            .iter()
-            .all(|w| firing.iter().any(|f| f == w))
-            .then_some(firing)
+        ours.iter()
+            .all(|(name, port)| !firing_for_port(prom_port, name, *port).is_empty())
+            .then(|| prometheus_firing(prom_port))
     });
     assert!(
         fired.is_some(),
-        "Prometheus did not fire {wanted:?} within {WAIT:?}; firing: {:?}; findings: {}",
-        prometheus_firing(prom_port),
-        d.get_json("/api/v1/findings")
+        "Prometheus did not fire {ours:?} within {WAIT:?}; firing: {:?}; incidents: {}",
+        prometheus_firing_labels(prom_port),
+        d.get_json("/api/v1/incidents")
     );
     let firing = fired.unwrap();
     eprintln!(
         "Prometheus firing after {:?}: {firing:?}",
         t_incident.elapsed()
     );
+    // One alert per incident, not per socket (5 leaked sockets, one alert).
+    let leak = firing_for_port(prom_port, "TcpwatchCloseWaitLeak", owned_addr.port());
+    assert_eq!(leak.len(), 1, "one alert for the leak on :{}: {leak:?}", owned_addr.port());
+    let pid = std::process::id();
+    assert!(
+        leak[0]["process"]
+            .as_str()
+            .is_some_and(|p| p.contains(&pid.to_string())),
+        "the leak names this process ({pid}): {leak:?}"
+    );
+    let lna = firing_for_port(prom_port, "TcpwatchListenerNotAccepting", full_addr.port());
+    assert_eq!(lna.len(), 1, "one alert for :{}: {lna:?}", full_addr.port());
     for silent in ["TcpwatchDown", "TcpwatchNotReady"] {
         assert!(
             !firing.iter().any(|f| f == silent),
