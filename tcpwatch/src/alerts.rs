@@ -1,14 +1,20 @@
-//! Optional push of finding lifecycle changes to Alertmanager (`[alertmanager]` in the
-//! configuration): `POST {url}/api/v2/alerts` with one alert per finding.
+//! Optional push of incident (and, opt-in, finding) lifecycle changes to Alertmanager
+//! (`[alertmanager]` in the configuration): `POST {url}/api/v2/alerts`, one alert per cause.
 //!
-//! - Every finding at or above `min_severity` is one alert, `alertname="TcpwatchFinding"`, with
-//!   labels that stay the same while the finding is open (`kind`, `severity`, `finding_id`,
-//!   `node`, `netns`, `local`, `remote` for connections, `port` for ports, `cause`) so that
-//!   Alertmanager deduplicates the re-sends and matches the resolution to its alert.
-//! - Opened and updated findings are sent firing (`endsAt` = now + 4 re-send intervals, as
-//!   Prometheus does, so that Alertmanager resolves them by itself if tcpwatch stops); resolved
-//!   ones are sent with `endsAt` = when they resolved. A finding whose labels change (its
-//!   severity or cause) is sent resolved under the old labels and firing under the new.
+//! - Every incident at or above `min_severity` is one alert, `alertname="TcpwatchIncident"`,
+//!   with labels that stay the same while the incident is open (`incident_id`, `kind`,
+//!   `severity`, `node`, `netns` and its bounded root labels `process`, `port`, `remote`; see
+//!   `alerts_incidents.rs`) so that Alertmanager deduplicates the re-sends and matches the
+//!   resolution to its alert. Its annotations carry the diagnosis, the consequence and the
+//!   member count.
+//! - With `per_finding_alerts = true`, every finding at or above `min_severity` is an alert
+//!   too, `alertname="TcpwatchFinding"` (`kind`, `severity`, `finding_id`, `node`, `netns`,
+//!   `local`, `remote` for connections, `port` for ports, `cause`).
+//! - Opened and updated incidents (findings) are sent firing (`endsAt` = now + 4 re-send
+//!   intervals, as Prometheus does, so that Alertmanager resolves them by itself if tcpwatch
+//!   stops); resolved ones are sent with `endsAt` = when they resolved. One whose labels change
+//!   (kind, severity, cause, root) is sent resolved under the old labels and firing under the
+//!   new.
 //! - Open findings are re-sent every `resend_interval_ms`. A resolution that could not be
 //!   delivered is retried with the next re-send.
 //! - The sender runs as a tokio task fed by a channel: [`AlertSender::send`] never blocks the
@@ -24,14 +30,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use tcpwatch_core::config::AlertmanagerConfig;
-use tcpwatch_core::model::{Finding, FindingChange, FindingKind, Lifecycle, MonoNs, Subject};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tcpwatch_core::incident::{Incident, IncidentChange};
+use tcpwatch_core::model::{
+    Finding, FindingChange, FindingKind, Lifecycle, MonoNs, Severity, Subject,
+};
 use tokio::sync::mpsc;
 
+pub use crate::alerts_http::Endpoint;
+use crate::alerts_http::post_json;
+#[cfg(test)]
+use crate::alerts_http::{request, status_of};
+use crate::alerts_incidents::{incident_annotations, incident_labels};
 use crate::state::mono_now;
 
-/// The `alertname` of every alert tcpwatch pushes.
+/// The `alertname` of the opt-in per-finding alerts.
 pub const ALERT_NAME: &str = "TcpwatchFinding";
 /// Where the runbooks live (one per Prometheus alert; findings link to the one of their kind).
 pub const RUNBOOK_BASE: &str = "https://github.com/tcpwatch/tcpwatch/blob/main/docs/runbooks";
@@ -41,10 +53,67 @@ const CHANNEL_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 1000;
 /// Most undelivered resolutions kept for a retry.
 const MAX_PENDING_RESOLVED: usize = 10_000;
-/// Most bytes of Alertmanager's answer read (only the status line matters).
-const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
-/// Delivery counters, in alerts (one finding in one POST is one alert).
+/// A lifecycle change the sender turns into alerts.
+#[derive(Clone, Debug)]
+pub enum AlertChange {
+    Finding(FindingChange),
+    Incident(Box<IncidentChange>),
+}
+
+/// What one alert is about.
+#[derive(Clone, Debug)]
+enum Source {
+    Finding(Finding),
+    Incident(Box<Incident>),
+}
+
+impl Source {
+    /// The key of the open set (findings and incidents have separate id spaces).
+    fn key(&self) -> String {
+        match self {
+            Self::Finding(f) => format!("finding/{}", f.id),
+            Self::Incident(i) => format!("incident/{}", i.id),
+        }
+    }
+
+    fn severity(&self) -> Severity {
+        match self {
+            Self::Finding(f) => f.severity,
+            Self::Incident(i) => i.severity,
+        }
+    }
+
+    fn opened_at(&self) -> MonoNs {
+        match self {
+            Self::Finding(f) => f.opened_at,
+            Self::Incident(i) => i.opened_at,
+        }
+    }
+
+    fn resolved_at(&self) -> Option<MonoNs> {
+        match self {
+            Self::Finding(f) => f.resolved_at,
+            Self::Incident(i) => i.resolved_at,
+        }
+    }
+
+    fn labels(&self, node: &str) -> Map<String, Value> {
+        match self {
+            Self::Finding(f) => labels(f, node),
+            Self::Incident(i) => incident_labels(i, node),
+        }
+    }
+
+    fn annotations(&self, node: &str) -> Map<String, Value> {
+        match self {
+            Self::Finding(f) => finding_annotations(f, node),
+            Self::Incident(i) => incident_annotations(i, node),
+        }
+    }
+}
+
+/// Delivery counters, in alerts (one incident or finding in one POST is one alert).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AlertStats {
     /// Alerts Alertmanager accepted (2xx).
@@ -62,15 +131,25 @@ struct Counters {
 
 /// Handle of the sender task. Dropping it stops the task once the queue is drained.
 pub struct AlertSender {
-    tx: mpsc::Sender<FindingChange>,
+    tx: mpsc::Sender<AlertChange>,
     counters: Arc<Counters>,
+    /// `per_finding_alerts`: finding changes are only queued when they become alerts.
+    per_finding: bool,
 }
 
 impl AlertSender {
-    /// Queues lifecycle changes for Alertmanager; never blocks.
-    pub fn send(&self, changes: &[FindingChange]) {
-        for c in changes {
-            if self.tx.try_send(c.clone()).is_err() {
+    /// Queues lifecycle changes for Alertmanager (the findings' only with
+    /// `per_finding_alerts`); never blocks.
+    pub fn send(&self, findings: &[FindingChange], incidents: &[IncidentChange]) {
+        let findings = findings
+            .iter()
+            .filter(|_| self.per_finding)
+            .map(|c| AlertChange::Finding(c.clone()));
+        let incidents = incidents
+            .iter()
+            .map(|c| AlertChange::Incident(Box::new(c.clone())));
+        for c in findings.chain(incidents) {
+            if self.tx.try_send(c).is_err() {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 if !self
                     .counters
@@ -79,7 +158,7 @@ impl AlertSender {
                 {
                     tracing::warn!(
                         capacity = CHANNEL_CAPACITY,
-                        "alertmanager sender queue full or stopped: finding changes dropped"
+                        "alertmanager sender queue full or stopped: incident/finding changes dropped"
                     );
                 }
             }
@@ -92,74 +171,6 @@ impl AlertSender {
             sent: self.counters.sent.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// Where to POST: `http://host[:port][/prefix]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Host as written in the URL (brackets kept for IPv6), for the `Host` header.
-    pub host: String,
-    pub port: u16,
-    /// `{prefix}/api/v2/alerts`.
-    pub path: String,
-}
-
-impl Endpoint {
-    /// Parses `alertmanager.url`. Only `http://` is supported (no TLS client in tcpwatch).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "alertmanager.url: https:// is not supported (tcpwatch has no TLS client), got \
-                 {url:?}; use http:// (e.g. a sidecar or a cluster-internal service)"
-            ));
-        }
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("alertmanager.url: must start with http://, got {url:?}"))?;
-        let (authority, prefix) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-        if authority.contains('@') {
-            return Err(format!(
-                "alertmanager.url: credentials in the URL are not supported, got {url:?}"
-            ));
-        }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, tail) = v6
-                .split_once(']')
-                .ok_or_else(|| format!("alertmanager.url: unclosed '[' in {url:?}"))?;
-            (format!("[{h}]"), tail.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (authority.to_owned(), None),
-            }
-        };
-        if host.is_empty() || host == "[]" {
-            return Err(format!("alertmanager.url: no host in {url:?}"));
-        }
-        let port = match port {
-            None => 80,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("alertmanager.url: bad port {p:?} in {url:?}"))?,
-        };
-        let prefix = prefix
-            .split(['?', '#'])
-            .next()
-            .unwrap_or("")
-            .trim_end_matches('/');
-        Ok(Self {
-            host,
-            port,
-            path: format!("{prefix}/api/v2/alerts"),
-        })
-    }
-
-    /// Host to connect to (without IPv6 brackets).
-    fn connect_host(&self) -> &str {
-        self.host.trim_start_matches('[').trim_end_matches(']')
     }
 }
 
@@ -195,9 +206,18 @@ pub fn spawn(cfg: &AlertmanagerConfig) -> Option<AlertSender> {
         pending_resolved: Vec::new(),
         failing: 0,
     };
-    tracing::info!(url = %url, min_severity = cfg.min_severity.name(), "pushing findings to alertmanager");
+    tracing::info!(
+        url = %url,
+        min_severity = cfg.min_severity.name(),
+        per_finding_alerts = cfg.per_finding_alerts,
+        "pushing incidents to alertmanager"
+    );
     tokio::spawn(task.run(rx));
-    Some(AlertSender { tx, counters })
+    Some(AlertSender {
+        tx,
+        counters,
+        per_finding: cfg.per_finding_alerts,
+    })
 }
 
 fn node_name() -> String {
@@ -220,8 +240,9 @@ struct Task {
     cfg: AlertmanagerConfig,
     node: String,
     counters: Arc<Counters>,
-    /// Open findings sent firing, by id, with the labels they were sent with.
-    open: HashMap<String, (Finding, Map<String, Value>)>,
+    /// Open incidents (findings) sent firing, by [`Source::key`], with the labels they were
+    /// sent with.
+    open: HashMap<String, (Source, Map<String, Value>)>,
     /// Resolutions not delivered yet (retried with the next re-send).
     pending_resolved: Vec<Value>,
     /// Consecutive failed POSTs (0 = healthy).
@@ -236,7 +257,7 @@ struct Clocks {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<FindingChange>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<AlertChange>) {
         let every = Duration::from_millis(self.cfg.resend_interval_ms.max(1));
         let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -269,17 +290,31 @@ impl Task {
     }
 
     /// Applies changes to the open set; returns the alerts to send for them.
-    fn apply(&mut self, changes: &[FindingChange], clocks: Clocks) -> Vec<Outgoing> {
+    fn apply(&mut self, changes: &[AlertChange], clocks: Clocks) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for c in changes {
-            let f = &c.finding;
-            let wanted = c.change != Lifecycle::Resolved && f.severity >= self.cfg.min_severity;
-            let labels = labels(f, &self.node);
-            if let Some((old, old_labels)) = self.open.remove(&f.id)
+            let (change, source, enabled) = match c {
+                AlertChange::Finding(c) => (
+                    c.change,
+                    Source::Finding(c.finding.clone()),
+                    self.cfg.per_finding_alerts,
+                ),
+                AlertChange::Incident(c) => (
+                    c.change,
+                    Source::Incident(Box::new(c.incident.clone())),
+                    true,
+                ),
+            };
+            let wanted = enabled
+                && change != Lifecycle::Resolved
+                && source.severity() >= self.cfg.min_severity;
+            let key = source.key();
+            let labels = source.labels(&self.node);
+            if let Some((old, old_labels)) = self.open.remove(&key)
                 && (!wanted || old_labels != labels)
             {
                 // Resolved, dropped below min_severity, or relabelled: end the old alert.
-                let at = f.resolved_at.unwrap_or(clocks.mono).min(clocks.mono);
+                let at = source.resolved_at().unwrap_or(clocks.mono).min(clocks.mono);
                 let alert = alert(&old, &old_labels, &self.node, at, clocks);
                 out.push(Outgoing {
                     alert,
@@ -287,18 +322,18 @@ impl Task {
                 });
             }
             if wanted {
-                let alert = self.firing(f, &labels, clocks);
+                let alert = self.firing(&source, &labels, clocks);
                 out.push(Outgoing {
                     alert,
                     resolved: false,
                 });
-                self.open.insert(f.id.clone(), (f.clone(), labels));
+                self.open.insert(key, (source, labels));
             }
         }
         out
     }
 
-    fn firing(&self, f: &Finding, labels: &Map<String, Value>, clocks: Clocks) -> Value {
+    fn firing(&self, f: &Source, labels: &Map<String, Value>, clocks: Clocks) -> Value {
         let ttl = self
             .cfg
             .resend_interval_ms
@@ -350,7 +385,7 @@ impl Task {
                     );
                 }
                 self.failing += 1;
-                // Keep the resolutions for the next re-send (open findings are re-sent anyway).
+                // Keep the resolutions for the next re-send (open alerts are re-sent anyway).
                 self.pending_resolved
                     .extend(alerts.into_iter().filter(|a| a.resolved).map(|a| a.alert));
                 let excess = self
@@ -458,13 +493,23 @@ pub fn subject_text(s: &Subject) -> String {
 
 /// One Alertmanager v2 alert, firing until `ends_at` (now or earlier resolves it).
 fn alert(
-    f: &Finding,
+    src: &Source,
     labels: &Map<String, Value>,
     node: &str,
     ends_at: MonoNs,
     clocks: Clocks,
 ) -> Value {
-    let starts_at = f.opened_at.min(clocks.mono);
+    let starts_at = src.opened_at().min(clocks.mono);
+    json!({
+        "labels": labels,
+        "annotations": src.annotations(node),
+        "startsAt": rfc3339(wall_of(starts_at, clocks.mono, clocks.wall)),
+        "endsAt": rfc3339(wall_of(ends_at.max(starts_at), clocks.mono, clocks.wall)),
+    })
+}
+
+/// Summary, description and runbook of a finding's alert.
+fn finding_annotations(f: &Finding, node: &str) -> Map<String, Value> {
     let mut annotations = Map::new();
     annotations.insert(
         "summary".into(),
@@ -480,12 +525,7 @@ fn alert(
         "runbook_url".into(),
         Value::String(format!("{RUNBOOK_BASE}/{}.md", runbook_alert(f.kind))),
     );
-    json!({
-        "labels": labels,
-        "annotations": annotations,
-        "startsAt": rfc3339(wall_of(starts_at, clocks.mono, clocks.wall)),
-        "endsAt": rfc3339(wall_of(ends_at.max(starts_at), clocks.mono, clocks.wall)),
-    })
+    annotations
 }
 
 /// Wall-clock time of a monotonic instant: `wall = wall_now - (mono_now - t)`.
@@ -537,57 +577,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     )
 }
 
-/// The HTTP/1.1 request of one POST.
-fn request(ep: &Endpoint, body: &str) -> String {
-    let host = if ep.port == 80 {
-        ep.host.clone()
-    } else {
-        format!("{}:{}", ep.host, ep.port)
-    };
-    format!(
-        "POST {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tcpwatch/{}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        ep.path,
-        env!("CARGO_PKG_VERSION"),
-        body.len()
-    )
-}
-
-/// The status code of an HTTP/1.x response head.
-fn status_of(response: &[u8]) -> Option<u16> {
-    let line = response.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split_whitespace();
-    parts.next().filter(|v| v.starts_with("HTTP/1."))?;
-    parts.next()?.parse().ok()
-}
-
-/// One POST; Ok on a 2xx answer. The caller bounds it with `timeout_ms`.
-async fn post_json(ep: &Endpoint, body: &str) -> Result<(), String> {
-    let mut s = TcpStream::connect((ep.connect_host(), ep.port))
-        .await
-        .map_err(|e| format!("connect {}:{}: {e}", ep.host, ep.port))?;
-    s.write_all(request(ep, body).as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut resp = Vec::new();
-    (&mut s)
-        .take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut resp)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    match status_of(&resp) {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        Some(code) => {
-            let text = String::from_utf8_lossy(&resp);
-            let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).trim();
-            let body: String = body.chars().take(300).collect();
-            Err(format!("POST {} answered {code}: {body}", ep.path))
-        }
-        None => Err("no HTTP response".to_owned()),
-    }
-}
-
 #[cfg(test)]
 #[path = "alerts_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "alerts_incidents_tests.rs"]
+pub(crate) mod incident_tests;

@@ -1,7 +1,10 @@
-//! Unit tests of `alerts`.
+//! Unit tests of `alerts`: the per-finding alerts (opt-in, `per_finding_alerts = true`), the
+//! HTTP side and the sender task (incident alerts: `alerts_incidents_tests.rs`).
 use std::collections::BTreeMap;
 
+use tcpwatch_core::incident::IncidentKind;
 use tcpwatch_core::model::{ConnKey, NS_PER_SEC, NetnsId, Owner, Severity, TcpState};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
 
@@ -39,11 +42,13 @@ fn finding(kind: FindingKind, severity: Severity, cause: &str) -> Finding {
     }
 }
 
-fn task(min: Severity) -> Task {
+/// A sender task with per-finding alerts on.
+pub(super) fn task(min: Severity) -> Task {
     Task {
         endpoint: Endpoint::parse("http://127.0.0.1:9093").unwrap(),
         cfg: AlertmanagerConfig {
             min_severity: min,
+            per_finding_alerts: true,
             ..AlertmanagerConfig::default()
         },
         node: "node-1".into(),
@@ -55,18 +60,18 @@ fn task(min: Severity) -> Task {
 }
 
 /// Mono 200 s = wall 2023-11-14T22:13:20Z.
-fn clocks() -> Clocks {
+pub(super) fn clocks() -> Clocks {
     Clocks {
         mono: 200 * NS_PER_SEC,
         wall: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
     }
 }
 
-fn change(change: Lifecycle, f: &Finding) -> FindingChange {
-    FindingChange {
+fn change(change: Lifecycle, f: &Finding) -> AlertChange {
+    AlertChange::Finding(FindingChange {
         change,
         finding: f.clone(),
-    }
+    })
 }
 
 #[test]
@@ -264,8 +269,20 @@ fn http_request_and_status() {
     assert_eq!(status_of(b"garbage"), None);
 }
 
+#[test]
+fn finding_alerts_are_opt_in() {
+    let mut t = task(Severity::Info);
+    t.cfg.per_finding_alerts = false;
+    let f = finding(FindingKind::CloseWaitStuck, Severity::Critical, "owned");
+    assert!(
+        t.apply(&[change(Lifecycle::Opened, &f)], clocks())
+            .is_empty()
+    );
+    assert!(t.open.is_empty());
+}
+
 /// A fake Alertmanager: records one request, answers `status`.
-async fn fake_am(status: u16) -> (u16, tokio::task::JoinHandle<String>) {
+pub(super) async fn fake_am(status: u16) -> (u16, tokio::task::JoinHandle<String>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let h = tokio::spawn(async move {
@@ -356,9 +373,20 @@ async fn sender_never_blocks_and_delivers() {
         Severity::Critical,
         "unaccepted",
     );
-    s.send(&[change(Lifecycle::Opened, &f)]);
+    let opened = FindingChange {
+        change: Lifecycle::Opened,
+        finding: f,
+    };
+    // Per-finding alerts are off by default: only the incident is pushed.
+    let i = super::incident_tests::incident(IncidentKind::ListenerNotAccepting, Severity::Critical);
+    let ic = IncidentChange {
+        change: Lifecycle::Opened,
+        incident: i,
+    };
+    s.send(&[opened], &[ic]);
     let req = h.await.unwrap();
-    assert!(req.contains("\"kind\":\"close_wait_stuck\""), "{req}");
+    assert!(req.contains("\"kind\":\"listener_not_accepting\""), "{req}");
+    assert!(!req.contains("close_wait_stuck:"), "{req}");
     for _ in 0..100 {
         if s.stats().sent == 1 {
             break;
@@ -367,4 +395,9 @@ async fn sender_never_blocks_and_delivers() {
     }
     assert_eq!(s.stats(), AlertStats { sent: 1, failed: 0 });
     assert!(spawn(&AlertmanagerConfig::default()).is_none());
+}
+
+/// A per-finding alert's finding, for the incident tests.
+pub(super) fn finding_for_incident_tests() -> Finding {
+    finding(FindingKind::CloseWaitStuck, Severity::Warning, "owned")
 }

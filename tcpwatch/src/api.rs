@@ -57,7 +57,7 @@ impl Params {
     }
 
     /// Parses parameter `name` with `parse`; `expected` describes valid values for the error.
-    fn parse<T>(
+    pub(crate) fn parse<T>(
         &self,
         name: &str,
         expected: &str,
@@ -188,17 +188,22 @@ impl FindingFilter {
             kind: p.parse("kind", &format!("one of {kinds}"), |v| {
                 FindingKind::ALL.into_iter().find(|k| k.name() == v)
             })?,
-            severity: p.parse("severity", "one of info, warning, critical", |v| {
-                [Severity::Info, Severity::Warning, Severity::Critical]
-                    .into_iter()
-                    .find(|s| s.name() == v)
-            })?,
+            severity: parse_severity(&p)?,
         })
     }
 
     pub fn matches(&self, f: &Finding) -> bool {
         self.kind.is_none_or(|k| f.kind == k) && self.severity.is_none_or(|s| f.severity == s)
     }
+}
+
+/// The `severity` parameter of `/api/v1/findings` and `/api/v1/incidents`.
+pub fn parse_severity(p: &Params) -> Result<Option<Severity>, BadRequest> {
+    p.parse("severity", "one of info, warning, critical", |v| {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|s| s.name() == v)
+    })
 }
 
 /// Nothing to check at run time: parameterless endpoints only refuse unknown parameters.

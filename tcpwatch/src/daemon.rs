@@ -9,8 +9,10 @@ use aya::maps::{MapData, RingBuf};
 use tcpwatch_common::StateEvent;
 use tcpwatch_core::config::Config;
 use tcpwatch_core::detect::Detectors;
+use tcpwatch_core::incident::IncidentChange;
 use tcpwatch_core::model::FindingChange;
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
+use tcpwatch_core::wall::WallClock;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 
@@ -47,7 +49,11 @@ pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
         max_connections: usize::try_from(cfg.daemon.max_connections).unwrap_or(usize::MAX),
         history_len: cfg.daemon.history_len as usize,
     });
-    let mut shared = Shared::new(table, Detectors::new(cfg.detectors.clone()));
+    let mut shared = Shared::new(
+        table,
+        Detectors::new(cfg.detectors.clone()),
+        cfg.incidents.clone(),
+    );
     shared.attached.clone_from(&kernel.attached);
     shared.features = Some(kernel.features.clone());
     shared.missing_optional.clone_from(&kernel.missing_optional);
@@ -122,19 +128,40 @@ async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyh
     }
 }
 
-/// Writes one structured log line per finding lifecycle change.
+/// Writes one structured debug line per finding lifecycle change (the per-socket detail of
+/// the incidents).
 pub fn log_changes(changes: &[FindingChange]) {
     for c in changes {
         let f = &c.finding;
-        tracing::info!(
+        tracing::debug!(
             target: "tcpwatch::finding",
             change = ?c.change,
             kind = f.kind.name(),
             severity = f.severity.name(),
             id = %f.id,
             cause = %f.cause,
+            incident = f.incident_id.as_deref().unwrap_or(""),
             "{}",
             f.diagnosis
+        );
+    }
+}
+
+/// Writes one structured info line per incident lifecycle change.
+pub fn log_incident_changes(changes: &[IncidentChange]) {
+    for c in changes {
+        let i = &c.incident;
+        tracing::info!(
+            target: "tcpwatch::incident",
+            change = ?c.change,
+            id = %i.id,
+            kind = i.kind.name(),
+            severity = i.severity.name(),
+            cause = %i.cause,
+            members = i.members_total,
+            consequence = i.consequence.as_deref().unwrap_or(""),
+            "{}",
+            i.diagnosis
         );
     }
 }
@@ -174,7 +201,7 @@ async fn on_sweep(
     pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();
     owners.retain(&live);
-    let changes = s.evaluate(now);
+    let changes = s.evaluate(now, WallClock::now());
     if !s.ready {
         s.ready = true;
         tracing::info!(
@@ -185,13 +212,14 @@ async fn on_sweep(
         );
     }
     if let Some(a) = alerts {
-        a.send(&changes);
+        a.send(&changes.findings, &changes.incidents);
         let st = a.stats();
         s.stats.alerts_sent = st.sent;
         s.stats.alerts_failed = st.failed;
     }
     drop(s);
-    log_changes(&changes);
+    log_changes(&changes.findings);
+    log_incident_changes(&changes.incidents);
 }
 
 /// The kernel side, loaded, with the process reduced to its runtime capabilities.

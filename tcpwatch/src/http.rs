@@ -5,9 +5,13 @@
 //! | `GET /healthz` | `ok` while the process serves |
 //! | `GET /readyz` | 200 once programs are attached and the first sweep is in, 503 before |
 //! | `GET /metrics` | Prometheus text format (see `docs/metrics.md`) |
-//! | `GET /api/v1/connections` | `{"connections":[ConnRecord...]}`, filters in [`crate::api::ConnFilter`] |
-//! | `GET /api/v1/findings` | `{"open":[...],"recently_resolved":[...]}`, filters `kind`, `severity` |
-//! | `GET /api/v1/stream` | Server-Sent Events, one JSON `StreamEvent` per event |
+//! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::api::ConnFilter`] |
+//! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
+//! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
+//! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
+//! | `GET /api/v1/stream` | Server-Sent Events, one JSON `tcpwatch_core::api::StreamEvent` per event (`conn`, `finding`, `incident`, `lagged`) |
+//!
+//! The bodies are the types of `tcpwatch_core::api`, the contract `tcpwatch top` parses.
 //!
 //! Every route is GET only; bad query parameters get a 400 naming the parameter, unknown paths
 //! a 404, and a request that waits longer than [`REQUEST_TIMEOUT`] for its answer a 503.
@@ -24,12 +28,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use serde::Serialize;
+use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
-use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Subject};
 use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
+use crate::incidents_api::{IncidentFilter, findings_body, incidents_body};
 use crate::state::{Shared, mono_now};
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
@@ -65,6 +70,7 @@ fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/connections", get(connections))
         .route("/api/v1/findings", get(findings))
+        .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/status", get(status))
         .route("/api/v1/stream", get(stream))
         .fallback(not_found)
@@ -94,7 +100,7 @@ async fn not_found(uri: Uri) -> (StatusCode, String) {
         StatusCode::NOT_FOUND,
         format!(
             "no such endpoint `{}`; endpoints: /healthz, /readyz, /metrics, /api/v1/connections, \
-             /api/v1/findings, /api/v1/stream\n",
+             /api/v1/findings, /api/v1/incidents, /api/v1/status, /api/v1/stream\n",
             uri.path()
         ),
     )
@@ -127,6 +133,11 @@ async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, Stri
 async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
     let s = app.shared.lock().await;
+    let mut by_kind = serde_json::Map::new();
+    for k in tcpwatch_core::incident::IncidentKind::ALL {
+        let n = s.incidents.open().filter(|i| i.kind == k).count();
+        by_kind.insert(k.name().to_owned(), n.into());
+    }
     Ok(json_response(&serde_json::json!({
         "ready": s.ready,
         "version": env!("CARGO_PKG_VERSION"),
@@ -138,6 +149,13 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "stats": s.stats,
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
+        "findings_open": s.detectors.open_count(),
+        "incidents": {
+            "open": s.incidents.open_count(),
+            "open_by_kind": by_kind,
+            "overflowed": s.incidents.overflowed(),
+            "opened_total": s.incidents_opened().map(|(_, n)| n).sum::<u64>(),
+        },
     })))
 }
 
@@ -169,70 +187,29 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    let list: Vec<_> = s
-        .table
-        .iter()
-        .filter(|c| f.matches(c, &s.detectors))
-        .take(f.limit)
-        .collect();
-    Ok(json_response(&serde_json::json!({ "connections": list })))
-}
-
-/// A finding as the API shows it.
-#[derive(Serialize)]
-struct FindingView<'a> {
-    #[serde(flatten)]
-    finding: &'a Finding,
-    /// Name of the finding's network namespace (`ip netns` / container), if known.
-    netns_name: Option<&'a str>,
-    /// Seconds since the condition started.
-    since_seconds_ago: f64,
-}
-
-fn view<'a>(s: &'a Shared, f: &'a Finding, now: MonoNs) -> FindingView<'a> {
-    let cookie = match &f.subject {
-        Subject::Connection { netns, .. }
-        | Subject::Listener { netns, .. }
-        | Subject::Port { netns, .. } => netns.cookie,
+    let body = ConnectionsBody {
+        connections: s
+            .table
+            .iter()
+            .filter(|c| f.matches(c, &s.detectors))
+            .take(f.limit)
+            .cloned()
+            .collect(),
     };
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "an age in ns fits f64 well enough to show"
-    )]
-    let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
-    FindingView {
-        finding: f,
-        netns_name: s.netns_names.get(&cookie).map(String::as_str),
-        since_seconds_ago,
-    }
+    drop(s);
+    Ok(json_response(&body))
 }
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    let now = mono_now();
-    let open: Vec<_> = s
-        .detectors
-        .open()
-        .filter(|x| f.matches(x))
-        .map(|x| view(&s, x, now))
-        .collect();
-    let resolved: Vec<_> = s
-        .detectors
-        .recently_resolved()
-        .filter(|x| f.matches(x))
-        .map(|x| view(&s, x, now))
-        .collect();
-    Ok(json_response(
-        &serde_json::json!({ "open": open, "recently_resolved": resolved }),
-    ))
+    Ok(json_response(&findings_body(&s, &f, mono_now())))
 }
 
-/// Sent in place of the events a slow subscriber missed: the client should resync.
-#[derive(Serialize)]
-struct Lagged {
-    r#type: &'static str,
-    missed: u64,
+async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    let f = IncidentFilter::from_query(q)?;
+    let body = incidents_body(&*app.shared.lock().await, &f);
+    Ok(json_response(&body))
 }
 
 async fn stream(
@@ -246,10 +223,7 @@ async fn stream(
             Ok(ev) => Event::default().json_data(&ev),
             Err(RecvError::Lagged(missed)) => {
                 shared.lock().await.stats.stream_lagged += missed;
-                Event::default().json_data(Lagged {
-                    r#type: "lagged",
-                    missed,
-                })
+                Event::default().json_data(StreamEvent::Lagged { missed })
             }
             Err(RecvError::Closed) => return None,
         };
@@ -274,7 +248,6 @@ mod tests {
 
     use super::*;
     use crate::metrics::tests::{evaluate_at, parse, shared_with, sock};
-    use crate::state::StreamEvent;
 
     fn fixture() -> Arc<Mutex<Shared>> {
         let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);

@@ -3,13 +3,17 @@
 //! `tcpwatch daemon` runs the monitor; `tcpwatch snapshot` prints one sweep;
 //! `tcpwatch check-config` validates a configuration file.
 mod alerts;
+mod alerts_http;
+mod alerts_incidents;
 mod api;
 mod caps;
 mod daemon;
 mod http;
+mod incidents_api;
 mod k8s;
 mod kernel;
 mod metrics;
+mod metrics_incidents;
 mod netns;
 mod owners;
 mod probe;

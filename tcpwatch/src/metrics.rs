@@ -37,7 +37,8 @@ pub const SEND_QUEUE_BUCKETS: [f64; 7] = [
     1_048_576.0,
     4_194_304.0,
 ];
-const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+pub(crate) const SEVERITIES: [Severity; 3] =
+    [Severity::Info, Severity::Warning, Severity::Critical];
 const CLOSE_WAIT_CAUSES: [&str; 2] = ["owned", "unaccepted"];
 
 /// Most series (sample lines) one scrape can have, for a given `daemon.top_k`.
@@ -76,35 +77,36 @@ pub fn series_bound(top_k: usize) -> usize {
         + findings
         + self_metrics
         + top_k
+        + crate::metrics_incidents::incident_series(top_k)
 }
 
-fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
+pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
 }
 
 /// Registers collectors on a fresh registry.
-struct Builder {
-    reg: Registry,
+pub(crate) struct Builder {
+    pub(crate) reg: Registry,
 }
 
 impl Builder {
-    fn add<C: Collector + Clone + 'static>(&self, c: C) -> prometheus::Result<C> {
+    pub(crate) fn add<C: Collector + Clone + 'static>(&self, c: C) -> prometheus::Result<C> {
         self.reg.register(Box::new(c.clone()))?;
         Ok(c)
     }
 
-    fn gauge(&self, name: &str, help: &str, v: i64) -> prometheus::Result<()> {
+    pub(crate) fn gauge(&self, name: &str, help: &str, v: i64) -> prometheus::Result<()> {
         self.add(IntGauge::new(name, help)?)?.set(v);
         Ok(())
     }
 
     /// A counter set to an absolute value read from elsewhere (kernel, table).
-    fn counter(&self, name: &str, help: &str, v: u64) -> prometheus::Result<()> {
+    pub(crate) fn counter(&self, name: &str, help: &str, v: u64) -> prometheus::Result<()> {
         self.add(IntCounter::new(name, help)?)?.inc_by(v);
         Ok(())
     }
 
-    fn gauge_vec(
+    pub(crate) fn gauge_vec(
         &self,
         name: &str,
         help: &str,
@@ -113,7 +115,7 @@ impl Builder {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels)?)
     }
 
-    fn counter_vec(
+    pub(crate) fn counter_vec(
         &self,
         name: &str,
         help: &str,
@@ -131,6 +133,11 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     connections(&b, s)?;
     pods(&b, s)?;
     findings(&b, s, top_k)?;
+    crate::metrics_incidents::incidents(
+        &b,
+        &crate::metrics_incidents::IncidentFacts::of(s),
+        top_k,
+    )?;
     kernel(&b, s)?;
     daemon(&b, s)?;
     table(&b, s)?;

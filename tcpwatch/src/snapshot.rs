@@ -1,12 +1,15 @@
 //! `tcpwatch snapshot`: load the programs, sweep every namespace once, attribute owners, run
-//! the detectors once and print the table (like `ss -tanpi` plus tcpwatch's columns) or JSON.
+//! the detectors and the incident grouping once and print the open incidents above the table
+//! (like `ss -tanpi` plus tcpwatch's columns), or all of it as JSON.
 use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
 use tcpwatch_core::config::Config;
+use tcpwatch_core::incident::Incident;
 use tcpwatch_core::model::{ConnRecord, Finding, TcpState};
 use tcpwatch_core::render;
+use tcpwatch_core::wall::WallClock;
 
 use crate::daemon::{DaemonOptions, calibrate, load_options, new_shared};
 use crate::kernel::Kernel;
@@ -36,8 +39,33 @@ struct Output<'a> {
     /// `CLOCK_MONOTONIC` ns at which the snapshot was taken (the base of `state_since` etc.).
     now_ns: u64,
     sweep: SweepSummary,
+    /// Open incidents, worst first.
+    incidents: Vec<&'a Incident>,
     connections: Vec<&'a ConnRecord>,
-    findings: Vec<&'a Finding>,
+    findings: Vec<Finding>,
+}
+
+/// One line per open incident: severity, kind, diagnosis, member count.
+fn incident_lines(incidents: &[&Incident]) -> String {
+    let mut out = String::new();
+    for i in incidents {
+        let sev = match i.severity {
+            tcpwatch_core::model::Severity::Critical => "CRIT",
+            tcpwatch_core::model::Severity::Warning => "WARN",
+            tcpwatch_core::model::Severity::Info => "INFO",
+        };
+        let n = i.members_total;
+        let noun = if n == 1 { "finding" } else { "findings" };
+        out.push_str(&format!(
+            "{sev:<4}  {:<24} {} ({n} {noun})\n",
+            i.kind.name(),
+            i.diagnosis
+        ));
+        if let Some(c) = &i.consequence {
+            out.push_str(&format!("      {:<24} {c}\n", ""));
+        }
+    }
+    out
 }
 
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
@@ -51,7 +79,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let mut owners = OwnerIndex::new(Duration::ZERO);
     owners.refresh(&wanted, true);
     shared.table.attach_owners(|ino| owners.get(ino));
-    let _ = shared.evaluate(now);
+    let _ = shared.evaluate(now, WallClock::now());
 
     let mut conns: Vec<&ConnRecord> = shared
         .table
@@ -63,7 +91,17 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         })
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
-    let findings: Vec<&Finding> = shared.detectors.open().collect();
+    let findings: Vec<Finding> = shared
+        .detectors
+        .open()
+        .map(|f| {
+            let mut f = f.clone();
+            f.incident_id = shared.incidents.incident_of(&f.id).map(str::to_owned);
+            f
+        })
+        .collect();
+    let open: Vec<&Incident> = shared.incidents.open().collect();
+    let incidents = crate::metrics_incidents::worst_first(&open);
     if args.json {
         let out = Output {
             now_ns: now,
@@ -74,11 +112,15 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
                 errors: batch.errors.clone(),
                 hz: clock.hz,
             },
+            incidents,
             connections: conns,
             findings,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
+        if !incidents.is_empty() {
+            println!("Incidents:\n{}", incident_lines(&incidents));
+        }
         print!("{}", render::table(&conns, now));
         println!(
             "\n{} sockets in {} namespaces, swept in {:.1} ms",
@@ -90,8 +132,37 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
             println!("not swept: {e}");
         }
         if !findings.is_empty() {
-            println!("\nFindings:\n{}", render::findings(&findings));
+            let refs: Vec<&Finding> = findings.iter().collect();
+            println!("\nFindings:\n{}", render::findings(&refs));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tcpwatch_core::incident::IncidentKind;
+    use tcpwatch_core::model::Severity;
+
+    use super::*;
+    use crate::alerts::incident_tests::incident;
+
+    #[test]
+    fn one_line_per_incident_with_severity_kind_diagnosis_and_members() {
+        let a = incident(IncidentKind::ListenerNotAccepting, Severity::Critical);
+        let mut b = incident(IncidentKind::BlockedOnUpstream, Severity::Warning);
+        b.members_total = 1;
+        b.diagnosis = "server[42] is blocked on 10.9.9.9:443 for 35 s".into();
+        b.consequence = Some("its callers' connections pile up on :8080: 20 in CLOSE_WAIT".into());
+        let text = incident_lines(&[&a, &b]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "CRIT  listener_not_accepting   server[42] is not calling accept() on :8080 (200 findings)",
+                "WARN  blocked_on_upstream      server[42] is blocked on 10.9.9.9:443 for 35 s (1 finding)",
+                "                               its callers' connections pile up on :8080: 20 in CLOSE_WAIT",
+            ]
+        );
+    }
 }

@@ -1,24 +1,28 @@
 //! The daemon's state, shared by the event reader, the sweep loop and the HTTP API. The
-//! decisions (table merge, detectors) are the pure code of `tcpwatch-core`; this module only
-//! holds them together and applies inputs in order.
+//! decisions (table merge, detectors, incident grouping) are the pure code of
+//! `tcpwatch-core`; this module only holds them together and applies inputs in order.
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use tcpwatch_common::{StateEvent, counter};
+use tcpwatch_core::api::StreamEvent;
+use tcpwatch_core::config::IncidentConfig;
 use tcpwatch_core::detect::{DetectContext, Detectors};
-use tcpwatch_core::model::{FindingChange, MonoNs, NetnsInfo, ResetCounts};
+use tcpwatch_core::incident::{IncidentBook, IncidentChange, IncidentContext, IncidentKind};
+use tcpwatch_core::model::{FindingChange, Lifecycle, MonoNs, NetnsInfo, ResetCounts};
 use tcpwatch_core::table::{ConnTable, Delta, KernelClock};
+use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast;
 
 use crate::kernel::Attached;
 use crate::sweeper::SweepBatch;
 
-/// Something that changed, for `/api/v1/stream` and `tcpwatch top`.
-#[derive(Clone, Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum StreamEvent {
-    Conn(Delta),
-    Finding(Box<FindingChange>),
+/// What one evaluation changed: finding and incident lifecycle changes (log, alerts).
+#[derive(Clone, Debug, Default)]
+pub struct Evaluation {
+    /// Finding changes, each carrying its open incident's id (`incident_id`).
+    pub findings: Vec<FindingChange>,
+    pub incidents: Vec<IncidentChange>,
 }
 
 /// Daemon self-accounting (exported as metrics).
@@ -44,6 +48,10 @@ pub struct DaemonStats {
 pub struct Shared {
     pub table: ConnTable,
     pub detectors: Detectors,
+    /// The open findings grouped by cause, regrouped after every detector evaluation.
+    pub incidents: IncidentBook,
+    /// Incidents opened since start, by kind (index of `IncidentKind::ALL`).
+    pub incidents_opened: [u64; IncidentKind::ALL.len()],
     pub netns: HashMap<u64, NetnsInfo>,
     pub netns_names: HashMap<u64, String>,
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
@@ -63,11 +71,14 @@ pub struct Shared {
 
 impl Shared {
     #[must_use]
-    pub fn new(table: ConnTable, detectors: Detectors) -> Self {
+    pub fn new(table: ConnTable, detectors: Detectors, incidents: IncidentConfig) -> Self {
         let (stream, _) = broadcast::channel(4096);
+        let incidents = IncidentBook::new(incidents, detectors.config());
         Self {
             table,
             detectors,
+            incidents,
+            incidents_opened: [0; IncidentKind::ALL.len()],
             netns: HashMap::new(),
             netns_names: HashMap::new(),
             port_resets: HashMap::new(),
@@ -146,18 +157,42 @@ impl Shared {
             .collect()
     }
 
-    /// Runs the detectors and bounds the table; returns the finding changes.
-    pub fn evaluate(&mut self, now: MonoNs) -> Vec<FindingChange> {
+    /// Runs the detectors at `now`, bounds the table, regroups the open findings into
+    /// incidents and sends both kinds of change on the stream (findings first, each with its
+    /// incident's id, then incidents). `wall` pairs `now` with the wall clock for the
+    /// incidents' RFC 3339 times.
+    pub fn evaluate(&mut self, now: MonoNs, wall: WallClock) -> Evaluation {
         let ctx = DetectContext {
             netns: &self.netns,
             port_resets: &self.port_resets,
         };
-        let changes = self.detectors.evaluate(now, self.table.iter(), &ctx);
+        let mut findings = self.detectors.evaluate(now, self.table.iter(), &ctx);
         self.enforce_bound();
-        for c in &changes {
+        let ictx = IncidentContext::from_conns(self.table.iter());
+        let incidents = self
+            .incidents
+            .update(now, wall, self.detectors.open(), &ictx);
+        for c in &mut findings {
+            c.finding.incident_id = self.incidents.incident_of(&c.finding.id).map(str::to_owned);
             let _ = self.stream.send(StreamEvent::Finding(Box::new(c.clone())));
         }
-        changes
+        for c in &incidents {
+            if c.change == Lifecycle::Opened
+                && let Some(i) = IncidentKind::ALL.iter().position(|k| *k == c.incident.kind)
+            {
+                self.incidents_opened[i] += 1;
+            }
+            let _ = self.stream.send(StreamEvent::Incident(Box::new(c.clone())));
+        }
+        Evaluation {
+            findings,
+            incidents,
+        }
+    }
+
+    /// Incidents opened since start, per kind.
+    pub fn incidents_opened(&self) -> impl Iterator<Item = (IncidentKind, u64)> + '_ {
+        IncidentKind::ALL.into_iter().zip(self.incidents_opened)
     }
 }
 

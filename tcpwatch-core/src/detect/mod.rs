@@ -31,7 +31,7 @@ mod lifecycle;
 mod resets;
 mod retransmit;
 mod send_queue;
-mod text;
+pub(crate) mod text;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -10,6 +10,8 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+pub mod alertmanager;
+
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 

@@ -1,0 +1,108 @@
+//! The bodies of `/api/v1/findings` and `/api/v1/incidents` (types of
+//! `tcpwatch_core::api`), built from the daemon's state, and the incidents' query filter.
+use serde::Serialize;
+use tcpwatch_core::api::IncidentsBody;
+use tcpwatch_core::incident::{Incident, IncidentKind};
+use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Severity, Subject};
+
+use crate::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
+use crate::state::Shared;
+
+/// Filters of `/api/v1/incidents`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct IncidentFilter {
+    pub kind: Option<IncidentKind>,
+    pub severity: Option<Severity>,
+}
+
+impl IncidentFilter {
+    pub const PARAMS: [&'static str; 2] = ["kind", "severity"];
+
+    pub fn from_query(raw: RawQuery) -> Result<Self, BadRequest> {
+        let p = Params::new(raw, &Self::PARAMS)?;
+        let kinds = IncidentKind::ALL.map(IncidentKind::name).join(", ");
+        Ok(Self {
+            kind: p.parse("kind", &format!("one of {kinds}"), |v| {
+                IncidentKind::ALL.into_iter().find(|k| k.name() == v)
+            })?,
+            severity: parse_severity(&p)?,
+        })
+    }
+
+    pub fn matches(&self, i: &Incident) -> bool {
+        self.kind.is_none_or(|k| i.kind == k) && self.severity.is_none_or(|s| i.severity == s)
+    }
+}
+
+/// `GET /api/v1/incidents`: the open incidents (worst first) and the recently resolved ones.
+pub fn incidents_body(s: &Shared, f: &IncidentFilter) -> IncidentsBody {
+    let open = crate::metrics_incidents::worst_first(&s.incidents.open().collect::<Vec<_>>());
+    IncidentsBody {
+        open: open.into_iter().filter(|i| f.matches(i)).cloned().collect(),
+        recently_resolved: s
+            .incidents
+            .recently_resolved()
+            .filter(|i| f.matches(i))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// A finding as `/api/v1/findings` shows it: `tcpwatch_core::api::FindingsBody`'s `Finding`
+/// (with its `incident_id`) plus two fields for people.
+#[derive(Serialize)]
+pub struct FindingView<'a> {
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// Name of the finding's network namespace (`ip netns` / container), if known.
+    pub netns_name: Option<&'a str>,
+    /// Seconds since the condition started.
+    pub since_seconds_ago: f64,
+}
+
+/// `GET /api/v1/findings`: the shape of `tcpwatch_core::api::FindingsBody`.
+#[derive(Serialize)]
+pub struct FindingsView<'a> {
+    pub open: Vec<FindingView<'a>>,
+    pub recently_resolved: Vec<FindingView<'a>>,
+}
+
+fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
+    let cookie = match &f.subject {
+        Subject::Connection { netns, .. }
+        | Subject::Listener { netns, .. }
+        | Subject::Port { netns, .. } => netns.cookie,
+    };
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "an age in ns fits f64 well enough to show"
+    )]
+    let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
+    let mut finding = f.clone();
+    if finding.incident_id.is_none() {
+        finding.incident_id = s.incidents.incident_of(&f.id).map(str::to_owned);
+    }
+    FindingView {
+        finding,
+        netns_name: s.netns_names.get(&cookie).map(String::as_str),
+        since_seconds_ago,
+    }
+}
+
+/// The findings body at `now`, each open finding carrying its open incident's id.
+pub fn findings_body<'a>(s: &'a Shared, f: &FindingFilter, now: MonoNs) -> FindingsView<'a> {
+    FindingsView {
+        open: s
+            .detectors
+            .open()
+            .filter(|x| f.matches(x))
+            .map(|x| view(s, x, now))
+            .collect(),
+        recently_resolved: s
+            .detectors
+            .recently_resolved()
+            .filter(|x| f.matches(x))
+            .map(|x| view(s, x, now))
+            .collect(),
+    }
+}
