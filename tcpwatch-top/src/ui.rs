@@ -69,9 +69,14 @@ fn draw_focus_summary(frame: &mut Frame<'_>, app: &App, now: MonoNs, main: Rect)
         lines: vec!["resolved: no longer open (Esc: back to the incidents)".to_owned()],
         ..Detail::default()
     });
-    let want = u16::try_from(d.lines.len())
-        .unwrap_or(u16::MAX)
-        .saturating_add(2);
+    // Rows once wrapped (word wrapping may take a little more: one spare row).
+    let inner = usize::from(main.width.saturating_sub(2)).max(1);
+    let rows: usize = d
+        .lines
+        .iter()
+        .map(|l| l.chars().count().div_ceil(inner).max(1))
+        .sum();
+    let want = u16::try_from(rows).unwrap_or(u16::MAX).saturating_add(3);
     let h = want.min(main.height / 2);
     if h < 3 {
         return main;

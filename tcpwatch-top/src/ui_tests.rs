@@ -354,6 +354,19 @@ fn enter_shows_the_incident_story_above_its_members() {
         !s.contains("close_wait_leak"),
         "only this incident's members:\n{s}"
     );
+    // A long diagnosis wraps and the summary grows with it: the counts stay visible.
+    let mut long = listener_story();
+    let mut inc = long.incident("inc-listener").unwrap().clone();
+    inc.diagnosis = "word ".repeat(100);
+    long.apply_stream_event(crate::state::StreamEvent::Incident(Box::new(
+        tcpwatch_core::incident::IncidentChange {
+            change: tcpwatch_core::model::Lifecycle::Updated,
+            incident: inc,
+        },
+    )));
+    long.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut long, 100, 40);
+    assert!(s.contains("members: 4 open"), "{s}");
     // A member leads to its connection.
     app.handle_key(key(KeyCode::Enter));
     let s = screen(&mut app, 120, 40);

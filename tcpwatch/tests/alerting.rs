@@ -498,12 +498,11 @@ fn check_one_alert_per_incident(prom_port: u16, owned_addr: SocketAddr, full_add
         "one alert for the leak on :{}: {leak:?}",
         owned_addr.port()
     );
-    let pid = std::process::id();
-    assert!(
-        leak[0]["process"]
-            .as_str()
-            .is_some_and(|p| p.contains(&pid.to_string())),
-        "the leak names this process ({pid}): {leak:?}"
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    assert_eq!(
+        leak[0]["process"].as_str(),
+        Some(comm.trim()),
+        "the leak names this process: {leak:?}"
     );
     let lna = firing_for_port(prom_port, "TcpwatchListenerNotAccepting", full_addr.port());
     assert_eq!(lna.len(), 1, "one alert for :{}: {lna:?}", full_addr.port());
@@ -612,12 +611,14 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
 
     let (am, am_port) = start_alertmanager(&tmp, hook.port);
 
-    // The daemon, with short detector windows, pushing its findings to that Alertmanager.
+    // The daemon, short detector windows, pushing its opt-in per-finding alerts to that
+    // Alertmanager (its default per-incident push: tests/incident_groups.rs).
     let d = Daemon::start(&[
         "detectors.close_wait.threshold_seconds=2",
         "detectors.accept_backlog.window_seconds=2",
         "daemon.sweep_interval_ms=500",
         &format!("alertmanager.url=\"http://127.0.0.1:{am_port}\""),
+        "alertmanager.per_finding_alerts=true",
     ]);
 
     let (prom, prom_port) = start_prometheus(&tmp, am_port, d.port);

@@ -145,7 +145,10 @@ fn listener_that_never_accepts_is_one_incident_and_one_alert() {
         Some(200 + count(inc, "accept_backlog_filling")),
         "{inc:#}"
     );
-    assert!(inc["opened_time"].as_str().unwrap().ends_with('Z'), "{inc:#}");
+    assert!(
+        inc["opened_time"].as_str().unwrap().ends_with('Z'),
+        "{inc:#}"
+    );
 
     // The per-socket detail is still there, each finding pointing at the incident.
     let findings = d.get_json("/api/v1/findings?kind=close_wait_stuck")["open"]
@@ -167,8 +170,9 @@ fn listener_that_never_accepts_is_one_incident_and_one_alert() {
     );
     let (_, metrics) = support::http_get(d.port, "/metrics").unwrap();
     assert!(
-        metrics.contains(&format!("tcpwatch_incident{{id=\"{id}\",kind=\"listener_not_accepting\""))
-            && metrics.contains(&format!("port=\"{port}\"")),
+        metrics.contains(&format!(
+            "tcpwatch_incident{{id=\"{id}\",kind=\"listener_not_accepting\""
+        )) && metrics.contains(&format!("port=\"{port}\"")),
         "no tcpwatch_incident series for {id}"
     );
 
@@ -372,7 +376,11 @@ fn incident_chain_is_one_incident_and_unrelated_problems_stay_apart() {
         n == Some(a.inode) || n == Some(b.inode)
     }) {
         let n = f["subject"]["netns"]["inode"].as_u64();
-        let want = if n == Some(a.inode) { &inc["id"] } else { &in_b[0]["id"] };
+        let want = if n == Some(a.inode) {
+            &inc["id"]
+        } else {
+            &in_b[0]["id"]
+        };
         assert_eq!(&f["incident_id"], want, "{f:#}");
     }
     drop(queued);
