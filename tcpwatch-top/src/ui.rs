@@ -59,9 +59,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
 }
 
 /// Above an incident's member list: its story (diagnosis, consequence, root, counts).
-/// Returns the area left for the table.
+/// Returns the area left for the table (all of `main` while a member's detail is open).
 fn draw_focus_summary(frame: &mut Frame<'_>, app: &App, now: MonoNs, main: Rect) -> Rect {
-    let Some(id) = app.focus() else {
+    // With a member's detail open, the room goes to the detail (the tabs line still names
+    // the incident).
+    let Some(id) = app.focus().filter(|_| !app.detail_open()) else {
         return main;
     };
     let d = app.incident_detail(id, now).unwrap_or_else(|| Detail {
@@ -384,7 +386,7 @@ fn incident_columns(wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
         vec![
             Length(4),
             Length(23),
-            Length(12),
+            Length(14),
             Length(6),
             Length(4),
             Length(6),

@@ -375,6 +375,10 @@ fn enter_shows_the_incident_story_above_its_members() {
         "{s}"
     );
     assert!(s.contains("state age"), "{s}");
+    assert!(
+        !s.contains("(Esc: back)") && s.contains("members of inc-listener"),
+        "the member's detail takes the summary's room, the tabs still name the incident:\n{s}"
+    );
 }
 
 #[test]
