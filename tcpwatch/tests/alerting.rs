@@ -488,6 +488,22 @@ fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr) {
     );
 }
 
+/// Waits until Prometheus fires each (alert, port) of `ours`; returns the firing names.
+fn wait_firing(d: &Daemon, prom_port: u16, ours: &[(&str, u16)]) -> Vec<String> {
+    let fired = wait_for(WAIT, || {
+        ours.iter()
+            .all(|(name, port)| !firing_for_port(prom_port, name, *port).is_empty())
+            .then(|| prometheus_firing(prom_port))
+    });
+    assert!(
+        fired.is_some(),
+        "Prometheus did not fire {ours:?} within {WAIT:?}; firing: {:?}; incidents: {}",
+        prometheus_firing_labels(prom_port),
+        d.get_json("/api/v1/incidents")
+    );
+    fired.unwrap()
+}
+
 /// One Prometheus alert per incident, not per socket: the leak (5 sockets) is one
 /// `TcpwatchCloseWaitLeak` naming this process, the listener one `TcpwatchListenerNotAccepting`.
 fn check_one_alert_per_incident(prom_port: u16, owned_addr: SocketAddr, full_addr: SocketAddr) {
@@ -646,22 +662,14 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
 
     // One incident each: the owned leak (5 sockets) and the listener that never accepts.
     let wanted = ["TcpwatchCloseWaitLeak", "TcpwatchListenerNotAccepting"];
-    let ours = [
-        (wanted[0], owned_addr.port()),
-        (wanted[1], full_addr.port()),
-    ];
-    let fired = wait_for(WAIT, || {
-        ours.iter()
-            .all(|(name, port)| !firing_for_port(prom_port, name, *port).is_empty())
-            .then(|| prometheus_firing(prom_port))
-    });
-    assert!(
-        fired.is_some(),
-        "Prometheus did not fire {ours:?} within {WAIT:?}; firing: {:?}; incidents: {}",
-        prometheus_firing_labels(prom_port),
-        d.get_json("/api/v1/incidents")
+    let firing = wait_firing(
+        &d,
+        prom_port,
+        &[
+            (wanted[0], owned_addr.port()),
+            (wanted[1], full_addr.port()),
+        ],
     );
-    let firing = fired.unwrap();
     eprintln!(
         "Prometheus firing after {:?}: {firing:?}",
         t_incident.elapsed()
