@@ -7,17 +7,13 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style, Stylize as _};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, Wrap};
-use tcpwatch_core::incident::Incident;
 use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
 use tcpwatch_core::render::{format_owner, ss_columns};
 
+use self::incidents::{INCIDENTS_NOT_SERVED, draw_focus_summary, incident_cells, incident_columns};
 use crate::state::{
-    App, Detail, Pane, RowId, View, accept_fill, finding_age, incident_age, incident_port,
-    incident_process, incident_remote, subject_local, subject_owner,
+    App, Pane, RowId, View, accept_fill, finding_age, subject_local, subject_owner,
 };
-
-/// Shown instead of incidents when the daemon answers 404 to `/api/v1/incidents`.
-pub const INCIDENTS_NOT_SERVED: &str = "incidents: not served by this daemon";
 
 /// Smallest area the full UI is drawn in; below it a one-line notice is shown.
 const MIN_WIDTH: u16 = 30;
@@ -56,45 +52,6 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
     if app.help_open() {
         draw_help(frame, area);
     }
-}
-
-/// Above an incident's member list: its story (diagnosis, consequence, root, counts).
-/// Returns the area left for the table (all of `main` while a member's detail is open).
-fn draw_focus_summary(frame: &mut Frame<'_>, app: &App, now: MonoNs, main: Rect) -> Rect {
-    // With a member's detail open, the room goes to the detail (the tabs line still names
-    // the incident).
-    let Some(id) = app.focus().filter(|_| !app.detail_open()) else {
-        return main;
-    };
-    let d = app.incident_detail(id, now).unwrap_or_else(|| Detail {
-        title: format!("incident {id}"),
-        lines: vec!["resolved: no longer open (Esc: back to the incidents)".to_owned()],
-        ..Detail::default()
-    });
-    // Rows once wrapped (word wrapping may take a little more: one spare row).
-    let inner = usize::from(main.width.saturating_sub(2)).max(1);
-    let rows: usize = d
-        .lines
-        .iter()
-        .map(|l| l.chars().count().div_ceil(inner).max(1))
-        .sum();
-    let want = u16::try_from(rows).unwrap_or(u16::MAX).saturating_add(3);
-    let h = want.min(main.height / 2);
-    if h < 3 {
-        return main;
-    }
-    let [top, rest] = Layout::vertical([Constraint::Length(h), Constraint::Min(1)]).areas(main);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(format!(" {} (Esc: back) ", d.title));
-    let lines: Vec<Line<'_>> = d.lines.iter().map(|l| Line::from(l.as_str())).collect();
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(block),
-        top,
-    );
-    rest
 }
 
 fn header_line(app: &App) -> Line<'static> {
@@ -177,7 +134,7 @@ fn footer_line(app: &App) -> Line<'static> {
     .dim()
 }
 
-fn sev_style(s: Severity) -> Style {
+pub(crate) fn sev_style(s: Severity) -> Style {
     match s {
         Severity::Critical => Style::new().red().bold(),
         Severity::Warning => Style::new().yellow(),
@@ -185,7 +142,7 @@ fn sev_style(s: Severity) -> Style {
     }
 }
 
-fn sev_short(s: Severity) -> &'static str {
+pub(crate) fn sev_short(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "CRIT",
         Severity::Warning => "WARN",
@@ -354,48 +311,7 @@ fn columns(pane: Pane, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     }
 }
 
-/// The Incidents view's columns; narrow terminals drop the remote endpoint.
-fn incident_columns(wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
-    use Constraint::{Fill, Length};
-    if wide {
-        return (
-            vec![
-                "Sev",
-                "Kind",
-                "Process",
-                "Port",
-                "Remote",
-                "Members",
-                "Age",
-                "Diagnosis",
-            ],
-            vec![
-                Length(4),
-                Length(23),
-                Length(16),
-                Length(6),
-                Length(21),
-                Length(7),
-                Length(7),
-                Fill(1),
-            ],
-        );
-    }
-    (
-        vec!["Sev", "Kind", "Process", "Port", "Mem", "Age", "Diagnosis"],
-        vec![
-            Length(4),
-            Length(23),
-            Length(14),
-            Length(6),
-            Length(4),
-            Length(6),
-            Fill(1),
-        ],
-    )
-}
-
-type Cells = (Vec<String>, Option<Style>);
+pub(crate) type Cells = (Vec<String>, Option<Style>);
 
 fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Cells {
     match id {
@@ -445,25 +361,6 @@ fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Ce
             )
         }),
     }
-}
-
-/// Narrow terminals drop the remote endpoint (it stays in the summary after Enter).
-fn incident_cells(i: &Incident, now: MonoNs, wide: bool) -> Cells {
-    let mut cells = vec![
-        sev_short(i.severity).to_owned(),
-        i.kind.name().to_owned(),
-        incident_process(i),
-        incident_port(i),
-    ];
-    if wide {
-        cells.push(incident_remote(i));
-    }
-    cells.extend([
-        i.members_total.to_string(),
-        incident_age(i, now),
-        i.diagnosis.clone(),
-    ]);
-    (cells, Some(sev_style(i.severity)))
 }
 
 /// The peer is left to the detail pane; narrow terminals drop the owner too.
@@ -586,6 +483,9 @@ pub fn buffer_lines(buf: &Buffer) -> Vec<String> {
     }
     out
 }
+
+#[path = "ui_incidents.rs"]
+mod incidents;
 
 #[cfg(test)]
 #[path = "ui_tests.rs"]

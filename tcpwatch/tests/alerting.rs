@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::prom_alerts::{check_one_alert_per_incident, prometheus_firing, wait_firing};
 use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
 
 const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
@@ -361,40 +362,6 @@ fn rules_without_for(text: &str) -> String {
     out
 }
 
-/// Firing alert names in Prometheus' `/api/v1/alerts`.
-fn prometheus_firing(port: u16) -> Vec<String> {
-    prometheus_firing_labels(port)
-        .iter()
-        .filter_map(|l| l["alertname"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The labels of every firing alert in Prometheus' `/api/v1/alerts`.
-fn prometheus_firing_labels(port: u16) -> Vec<Value> {
-    let Some((200, body)) = http_get(port, "/api/v1/alerts") else {
-        return Vec::new();
-    };
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["state"] == "firing")
-        .map(|a| a["labels"].clone())
-        .collect()
-}
-
-/// Firing alerts named `alertname` whose `port` label is `port`: one per incident.
-fn firing_for_port(prom_port: u16, alertname: &str, port: u16) -> Vec<Value> {
-    prometheus_firing_labels(prom_port)
-        .into_iter()
-        .filter(|l| {
-            l["alertname"] == alertname
-                && l["port"].as_str().and_then(|p| p.parse::<u16>().ok()) == Some(port)
-        })
-        .collect()
-}
-
 /// Active alerts in Alertmanager's `/api/v2/alerts` (resolved ones are not listed).
 fn alertmanager_alerts(port: u16) -> Vec<Value> {
     let Some((200, body)) = http_get(port, "/api/v2/alerts") else {
@@ -486,42 +453,6 @@ fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr) {
             .ends_with("/TcpwatchCloseWaitStuck.md"),
         "{owned}"
     );
-}
-
-/// Waits until Prometheus fires each (alert, port) of `ours`; returns the firing names.
-fn wait_firing(d: &Daemon, prom_port: u16, ours: &[(&str, u16)]) -> Vec<String> {
-    let fired = wait_for(WAIT, || {
-        ours.iter()
-            .all(|(name, port)| !firing_for_port(prom_port, name, *port).is_empty())
-            .then(|| prometheus_firing(prom_port))
-    });
-    assert!(
-        fired.is_some(),
-        "Prometheus did not fire {ours:?} within {WAIT:?}; firing: {:?}; incidents: {}",
-        prometheus_firing_labels(prom_port),
-        d.get_json("/api/v1/incidents")
-    );
-    fired.unwrap()
-}
-
-/// One Prometheus alert per incident, not per socket: the leak (5 sockets) is one
-/// `TcpwatchCloseWaitLeak` naming this process, the listener one `TcpwatchListenerNotAccepting`.
-fn check_one_alert_per_incident(prom_port: u16, owned_addr: SocketAddr, full_addr: SocketAddr) {
-    let leak = firing_for_port(prom_port, "TcpwatchCloseWaitLeak", owned_addr.port());
-    assert_eq!(
-        leak.len(),
-        1,
-        "one alert for the leak on :{}: {leak:?}",
-        owned_addr.port()
-    );
-    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-    assert_eq!(
-        leak[0]["process"].as_str(),
-        Some(comm.trim()),
-        "the leak names this process: {leak:?}"
-    );
-    let lna = firing_for_port(prom_port, "TcpwatchListenerNotAccepting", full_addr.port());
-    assert_eq!(lna.len(), 1, "one alert for :{}: {lna:?}", full_addr.port());
 }
 
 /// Waits until the webhook received every alert of `names` with `status`.
@@ -662,14 +593,11 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
 
     // One incident each: the owned leak (5 sockets) and the listener that never accepts.
     let wanted = ["TcpwatchCloseWaitLeak", "TcpwatchListenerNotAccepting"];
-    let firing = wait_firing(
-        &d,
-        prom_port,
-        &[
-            (wanted[0], owned_addr.port()),
-            (wanted[1], full_addr.port()),
-        ],
-    );
+    let ours = [
+        (wanted[0], owned_addr.port()),
+        (wanted[1], full_addr.port()),
+    ];
+    let firing = wait_firing(&d, prom_port, &ours, WAIT);
     eprintln!(
         "Prometheus firing after {:?}: {firing:?}",
         t_incident.elapsed()
