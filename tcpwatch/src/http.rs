@@ -238,6 +238,10 @@ async fn stream(
 mod fuzz;
 
 #[cfg(test)]
+#[path = "http_incidents_tests.rs"]
+mod incident_tests;
+
+#[cfg(test)]
 mod tests {
     use axum::body::Body;
     use futures_util::StreamExt as _;
@@ -249,7 +253,7 @@ mod tests {
     use super::*;
     use crate::metrics::tests::{evaluate_at, parse, shared_with, sock};
 
-    fn fixture() -> Arc<Mutex<Shared>> {
+    pub(super) fn fixture() -> Arc<Mutex<Shared>> {
         let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
         cw.pid = 77;
         cw.comm = *b"stuckapp\0\0\0\0\0\0\0\0";
@@ -275,7 +279,7 @@ mod tests {
         Arc::new(Mutex::new(s))
     }
 
-    async fn get(shared: &Arc<Mutex<Shared>>, uri: &str) -> (StatusCode, String) {
+    pub(super) async fn get(shared: &Arc<Mutex<Shared>>, uri: &str) -> (StatusCode, String) {
         let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
         let resp = router(shared.clone()).oneshot(req).await.unwrap();
         let status = resp.status();

@@ -82,7 +82,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(500))]
     #[test]
     fn random_queries_never_panic(
-        path in prop::sample::select(vec!["/api/v1/connections", "/api/v1/findings", "/metrics", "/readyz"]),
+        path in prop::sample::select(vec!["/api/v1/connections", "/api/v1/findings", "/api/v1/incidents", "/metrics", "/readyz"]),
         name in prop::sample::select(vec!["state", "port", "netns", "owner", "flagged", "limit", "kind", "severity", "x", ""]),
         value in "[ -~]{0,30}",
         extra in "[a-z%=&0-9]{0,20}",

@@ -373,14 +373,19 @@ fn alertmanager_alerts(port: u16) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// The daemon's own alerts about the test namespace, of `kind`.
+/// The daemon's own per-finding alerts about the test namespace, of `kind`.
 fn pushed(alerts: &[Value], netns: u64, kind: &str) -> Vec<Value> {
+    pushed_as(alerts, "TcpwatchFinding", netns, kind)
+}
+
+/// The daemon's own alerts named `alertname` about the test namespace, of `kind`.
+fn pushed_as(alerts: &[Value], alertname: &str, netns: u64, kind: &str) -> Vec<Value> {
     let netns = netns.to_string();
     alerts
         .iter()
         .filter(|a| {
             let l = &a["labels"];
-            l["alertname"] == "TcpwatchFinding" && l["netns"] == netns && l["kind"] == kind
+            l["alertname"] == alertname && l["netns"] == netns && l["kind"] == kind
         })
         .cloned()
         .collect()
@@ -406,9 +411,33 @@ fn overflow_attempts(ns: &Netns, addr: SocketAddr, stop: Arc<AtomicBool>) -> Joi
     })
 }
 
-/// The daemon's own push: `TcpwatchFinding` alerts about the test namespace in Alertmanager,
-/// with their labels and annotations.
-fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr) {
+/// The daemon's own push: one `TcpwatchIncident` per cause (the leaking listener and the full
+/// one) and, opted in, `TcpwatchFinding` alerts about the test namespace in Alertmanager, with
+/// their labels and annotations.
+fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr, full_addr: SocketAddr) {
+    let incidents = wait_for(WAIT, || {
+        let alerts = alertmanager_alerts(am_port);
+        let leak = pushed_as(&alerts, "TcpwatchIncident", netns, "close_wait_leak");
+        let full = pushed_as(&alerts, "TcpwatchIncident", netns, "listener_not_accepting");
+        (leak.len() == 1 && full.len() == 1).then_some((leak, full))
+    });
+    let (leak, full) = incidents.unwrap_or_else(|| {
+        panic!(
+            "not one TcpwatchIncident per cause for netns {netns} within {WAIT:?}: {:?}",
+            alertmanager_alerts(am_port)
+        )
+    });
+    assert_eq!(
+        leak[0]["labels"]["port"],
+        owned_addr.port().to_string(),
+        "{leak:?}"
+    );
+    assert_eq!(leak[0]["annotations"]["members"], "5", "{leak:?}");
+    assert_eq!(
+        full[0]["labels"]["port"],
+        full_addr.port().to_string(),
+        "{full:?}"
+    );
     let pushed_now = wait_for(WAIT, || {
         let alerts = alertmanager_alerts(am_port);
         let cw = pushed(&alerts, netns, "close_wait_stuck");
@@ -474,7 +503,9 @@ fn check_daemon_resolved(am_port: u16, hook: &Webhook, netns: u64) {
     let gone = wait_for(WAIT, || {
         let alerts = alertmanager_alerts(am_port);
         let active = pushed(&alerts, netns, "close_wait_stuck").len()
-            + pushed(&alerts, netns, "accept_backlog_filling").len();
+            + pushed(&alerts, netns, "accept_backlog_filling").len()
+            + pushed_as(&alerts, "TcpwatchIncident", netns, "close_wait_leak").len()
+            + pushed_as(&alerts, "TcpwatchIncident", netns, "listener_not_accepting").len();
         let hook_resolved = hook
             .alerts()
             .iter()
@@ -613,7 +644,7 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
     wait_webhook(&hook, &wanted, "firing");
     eprintln!("webhook got them firing after {:?}", t_incident.elapsed());
 
-    check_daemon_push(am_port, ns.inode, owned_addr);
+    check_daemon_push(am_port, ns.inode, owned_addr, full_addr);
     eprintln!(
         "daemon's TcpwatchFinding alerts in Alertmanager after {:?}",
         t_incident.elapsed()

@@ -13,8 +13,10 @@
 //!   (upstream trouble and piling callers at the same time) has been false for
 //!   `resolve_after`, so a flapping half does not split and re-merge the incident.
 //! - **Bounds**: at most `max_open` incidents besides one overflow incident per kind; groups
-//!   that would open beyond that join `overflow-<kind>` (counted in `overflowed()`). Slots
-//!   freed by a resolution are reused from the next update on.
+//!   that would open beyond that join `overflow-<kind>` (counted in `overflowed()`). An open
+//!   incident keeps its slot; newcomers get free slots most severe, then oldest, first. Slots
+//!   freed by a resolution are reused from the next update on, except that incidents replaced
+//!   by a merge or split hand theirs over at once.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use super::group::{self, Group, ProcKey};

@@ -320,6 +320,8 @@ fn cardinality_is_bounded() {
         );
         let count = |n: &str| m.iter().filter(|x| x.0 == n).count();
         assert_eq!(count("tcpwatch_flagged_connection"), top_k);
+        assert_eq!(count("tcpwatch_incident"), top_k);
+        assert!(s.incidents.open_count() > top_k);
         assert_eq!(count("tcpwatch_listener_backlog"), MAX_LISTENER_PORTS);
         assert_eq!(count("tcpwatch_sockets_by_netns"), MAX_NETNS_SERIES + 1);
         assert_eq!(count("tcpwatch_sockets_by_pod"), MAX_POD_SERIES + 1);
