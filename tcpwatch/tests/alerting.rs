@@ -589,8 +589,8 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
 
     let (am, am_port) = start_alertmanager(&tmp, hook.port);
 
-    // The daemon, short detector windows, pushing its opt-in per-finding alerts to that
-    // Alertmanager (its default per-incident push: tests/incident_groups.rs).
+    // The daemon, short detector windows, pushing to that Alertmanager: one alert per
+    // incident and, opted in, one per finding.
     let d = Daemon::start(&[
         "detectors.close_wait.threshold_seconds=2",
         "detectors.accept_backlog.window_seconds=2",
