@@ -5,11 +5,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
+use crate::state::parse_event;
+use crate::state::wire::{ConnectionsBody, FindingsBody, IncidentsBody, Snapshot, StreamEvent};
 use anyhow::{Context as _, anyhow, bail};
-use serde::Deserialize;
-use tcpwatch_core::model::{ConnRecord, Finding};
-
-use crate::state::StreamEvent;
+use tcpwatch_core::incident::Incident;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A whole snapshot of 100k connections is large: allow time for it.
@@ -21,8 +20,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// What the follower thread tells the UI.
 #[derive(Debug)]
 pub enum ClientMsg {
-    Snapshot(Vec<ConnRecord>, Vec<Finding>),
+    Snapshot(Snapshot),
     Event(StreamEvent),
+    /// A stream event that did not parse (the error), counted and shown by the UI.
+    BadEvent(String),
     Status(String),
 }
 
@@ -150,6 +151,18 @@ impl<R: BufRead> Read for Chunked<R> {
 
 /// `GET path`, whole body. Non-200 answers are errors carrying the body.
 pub fn get(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let (status, body) = get_any(addr, path)?;
+    if status != 200 {
+        bail!(
+            "GET {path}: HTTP {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+    }
+    Ok(body)
+}
+
+/// `GET path`: the status and the whole body, whatever the status.
+pub fn get_any(addr: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
     let mut s = connect(addr)?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())?;
@@ -163,33 +176,40 @@ pub fn get(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     } else {
         r.read_to_end(&mut body)?;
     }
-    if head.status != 200 {
-        bail!(
-            "GET {path}: HTTP {}: {}",
-            head.status,
-            String::from_utf8_lossy(&body).trim()
-        );
-    }
-    Ok(body)
+    Ok((head.status, body))
 }
 
-#[derive(Deserialize)]
-struct ConnsBody {
-    connections: Vec<ConnRecord>,
-}
-
-#[derive(Deserialize)]
-struct FindingsBody {
-    open: Vec<Finding>,
-}
-
-/// The whole state: every connection (up to 100 000) and the open findings.
-pub fn load(addr: &str) -> anyhow::Result<(Vec<ConnRecord>, Vec<Finding>)> {
-    let c: ConnsBody = serde_json::from_slice(&get(addr, "/api/v1/connections?limit=100000")?)
-        .context("parsing /api/v1/connections")?;
+/// The whole state: every connection (up to 100 000), the open findings and the open
+/// incidents (`None` when an older daemon answers 404 to `/api/v1/incidents`).
+pub fn load(addr: &str) -> anyhow::Result<Snapshot> {
+    let c: ConnectionsBody =
+        serde_json::from_slice(&get(addr, "/api/v1/connections?limit=100000")?)
+            .context("parsing /api/v1/connections")?;
     let f: FindingsBody = serde_json::from_slice(&get(addr, "/api/v1/findings")?)
         .context("parsing /api/v1/findings")?;
-    Ok((c.connections, f.open))
+    let incidents = parse_incidents(get_any(addr, "/api/v1/incidents")?)?;
+    Ok(Snapshot {
+        conns: c.connections,
+        findings: f.open,
+        incidents,
+    })
+}
+
+/// The answer to `GET /api/v1/incidents`: the open incidents, `None` for a 404 (a daemon from
+/// before incidents), an error for anything else.
+pub fn parse_incidents((status, body): (u16, Vec<u8>)) -> anyhow::Result<Option<Vec<Incident>>> {
+    match status {
+        200 => {
+            let b: IncidentsBody =
+                serde_json::from_slice(&body).context("parsing /api/v1/incidents")?;
+            Ok(Some(b.open))
+        }
+        404 => Ok(None),
+        s => bail!(
+            "GET /api/v1/incidents: HTTP {s}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ),
+    }
 }
 
 /// Splits a Server-Sent Events byte stream into the `data` of each event.
@@ -290,8 +310,8 @@ enum Stop {
 
 fn follow_once(addr: &str, tx: &Sender<ClientMsg>) -> anyhow::Result<Stop> {
     let mut stream = open_stream(addr)?;
-    let (conns, findings) = load(addr)?;
-    if tx.send(ClientMsg::Snapshot(conns, findings)).is_err()
+    let snap = load(addr)?;
+    if tx.send(ClientMsg::Snapshot(snap)).is_err()
         || tx.send(ClientMsg::Status("live".into())).is_err()
     {
         return Ok(Stop::ReceiverGone);
@@ -300,10 +320,15 @@ fn follow_once(addr: &str, tx: &Sender<ClientMsg>) -> anyhow::Result<Stop> {
         let Some(data) = stream.next_data().context("reading /api/v1/stream")? else {
             bail!("the daemon closed the stream");
         };
-        let ev: StreamEvent = match serde_json::from_str(&data) {
+        let ev = match parse_event(&data) {
             Ok(ev) => ev,
-            // An event kind this version does not know: skip it.
-            Err(_) => continue,
+            // An event this version does not understand: counted and shown, never hidden.
+            Err(e) => {
+                if tx.send(ClientMsg::BadEvent(e)).is_err() {
+                    return Ok(Stop::ReceiverGone);
+                }
+                continue;
+            }
         };
         if let StreamEvent::Lagged { missed } = ev {
             let _ = tx.send(ClientMsg::Status(format!(
@@ -371,13 +396,29 @@ mod tests {
     #[test]
     fn stream_events_parse_the_daemon_shape() {
         let conn = r#"{"type":"conn","op":"remove","key":{"skaddr":1,"netns_cookie":2}}"#;
-        let ev: StreamEvent = serde_json::from_str(conn).unwrap();
+        let ev = parse_event(conn).unwrap();
         assert!(matches!(
             ev,
-            StreamEvent::Conn(crate::state::ConnDelta::Remove { .. })
+            StreamEvent::Conn(crate::state::wire::Delta::Remove { .. })
         ));
-        let lag: StreamEvent = serde_json::from_str(r#"{"type":"lagged","missed":3}"#).unwrap();
+        let lag = parse_event(r#"{"type":"lagged","missed":3}"#).unwrap();
         assert_eq!(lag, StreamEvent::Lagged { missed: 3 });
+        let e = parse_event(r#"{"type":"incident","change":"opened"}"#).unwrap_err();
+        assert!(e.starts_with("event type `incident`:"), "{e}");
+        let e = parse_event("not json").unwrap_err();
+        assert!(e.starts_with("event type `?`:"), "{e}");
+    }
+
+    #[test]
+    fn incidents_404_means_an_older_daemon() {
+        assert_eq!(parse_incidents((404, b"not found".to_vec())).unwrap(), None);
+        let empty = br#"{"open":[],"recently_resolved":[]}"#.to_vec();
+        assert_eq!(parse_incidents((200, empty)).unwrap(), Some(Vec::new()));
+        let e = parse_incidents((500, b"boom".to_vec()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("HTTP 500: boom"), "{e}");
+        assert!(parse_incidents((200, b"{}".to_vec())).is_err());
     }
 
     #[test]

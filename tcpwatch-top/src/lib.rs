@@ -53,9 +53,9 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
              use `tcpwatch top --addr ADDR`"
         );
     }
-    let (conns, findings) = client::load(&addr)?;
+    let snap = client::load(&addr)?;
     let mut app = App::new(addr.clone());
-    app.apply_snapshot(conns, findings);
+    app.apply_snapshot(snap);
     if once {
         return print_once(&mut app, json);
     }
@@ -82,6 +82,7 @@ fn write_once(app: &mut App, json: bool) -> std::io::Result<()> {
         let v = serde_json::json!({
             "connections": app.all_connections(),
             "findings": app.all_findings(),
+            "incidents": app.all_incidents(),
         });
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
@@ -155,8 +156,9 @@ fn interactive(app: &mut App, rx: &mpsc::Receiver<ClientMsg>) -> anyhow::Result<
         for msg in rx.try_iter().take(MAX_MSGS_PER_TURN) {
             changed = true;
             match msg {
-                ClientMsg::Snapshot(c, f) => app.apply_snapshot(c, f),
+                ClientMsg::Snapshot(s) => app.apply_snapshot(s),
                 ClientMsg::Event(e) => app.apply_stream_event(e),
+                ClientMsg::BadEvent(e) => app.note_bad_event(e),
                 ClientMsg::Status(s) => app.status = s,
             }
         }

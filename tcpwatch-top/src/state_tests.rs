@@ -1,9 +1,79 @@
 use std::collections::BTreeMap;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use tcpwatch_core::model::{NS_PER_SEC, NetnsId, Sample};
+use tcpwatch_core::incident::{Incident, IncidentKind, IncidentRoot, ProcessRef};
+use tcpwatch_core::model::{
+    ConnRecord, FindingChange, FindingKind, Lifecycle, NS_PER_SEC, NetnsId, Owner, Sample,
+    Severity, Subject, TcpState,
+};
 
+use super::wire::Delta;
 use super::*;
+
+/// A snapshot from a daemon that serves incidents (none open).
+pub(crate) fn snap(conns: Vec<ConnRecord>, findings: Vec<Finding>) -> Snapshot {
+    Snapshot {
+        conns,
+        findings,
+        incidents: Some(Vec::new()),
+    }
+}
+
+/// An open incident of `kind` whose members are `members` (their ids; each finding also
+/// names the incident).
+pub(crate) fn incident(
+    id: &str,
+    kind: IncidentKind,
+    sev: Severity,
+    members: &mut [&mut Finding],
+    since: u64,
+) -> Incident {
+    let mut counts = BTreeMap::new();
+    for f in members.iter_mut() {
+        f.incident_id = Some(id.to_owned());
+        *counts.entry(f.kind.name().to_owned()).or_insert(0) += 1;
+    }
+    let first = members.first().map(|f| &f.subject);
+    let owner = first.and_then(subject_owner);
+    Incident {
+        id: id.to_owned(),
+        kind,
+        cause: "test".into(),
+        severity: sev,
+        root: IncidentRoot {
+            netns: NetnsId {
+                cookie: 1,
+                inode: 4_026_531_840,
+            },
+            process: owner.map(|o| ProcessRef {
+                pid: o.pid,
+                comm: o.comm.clone(),
+            }),
+            pod: None,
+            local_port: first.map(|s| match s {
+                Subject::Connection { local, .. } | Subject::Listener { local, .. } => local.port(),
+                Subject::Port { port, .. } => *port,
+            }),
+            remote: first.and_then(|s| match s {
+                Subject::Connection { remote, .. } => Some(*remote),
+                _ => None,
+            }),
+        },
+        diagnosis: format!("{} story", kind.name()),
+        consequence: None,
+        counts,
+        members: members.iter().map(|f| f.id.clone()).collect(),
+        members_total: u32::try_from(members.len()).unwrap(),
+        since,
+        opened_at: since,
+        updated_at: since,
+        resolved_at: None,
+        since_time: String::new(),
+        opened_time: String::new(),
+        updated_time: String::new(),
+        resolved_time: None,
+    }
+}
 
 pub(crate) fn conn(id: u64, state: TcpState, local: &str, remote: &str) -> ConnRecord {
     let mut c = ConnRecord::new(
@@ -86,10 +156,30 @@ fn sample() -> App {
     l.queues.accept_limit = 2;
     let mut u = conn(4, TcpState::CloseWait, "127.0.0.1:8080", "127.0.0.1:40001");
     u.inode = 0;
-    let f1 = finding_on(&b, FindingKind::CloseWaitStuck, Severity::Warning, 10);
-    let f2 = finding_on(&a, FindingKind::RetransmitChain, Severity::Critical, 50);
+    let mut f1 = finding_on(&b, FindingKind::CloseWaitStuck, Severity::Warning, 10);
+    let mut f2 = finding_on(&a, FindingKind::RetransmitChain, Severity::Critical, 50);
+    let i1 = incident(
+        "inc-leak",
+        IncidentKind::CloseWaitLeak,
+        Severity::Warning,
+        &mut [&mut f1],
+        10,
+    );
+    let i2 = incident(
+        "inc-upstream",
+        IncidentKind::UpstreamUnreachable,
+        Severity::Critical,
+        &mut [&mut f2],
+        50,
+    );
     let mut app = App::new("test");
-    app.apply_snapshot(vec![a, b, l, u], vec![f1, f2]);
+    app.apply_snapshot(Snapshot {
+        conns: vec![a, b, l, u],
+        findings: vec![f1, f2],
+        incidents: Some(vec![i1, i2]),
+    });
+    // Most tests here are about the per-socket views.
+    app.set_view(View::Findings);
     app
 }
 
@@ -109,9 +199,8 @@ fn conn_ids(app: &mut App) -> Vec<u64> {
 }
 
 #[test]
-fn findings_view_is_default_and_sorted_by_severity_then_age() {
+fn findings_view_is_sorted_by_severity_then_age() {
     let mut app = sample();
-    assert_eq!(app.view(), View::Findings);
     assert_eq!(
         ids(&mut app),
         vec![
@@ -140,7 +229,7 @@ fn tab_cycles_views_and_connections_sort() {
     app.handle_key(key(KeyCode::Char('s')));
     assert_eq!(app.sort_key(), SortKey::Local);
     assert_eq!(conn_ids(&mut app)[0], 3, "0.0.0.0 sorts first");
-    for _ in 0..app.view().sorts().len() - 2 {
+    for _ in 0..app.pane().sorts().len() - 2 {
         app.handle_key(key(KeyCode::Char('s')));
     }
     assert_eq!(app.sort_key(), SortKey::SendQ, "s wraps around");
@@ -149,7 +238,11 @@ fn tab_cycles_views_and_connections_sort() {
     app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.view(), View::Owners);
     app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.view(), View::Incidents);
+    app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.view(), View::Findings);
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.view(), View::Incidents);
     app.handle_key(key(KeyCode::BackTab));
     assert_eq!(app.view(), View::Owners);
 }
@@ -252,7 +345,7 @@ fn selection_follows_its_row_across_resorts_and_updates() {
         .unwrap()
         .clone();
     c2.queues.send_q = 1_000_000;
-    app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c2) }));
+    app.apply_stream_event(StreamEvent::Conn(Delta::Upsert { conn: Box::new(c2) }));
     assert_eq!(app.selected(), 0);
     assert_eq!(
         app.selected_id(),
@@ -272,7 +365,7 @@ fn selection_follows_its_row_across_resorts_and_updates() {
         }))
     );
     // Removed: the selection stays at a valid index.
-    app.apply_stream_event(StreamEvent::Conn(ConnDelta::Remove {
+    app.apply_stream_event(StreamEvent::Conn(Delta::Remove {
         key: ConnKey {
             skaddr: 2,
             netns_cookie: 1,
@@ -294,7 +387,7 @@ fn navigation_keys_are_bounded() {
             )
         })
         .collect();
-    app.apply_snapshot(conns, Vec::new());
+    app.apply_snapshot(snap(conns, Vec::new()));
     app.set_view(View::Connections);
     app.set_page(10);
     app.handle_key(key(KeyCode::Up));
@@ -333,8 +426,8 @@ fn pause_buffers_updates_until_resumed() {
     app.handle_key(key(KeyCode::Char('p')));
     assert!(app.paused());
     let c = conn(9, TcpState::Established, "10.0.0.9:1", "10.0.0.8:2");
-    app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c) }));
-    app.apply_stream_event(StreamEvent::Conn(ConnDelta::Remove {
+    app.apply_stream_event(StreamEvent::Conn(Delta::Upsert { conn: Box::new(c) }));
+    app.apply_stream_event(StreamEvent::Conn(Delta::Remove {
         key: ConnKey {
             skaddr: 1,
             netns_cookie: 1,
@@ -421,7 +514,7 @@ fn detail_shows_fields_evidence_and_history() {
             ..Sample::default()
         })
         .collect();
-    app.apply_stream_event(StreamEvent::Conn(ConnDelta::Upsert { conn: Box::new(c) }));
+    app.apply_stream_event(StreamEvent::Conn(Delta::Upsert { conn: Box::new(c) }));
     app.handle_key(key(KeyCode::Down)); // the CLOSE_WAIT finding
     app.handle_key(key(KeyCode::Enter));
     assert!(app.detail_open());

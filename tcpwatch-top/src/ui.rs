@@ -10,7 +10,10 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Row, Sparkline, Table, 
 use tcpwatch_core::model::{ConnRecord, Finding, MonoNs, Severity};
 use tcpwatch_core::render::{format_owner, ss_columns};
 
-use crate::state::{App, RowId, View, accept_fill, finding_age, subject_local, subject_owner};
+use self::incidents::{INCIDENTS_NOT_SERVED, draw_focus_summary, incident_cells, incident_columns};
+use crate::state::{
+    App, Pane, RowId, View, accept_fill, finding_age, subject_local, subject_owner,
+};
 
 /// Smallest area the full UI is drawn in; below it a one-line notice is shown.
 const MIN_WIDTH: u16 = 30;
@@ -33,6 +36,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App, now: MonoNs) {
     .areas(area);
     frame.render_widget(Paragraph::new(header_line(app)), header);
     frame.render_widget(Paragraph::new(tabs_line(app)), tabs);
+    let main = draw_focus_summary(frame, app, now, main);
     let (table_area, detail_area) = if app.detail_open() && main.height >= 8 {
         let [t, d] =
             Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(main);
@@ -59,13 +63,33 @@ fn header_line(app: &App) -> Line<'static> {
     if !app.status.is_empty() {
         spans.push(Span::from(format!(" ({})", app.status)));
     }
-    spans.push(Span::from(format!(
-        "  conns {}  findings: ",
-        app.connection_count()
-    )));
+    spans.push(Span::from(format!("  conns {}", app.connection_count())));
+    if app.incidents_served() {
+        let (ic, iw, ii) = app.incident_counts();
+        spans.push(Span::from("  incidents: "));
+        spans.push(Span::from(format!("{ic} crit")).style(sev_style(Severity::Critical)));
+        spans.push(Span::from(format!(" {iw} warn")).style(sev_style(Severity::Warning)));
+        // Info incidents are rare: said only when there are some (the header is full).
+        if ii > 0 {
+            spans.push(Span::from(format!(" {ii} info")));
+        }
+    } else {
+        spans.push(Span::from(format!("  {INCIDENTS_NOT_SERVED}")).dim());
+    }
+    spans.push(Span::from("  findings: "));
     spans.push(Span::from(format!("{crit} crit")).style(sev_style(Severity::Critical)));
     spans.push(Span::from(format!(" {warn} warn")).style(sev_style(Severity::Warning)));
     spans.push(Span::from(format!(" {info} info")));
+    let bad = app.bad_events();
+    if bad.count > 0 {
+        spans.push(
+            Span::from(format!(
+                "  {} unreadable events (last: {})",
+                bad.count, bad.last_error
+            ))
+            .yellow(),
+        );
+    }
     if app.paused() {
         spans.push(
             Span::from(format!("  PAUSED ({} pending)", app.pending_count()))
@@ -86,6 +110,9 @@ fn tabs_line(app: &App) -> Line<'static> {
         });
         spans.push(Span::from("|"));
     }
+    if let Some(id) = app.focus() {
+        spans.push(Span::from(format!(" members of {id} |")).bold());
+    }
     spans.push(Span::from(format!(" sort: {}", app.sort_key().name())));
     if !app.filter().is_empty() || app.editing_filter() {
         spans.push(Span::from(format!("  filter: /{}", app.filter())).bold());
@@ -101,13 +128,13 @@ fn footer_line(app: &App) -> Line<'static> {
         ));
     }
     Line::from(
-        "q quit  Tab view  s sort  / filter  Enter detail  p pause  ? help  arrows/j/k/PgUp/PgDn/Home/End"
+        "q quit  Tab view  s sort  / filter  Enter members/detail  Esc back  p pause  ? help  arrows/j/k/PgUp/PgDn/Home/End"
             .to_owned(),
     )
     .dim()
 }
 
-fn sev_style(s: Severity) -> Style {
+pub(crate) fn sev_style(s: Severity) -> Style {
     match s {
         Severity::Critical => Style::new().red().bold(),
         Severity::Warning => Style::new().yellow(),
@@ -115,7 +142,7 @@ fn sev_style(s: Severity) -> Style {
     }
 }
 
-fn sev_short(s: Severity) -> &'static str {
+pub(crate) fn sev_short(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "CRIT",
         Severity::Warning => "WARN",
@@ -150,7 +177,7 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
     let selected = app.selected();
     let total = app.row_count();
     let ids: Vec<RowId> = app.visible_ids(offset, page).to_vec();
-    let (header, widths) = columns(app.view(), area.width >= 110);
+    let (header, widths) = columns(app.pane(), area.width >= 110);
     let mut rows = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         let cells = row_cells(app, id, offset + i, now, area.width >= 110);
@@ -169,13 +196,13 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
         .column_spacing(1);
     frame.render_widget(table, area);
     if empty && area.height >= 2 {
-        let msg = if app.filter().is_empty() {
-            match app.view() {
-                View::Findings => "no open findings",
-                _ => "no connections",
-            }
-        } else {
-            "nothing matches the filter"
+        let msg = match app.pane() {
+            Pane::View(View::Incidents) if !app.incidents_served() => INCIDENTS_NOT_SERVED,
+            Pane::Members => "no open members: the incident resolved (Esc: back)",
+            _ if !app.filter().is_empty() => "nothing matches the filter",
+            Pane::View(View::Incidents) => "no open incidents",
+            Pane::View(View::Findings) => "no open findings",
+            Pane::View(View::Connections | View::Listeners | View::Owners) => "no connections",
         };
         let r = Rect {
             y: area.y + 1,
@@ -197,10 +224,15 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
     }
 }
 
-/// Column titles and widths of a view; `wide` below 110 columns drops or narrows some.
-fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
+/// Column titles and widths of a pane; `wide` below 110 columns drops or narrows some.
+fn columns(pane: Pane, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     use Constraint::{Fill, Length};
+    let view = match pane {
+        Pane::View(v) => v,
+        Pane::Members => View::Findings,
+    };
     match (view, wide) {
+        (View::Incidents, _) => incident_columns(wide),
         (View::Findings, true) => (
             vec!["Sev", "Kind", "Age", "Local", "Owner", "Diagnosis"],
             vec![
@@ -279,10 +311,13 @@ fn columns(view: View, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     }
 }
 
-type Cells = (Vec<String>, Option<Style>);
+pub(crate) type Cells = (Vec<String>, Option<Style>);
 
 fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Cells {
     match id {
+        RowId::Incident(iid) => app
+            .incident(iid)
+            .map_or((Vec::new(), None), |i| incident_cells(i, now, wide)),
         RowId::Finding(fid) => app
             .finding(fid)
             .map_or((Vec::new(), None), |f| finding_cells(f, now, wide)),
@@ -397,14 +432,17 @@ fn draw_detail(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
 const HELP: &[&str] = &[
     "tcpwatch top keys",
     "",
-    "Tab / Shift-Tab   next / previous view (Findings, Connections, Listeners, Owners)",
+    "Tab / Shift-Tab   next / previous view (Incidents, Findings, Connections, Listeners,",
+    "                  Owners)",
     "Up/Down, j/k      move the selection",
     "PgUp/PgDn         move by one page",
     "Home/End, g/G     first / last row",
     "s                 cycle the sort order of the view",
     "/                 filter: substring of port, address, process or state",
-    "Esc               close the detail pane, or clear the filter",
-    "Enter             toggle the detail pane of the selected row",
+    "Enter             on an incident: list its member findings (with the incident's",
+    "                  diagnosis above); elsewhere toggle the detail pane of the row",
+    "                  (a member's detail shows its connection)",
+    "Esc               close the detail pane, back from the members, or clear the filter",
     "p                 pause / resume applying updates",
     "?                 this help (any key closes it)",
     "q, Ctrl-C         quit",
@@ -445,6 +483,9 @@ pub fn buffer_lines(buf: &Buffer) -> Vec<String> {
     }
     out
 }
+
+#[path = "ui_incidents.rs"]
+mod incidents;
 
 #[cfg(test)]
 #[path = "ui_tests.rs"]

@@ -2,7 +2,8 @@ use crossterm::event::KeyCode;
 use tcpwatch_core::model::{ConnKey, FindingKind, NS_PER_SEC, Sample, Severity, TcpState};
 
 use crate::render_text;
-use crate::state::tests::{conn, finding_on, key, owned, type_str};
+use crate::state::incidents_tests::listener_story;
+use crate::state::tests::{conn, finding_on, key, owned, snap, type_str};
 use crate::state::{App, View};
 
 fn sample() -> App {
@@ -43,7 +44,9 @@ fn sample() -> App {
         50 * NS_PER_SEC,
     );
     let mut app = App::new("127.0.0.1:9977");
-    app.apply_snapshot(vec![a, b, l, u], vec![f1, f2]);
+    app.apply_snapshot(snap(vec![a, b, l, u], vec![f1, f2]));
+    // These tests are about the per-socket views; the Incidents view has its own below.
+    app.set_view(View::Findings);
     app
 }
 
@@ -124,7 +127,7 @@ fn tiny_terminals_do_not_panic() {
         (200, 3),
     ] {
         let mut app = sample();
-        for v in 0..4 {
+        for v in 0..5 {
             let _ = render_text(&mut app, w, h, NOW);
             app.handle_key(key(KeyCode::Enter));
             let _ = render_text(&mut app, w, h, NOW);
@@ -135,7 +138,7 @@ fn tiny_terminals_do_not_panic() {
             type_str(&mut app, "80");
             let _ = render_text(&mut app, w, h, NOW);
             app.handle_key(key(KeyCode::Esc));
-            if v < 3 {
+            if v < 4 {
                 app.handle_key(key(KeyCode::Tab));
             }
         }
@@ -147,6 +150,8 @@ fn tiny_terminals_do_not_panic() {
 #[test]
 fn empty_views_say_so() {
     let mut app = App::new("127.0.0.1:9977");
+    assert!(screen(&mut app, 80, 24).contains("no open incidents"));
+    app.handle_key(key(KeyCode::Tab));
     assert!(screen(&mut app, 80, 24).contains("no open findings"));
     app.handle_key(key(KeyCode::Tab));
     assert!(screen(&mut app, 80, 24).contains("no connections"));
@@ -181,7 +186,7 @@ fn huge_numbers_render() {
     l.queues.accept_queue = u32::MAX;
     l.queues.accept_limit = 0;
     let mut app = App::new("x");
-    app.apply_snapshot(vec![c, l], Vec::new());
+    app.apply_snapshot(snap(vec![c, l], Vec::new()));
     app.set_view(View::Connections);
     app.handle_key(key(KeyCode::Enter));
     let s = render_text(&mut app, 160, 40, u64::MAX).join("\n");
@@ -215,7 +220,7 @@ fn hundred_thousand_rows_render_only_the_visible_page() {
         })
         .collect();
     let mut app = App::new("x");
-    app.apply_snapshot(conns, Vec::new());
+    app.apply_snapshot(snap(conns, Vec::new()));
     app.set_view(View::Connections);
     let s = screen(&mut app, 120, 40);
     assert!(s.contains("1/100000"), "{s}");
@@ -234,7 +239,7 @@ fn hundred_thousand_rows_render_only_the_visible_page() {
         .clone();
     c.queues.send_q = u32::MAX;
     app.apply_stream_event(crate::state::StreamEvent::Conn(
-        crate::state::ConnDelta::Upsert { conn: Box::new(c) },
+        crate::state::wire::Delta::Upsert { conn: Box::new(c) },
     ));
     let s = screen(&mut app, 120, 40);
     assert!(s.contains("4294967295") || app.selected_id() == sel, "{s}");
@@ -280,11 +285,113 @@ fn detail_pane_shows_the_selected_connection_and_sparklines() {
 fn paused_indicator_and_help() {
     let mut app = sample();
     app.handle_key(key(KeyCode::Char('p')));
-    app.apply_snapshot(Vec::new(), Vec::new());
+    app.apply_snapshot(snap(Vec::new(), Vec::new()));
     let s = screen(&mut app, 120, 40);
     assert!(s.contains("PAUSED (1 pending)"), "{s}");
     assert!(s.contains("conns 4"), "data unchanged while paused: {s}");
     app.handle_key(key(KeyCode::Char('?')));
     let s = screen(&mut app, 120, 40);
     assert!(s.contains("cycle the sort order"), "{s}");
+}
+
+#[test]
+fn incidents_view_leads_with_one_row_per_incident() {
+    let mut app = listener_story();
+    for (w, wide) in [(120, true), (80, false)] {
+        let s = screen(&mut app, w, 24);
+        let lines: Vec<&str> = s.lines().collect();
+        assert!(lines[1].starts_with(" Incidents |"), "{s}");
+        assert!(s.contains("incidents: 1 crit 1 warn  findings"), "{s}");
+        if wide {
+            assert!(s.contains("findings: 4 crit 1 warn 0 info"), "{s}");
+        }
+        let crit = lines
+            .iter()
+            .position(|l| l.contains("listener_not_accepting"))
+            .unwrap();
+        let warn = lines
+            .iter()
+            .position(|l| l.contains("close_wait_leak"))
+            .unwrap();
+        assert!(crit < warn, "most severe first:\n{s}");
+        let row = lines[crit];
+        assert!(row.starts_with("CRIT"), "{row}");
+        assert!(row.contains("server[42]") && row.contains(":8080"), "{row}");
+        assert!(row.contains(" 4 "), "members_total: {row}");
+        assert!(row.contains("1m20s"), "age of the oldest member: {row}");
+        if wide {
+            assert!(row.contains("server[42] is not calling"), "{row}");
+            assert!(lines[2].contains("Remote"), "{s}");
+        }
+        assert_eq!(
+            s.matches("close_wait_stuck").count(),
+            0,
+            "sockets stay behind their incident:\n{s}"
+        );
+    }
+}
+
+#[test]
+fn enter_shows_the_incident_story_above_its_members() {
+    let mut app = listener_story();
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut app, 120, 40);
+    assert!(
+        s.contains("critical listener_not_accepting inc-listener (Esc: back)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("diagnosis: server[42] is not calling accept() on :8080"),
+        "{s}"
+    );
+    assert!(
+        s.contains("members: 4 open (accept_backlog_filling 1, close_wait_stuck 3)"),
+        "{s}"
+    );
+    assert!(s.contains("members of inc-listener"), "{s}");
+    assert_eq!(s.matches("close_wait_stuck  ").count(), 3, "{s}");
+    assert!(
+        !s.contains("close_wait_leak"),
+        "only this incident's members:\n{s}"
+    );
+    // A long diagnosis wraps and the summary grows with it: the counts stay visible.
+    let mut long = listener_story();
+    let mut inc = long.incident("inc-listener").unwrap().clone();
+    inc.diagnosis = "word ".repeat(100);
+    long.apply_stream_event(crate::state::StreamEvent::Incident(Box::new(
+        tcpwatch_core::incident::IncidentChange {
+            change: tcpwatch_core::model::Lifecycle::Updated,
+            incident: inc,
+        },
+    )));
+    long.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut long, 100, 40);
+    assert!(s.contains("members: 4 open"), "{s}");
+    // A member leads to its connection.
+    app.handle_key(key(KeyCode::Enter));
+    let s = screen(&mut app, 120, 40);
+    assert!(
+        s.contains("CLOSE_WAIT 127.0.0.1:8080 -> 127.0.0.1:40000"),
+        "{s}"
+    );
+    assert!(s.contains("state age"), "{s}");
+    assert!(
+        !s.contains("(Esc: back)") && s.contains("members of inc-listener"),
+        "the member's detail takes the summary's room, the tabs still name the incident:\n{s}"
+    );
+}
+
+#[test]
+fn incidents_not_served_and_unreadable_events_show() {
+    let mut app = App::new("127.0.0.1:9977");
+    app.apply_snapshot(crate::state::Snapshot::default());
+    let s = screen(&mut app, 120, 24);
+    assert!(s.contains("incidents: not served by this daemon"), "{s}");
+    assert!(!s.contains("no open incidents"), "{s}");
+    app.note_bad_event("event type `incident`: missing field `id`".into());
+    let s = screen(&mut app, 200, 24);
+    assert!(
+        s.contains("1 unreadable events (last: event type `incident`: missing field `id`)"),
+        "{s}"
+    );
 }

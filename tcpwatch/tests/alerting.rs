@@ -1,8 +1,9 @@
 //! Alerting: the shipped Prometheus rules pass `promtool` (syntax and unit tests, also when not
 //! root), the Kubernetes `PrometheusRule` is the generated copy of them, and, end to end (root),
 //! a real Prometheus scraping a real daemon fires the rules, a real Alertmanager delivers them
-//! to a webhook, and they resolve once the incidents are gone. The daemon's own push to
-//! Alertmanager (`[alertmanager]`) is checked against the same Alertmanager.
+//! to a webhook (one alert per incident, not per socket), and they resolve once the incidents
+//! are gone. The daemon's own push to Alertmanager (`[alertmanager]`) is checked against the
+//! same Alertmanager.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::prom_alerts::{check_one_alert_per_incident, prometheus_firing, wait_firing};
 use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
 
 const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
@@ -144,9 +146,15 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
         body,
         "the PrometheusRule spec differs from {RULES}"
     );
-    // Every alert has a runbook, and every runbook link points at an existing file.
+    // Every alert has a runbook, and every runbook link points at an existing file; every
+    // alert has promtool unit tests that show it firing.
+    let tests = std::fs::read_to_string(root.join(RULE_TESTS)).unwrap();
     for line in rules.lines() {
         if let Some(name) = line.trim().strip_prefix("- alert: ") {
+            assert!(
+                tests.contains(&format!("alertname: {name}\n        exp_alerts:")),
+                "{name}: no firing case in {RULE_TESTS}"
+            );
             let doc = root.join(format!("docs/runbooks/{name}.md"));
             assert!(doc.is_file(), "no runbook {}", doc.display());
             assert!(
@@ -169,7 +177,7 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
             .arg(&spec),
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS: 11 rules found").count(), 2, "{text}");
+    assert_eq!(text.matches("SUCCESS: 13 rules found").count(), 2, "{text}");
     let out = run_ok(
         Command::new("promtool")
             .arg("test")
@@ -352,21 +360,6 @@ fn rules_without_for(text: &str) -> String {
         }
     }
     out
-}
-
-/// Firing alert names in Prometheus' `/api/v1/alerts`.
-fn prometheus_firing(port: u16) -> Vec<String> {
-    let Some((200, body)) = http_get(port, "/api/v1/alerts") else {
-        return Vec::new();
-    };
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["state"] == "firing")
-        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
-        .collect()
 }
 
 /// Active alerts in Alertmanager's `/api/v2/alerts` (resolved ones are not listed).
@@ -596,7 +589,8 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
 
     let (am, am_port) = start_alertmanager(&tmp, hook.port);
 
-    // The daemon, with short detector windows, pushing its findings to that Alertmanager.
+    // The daemon, short detector windows, pushing to that Alertmanager: one alert per
+    // incident and, opted in, one per finding.
     let d = Daemon::start(&[
         "detectors.close_wait.threshold_seconds=2",
         "detectors.accept_backlog.window_seconds=2",
@@ -628,25 +622,18 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
     let attempts = overflow_attempts(&ns, full_addr, stop.clone());
     let t_incident = Instant::now();
 
-    let wanted = ["TcpwatchCloseWaitStuck", "TcpwatchAcceptBacklogFilling"];
-    let fired = wait_for(WAIT, || {
-        let firing = prometheus_firing(prom_port);
-        wanted
-            .iter()
-            .all(|w| firing.iter().any(|f| f == w))
-            .then_some(firing)
-    });
-    assert!(
-        fired.is_some(),
-        "Prometheus did not fire {wanted:?} within {WAIT:?}; firing: {:?}; findings: {}",
-        prometheus_firing(prom_port),
-        d.get_json("/api/v1/findings")
-    );
-    let firing = fired.unwrap();
+    // One incident each: the owned leak (5 sockets) and the listener that never accepts.
+    let wanted = ["TcpwatchCloseWaitLeak", "TcpwatchListenerNotAccepting"];
+    let ours = [
+        (wanted[0], owned_addr.port()),
+        (wanted[1], full_addr.port()),
+    ];
+    let firing = wait_firing(&d, prom_port, &ours, WAIT);
     eprintln!(
         "Prometheus firing after {:?}: {firing:?}",
         t_incident.elapsed()
     );
+    check_one_alert_per_incident(prom_port, owned_addr, full_addr);
     for silent in ["TcpwatchDown", "TcpwatchNotReady"] {
         assert!(
             !firing.iter().any(|f| f == silent),

@@ -1,5 +1,7 @@
 //! Privileged end-to-end test of `tcpwatch top`: a real daemon, a stuck `CLOSE_WAIT` and a
-//! full listener in a test namespace, and the UI driven through tmux like a person would.
+//! full listener in a test namespace, and the UI driven through tmux like a person would: the
+//! Incidents view first (one incident per cause), Enter into an incident's members and on to
+//! a member's connection, then the per-socket views.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -116,12 +118,108 @@ fn tmux_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The two incidents the set-up makes, as the daemon serves them: the listener that never
+/// accepts (`listener_not_accepting` on `full_port`) and the leak (`close_wait_leak` on
+/// `owned_port`), both in the test namespace.
+fn wait_incidents(d: &Daemon, netns: u64, owned_port: u16, full_port: u16) -> (Value, Value) {
+    let find = |open: &[Value], kind: &str, port: u16| {
+        open.iter()
+            .find(|i| {
+                i["kind"] == kind
+                    && i["root"]["local_port"].as_u64() == Some(u64::from(port))
+                    && i["root"]["netns"]["inode"].as_u64() == Some(netns)
+            })
+            .cloned()
+    };
+    let mut last = Value::Null;
+    let got = wait_for(Duration::from_secs(20), || {
+        last = d.get_json("/api/v1/incidents");
+        let open = last["open"].as_array().cloned().unwrap_or_default();
+        Some((
+            find(&open, "listener_not_accepting", full_port)?,
+            find(&open, "close_wait_leak", owned_port)?,
+        ))
+    });
+    got.unwrap_or_else(|| panic!("the daemon did not serve both incidents within 20 s: {last}"))
+}
+
+/// Top opens on the Incidents view: one row per incident; Enter lists the members of the
+/// listener incident under its diagnosis, Enter on a member shows its `CLOSE_WAIT`
+/// connection; Esc goes back. Leaves the Incidents view unfiltered, detail closed.
+fn check_incidents_view(t: &Tmux, lna: &Value, owned_port: u16, full_port: u16) {
+    let row = |s: &str, kind: &str, port: u16| {
+        s.lines()
+            .any(|l| l.contains(kind) && l.contains(&format!(":{port} ")))
+    };
+    let s = t.wait_screen("incidents view", |s| {
+        row(s, "listener_not_accepting", full_port) && row(s, "close_wait_leak", owned_port)
+    });
+    assert!(s.contains(" Incidents | Findings |"), "{s}");
+    assert!(s.contains("  incidents: "), "{s}");
+    assert!(!s.contains("not served by this daemon"), "{s}");
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let lna_row = s
+        .lines()
+        .find(|l| l.contains("listener_not_accepting") && l.contains(&format!(":{full_port} ")))
+        .unwrap();
+    assert!(lna_row.starts_with("CRIT"), "{lna_row}");
+    assert!(
+        lna_row.contains(&comm.trim()[..comm.trim().len().min(12)]),
+        "the listener's owner ({}) in the row: {lna_row}",
+        comm.trim()
+    );
+    // Only this incident (the filter matches its port), then its members.
+    t.keys(&["/"]);
+    t.type_text(&full_port.to_string());
+    t.keys(&["Enter"]);
+    t.wait_screen("incident filtered", |s| {
+        s.contains(&format!("filter: /{full_port}")) && !row(s, "close_wait_leak", owned_port)
+    });
+    t.keys(&["Enter"]);
+    let id = lna["id"].as_str().unwrap();
+    let s = t.wait_screen("incident members", |s| {
+        s.contains(&format!("members of {id}")) && s.contains("close_wait_stuck")
+    });
+    assert!(
+        s.contains(&format!("not calling accept() on :{full_port}")),
+        "the incident's diagnosis above its members:\n{s}"
+    );
+    assert!(s.contains("members: "), "{s}");
+    // A member's detail is its connection: find the never-accepted CLOSE_WAIT.
+    let want = format!("CLOSE_WAIT 127.0.0.1:{full_port} -> ");
+    let mut s = String::new();
+    for _ in 0..6 {
+        t.keys(&["Enter"]);
+        // `cause=` is only in a finding's detail (the incident above says `cause X`).
+        s = t.wait_screen("member detail", |s| s.contains("cause="));
+        if s.contains(&want) {
+            break;
+        }
+        t.keys(&["Escape"]);
+        t.wait_screen("member detail closed", |s| !s.contains("evidence:"));
+        t.keys(&["j"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(s.contains(&want), "a member's CLOSE_WAIT connection:\n{s}");
+    assert!(s.contains("state age"), "{s}");
+    assert!(s.contains(&format!("incident: {id}")), "{s}");
+    // Esc: detail, members, filter (one key at a time, see below).
+    t.keys(&["Escape"]);
+    t.wait_screen("detail closed", |s| !s.contains("state age"));
+    t.keys(&["Escape"]);
+    t.wait_screen("members left", |s| !s.contains("members of "));
+    t.keys(&["Escape"]);
+    t.wait_screen("filter cleared", |s| {
+        !s.contains("filter: /") && row(s, "close_wait_leak", owned_port)
+    });
+}
+
 #[test]
 #[expect(
     clippy::too_many_lines,
     reason = "one session driven key by key: splitting it would hide the sequence"
 )]
-fn top_shows_findings_filters_details_and_restores_the_terminal() {
+fn top_leads_with_incidents_then_findings_filters_details_and_restores_the_terminal() {
     if !privileged() {
         return;
     }
@@ -156,11 +254,17 @@ fn top_shows_findings_filters_details_and_restores_the_terminal() {
     });
     let open: Vec<Value> = open.expect("the daemon reports the stuck CLOSE_WAIT");
     eprintln!("open findings: {}", open.len());
+    let (lna, leak) = wait_incidents(&d, ns.inode, owned_addr.port(), full_addr.port());
+    eprintln!("incidents: {} and {}", lna["id"], leak["id"]);
 
     let t = Tmux::start();
     t.type_text(&format!("{BIN} top --addr 127.0.0.1:{}", d.port));
     t.keys(&["Enter"]);
-    // Findings view (the default): the stuck CLOSE_WAIT, with its diagnosis.
+    check_incidents_view(&t, &lna, owned_addr.port(), full_addr.port());
+    assert_eq!(t.alternate_on(), "1", "the UI runs on the alternate screen");
+
+    // Findings view (next tab): the stuck CLOSE_WAIT, with its diagnosis.
+    t.keys(&["Tab"]);
     let s = t.wait_screen("findings view", |s| {
         s.lines()
             .any(|l| l.contains("close_wait_stuck") && l.contains(&owned_addr.to_string()))
@@ -169,8 +273,7 @@ fn top_shows_findings_filters_details_and_restores_the_terminal() {
         s.contains(&format!("tcpwatch top 127.0.0.1:{}", d.port)),
         "{s}"
     );
-    assert!(s.contains(" Findings |"), "{s}");
-    assert_eq!(t.alternate_on(), "1", "the UI runs on the alternate screen");
+    assert!(s.contains(" Incidents | Findings |"), "{s}");
 
     // Connections view filtered to the owned listener's port, detail of the CLOSE_WAIT.
     t.keys(&["Tab"]);
@@ -242,6 +345,7 @@ fn top_shows_findings_filters_details_and_restores_the_terminal() {
         !s.contains("Unaccepted CW") && s.trim_end().ends_with(PROMPT)
     });
     assert!(!s.contains(" Findings | Connections"), "UI gone:\n{s}");
+    assert!(!s.contains("listener_not_accepting"), "UI gone:\n{s}");
     assert_eq!(t.alternate_on(), "0", "alternate screen left");
     // Raw mode is off: typed text is echoed and run by the shell.
     t.type_text("echo restored-$((40+2))");

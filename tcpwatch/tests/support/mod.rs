@@ -11,6 +11,7 @@
 )]
 
 pub mod alertmanager;
+pub mod prom_alerts;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
