@@ -48,6 +48,8 @@ pub struct TableStats {
     pub removed_by_sweep: u64,
     /// Records removed because their namespace is gone.
     pub removed_netns_gone: u64,
+    /// Records replaced because another socket (another cookie) took their address.
+    pub replaced: u64,
     pub evicted: u64,
     pub sweeps_applied: u64,
 }
@@ -118,7 +120,6 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
     } else {
         now
     };
-    let exact = tracked && r.state_since_ns != 0;
     let mut queues = Queues::default();
     let mut tcp = TcpInfo::default();
     if full {
@@ -148,11 +149,24 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
             last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
         };
     }
+    let (state_since, exact) = age::state_since(
+        &age::AgeFacts {
+            state,
+            tracked,
+            full_sock: full,
+            state_since_ns: r.state_since_ns,
+            state_after_ns: r.state_after_ns,
+            first_seen,
+            last_ack_age_ms: tcp.last_ack_age_ms,
+        },
+        now,
+    );
     ConnRecord {
         key: ConnKey {
             skaddr: r.skaddr,
             netns_cookie: r.netns_cookie,
         },
+        cookie: r.cookie,
         netns: NetnsId {
             cookie: r.netns_cookie,
             inode: r.netns_ino,
@@ -160,7 +174,7 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
         local: addr(r.family, &r.saddr, r.sport),
         remote: addr(r.family, &r.daddr, r.dport),
         state,
-        state_since: if exact { r.state_since_ns } else { first_seen },
+        state_since,
         state_since_exact: exact,
         first_seen,
         last_seen: now,
@@ -279,6 +293,15 @@ impl ConnTable {
             return want_delta.then_some(Delta::Remove { key });
         }
         self.last_event.insert(key, ev.ts_ns);
+        if self
+            .conns
+            .get(&key)
+            .is_some_and(|c| other_socket(c.cookie, ev.cookie))
+        {
+            // A CLOSE was lost and a new socket took the address: nothing carries over.
+            self.conns.remove(&key);
+            self.stats.replaced += 1;
+        }
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
             ConnRecord::new(
@@ -293,6 +316,9 @@ impl ConnTable {
                 ev.ts_ns,
             )
         });
+        if ev.cookie != 0 {
+            rec.cookie = ev.cookie;
+        }
         rec.state = state;
         rec.state_since = ev.ts_ns;
         rec.state_since_exact = true;
@@ -337,7 +363,25 @@ impl ConnTable {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
             let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
-            if let Some(rec) = self.conns.get_mut(&key) {
+            if let Some(rec) = self.conns.get_mut(&key)
+                && other_socket(rec.cookie, fresh.cookie)
+            {
+                if event_after_sweep {
+                    // The record is of a newer socket than this sweep saw: keep it.
+                    continue;
+                }
+                // Another socket at a reused address: replace, inherit nothing.
+                let mut fresh = fresh;
+                push_sample(&mut fresh, history_len);
+                if let Some(d) = deltas.as_deref_mut() {
+                    d.push(Delta::Upsert {
+                        conn: Box::new(fresh.clone()),
+                    });
+                }
+                *rec = fresh;
+                self.stats.replaced += 1;
+                out.updated += 1;
+            } else if let Some(rec) = self.conns.get_mut(&key) {
                 let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
                 out.updated += 1;
@@ -387,7 +431,23 @@ impl ConnTable {
         out
     }
 
-    /// Removes every record of namespaces not in `alive` (namespaces that no longer exist).
+    /// Namespace cookies of every record and tombstone, with the namespace inode when a
+    /// record tells it.
+    #[must_use]
+    pub fn netns_cookies(&self) -> HashMap<u64, Option<u32>> {
+        let mut out: HashMap<u64, Option<u32>> = self
+            .last_event
+            .keys()
+            .map(|k| (k.netns_cookie, None))
+            .collect();
+        for c in self.conns.values() {
+            out.insert(c.key.netns_cookie, Some(c.netns.inode));
+        }
+        out
+    }
+
+    /// Removes every record and tombstone of namespaces not in `alive` (namespaces that no
+    /// longer exist).
     pub fn retain_netns(
         &mut self,
         alive: &std::collections::HashSet<u64>,
@@ -405,6 +465,8 @@ impl ConnTable {
             self.stats.removed_netns_gone += 1;
             deltas.push(Delta::Remove { key });
         }
+        self.last_event
+            .retain(|k, _| alive.contains(&k.netns_cookie));
     }
 
     /// Sets owners from an inode -> owner lookup, for records whose owner is unknown.
@@ -530,10 +592,16 @@ fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, histo
         } else if fresh.state_since_exact && !rec.state_since_exact {
             rec.state_since = fresh.state_since;
             rec.state_since_exact = true;
+        } else if !fresh.state_since_exact && !rec.state_since_exact {
+            // Two lower bounds of the same age: the larger one (earlier entry) holds.
+            rec.state_since = rec.state_since.min(fresh.state_since);
         }
     }
     if rec.inode != fresh.inode {
         rec.owner = None;
+    }
+    if fresh.cookie != 0 {
+        rec.cookie = fresh.cookie;
     }
     rec.local = fresh.local;
     rec.remote = fresh.remote;
@@ -553,6 +621,14 @@ fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, histo
     rec.full_sock = fresh.full_sock;
     push_sample(rec, history_len);
 }
+
+/// Two known cookies that differ: a different socket at the same address.
+fn other_socket(known: u64, seen: u64) -> bool {
+    known != 0 && seen != 0 && known != seen
+}
+
+#[path = "table_age.rs"]
+mod age;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

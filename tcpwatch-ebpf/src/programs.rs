@@ -21,7 +21,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
+            bpf_get_socket_cookie, bpf_jiffies64, bpf_ktime_get_ns,
+            bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
         },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -110,6 +111,41 @@ fn rd_ptr(base: *const u8, off: u32) -> *const u8 {
 fn ktime() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// The socket's cookie: its generation, told apart from an earlier socket at the same address.
+/// Only BTF-typed programs (`tp_btf`, `iter`) may call the helper (Linux 5.12+); the `raw_tp`
+/// fallback gets 0 ("not known"), and the sweep fills the entry's cookie in later.
+#[inline(always)]
+fn cookie_of<const BTF: bool>(sk: *const u8) -> u64 {
+    if BTF {
+        // SAFETY: `sk` is the BTF-typed socket pointer the kernel passed to this program; the
+        // helper accepts it (and NULL) and only reads or generates the socket's cookie.
+        unsafe { bpf_get_socket_cookie(sk.cast_mut().cast()) }
+    } else {
+        0
+    }
+}
+
+/// The socket's `SOCKS` entry if it belongs to this socket. An entry left by an earlier
+/// socket at the same (reused) address, i.e. with another cookie, is reset: counters,
+/// first-seen time, owner and state age start again (the age is then unknown).
+#[inline(always)]
+fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
+    let p = SOCKS.get_ptr_mut(key)?;
+    // SAFETY: the entry is only written under the socket's lock or by the sweep, which holds it.
+    let st = unsafe { &mut *p };
+    if cookie != 0 && st.cookie != cookie {
+        if st.cookie != 0 {
+            *st = SockState {
+                first_seen_ns: now,
+                state,
+                ..SockState::default()
+            };
+        }
+        st.cookie = cookie;
+    }
+    Some(p)
 }
 
 /// Network namespace of a socket: (cookie, inode).
@@ -213,13 +249,13 @@ fn is_tcp(sk: *const u8) -> bool {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state::<true>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state::<false>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
@@ -234,7 +270,14 @@ struct Tracked {
 
 /// Updates (or creates, or on CLOSE deletes) the socket's `SOCKS` entry.
 #[inline(always)]
-fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
+fn track_state(
+    key: u64,
+    cookie: u64,
+    newstate: u8,
+    now: u64,
+    pid: u32,
+    comm: [u8; 16],
+) -> Tracked {
     let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
     let mut out = Tracked {
         pid,
@@ -243,11 +286,12 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
         resets_sent: 0,
         resets_received: 0,
     };
-    if let Some(st) = SOCKS.get_ptr_mut(key) {
+    if let Some(st) = own_entry(key, cookie, now, newstate) {
         // SAFETY: the entry belongs to this socket; state changes run under the socket lock.
         let st = unsafe { &mut *st };
         st.state = newstate;
         st.state_since_ns = now;
+        st.state_after_ns = 0;
         if process_context {
             st.pid = pid;
             st.comm = comm;
@@ -263,6 +307,7 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
         let st = SockState {
             state_since_ns: now,
             first_seen_ns: now,
+            cookie,
             state: newstate,
             pid,
             comm,
@@ -279,12 +324,13 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
 }
 
 #[inline(always)]
-fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
+fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     if sk.is_null() || !is_tcp(sk) {
         return;
     }
     let now = ktime();
     let key = sk as u64;
+    let cookie = cookie_of::<BTF>(sk);
     let newstate = newstate as u8;
     let (pid, comm) = if newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN {
         (
@@ -294,7 +340,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
     } else {
         (0, [0; 16])
     };
-    let tracked = track_state(key, newstate, now, pid, comm);
+    let tracked = track_state(key, cookie, newstate, now, pid, comm);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -310,6 +356,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).kind = event_kind::STATE;
         (*ev).ts_ns = now;
         (*ev).skaddr = key;
+        (*ev).cookie = cookie;
         (*ev).oldstate = oldstate as u8;
         (*ev).newstate = newstate;
         (*ev).state_since_ns = now;
@@ -329,25 +376,28 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tp_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
-    on_retransmit(ctx.arg(0));
+    on_retransmit::<true>(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn raw_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    on_retransmit(ctx.arg(0));
+    on_retransmit::<false>(ctx.arg(0));
     0
 }
 
-/// Returns the socket's `SOCKS` entry, creating it (age unknown) if tcpwatch has not seen it.
+/// Returns the socket's `SOCKS` entry (reset if an earlier socket at the same address left
+/// it), creating it (age unknown) if tcpwatch has not seen the socket.
 #[inline(always)]
-fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
+fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
     let key = sk as u64;
-    if let Some(p) = SOCKS.get_ptr_mut(key) {
+    if let Some(p) = own_entry(key, cookie, now, state) {
         return Some(p);
     }
     let st = SockState {
         first_seen_ns: now,
+        cookie,
+        netns_cookie: netns_of(sk).0,
         state,
         ..SockState::default()
     };
@@ -359,14 +409,15 @@ fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
 }
 
 #[inline(always)]
-fn on_retransmit(sk: *const u8) {
+fn on_retransmit<const BTF: bool>(sk: *const u8) {
     count(counter::RETRANS);
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
-    let Some(st) = sock_entry(sk, now, rd(sk, offsets().skc_state)) else {
+    let cookie = cookie_of::<BTF>(sk);
+    let Some(st) = sock_entry(sk, cookie, now, rd(sk, offsets().skc_state)) else {
         return;
     };
     // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
@@ -387,30 +438,30 @@ fn on_retransmit(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), true);
+    on_reset::<true>(ctx.arg(0), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), true);
+    on_reset::<false>(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), false);
+    on_reset::<true>(ctx.arg(0), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), false);
+    on_reset::<false>(ctx.arg(0), false);
     0
 }
 
 #[inline(always)]
-fn on_reset(sk: *const u8, sent: bool) {
+fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
     count(if sent {
         counter::RESETS_SENT
     } else {
@@ -446,7 +497,7 @@ fn on_reset(sk: *const u8, sent: bool) {
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
     }
-    if let Some(st) = SOCKS.get_ptr_mut(sk as u64) {
+    if let Some(st) = own_entry(sk as u64, cookie_of::<BTF>(sk), ktime(), state) {
         // SAFETY: the entry belongs to this socket.
         let st = unsafe { &mut *st };
         if sent {
@@ -474,13 +525,14 @@ pub struct BpfIterTcp {
     uid: u32,
 }
 
+/// Writes one record. A failure (-EOVERFLOW: the 8-page seq buffer is full) loses nothing:
+/// the kernel rolls the partial output of this socket back and calls the program for the same
+/// socket again on the next `read()`; so it is not counted. (A record that alone exceeds the
+/// whole buffer fails the `read()` with E2BIG, reported as a namespace sweep error.)
 #[inline(always)]
 fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
     // SAFETY: `data` points to `len` readable bytes (a map value); the helper copies them.
-    let ret = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
-    if ret != 0 {
-        count(counter::SWEEP_WRITE_FAILED);
-    }
+    let _ = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
 }
 
 /// # Safety
@@ -592,6 +644,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     let net = bf::<u64>(buf, o.skc_net) as *const u8;
     *r = SockRecord {
         skaddr: sk as u64,
+        cookie: cookie_of::<true>(sk),
         netns_cookie: rd(net, o.net_cookie),
         netns_ino: rd(net, o.net_ns_inum),
         uid,
@@ -639,21 +692,29 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     r.lrcv_age_jiffies = jiffies.wrapping_sub(bf(buf, o.icsk_ack_lrcvtime));
 
     // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
-    let key = sk as u64;
-    let entry = match SOCKS.get_ptr_mut(key) {
-        Some(p) => Some(p),
-        None => sock_entry(sk, ktime(), state),
-    };
-    if let Some(st) = entry {
+    // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
+    let now = ktime();
+    if let Some(st) = sock_entry(sk, r.cookie, now, state) {
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.
         let st = unsafe { &mut *st };
-        // State changes missed while no program was attached (daemon restart with a pinned
-        // map): the entry's age is no longer known.
+        // A state change missed while no program was attached (daemon restart with a pinned
+        // map) or skipped by the kernel (recursion miss): its time is not known, only that it
+        // came after the last moment the old state was seen.
         if st.state != state {
+            let mut after = st.last_sweep_ns;
+            if st.state_since_ns > after {
+                after = st.state_since_ns;
+            }
+            if st.first_seen_ns > after {
+                after = st.first_seen_ns;
+            }
             st.state = state;
             st.state_since_ns = 0;
+            st.state_after_ns = after;
         }
+        st.last_sweep_ns = now;
+        st.netns_cookie = r.netns_cookie;
         // ACK progress since the last retransmission ends the chain.
         if st.chain > 0 && st.chain_snd_una != r.snd_una {
             st.chain = 0;
@@ -661,6 +722,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
         }
         r.flags |= record_flags::TRACKED;
         r.state_since_ns = st.state_since_ns;
+        r.state_after_ns = st.state_after_ns;
         r.first_seen_ns = st.first_seen_ns;
         r.last_retrans_ns = st.last_retrans_ns;
         r.chain_start_ns = st.chain_start_ns;
