@@ -243,6 +243,9 @@ pub struct SweepHeader {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockRecord {
     pub skaddr: u64,
+    /// `bpf_ktime_get_ns()` when the record was made: the time its jiffies ages refer to (a
+    /// large namespace takes a while to sweep). 0 for minisockets.
+    pub seen_ns: u64,
     /// Socket cookie: tells a new socket at a reused address from the old one.
     pub cookie: u64,
     /// See [`SockState::state_after_ns`] (0 = no bound).
@@ -374,7 +377,7 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<SockRecord>(),
-            9 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
+            10 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);

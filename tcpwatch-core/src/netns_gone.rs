@@ -62,10 +62,7 @@ impl NetnsPresence {
             return 0;
         }
         let before = table.stats().removed_netns_gone;
-        let alive: HashSet<u64> = known
-            .into_keys()
-            .filter(|c| !gone.contains(c))
-            .collect();
+        let alive: HashSet<u64> = known.into_keys().filter(|c| !gone.contains(c)).collect();
         table.retain_netns(&alive, deltas);
         table.stats().removed_netns_gone - before
     }

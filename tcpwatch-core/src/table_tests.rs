@@ -1,6 +1,7 @@
 //! Unit tests of `table`.
 use super::*;
-use tcpwatch_common::{AF_INET, tcp_state};
+use crate::model::NS_PER_MS;
+use tcpwatch_common::{AF_INET, SweepHeader, record_flags, tcp_state};
 
 fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
     SockRecord {
@@ -397,7 +398,7 @@ fn only_changes_a_viewer_sees_become_deltas() {
 
 const S: u64 = 1_000_000_000;
 
-/// A CLOSE_WAIT record whose change was missed (restart): the entry's state is not known to
+/// A `CLOSE_WAIT` record whose change was missed (restart): the entry's state is not known to
 /// the kernel, only that it came after `after`.
 fn missed_close_wait(after: u64, last_ack_ms: u32) -> SockRecord {
     let mut r = rec(1, 7, tcp_state::CLOSE_WAIT);
@@ -413,7 +414,11 @@ fn missed_close_wait_takes_its_age_from_the_fin_not_the_whole_life() {
     // Tracked since 10 s, last sweep saw ESTABLISHED at 40 s, the FIN came 7 s before 60 s.
     let c = record_from_sweep(&missed_close_wait(40 * S, 7000), CLOCK, 60 * S);
     assert!(!c.state_since_exact, "not seen by a tracepoint");
-    assert_eq!(c.state_since, 53 * S, "age = lastack, a lower bound (was first_seen)");
+    assert_eq!(
+        c.state_since,
+        53 * S,
+        "age = lastack, a lower bound (was first_seen)"
+    );
     assert_eq!(c.state_age(60 * S), 7 * S);
 }
 
@@ -510,7 +515,14 @@ fn new_socket_event_at_a_reused_address_replaces_the_record() {
 #[test]
 fn gone_namespace_takes_its_tombstones_along() {
     let mut t = ConnTable::new(TableConfig::default());
-    t.apply_sweep(7, &[rec(1, 7, tcp_state::ESTABLISHED)], 90, CLOCK, 100, None);
+    t.apply_sweep(
+        7,
+        &[rec(1, 7, tcp_state::ESTABLISHED)],
+        90,
+        CLOCK,
+        100,
+        None,
+    );
     t.apply_event(&event(2, 9, tcp_state::ESTABLISHED, 100), false);
     t.apply_event(&event(3, 9, tcp_state::CLOSE, 110), false);
     assert!(t.netns_cookies().contains_key(&9));

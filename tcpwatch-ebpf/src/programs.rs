@@ -270,14 +270,7 @@ struct Tracked {
 
 /// Updates (or creates, or on CLOSE deletes) the socket's `SOCKS` entry.
 #[inline(always)]
-fn track_state(
-    key: u64,
-    cookie: u64,
-    newstate: u8,
-    now: u64,
-    pid: u32,
-    comm: [u8; 16],
-) -> Tracked {
+fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
     let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
     let mut out = Tracked {
         pid,
@@ -685,6 +678,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     r.backoff = bf(buf, o.icsk_backoff);
     r.retransmits = bf(buf, o.icsk_retransmits);
     r.probes_out = bf(buf, o.icsk_probes_out);
+    r.seen_ns = ktime();
     // SAFETY: helper without arguments.
     let jiffies = unsafe { bpf_jiffies64() } as u32;
     r.lsnd_age_jiffies = jiffies.wrapping_sub(bf(buf, o.lsndtime));
@@ -693,7 +687,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
 
     // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
     // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
-    let now = ktime();
+    let now = r.seen_ns;
     if let Some(st) = sock_entry(sk, r.cookie, now, state) {
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.

@@ -153,10 +153,7 @@ impl FindingBook {
         self.suppressed = 0;
         for c in candidates {
             if seen.insert(c.id.clone()) {
-                let cookie = c
-                    .socket
-                    .and_then(|k| present.get(&k).copied())
-                    .unwrap_or(0);
+                let cookie = c.socket.and_then(|k| present.get(&k).copied()).unwrap_or(0);
                 let id = c.id.clone();
                 self.holds(now, c, &mut changes);
                 if let Some(e) = self.entries.get_mut(&id) {

@@ -1,0 +1,452 @@
+//! Privileged tests of what the table claims against what the kernel holds (issue 18): deleted
+//! namespaces, ages of states entered while tcpwatch was down, sockets at reused addresses, and
+//! the sweep's write accounting at scale.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+mod support;
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use support::{Daemon, Netns, connect, http_get, listener, privileged, run, ss, wait_for};
+use tcpwatch_common::SockState;
+
+fn conns(d: &Daemon, query: &str) -> Vec<Value> {
+    d.get_json(&format!("/api/v1/connections?limit=100000&{query}"))["connections"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn metric(d: &Daemon, name: &str) -> f64 {
+    let (_, body) = http_get(d.port, "/metrics").unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn open_findings(d: &Daemon) -> Vec<Value> {
+    d.get_json("/api/v1/findings")["open"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns` and of the daemon's times.
+fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
+}
+
+fn sweeps(d: &Daemon) -> f64 {
+    metric(d, "tcpwatch_sweeps_total")
+}
+
+/// Keys and values of the daemon's pinned `SOCKS` map.
+fn pinned_socks(d: &Daemon) -> Vec<(u64, SockState)> {
+    let path = format!("{}/abi-{}/SOCKS", d.pin_dir, tcpwatch_common::ABI_VERSION);
+    let data = aya::maps::MapData::from_pin(&path).unwrap();
+    let map = aya::maps::Map::HashMap(data);
+    let socks: aya::maps::HashMap<_, u64, SockState> = aya::maps::HashMap::try_from(map).unwrap();
+    socks.iter().filter_map(Result::ok).collect()
+}
+
+/// In `ns`: three `TIME_WAIT` sockets, an ESTABLISHED pair (returned: the caller holds its
+/// descriptors) and an orphaned `FIN_WAIT1` (its address returned).
+fn doomed_sockets(ns: &Netns) -> (TcpStream, Socket, SocketAddr) {
+    let (l, addr) = listener(ns, 64);
+    // Three TIME_WAIT sockets: the client closes first, then the server.
+    for _ in 0..3 {
+        let c = connect(ns, addr);
+        let (s, _) = l.accept().unwrap();
+        drop(c);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(s);
+    }
+    let est_c = connect(ns, addr);
+    let (est_s, _) = l.accept().unwrap();
+    // An orphaned FIN_WAIT1: unacknowledged data and FIN towards a blackholed peer.
+    let (l2, addr2) = listener(ns, 8);
+    let mut oc = connect(ns, addr2);
+    let (os, _) = l2.accept().unwrap();
+    ns.blackhole_port(addr2.port());
+    oc.write_all(&[7_u8; 1000]).unwrap();
+    let orphan_addr = oc.local_addr().unwrap();
+    drop((oc, os, l2, l));
+    (est_c, est_s, orphan_addr)
+}
+
+#[test]
+fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("gone");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let (est_c, est_s, orphan_addr) = doomed_sockets(&ns);
+    let est_addr = est_c.local_addr().unwrap();
+    let truth = ss(&ns);
+    // Three TIME_WAIT sockets: the client closes first, then the server.
+    let tw = truth.iter().filter(|r| r.state == "TIME-WAIT").count();
+    assert!(tw >= 3, "ground truth: {truth:?}");
+    assert!(
+        truth
+            .iter()
+            .any(|r| r.state == "FIN-WAIT-1" && r.local == orphan_addr),
+        "ground truth has the orphan: {truth:?}"
+    );
+    let inode = ns.inode;
+    let mine = |d: &Daemon| conns(d, &format!("netns={inode}"));
+    let before = wait_for(Duration::from_secs(10), || {
+        let c = mine(&d);
+        let has = |st: &str, a: &SocketAddr| {
+            c.iter()
+                .any(|x| x["state"] == st && x["local"] == a.to_string())
+        };
+        let tws = c.iter().filter(|x| x["state"] == "TIME_WAIT").count();
+        (tws >= 3 && has("ESTABLISHED", &est_addr) && has("FIN_WAIT1", &orphan_addr)).then_some(c)
+    })
+    .expect("daemon lists the namespace's TIME_WAIT, ESTABLISHED and FIN_WAIT1 sockets");
+    let cookie = before[0]["netns"]["cookie"].as_u64().unwrap();
+    let est_key = before
+        .iter()
+        .find(|x| x["local"] == est_addr.to_string())
+        .unwrap()["key"]["skaddr"]
+        .as_u64()
+        .unwrap();
+    let gone_before = metric(&d, "tcpwatch_table_removed_total{reason=\"netns_gone\"}");
+
+    run("ip", &["netns", "del", &ns.name]);
+    let sweeps_at_delete = sweeps(&d);
+    let ours = |d: &Daemon| -> Vec<Value> {
+        conns(d, &format!("netns={inode}"))
+            .into_iter()
+            .filter(|c| c["netns"]["cookie"] == cookie)
+            .collect()
+    };
+    let left = wait_for(Duration::from_secs(15), || {
+        ours(&d).is_empty().then(|| sweeps(&d))
+    })
+    .expect("records of the deleted namespace leave the table");
+    assert!(
+        left - sweeps_at_delete <= 3.0,
+        "records left {} sweeps after the deletion (2, +1 for a sweep in progress)",
+        left - sweeps_at_delete
+    );
+    let gone_after = metric(&d, "tcpwatch_table_removed_total{reason=\"netns_gone\"}");
+    assert!(
+        gone_after - gone_before >= f64::from(u32::try_from(before.len()).unwrap()),
+        "netns_gone counted {} of {} records",
+        gone_after - gone_before,
+        before.len()
+    );
+    // The orphan lives on in the kernel, unreachable: its findings must not stay frozen.
+    std::thread::sleep(Duration::from_secs(1));
+    let frozen: Vec<Value> = open_findings(&d)
+        .into_iter()
+        .filter(|f| f["subject"]["netns"]["cookie"] == cookie)
+        .collect();
+    assert!(
+        frozen.is_empty(),
+        "findings of a gone namespace: {frozen:?}"
+    );
+
+    // Ground truth: the ESTABLISHED socket is alive (this test holds it, and with it the
+    // namespace). A restart garbage-collects kernel entries on its second sweep: it must not
+    // delete the state of a live socket whose namespace it cannot sweep.
+    est_s.set_nonblocking(true).unwrap();
+    (&est_c).write_all(b"x").unwrap();
+    let d = d.kill9_and_restart();
+    let s0 = sweeps(&d);
+    wait_for(Duration::from_secs(10), || {
+        (sweeps(&d) >= s0 + 3.0).then_some(())
+    })
+    .expect("three sweeps after the restart");
+    let entries = pinned_socks(&d);
+    let est = entries.iter().find(|(k, _)| *k == est_key);
+    assert!(
+        est.is_some_and(|(_, v)| v.netns_cookie == cookie),
+        "kernel state of the live ESTABLISHED socket of the deleted namespace was \
+         garbage-collected ({} entries left)",
+        entries.len()
+    );
+    drop((est_c, est_s));
+}
+
+const THRESHOLD_MS: u64 = 8000;
+const SWEEP_MS: u64 = 300;
+
+#[test]
+fn close_wait_entered_during_a_restart_gets_its_age_from_the_fin() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cwage");
+    let d = Daemon::start(&[
+        &format!("daemon.sweep_interval_ms={SWEEP_MS}"),
+        "detectors.close_wait.threshold_seconds=8.0",
+    ]);
+    let (l, addr) = listener(&ns, 8);
+    let c = connect(&ns, addr);
+    let (server, peer) = l.accept().unwrap();
+    let peer = peer.as_socket().unwrap();
+    let find = |d: &Daemon, state: &str| {
+        conns(d, &format!("port={}&state={state}", addr.port()))
+            .into_iter()
+            .find(|c| c["remote"] == peer.to_string() && c["local"] == addr.to_string())
+    };
+    wait_for(Duration::from_secs(5), || find(&d, "ESTABLISHED")).expect("tracked");
+    // Tracked for longer than the threshold: its whole tracked life must not become its age.
+    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 2000));
+    let d = d.kill9_and_restart_after(move || {
+        drop(c); // the peer closes while tcpwatch is down: CLOSE_WAIT unseen
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let stuck = |d: &Daemon| {
+        open_findings(d)
+            .into_iter()
+            .any(|f| f["kind"] == "close_wait_stuck" && f["subject"]["remote"] == peer.to_string())
+    };
+    let lastack = |ns: &Netns| -> u64 {
+        let rows = ss(ns);
+        let r = rows
+            .iter()
+            .find(|r| r.local == addr && r.peer == peer.to_string())
+            .expect("ss lists the CLOSE_WAIT socket");
+        assert_eq!(r.state, "CLOSE-WAIT");
+        r.field("lastack").unwrap().parse().unwrap()
+    };
+    let t0 = Instant::now();
+    let mut compared = 0;
+    let mut opened_at = None;
+    while t0.elapsed() < Duration::from_millis(THRESHOLD_MS + 6000) {
+        let t_ss = mono_ns();
+        let fin_age_ms = lastack(&ns);
+        let rec = find(&d, "CLOSE_WAIT");
+        let t_api = mono_ns();
+        let is_stuck = stuck(&d);
+        if let Some(rec) = rec {
+            let since = rec["state_since"].as_u64().unwrap();
+            let age_ms = i64::try_from(t_api.saturating_sub(since) / 1_000_000).unwrap();
+            let expect_ms = i64::try_from(fin_age_ms + (t_api - t_ss) / 1_000_000).unwrap();
+            assert!(
+                (age_ms - expect_ms).unsigned_abs() <= SWEEP_MS,
+                "reported CLOSE_WAIT age {age_ms} ms, ss lastack says {expect_ms} ms: {rec}"
+            );
+            assert_eq!(
+                rec["state_since_exact"], false,
+                "not seen entering the state"
+            );
+            compared += 1;
+        }
+        if is_stuck {
+            // The finding may only open once the FIN is really threshold old.
+            assert!(
+                fin_age_ms + SWEEP_MS >= THRESHOLD_MS,
+                "close_wait_stuck open while the socket is {fin_age_ms} ms in CLOSE_WAIT"
+            );
+            opened_at.get_or_insert(fin_age_ms);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(compared >= 10, "compared {compared} times");
+    let opened = opened_at.expect("close_wait_stuck opens once the threshold is really reached");
+    assert!(
+        opened <= THRESHOLD_MS + 3 * SWEEP_MS + 500,
+        "opened at {opened} ms"
+    );
+    drop(server);
+}
+
+/// The kernel's (hashed, but stable) socket pointer and inode of every TCP socket of the
+/// calling thread's namespace, from `/proc/thread-self/net/tcp`.
+fn proc_tcp() -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/tcp").unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(11)?.to_string(), f.get(9)?.parse().ok()?))
+        })
+        .collect()
+}
+
+fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
+    std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .unwrap()
+        .ino()
+}
+
+#[test]
+fn new_socket_at_a_reused_address_inherits_nothing() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("reuse");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=300"]);
+    let (l, addr) = listener(&ns, 4096);
+    // The old socket: retransmitting towards a blackholed peer, so it has counters.
+    let (l2, addr2) = listener(&ns, 8);
+    let old = connect(&ns, addr2);
+    let (_old_peer, _) = l2.accept().unwrap();
+    ns.blackhole_port(addr2.port());
+    (&old).write_all(&[1_u8; 2000]).unwrap();
+    let old_local = old.local_addr().unwrap();
+    let old_rec = wait_for(Duration::from_secs(10), || {
+        conns(&d, &format!("port={}", addr2.port()))
+            .into_iter()
+            .find(|c| c["local"] == old_local.to_string())
+            .filter(|c| c["retrans"]["total"].as_u64() >= Some(2))
+    })
+    .expect("old socket tracked with retransmissions");
+    let old_key = old_rec["key"]["skaddr"].as_u64().unwrap();
+    let old_ino = inode_of(&old);
+    let hashed = ns.enter(move || {
+        proc_tcp()
+            .into_iter()
+            .find(|(_, ino)| *ino == old_ino)
+            .map(|(p, _)| p)
+            .unwrap()
+    });
+    // While tcpwatch is down: close the old socket (abort: it is freed at once) and open
+    // connections until one lands at the same kernel address (bounded).
+    let mut keep: Vec<TcpStream> = Vec::new();
+    let mut accepted: Vec<Socket> = Vec::new();
+    let mut reused: Option<SocketAddr> = None;
+    let d = d.kill9_and_restart_after(|| {
+        Socket::from(old).set_linger(Some(Duration::ZERO)).unwrap();
+        let (found, kept) = ns.enter(move || {
+            let t0 = Instant::now();
+            let mut kept = Vec::new();
+            for _ in 0..3000 {
+                if t0.elapsed() > Duration::from_secs(20) {
+                    break;
+                }
+                let c = TcpStream::connect(addr).unwrap();
+                let ino = inode_of(&c);
+                let table = proc_tcp();
+                let hit = table.iter().any(|(p, i)| *p == hashed && *i == ino);
+                let local = c.local_addr().unwrap();
+                kept.push(c);
+                if hit {
+                    return (Some(local), kept);
+                }
+            }
+            (None, kept)
+        });
+        reused = found;
+        keep = kept;
+        l.set_nonblocking(true).unwrap();
+        while let Ok((s, _)) = l.accept() {
+            accepted.push(s);
+        }
+    });
+    let Some(reused) = reused else {
+        eprintln!(
+            "!!!! address not reused within bounds ({} sockets); nothing to check",
+            keep.len()
+        );
+        panic!("the slab did not hand the freed address to any of the new sockets");
+    };
+    let rec = wait_for(Duration::from_secs(10), || {
+        conns(&d, &format!("port={}", addr.port()))
+            .into_iter()
+            .find(|c| c["local"] == reused.to_string())
+    })
+    .expect("new socket listed");
+    eprintln!("old: {old_rec}\nnew: {rec}");
+    assert_eq!(rec["key"]["skaddr"].as_u64(), Some(old_key), "same address");
+    assert_eq!(rec["retrans"]["total"], 0, "no inherited retransmissions");
+    assert_eq!(rec["creator_pid"], Value::Null, "no inherited creator");
+    assert_eq!(rec["creator_comm"], Value::Null, "no inherited creator");
+    assert!(
+        rec["first_seen"].as_u64() > old_rec["last_seen"].as_u64(),
+        "no inherited first_seen"
+    );
+    assert_eq!(rec["state_since_exact"], false, "no inherited exact age");
+    assert!(
+        rec["state_since"].as_u64() > old_rec["last_seen"].as_u64(),
+        "no inherited age"
+    );
+    assert_ne!(rec["cookie"], old_rec["cookie"], "another socket");
+    drop((keep, accepted));
+}
+
+#[test]
+fn sweep_of_twenty_thousand_sockets_reports_no_write_failures() {
+    if !privileged() {
+        return;
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    assert!(
+        lim.rlim_max >= 12_000,
+        "hard fd limit {} too low",
+        lim.rlim_max
+    );
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: raising the soft limit up to the hard limit is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    let ns = Netns::new("writes");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    // 2 000 listeners + 9 000 never-accepted connections (both ends): 20 000 sockets, 11 000
+    // descriptors.
+    let (listeners, addrs): (Vec<Socket>, Vec<SocketAddr>) = ns.enter(|| {
+        (0..2000)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+                    .unwrap();
+                s.listen(64).unwrap();
+                let a = s.local_addr().unwrap().as_socket().unwrap();
+                (s, a)
+            })
+            .unzip()
+    });
+    let clients: Vec<TcpStream> = ns.enter(move || {
+        (0..9000)
+            .map(|i| TcpStream::connect(addrs[i % addrs.len()]).unwrap())
+            .collect()
+    });
+    let inode = ns.inode;
+    let in_table = || {
+        let (_, body) = http_get(d.port, "/metrics")?;
+        let line = body.lines().find(|l| {
+            l.starts_with("tcpwatch_sockets_by_netns{") && l.contains(&format!("netns=\"{inode}\""))
+        })?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    };
+    let seen = wait_for(Duration::from_secs(30), || {
+        in_table().filter(|&n| n >= 20_000.0)
+    });
+    assert_eq!(seen, Some(20_000.0), "the table holds all 20 000 sockets");
+    let s0 = sweeps(&d);
+    wait_for(Duration::from_secs(20), || {
+        (sweeps(&d) >= s0 + 2.0).then_some(())
+    })
+    .expect("two more sweeps");
+    assert_eq!(in_table(), Some(20_000.0), "every sweep lists all of them");
+    let failed = metric(&d, "tcpwatch_sweep_write_failed_total");
+    assert!(
+        failed < 0.5,
+        "sweeps of 20 000 sockets reported {failed} write failures (retried writes lose nothing)"
+    );
+    drop((listeners, clients));
+}
