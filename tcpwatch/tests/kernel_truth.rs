@@ -458,3 +458,95 @@ fn sweep_of_twenty_thousand_sockets_reports_no_write_failures() {
     );
     drop((listeners, clients));
 }
+
+/// A daemon with a one-page ring buffer (about 30 events): floods overflow it.
+fn tiny_ring_daemon() -> Daemon {
+    let mut d = Daemon::start(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")]);
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+    let port = support::free_port();
+    d.child = std::process::Command::new(support::BIN)
+        .args(["daemon", "--ringbuf-bytes", "4096", "--pin-dir", &d.pin_dir])
+        .args(["--set", &format!("daemon.listen=\"127.0.0.1:{port}\"")])
+        .args(["--set", &format!("daemon.sweep_interval_ms={SWEEP_MS}")])
+        .env("TCPWATCH_LOG", "warn")
+        .spawn()
+        .unwrap();
+    d.port = port;
+    wait_for(Duration::from_secs(20), || {
+        (http_get(port, "/readyz").map(|r| r.0) == Some(200)).then_some(())
+    })
+    .expect("ready");
+    d
+}
+
+#[test]
+fn close_wait_age_is_right_when_its_event_was_dropped() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cwdrop");
+    let d = tiny_ring_daemon();
+    let (l, addr) = listener(&ns, 4096);
+    let mut pairs: Vec<(TcpStream, Socket)> = (0..40)
+        .map(|_| {
+            let c = connect(&ns, addr);
+            (c, l.accept().unwrap().0)
+        })
+        .collect();
+    let established = |d: &Daemon| {
+        conns(d, &format!("port={}&state=ESTABLISHED", addr.port()))
+            .into_iter()
+            .filter(|c| c["local"] == addr.to_string())
+            .count()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (established(&d) >= 40).then_some(())
+    })
+    .expect("40 server sockets tracked");
+    let dropped0 = metric(&d, "tcpwatch_ringbuf_dropped_events_total");
+    // A flood of state events, with the 40 peers closing in the middle of it.
+    let mut servers = Vec::new();
+    for i in 0..1500 {
+        let c = connect(&ns, addr);
+        let (s, _) = l.accept().unwrap();
+        drop((c, s));
+        if i % 30 == 0
+            && let Some((c, s)) = pairs.pop()
+        {
+            drop(c);
+            servers.push(s);
+        }
+    }
+    let dropped = metric(&d, "tcpwatch_ringbuf_dropped_events_total") - dropped0;
+    assert!(dropped > 0.0, "the flood overflowed the ring buffer");
+    std::thread::sleep(Duration::from_millis(3 * SWEEP_MS));
+    let t0 = mono_ns();
+    let truth: Vec<(String, u64)> = ss(&ns)
+        .into_iter()
+        .filter(|r| r.local == addr && r.state == "CLOSE-WAIT")
+        .map(|r| (r.peer.clone(), r.field("lastack").unwrap().parse().unwrap()))
+        .collect();
+    let t1 = mono_ns();
+    let ours = conns(&d, &format!("port={}&state=CLOSE_WAIT", addr.port()));
+    assert_eq!(
+        truth.len(),
+        servers.len(),
+        "ground truth: every server in CLOSE_WAIT"
+    );
+    for (peer, lastack_ms) in &truth {
+        let rec = ours
+            .iter()
+            .find(|c| c["remote"] == *peer && c["local"] == addr.to_string())
+            .unwrap_or_else(|| panic!("CLOSE_WAIT from {peer} missing ({dropped} drops)"));
+        let since = rec["state_since"].as_u64().unwrap();
+        let fin_lo = t0 - lastack_ms * 1_000_000 - JIFFY_SLACK_NS;
+        let fin_hi = t1 - lastack_ms * 1_000_000 + JIFFY_SLACK_NS;
+        assert!(
+            since + SWEEP_MS * 1_000_000 >= fin_lo && since <= fin_hi + SWEEP_MS * 1_000_000,
+            "CLOSE_WAIT since {since}, ss lastack puts the FIN in [{fin_lo}, {fin_hi}]: {rec}"
+        );
+        assert_eq!(rec["state_since_exact"], true, "the kernel saw it: {rec}");
+    }
+    drop((pairs, servers));
+}
