@@ -130,6 +130,7 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
     let gone_before = metric(&d, "tcpwatch_table_removed_total{reason=\"netns_gone\"}");
 
     run("ip", &["netns", "del", &ns.name]);
+    std::mem::forget(ns); // deleted: nothing left for its Drop to remove
     let sweeps_at_delete = sweeps(&d);
     let ours = |d: &Daemon| -> Vec<Value> {
         conns(d, &format!("netns={inode}"))
@@ -298,6 +299,34 @@ fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
         .ino()
 }
 
+/// From inside `ns`, connects to `addr` (bounded in count and time) until a new socket lands
+/// at the kernel address whose hashed pointer is `hashed`. Returns its address, and every
+/// connection made (to keep open).
+fn connect_until_reused(
+    ns: &Netns,
+    addr: SocketAddr,
+    hashed: String,
+) -> (Option<SocketAddr>, Vec<TcpStream>) {
+    ns.enter(move || {
+        let t0 = Instant::now();
+        let mut kept = Vec::new();
+        for _ in 0..3000 {
+            if t0.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let c = TcpStream::connect(addr).unwrap();
+            let ino = inode_of(&c);
+            let hit = proc_tcp().iter().any(|(p, i)| *p == hashed && *i == ino);
+            let local = c.local_addr().unwrap();
+            kept.push(c);
+            if hit {
+                return (Some(local), kept);
+            }
+        }
+        (None, kept)
+    })
+}
+
 #[test]
 fn new_socket_at_a_reused_address_inherits_nothing() {
     if !privileged() {
@@ -321,6 +350,21 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
     })
     .expect("old socket tracked with retransmissions");
     let old_key = old_rec["key"]["skaddr"].as_u64().unwrap();
+    // Another tracked socket that closes while tcpwatch is down: its kernel entry is left
+    // behind (no program saw the CLOSE) and must be garbage-collected after the restart.
+    let doomed = connect(&ns, addr);
+    let (doomed_peer, _) = l.accept().unwrap();
+    let doomed_local = doomed.local_addr().unwrap();
+    let doomed_rec = wait_for(Duration::from_secs(5), || {
+        conns(&d, &format!("port={}", addr.port()))
+            .into_iter()
+            .find(|c| c["local"] == doomed_local.to_string())
+    })
+    .expect("doomed socket tracked");
+    let doomed_key = (
+        doomed_rec["key"]["skaddr"].as_u64().unwrap(),
+        doomed_rec["cookie"].as_u64().unwrap(),
+    );
     let old_ino = inode_of(&old);
     let hashed = ns.enter(move || {
         proc_tcp()
@@ -336,25 +380,11 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
     let mut reused: Option<SocketAddr> = None;
     let d = d.kill9_and_restart_after(|| {
         Socket::from(old).set_linger(Some(Duration::ZERO)).unwrap();
-        let (found, kept) = ns.enter(move || {
-            let t0 = Instant::now();
-            let mut kept = Vec::new();
-            for _ in 0..3000 {
-                if t0.elapsed() > Duration::from_secs(20) {
-                    break;
-                }
-                let c = TcpStream::connect(addr).unwrap();
-                let ino = inode_of(&c);
-                let table = proc_tcp();
-                let hit = table.iter().any(|(p, i)| *p == hashed && *i == ino);
-                let local = c.local_addr().unwrap();
-                kept.push(c);
-                if hit {
-                    return (Some(local), kept);
-                }
-            }
-            (None, kept)
-        });
+        Socket::from(doomed)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(doomed_peer);
+        let (found, kept) = connect_until_reused(&ns, addr, hashed);
         reused = found;
         keep = kept;
         l.set_nonblocking(true).unwrap();
@@ -390,6 +420,18 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
         "no inherited age"
     );
     assert_ne!(rec["cookie"], old_rec["cookie"], "another socket");
+    // The garbage collection (second sweep after start) removed the doomed socket's entry.
+    let s0 = sweeps(&d);
+    wait_for(Duration::from_secs(10), || {
+        (sweeps(&d) >= s0 + 3.0).then_some(())
+    })
+    .expect("three sweeps");
+    assert!(
+        !pinned_socks(&d)
+            .iter()
+            .any(|(k, v)| (*k, v.cookie) == doomed_key),
+        "kernel entry of a socket closed while tcpwatch was down was not garbage-collected"
+    );
     drop((keep, accepted));
 }
 
