@@ -8,6 +8,7 @@
 )]
 mod support;
 
+use std::collections::HashSet;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
@@ -299,32 +300,132 @@ fn inode_of(fd: &impl std::os::fd::AsRawFd) -> u64 {
         .ino()
 }
 
-/// From inside `ns`, connects to `addr` (bounded in count and time) until a new socket lands
-/// at the kernel address whose hashed pointer is `hashed`. Returns its address, and every
-/// connection made (to keep open).
+/// `n` tracked sockets with retransmissions (towards a peer blackholed for a while), their
+/// peers, their records, and their hashed kernel pointers (`/proc/net/tcp`). The peer then
+/// comes back and their data drains: nothing in flight holds them when they are closed later,
+/// so they are freed at once, on the closing CPU.
+fn old_sockets(ns: &Netns, d: &Daemon, n: usize) -> Vec<(TcpStream, TcpStream, Value, String)> {
+    let (l2, addr2) = listener(ns, 64);
+    let pairs: Vec<(TcpStream, TcpStream)> = (0..n)
+        .map(|_| {
+            let c = connect(ns, addr2);
+            (c, TcpStream::from(l2.accept().unwrap().0))
+        })
+        .collect();
+    ns.blackhole_port(addr2.port());
+    for (c, _) in &pairs {
+        let mut c = c;
+        c.write_all(&[1_u8; 2000]).unwrap();
+    }
+    let locals: Vec<String> = pairs
+        .iter()
+        .map(|(c, _)| c.local_addr().unwrap().to_string())
+        .collect();
+    let recs = wait_for(Duration::from_secs(15), || {
+        let all = conns(d, &format!("port={}", addr2.port()));
+        locals
+            .iter()
+            .map(|l| {
+                all.iter()
+                    .find(|c| c["local"] == *l)
+                    .filter(|c| c["retrans"]["total"].as_u64() >= Some(2))
+                    .cloned()
+            })
+            .collect::<Option<Vec<Value>>>()
+    })
+    .expect("old sockets tracked with retransmissions");
+    ns.exec("nft", &["delete", "table", "inet", "twt"]);
+    wait_for(Duration::from_secs(15), || {
+        let rows = ss(ns);
+        pairs
+            .iter()
+            .all(|(c, _)| {
+                let local = c.local_addr().unwrap();
+                rows.iter().any(|r| r.local == local && r.send_q == 0)
+            })
+            .then_some(())
+    })
+    .expect("old sockets' data acknowledged");
+    let inodes: Vec<u64> = pairs.iter().map(|(c, _)| inode_of(c)).collect();
+    let hashed: Vec<String> = ns.enter(move || {
+        let table = proc_tcp();
+        inodes
+            .iter()
+            .map(|ino| table.iter().find(|(_, i)| i == ino).unwrap().0.clone())
+            .collect()
+    });
+    pairs
+        .into_iter()
+        .zip(recs)
+        .zip(hashed)
+        .map(|(((c, p), r), h)| (c, p, r, h))
+        .collect()
+}
+
+/// From inside `ns`, aborts the `old` sockets and connects to `addr` (bounded in count and
+/// time) until a new socket lands at the kernel address of one of them (by its hashed
+/// pointer). Returns the new socket's address and the pointer, and every connection made.
 fn connect_until_reused(
     ns: &Netns,
     addr: SocketAddr,
-    hashed: String,
-) -> (Option<SocketAddr>, Vec<TcpStream>) {
+    old: Vec<TcpStream>,
+    hashed: HashSet<String>,
+) -> (Option<(SocketAddr, String)>, Vec<TcpStream>) {
     ns.enter(move || {
+        // Free the old sockets and allocate the new ones on one CPU: the slab hands a freed
+        // object to the next allocation from that CPU's freelist.
+        // SAFETY: plain syscalls on this thread with a valid, zero-initialised cpu set.
+        unsafe {
+            let cpu = usize::try_from(libc::sched_getcpu()).unwrap_or(0);
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        }
+        for o in old {
+            Socket::from(o).set_linger(Some(Duration::ZERO)).unwrap();
+        }
         let t0 = Instant::now();
         let mut kept = Vec::new();
-        for _ in 0..3000 {
-            if t0.elapsed() > Duration::from_secs(20) {
+        for _ in 0..5000 {
+            if t0.elapsed() > Duration::from_secs(30) {
                 break;
             }
             let c = TcpStream::connect(addr).unwrap();
             let ino = inode_of(&c);
-            let hit = proc_tcp().iter().any(|(p, i)| *p == hashed && *i == ino);
+            let hit = proc_tcp()
+                .into_iter()
+                .find(|(p, i)| *i == ino && hashed.contains(p));
             let local = c.local_addr().unwrap();
             kept.push(c);
-            if hit {
-                return (Some(local), kept);
+            if let Some((p, _)) = hit {
+                return (Some((local, p)), kept);
             }
         }
         (None, kept)
     })
+}
+
+/// A tracked socket (and its peer) of `ns` connected to `addr`, with its (skaddr, cookie).
+fn tracked_pair(
+    ns: &Netns,
+    d: &Daemon,
+    l: &Socket,
+    addr: SocketAddr,
+) -> (TcpStream, Socket, (u64, u64)) {
+    let c = connect(ns, addr);
+    let (peer, _) = l.accept().unwrap();
+    let local = c.local_addr().unwrap();
+    let rec = wait_for(Duration::from_secs(5), || {
+        conns(d, &format!("port={}", addr.port()))
+            .into_iter()
+            .find(|r| r["local"] == local.to_string())
+    })
+    .expect("socket tracked");
+    let id = (
+        rec["key"]["skaddr"].as_u64().unwrap(),
+        rec["cookie"].as_u64().unwrap(),
+    );
+    (c, peer, id)
 }
 
 #[test]
@@ -335,56 +436,29 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
     let ns = Netns::new("reuse");
     let d = Daemon::start(&["daemon.sweep_interval_ms=300"]);
     let (l, addr) = listener(&ns, 4096);
-    // The old socket: retransmitting towards a blackholed peer, so it has counters.
-    let (l2, addr2) = listener(&ns, 8);
-    let old = connect(&ns, addr2);
-    let (_old_peer, _) = l2.accept().unwrap();
-    ns.blackhole_port(addr2.port());
-    (&old).write_all(&[1_u8; 2000]).unwrap();
-    let old_local = old.local_addr().unwrap();
-    let old_rec = wait_for(Duration::from_secs(10), || {
-        conns(&d, &format!("port={}", addr2.port()))
-            .into_iter()
-            .find(|c| c["local"] == old_local.to_string())
-            .filter(|c| c["retrans"]["total"].as_u64() >= Some(2))
-    })
-    .expect("old socket tracked with retransmissions");
-    let old_key = old_rec["key"]["skaddr"].as_u64().unwrap();
+    // Old sockets with counters; closed while tcpwatch is down, their addresses reused.
+    let olds = old_sockets(&ns, &d, 16);
     // Another tracked socket that closes while tcpwatch is down: its kernel entry is left
     // behind (no program saw the CLOSE) and must be garbage-collected after the restart.
-    let doomed = connect(&ns, addr);
-    let (doomed_peer, _) = l.accept().unwrap();
-    let doomed_local = doomed.local_addr().unwrap();
-    let doomed_rec = wait_for(Duration::from_secs(5), || {
-        conns(&d, &format!("port={}", addr.port()))
-            .into_iter()
-            .find(|c| c["local"] == doomed_local.to_string())
-    })
-    .expect("doomed socket tracked");
-    let doomed_key = (
-        doomed_rec["key"]["skaddr"].as_u64().unwrap(),
-        doomed_rec["cookie"].as_u64().unwrap(),
-    );
-    let old_ino = inode_of(&old);
-    let hashed = ns.enter(move || {
-        proc_tcp()
-            .into_iter()
-            .find(|(_, ino)| *ino == old_ino)
-            .map(|(p, _)| p)
-            .unwrap()
-    });
-    // While tcpwatch is down: close the old socket (abort: it is freed at once) and open
-    // connections until one lands at the same kernel address (bounded).
+    let (doomed, doomed_peer, doomed_key) = tracked_pair(&ns, &d, &l, addr);
+    let hashed: HashSet<String> = olds.iter().map(|o| o.3.clone()).collect();
+    let mut old_socks = Vec::new();
+    let mut old_peers = Vec::new();
+    let mut old_recs = Vec::new();
+    for (c, p, r, h) in olds {
+        old_socks.push(c);
+        old_peers.push(p);
+        old_recs.push((h, r));
+    }
     let mut keep: Vec<TcpStream> = Vec::new();
     let mut accepted: Vec<Socket> = Vec::new();
-    let mut reused: Option<SocketAddr> = None;
+    let mut reused = None;
     let d = d.kill9_and_restart_after(|| {
-        Socket::from(old).set_linger(Some(Duration::ZERO)).unwrap();
         Socket::from(doomed)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
         drop(doomed_peer);
-        let (found, kept) = connect_until_reused(&ns, addr, hashed);
+        let (found, kept) = connect_until_reused(&ns, addr, old_socks, hashed);
         reused = found;
         keep = kept;
         l.set_nonblocking(true).unwrap();
@@ -392,13 +466,13 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
             accepted.push(s);
         }
     });
-    let Some(reused) = reused else {
-        eprintln!(
-            "!!!! address not reused within bounds ({} sockets); nothing to check",
+    let (reused, pointer) = reused.unwrap_or_else(|| {
+        panic!(
+            "the slab handed none of the 16 freed addresses to {} new sockets",
             keep.len()
-        );
-        panic!("the slab did not hand the freed address to any of the new sockets");
-    };
+        )
+    });
+    let old_rec = &old_recs.iter().find(|(h, _)| *h == pointer).unwrap().1;
     let rec = wait_for(Duration::from_secs(10), || {
         conns(&d, &format!("port={}", addr.port()))
             .into_iter()
@@ -406,7 +480,10 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
     })
     .expect("new socket listed");
     eprintln!("old: {old_rec}\nnew: {rec}");
-    assert_eq!(rec["key"]["skaddr"].as_u64(), Some(old_key), "same address");
+    assert_eq!(
+        rec["key"]["skaddr"], old_rec["key"]["skaddr"],
+        "same address"
+    );
     assert_eq!(rec["retrans"]["total"], 0, "no inherited retransmissions");
     assert_eq!(rec["creator_pid"], Value::Null, "no inherited creator");
     assert_eq!(rec["creator_comm"], Value::Null, "no inherited creator");
@@ -432,7 +509,7 @@ fn new_socket_at_a_reused_address_inherits_nothing() {
             .any(|(k, v)| (*k, v.cookie) == doomed_key),
         "kernel entry of a socket closed while tcpwatch was down was not garbage-collected"
     );
-    drop((keep, accepted));
+    drop((keep, accepted, old_peers));
 }
 
 #[test]
