@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -140,8 +140,21 @@ impl KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
-    /// `bpf_ktime_get_ns()` when the socket entered `state`; 0 = entered before tcpwatch saw it.
+    /// `bpf_ktime_get_ns()` when the socket entered `state`; 0 = not known (entered before
+    /// tcpwatch saw it, or a change was missed: see `state_after_ns`).
     pub state_since_ns: u64,
+    /// Socket cookie (`bpf_get_socket_cookie`) of the socket this entry belongs to: the
+    /// generation check against a new socket at a reused address. 0 = not known yet (the
+    /// `raw_tp` fallback cannot ask for it; the sweep fills it in).
+    pub cookie: u64,
+    /// Cookie of the socket's network namespace (garbage collection is limited to the
+    /// namespaces a sweep read completely).
+    pub netns_cookie: u64,
+    /// `bpf_ktime_get_ns()` of the last sweep that listed the socket (in `state`).
+    pub last_sweep_ns: u64,
+    /// When `state_since_ns` is 0 because a change was missed: the state was entered after
+    /// this time (the last sweep that saw the previous state). 0 = no such bound.
+    pub state_after_ns: u64,
     /// `bpf_ktime_get_ns()` of the last retransmission, 0 = none.
     pub last_retrans_ns: u64,
     /// `bpf_ktime_get_ns()` when the current retransmission chain started, 0 = no chain.
@@ -176,6 +189,8 @@ pub mod event_kind {
 pub struct StateEvent {
     pub ts_ns: u64,
     pub skaddr: u64,
+    /// Socket cookie (0 = not known: `raw_tp` fallback).
+    pub cookie: u64,
     pub netns_cookie: u64,
     /// Kernel counters of this socket at the time of the event (final values on CLOSE).
     pub state_since_ns: u64,
@@ -228,6 +243,13 @@ pub struct SweepHeader {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockRecord {
     pub skaddr: u64,
+    /// `bpf_ktime_get_ns()` when the record was made: the time its jiffies ages refer to (a
+    /// large namespace takes a while to sweep). 0 for minisockets.
+    pub seen_ns: u64,
+    /// Socket cookie: tells a new socket at a reused address from the old one.
+    pub cookie: u64,
+    /// See [`SockState::state_after_ns`] (0 = no bound).
+    pub state_after_ns: u64,
     pub netns_cookie: u64,
     /// Socket inode (as in `/proc/PID/fd` links `socket:[N]`), 0 = no `struct socket`.
     pub inode: u64,
@@ -313,8 +335,10 @@ pub mod counter {
     pub const RESETS_RECEIVED: u32 = 5;
     /// `PORT_RESETS` updates that failed.
     pub const PORT_RESETS_FULL: u32 = 6;
-    /// Sockets the sweep could not report: `bpf_seq_write` failed (buffer overflow) or the
-    /// socket could not be copied (not expected).
+    /// Sockets the sweep could not report: the socket could not be copied (not expected).
+    /// A `bpf_seq_write` into a full seq buffer is not counted: the kernel rolls the record
+    /// back and shows the same socket again on the next `read()` (nothing is lost); a record
+    /// larger than the whole buffer fails the `read()` with E2BIG, a namespace sweep error.
     pub const SWEEP_WRITE_FAILED: u32 = 7;
     pub const COUNT: u32 = 8;
 }
@@ -345,15 +369,15 @@ mod tests {
         // Sum of field sizes equals the struct size: the kernel can't leak or leave garbage.
         assert_eq!(
             core::mem::size_of::<SockState>(),
-            4 * 8 + 7 * 4 + 16 + 1 + 3
+            8 * 8 + 7 * 4 + 16 + 1 + 3
         );
         assert_eq!(
             core::mem::size_of::<StateEvent>(),
-            4 * 8 + 32 + 4 + 4 + 16 + 12 + 6 + 3 + 3
+            5 * 8 + 32 + 4 + 4 + 16 + 12 + 6 + 3 + 3
         );
         assert_eq!(
             core::mem::size_of::<SockRecord>(),
-            7 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
+            10 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);

@@ -8,6 +8,7 @@ pub mod detect;
 pub mod incident;
 pub mod k8s;
 pub mod model;
+pub mod netns_gone;
 pub mod offsets;
 pub mod render;
 pub mod table;

@@ -249,12 +249,18 @@ pub struct Sample {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnRecord {
     pub key: ConnKey,
+    /// The kernel's socket cookie: the socket's generation, which tells a new socket at a
+    /// reused `skaddr` from the old one. 0 = not known (a `raw_tp` event).
+    #[serde(default)]
+    pub cookie: u64,
     pub netns: NetnsId,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub state: TcpState,
-    /// When the socket entered `state`. If `state_since_exact` is false the socket was already
-    /// in that state when tcpwatch first saw it and this is a lower bound of its age.
+    /// When the socket entered `state`. If `state_since_exact` is false the entry time is not
+    /// known (the socket was already in that state when tcpwatch first saw it, or it changed
+    /// state while tcpwatch was not watching) and this is the latest time it can have entered
+    /// it: the age it gives is a lower bound.
     pub state_since: MonoNs,
     pub state_since_exact: bool,
     pub first_seen: MonoNs,
@@ -293,6 +299,7 @@ impl ConnRecord {
     ) -> Self {
         Self {
             key,
+            cookie: 0,
             netns,
             local,
             remote,

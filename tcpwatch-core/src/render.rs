@@ -137,6 +137,7 @@ mod tests {
                 skaddr: 1,
                 netns_cookie: 1,
             },
+            cookie: 0,
             netns: NetnsId {
                 cookie: 1,
                 inode: 4_026_531_833,

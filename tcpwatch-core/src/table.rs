@@ -10,14 +10,12 @@
 //!   [`ConnTable::enforce_bound`] (minisockets first, then the least recently confirmed
 //!   connections, never flagged ones), and every eviction is counted.
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
-use tcpwatch_common::{AF_INET6, SockRecord, StateEvent, SweepHeader, record_flags};
+use tcpwatch_common::{SockRecord, StateEvent};
 
 use crate::model::{
-    ConnKey, ConnRecord, MonoNs, NS_PER_MS, NetnsId, Owner, Queues, ResetCounts, RetransInfo,
-    Sample, TcpInfo, TcpState,
+    ConnKey, ConnRecord, MonoNs, NetnsId, Owner, Queues, ResetCounts, RetransInfo, Sample, TcpState,
 };
 
 /// Table sizing.
@@ -48,145 +46,10 @@ pub struct TableStats {
     pub removed_by_sweep: u64,
     /// Records removed because their namespace is gone.
     pub removed_netns_gone: u64,
+    /// Records replaced because another socket (another cookie) took their address.
+    pub replaced: u64,
     pub evicted: u64,
     pub sweeps_applied: u64,
-}
-
-/// Kernel clock facts needed to turn jiffies into milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelClock {
-    pub hz: u32,
-}
-
-impl KernelClock {
-    /// Derives `HZ` from two sweep headers taken some time apart, rounding to the nearest
-    /// value a kernel can be configured with. `None` if they are too close to tell.
-    #[must_use]
-    pub fn calibrate(a: &SweepHeader, b: &SweepHeader) -> Option<Self> {
-        let dns = b.ktime_ns.checked_sub(a.ktime_ns)?;
-        let dj = b.jiffies.checked_sub(a.jiffies)?;
-        if dns < 50 * NS_PER_MS {
-            return None;
-        }
-        #[expect(clippy::cast_precision_loss, reason = "ratios of small counts")]
-        let hz = dj as f64 * 1e9 / dns as f64;
-        [100_u32, 250, 300, 1000]
-            .into_iter()
-            .min_by(|x, y| {
-                (f64::from(*x) - hz)
-                    .abs()
-                    .total_cmp(&(f64::from(*y) - hz).abs())
-            })
-            .map(|hz| Self { hz })
-    }
-
-    #[must_use]
-    pub fn jiffies_to_ms(self, j: u32) -> u64 {
-        u64::from(j) * 1000 / u64::from(self.hz.max(1))
-    }
-}
-
-impl Default for KernelClock {
-    fn default() -> Self {
-        // The common distribution setting; replaced by calibration at start-up.
-        Self { hz: 250 }
-    }
-}
-
-fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
-    let ip = if family == AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(*raw))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    };
-    SocketAddr::new(ip, port)
-}
-
-fn comm_str(raw: &[u8; 16]) -> Option<String> {
-    let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-    (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
-}
-
-/// Converts one sweep record into a fresh [`ConnRecord`] (no owner, no history).
-#[must_use]
-pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> ConnRecord {
-    let state = TcpState::from_kernel(r.state);
-    let full = r.flags & record_flags::FULL_SOCK != 0;
-    let tracked = r.flags & record_flags::TRACKED != 0;
-    let first_seen = if r.first_seen_ns != 0 {
-        r.first_seen_ns
-    } else {
-        now
-    };
-    let exact = tracked && r.state_since_ns != 0;
-    let mut queues = Queues::default();
-    let mut tcp = TcpInfo::default();
-    if full {
-        if state == TcpState::Listen {
-            queues.accept_queue = r.ack_backlog;
-            queues.accept_limit = r.max_ack_backlog;
-        } else {
-            queues.send_q = r.write_seq.wrapping_sub(r.snd_una);
-            queues.unacked = r.snd_nxt.wrapping_sub(r.snd_una);
-            queues.unsent = r.write_seq.wrapping_sub(r.snd_nxt);
-            queues.recv_q = r.rcv_nxt.wrapping_sub(r.copied_seq);
-        }
-        tcp = TcpInfo {
-            snd_una: r.snd_una,
-            peer_window: r.snd_wnd,
-            srtt_us: r.srtt_us8 >> 3,
-            rto_ms: u32::try_from(clock.jiffies_to_ms(r.rto_jiffies)).unwrap_or(u32::MAX),
-            backoff: r.backoff,
-            retransmits: r.retransmits,
-            probes_out: r.probes_out,
-            total_retrans: r.total_retrans,
-            user_timeout_ms: r.user_timeout_ms,
-            sndbuf: r.sndbuf,
-            wmem_queued: r.wmem_queued,
-            last_send_age_ms: clock.jiffies_to_ms(r.lsnd_age_jiffies),
-            last_ack_age_ms: clock.jiffies_to_ms(r.rcv_tstamp_age_jiffies),
-            last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
-        };
-    }
-    ConnRecord {
-        key: ConnKey {
-            skaddr: r.skaddr,
-            netns_cookie: r.netns_cookie,
-        },
-        netns: NetnsId {
-            cookie: r.netns_cookie,
-            inode: r.netns_ino,
-        },
-        local: addr(r.family, &r.saddr, r.sport),
-        remote: addr(r.family, &r.daddr, r.dport),
-        state,
-        state_since: if exact { r.state_since_ns } else { first_seen },
-        state_since_exact: exact,
-        first_seen,
-        last_seen: now,
-        inode: r.inode,
-        uid: r.uid,
-        owner: None,
-        creator_pid: (r.pid != 0).then_some(r.pid),
-        creator_comm: comm_str(&r.comm),
-        queues,
-        tcp,
-        retrans: RetransInfo {
-            // Retransmissions before tcpwatch watched the socket are only in the kernel's own
-            // counters: `total_retrans`, and `icsk_retransmits` (RTO retransmissions of the
-            // head segment since the last ACK progress: the kernel's view of the chain).
-            total: r.retrans.max(r.total_retrans),
-            chain: r.chain.max(u32::from(r.retransmits)),
-            chain_start: (r.chain_start_ns != 0).then_some(r.chain_start_ns),
-            last_retrans: (r.last_retrans_ns != 0).then_some(r.last_retrans_ns),
-        },
-        resets: ResetCounts {
-            sent: r.resets_sent,
-            received: r.resets_received,
-        },
-        full_sock: full,
-        history: Vec::new(),
-    }
 }
 
 /// What a change did to the table, for the live stream.
@@ -279,6 +142,15 @@ impl ConnTable {
             return want_delta.then_some(Delta::Remove { key });
         }
         self.last_event.insert(key, ev.ts_ns);
+        if self
+            .conns
+            .get(&key)
+            .is_some_and(|c| other_socket(c.cookie, ev.cookie))
+        {
+            // A CLOSE was lost and a new socket took the address: nothing carries over.
+            self.conns.remove(&key);
+            self.stats.replaced += 1;
+        }
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
             ConnRecord::new(
@@ -293,6 +165,9 @@ impl ConnTable {
                 ev.ts_ns,
             )
         });
+        if ev.cookie != 0 {
+            rec.cookie = ev.cookie;
+        }
         rec.state = state;
         rec.state_since = ev.ts_ns;
         rec.state_since_exact = true;
@@ -337,7 +212,25 @@ impl ConnTable {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
             let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
-            if let Some(rec) = self.conns.get_mut(&key) {
+            if let Some(rec) = self.conns.get_mut(&key)
+                && other_socket(rec.cookie, fresh.cookie)
+            {
+                if event_after_sweep {
+                    // The record is of a newer socket than this sweep saw: keep it.
+                    continue;
+                }
+                // Another socket at a reused address: replace, inherit nothing.
+                let mut fresh = fresh;
+                push_sample(&mut fresh, history_len);
+                if let Some(d) = deltas.as_deref_mut() {
+                    d.push(Delta::Upsert {
+                        conn: Box::new(fresh.clone()),
+                    });
+                }
+                *rec = fresh;
+                self.stats.replaced += 1;
+                out.updated += 1;
+            } else if let Some(rec) = self.conns.get_mut(&key) {
                 let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
                 out.updated += 1;
@@ -387,7 +280,23 @@ impl ConnTable {
         out
     }
 
-    /// Removes every record of namespaces not in `alive` (namespaces that no longer exist).
+    /// Namespace cookies of every record and tombstone, with the namespace inode when a
+    /// record tells it.
+    #[must_use]
+    pub fn netns_cookies(&self) -> HashMap<u64, Option<u32>> {
+        let mut out: HashMap<u64, Option<u32>> = self
+            .last_event
+            .keys()
+            .map(|k| (k.netns_cookie, None))
+            .collect();
+        for c in self.conns.values() {
+            out.insert(c.key.netns_cookie, Some(c.netns.inode));
+        }
+        out
+    }
+
+    /// Removes every record and tombstone of namespaces not in `alive` (namespaces that no
+    /// longer exist).
     pub fn retain_netns(
         &mut self,
         alive: &std::collections::HashSet<u64>,
@@ -405,6 +314,8 @@ impl ConnTable {
             self.stats.removed_netns_gone += 1;
             deltas.push(Delta::Remove { key });
         }
+        self.last_event
+            .retain(|k, _| alive.contains(&k.netns_cookie));
     }
 
     /// Sets owners from an inode -> owner lookup, for records whose owner is unknown.
@@ -424,6 +335,19 @@ impl ConnTable {
             }
         }
         missing
+    }
+
+    /// Forgets the owners of these socket inodes (they no longer hold them): looked up again.
+    pub fn forget_owners(&mut self, inodes: &[u64]) {
+        if inodes.is_empty() {
+            return;
+        }
+        let set: std::collections::HashSet<u64> = inodes.iter().copied().collect();
+        for rec in self.conns.values_mut() {
+            if set.contains(&rec.inode) {
+                rec.owner = None;
+            }
+        }
     }
 
     /// Fills the name and namespace of owners' pods known only by UID (from the cgroup path)
@@ -530,10 +454,16 @@ fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, histo
         } else if fresh.state_since_exact && !rec.state_since_exact {
             rec.state_since = fresh.state_since;
             rec.state_since_exact = true;
+        } else if !fresh.state_since_exact && !rec.state_since_exact {
+            // Two lower bounds of the same age: the larger one (earlier entry) holds.
+            rec.state_since = rec.state_since.min(fresh.state_since);
         }
     }
     if rec.inode != fresh.inode {
         rec.owner = None;
+    }
+    if fresh.cookie != 0 {
+        rec.cookie = fresh.cookie;
     }
     rec.local = fresh.local;
     rec.remote = fresh.remote;
@@ -553,6 +483,19 @@ fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, histo
     rec.full_sock = fresh.full_sock;
     push_sample(rec, history_len);
 }
+
+/// Two known cookies that differ: a different socket at the same address.
+fn other_socket(known: u64, seen: u64) -> bool {
+    known != 0 && seen != 0 && known != seen
+}
+
+#[path = "table_age.rs"]
+mod age;
+
+#[path = "table_convert.rs"]
+mod convert;
+pub use convert::{KernelClock, record_from_sweep};
+use convert::{addr, comm_str};
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

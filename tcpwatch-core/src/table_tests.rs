@@ -1,6 +1,7 @@
 //! Unit tests of `table`.
 use super::*;
-use tcpwatch_common::{AF_INET, tcp_state};
+use crate::model::NS_PER_MS;
+use tcpwatch_common::{AF_INET, SweepHeader, record_flags, tcp_state};
 
 fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
     SockRecord {
@@ -393,4 +394,141 @@ fn only_changes_a_viewer_sees_become_deltas() {
         t.apply_event(&event(1, 7, tcp_state::CLOSE_WAIT, 8), false),
         None
     );
+}
+
+const S: u64 = 1_000_000_000;
+
+/// A `CLOSE_WAIT` record whose change was missed (restart): the entry's state is not known to
+/// the kernel, only that it came after `after`.
+fn missed_close_wait(after: u64, last_ack_ms: u32) -> SockRecord {
+    let mut r = rec(1, 7, tcp_state::CLOSE_WAIT);
+    r.state_since_ns = 0;
+    r.state_after_ns = after;
+    r.first_seen_ns = 10 * S;
+    r.rcv_tstamp_age_jiffies = last_ack_ms; // hz 1000: jiffies are ms
+    r
+}
+
+#[test]
+fn missed_close_wait_takes_its_age_from_the_fin_not_the_whole_life() {
+    // Tracked since 10 s, last sweep saw ESTABLISHED at 40 s, the FIN came 7 s before 60 s.
+    let c = record_from_sweep(&missed_close_wait(40 * S, 7000), CLOCK, 60 * S);
+    assert!(!c.state_since_exact, "not seen by a tracepoint");
+    assert_eq!(
+        c.state_since,
+        53 * S,
+        "age = lastack, a lower bound (was first_seen)"
+    );
+    assert_eq!(c.state_age(60 * S), 7 * S);
+}
+
+#[test]
+fn missed_change_age_never_exceeds_the_last_sweep_that_saw_the_old_state() {
+    // lastack older than the last sweep that saw ESTABLISHED (an ACK-less FIN cannot be): the
+    // upper bound wins.
+    let c = record_from_sweep(&missed_close_wait(50 * S, 30_000), CLOCK, 60 * S);
+    assert_eq!(c.state_since, 50 * S);
+    // Another state missed: nothing tells its age but the bound; a lower bound is 0.
+    let mut r = missed_close_wait(50 * S, 30_000);
+    r.state = tcp_state::FIN_WAIT1;
+    let c = record_from_sweep(&r, CLOCK, 60 * S);
+    assert_eq!((c.state_since, c.state_since_exact), (60 * S, false));
+    // The next sweeps keep the earliest lower bound: the age grows from the first sight.
+    let mut t = ConnTable::new(TableConfig::default());
+    t.apply_sweep(7, &[r], 59 * S, CLOCK, 60 * S, None);
+    t.apply_sweep(7, &[r], 64 * S, CLOCK, 65 * S, None);
+    let c = t.iter().next().unwrap();
+    assert_eq!(c.state_age(65 * S), 5 * S);
+}
+
+#[test]
+fn close_wait_seen_first_by_the_sweep_uses_the_better_lower_bound() {
+    // Predates tcpwatch (no missed change): first_seen and lastack are both lower bounds.
+    let mut r = missed_close_wait(0, 45_000);
+    r.first_seen_ns = 55 * S;
+    let c = record_from_sweep(&r, CLOCK, 60 * S);
+    assert_eq!((c.state_since, c.state_since_exact), (15 * S, false));
+    r.rcv_tstamp_age_jiffies = 1000;
+    assert_eq!(record_from_sweep(&r, CLOCK, 60 * S).state_since, 55 * S);
+}
+
+fn owned(mut r: SockRecord, cookie: u64) -> SockRecord {
+    r.cookie = cookie;
+    r
+}
+
+#[test]
+fn new_socket_at_a_reused_address_replaces_the_record() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut old = owned(rec(1, 7, tcp_state::ESTABLISHED), 11);
+    old.pid = 4242;
+    old.comm = *b"oldproc\0\0\0\0\0\0\0\0\0";
+    old.retrans = 9;
+    old.resets_sent = 3;
+    old.write_seq = 5000;
+    t.apply_sweep(7, &[old], 90, CLOCK, 1000, None);
+    let key = t.iter().next().unwrap().key;
+    // The kernel entry was reset for the new socket: its own counters, first_seen, no owner.
+    let mut new = owned(rec(1, 7, tcp_state::ESTABLISHED), 12);
+    new.state_since_ns = 0;
+    new.first_seen_ns = 2000;
+    new.inode = 555;
+    let mut deltas = Vec::new();
+    t.apply_sweep(7, &[new], 1900, CLOCK, 2000, Some(&mut deltas));
+    let c = t.get(&key).unwrap();
+    assert_eq!(c.cookie, 12);
+    assert_eq!(c.first_seen, 2000, "not the old socket's first_seen");
+    assert_eq!((c.state_since, c.state_since_exact), (2000, false));
+    assert_eq!(c.creator_pid, None, "no inherited owner");
+    assert_eq!((c.retrans.total, c.resets.sent), (0, 0));
+    assert!(c.history.is_empty(), "no inherited history");
+    assert_eq!(t.stats().replaced, 1);
+    assert_eq!(deltas.len(), 1);
+}
+
+#[test]
+fn new_socket_event_at_a_reused_address_replaces_the_record() {
+    let mut t = ConnTable::new(TableConfig::default());
+    let mut old = owned(rec(1, 7, tcp_state::ESTABLISHED), 11);
+    old.retrans = 9;
+    old.pid = 4242;
+    t.apply_sweep(7, &[old], 90, CLOCK, 1000, None);
+    // Its CLOSE was lost; a new socket at the address connects.
+    let mut ev = event(1, 7, tcp_state::SYN_SENT, 3000);
+    ev.cookie = 12;
+    t.apply_event(&ev, false);
+    let c = t.iter().next().unwrap();
+    assert_eq!((c.cookie, c.first_seen, c.retrans.total), (12, 3000, 0));
+    assert_eq!(c.creator_pid, None);
+    // A sweep that started before the event and still saw the old socket changes nothing.
+    t.apply_sweep(7, &[old], 2500, CLOCK, 3500, None);
+    let c = t.iter().next().unwrap();
+    assert_eq!((c.cookie, c.state), (12, TcpState::SynSent));
+    // Unknown cookies (raw_tp events) are not a different socket.
+    let mut ev = event(1, 7, tcp_state::ESTABLISHED, 4000);
+    ev.cookie = 0;
+    t.apply_event(&ev, false);
+    assert_eq!(t.iter().next().unwrap().first_seen, 3000);
+    assert_eq!(t.stats().replaced, 1);
+}
+
+#[test]
+fn gone_namespace_takes_its_tombstones_along() {
+    let mut t = ConnTable::new(TableConfig::default());
+    t.apply_sweep(
+        7,
+        &[rec(1, 7, tcp_state::ESTABLISHED)],
+        90,
+        CLOCK,
+        100,
+        None,
+    );
+    t.apply_event(&event(2, 9, tcp_state::ESTABLISHED, 100), false);
+    t.apply_event(&event(3, 9, tcp_state::CLOSE, 110), false);
+    assert!(t.netns_cookies().contains_key(&9));
+    let mut deltas = Vec::new();
+    t.retain_netns(&[7].into_iter().collect(), &mut deltas);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.stats().removed_netns_gone, 1);
+    assert!(!t.netns_cookies().contains_key(&9), "tombstone cleared");
 }

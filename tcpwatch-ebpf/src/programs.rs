@@ -21,7 +21,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
         generated::{
-            bpf_jiffies64, bpf_ktime_get_ns, bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
+            bpf_get_socket_cookie, bpf_jiffies64, bpf_ktime_get_ns,
+            bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
         },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
@@ -110,6 +111,41 @@ fn rd_ptr(base: *const u8, off: u32) -> *const u8 {
 fn ktime() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_ns() }
+}
+
+/// The socket's cookie: its generation, told apart from an earlier socket at the same address.
+/// Only BTF-typed programs (`tp_btf`, `iter`) may call the helper (Linux 5.12+); the `raw_tp`
+/// fallback gets 0 ("not known"), and the sweep fills the entry's cookie in later.
+#[inline(always)]
+fn cookie_of<const BTF: bool>(sk: *const u8) -> u64 {
+    if BTF {
+        // SAFETY: `sk` is the BTF-typed socket pointer the kernel passed to this program; the
+        // helper accepts it (and NULL) and only reads or generates the socket's cookie.
+        unsafe { bpf_get_socket_cookie(sk.cast_mut().cast()) }
+    } else {
+        0
+    }
+}
+
+/// The socket's `SOCKS` entry if it belongs to this socket. An entry left by an earlier
+/// socket at the same (reused) address, i.e. with another cookie, is reset: counters,
+/// first-seen time, owner and state age start again (the age is then unknown).
+#[inline(always)]
+fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
+    let p = SOCKS.get_ptr_mut(key)?;
+    // SAFETY: the entry is only written under the socket's lock or by the sweep, which holds it.
+    let st = unsafe { &mut *p };
+    if cookie != 0 && st.cookie != cookie {
+        if st.cookie != 0 {
+            *st = SockState {
+                first_seen_ns: now,
+                state,
+                ..SockState::default()
+            };
+        }
+        st.cookie = cookie;
+    }
+    Some(p)
 }
 
 /// Network namespace of a socket: (cookie, inode).
@@ -202,6 +238,18 @@ unsafe fn fill_common(ev: *mut StateEvent, sk: *const u8) {
     }
 }
 
+/// Reads a `T` at `off` in an `N`-byte copy of a socket; 0 when the field is missing on this
+/// kernel (the bound check also proves the access to the verifier).
+#[inline(always)]
+fn bfn<const N: usize, T: Default>(buf: *const u8, off: u32) -> T {
+    let off = off as usize;
+    if off > N - core::mem::size_of::<T>() {
+        return T::default();
+    }
+    // SAFETY: off + size_of::<T>() <= N, the size of the buffer `buf` points to.
+    unsafe { core::ptr::read_unaligned(buf.add(off).cast::<T>()) }
+}
+
 #[inline(always)]
 fn is_tcp(sk: *const u8) -> bool {
     let o = offsets();
@@ -213,13 +261,13 @@ fn is_tcp(sk: *const u8) -> bool {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state::<true>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    on_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state::<false>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
 }
 
@@ -234,7 +282,7 @@ struct Tracked {
 
 /// Updates (or creates, or on CLOSE deletes) the socket's `SOCKS` entry.
 #[inline(always)]
-fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
+fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
     let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
     let mut out = Tracked {
         pid,
@@ -243,11 +291,12 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
         resets_sent: 0,
         resets_received: 0,
     };
-    if let Some(st) = SOCKS.get_ptr_mut(key) {
+    if let Some(st) = own_entry(key, cookie, now, newstate) {
         // SAFETY: the entry belongs to this socket; state changes run under the socket lock.
         let st = unsafe { &mut *st };
         st.state = newstate;
         st.state_since_ns = now;
+        st.state_after_ns = 0;
         if process_context {
             st.pid = pid;
             st.comm = comm;
@@ -263,6 +312,7 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
         let st = SockState {
             state_since_ns: now,
             first_seen_ns: now,
+            cookie,
             state: newstate,
             pid,
             comm,
@@ -279,12 +329,13 @@ fn track_state(key: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tr
 }
 
 #[inline(always)]
-fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
+fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     if sk.is_null() || !is_tcp(sk) {
         return;
     }
     let now = ktime();
     let key = sk as u64;
+    let cookie = cookie_of::<BTF>(sk);
     let newstate = newstate as u8;
     let (pid, comm) = if newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN {
         (
@@ -294,7 +345,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
     } else {
         (0, [0; 16])
     };
-    let tracked = track_state(key, newstate, now, pid, comm);
+    let tracked = track_state(key, cookie, newstate, now, pid, comm);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -310,6 +361,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).kind = event_kind::STATE;
         (*ev).ts_ns = now;
         (*ev).skaddr = key;
+        (*ev).cookie = cookie;
         (*ev).oldstate = oldstate as u8;
         (*ev).newstate = newstate;
         (*ev).state_since_ns = now;
@@ -329,25 +381,28 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tp_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
-    on_retransmit(ctx.arg(0));
+    on_retransmit::<true>(ctx.arg(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn raw_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    on_retransmit(ctx.arg(0));
+    on_retransmit::<false>(ctx.arg(0));
     0
 }
 
-/// Returns the socket's `SOCKS` entry, creating it (age unknown) if tcpwatch has not seen it.
+/// Returns the socket's `SOCKS` entry (reset if an earlier socket at the same address left
+/// it), creating it (age unknown) if tcpwatch has not seen the socket.
 #[inline(always)]
-fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
+fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
     let key = sk as u64;
-    if let Some(p) = SOCKS.get_ptr_mut(key) {
+    if let Some(p) = own_entry(key, cookie, now, state) {
         return Some(p);
     }
     let st = SockState {
         first_seen_ns: now,
+        cookie,
+        netns_cookie: netns_of(sk).0,
         state,
         ..SockState::default()
     };
@@ -359,14 +414,15 @@ fn sock_entry(sk: *const u8, now: u64, state: u8) -> Option<*mut SockState> {
 }
 
 #[inline(always)]
-fn on_retransmit(sk: *const u8) {
+fn on_retransmit<const BTF: bool>(sk: *const u8) {
     count(counter::RETRANS);
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
-    let Some(st) = sock_entry(sk, now, rd(sk, offsets().skc_state)) else {
+    let cookie = cookie_of::<BTF>(sk);
+    let Some(st) = sock_entry(sk, cookie, now, rd(sk, offsets().skc_state)) else {
         return;
     };
     // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
@@ -387,30 +443,30 @@ fn on_retransmit(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), true);
+    on_reset::<true>(ctx.arg(0), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), true);
+    on_reset::<false>(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), false);
+    on_reset::<true>(ctx.arg(0), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    on_reset(ctx.arg(0), false);
+    on_reset::<false>(ctx.arg(0), false);
     0
 }
 
 #[inline(always)]
-fn on_reset(sk: *const u8, sent: bool) {
+fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
     count(if sent {
         counter::RESETS_SENT
     } else {
@@ -446,7 +502,7 @@ fn on_reset(sk: *const u8, sent: bool) {
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
     }
-    if let Some(st) = SOCKS.get_ptr_mut(sk as u64) {
+    if let Some(st) = own_entry(sk as u64, cookie_of::<BTF>(sk), ktime(), state) {
         // SAFETY: the entry belongs to this socket.
         let st = unsafe { &mut *st };
         if sent {
@@ -458,221 +514,10 @@ fn on_reset(sk: *const u8, sent: bool) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Sweep: iter/tcp (aya-ebpf 0.2.1 has no #[iter] macro: the section is written by hand).
+// Sweep: iter/tcp, in sweep.rs.
 
-#[repr(C)]
-pub struct BpfIterMeta {
-    seq: *mut c_void,
-    session_id: u64,
-    seq_num: u64,
-}
-
-#[repr(C)]
-pub struct BpfIterTcp {
-    meta: *mut BpfIterMeta,
-    sk_common: *const u8,
-    uid: u32,
-}
-
-#[inline(always)]
-fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
-    // SAFETY: `data` points to `len` readable bytes (a map value); the helper copies them.
-    let ret = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
-    if ret != 0 {
-        count(counter::SWEEP_WRITE_FAILED);
-    }
-}
-
-/// # Safety
-/// Called by the kernel with a valid `bpf_iter__tcp` context.
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "iter/tcp")]
-pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
-    // SAFETY: the kernel passes a valid context; meta is never NULL.
-    let (meta, sk, uid) = unsafe { ((*ctx).meta, (*ctx).sk_common, (*ctx).uid) };
-    // SAFETY: as above.
-    let (seq, seq_num) = unsafe { ((*meta).seq, (*meta).seq_num) };
-    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // A header starts the output; the final call (sk == NULL) writes one too, because a
-    // namespace without sockets has no first call (userspace keeps the first header).
-    if seq_num == 0 || sk.is_null() {
-        let hdr = rec.cast::<SweepHeader>();
-        // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
-        unsafe {
-            (*hdr).magic = SWEEP_MAGIC;
-            (*hdr).abi_version = ABI_VERSION;
-            (*hdr).ktime_ns = ktime();
-            (*hdr).jiffies = bpf_jiffies64();
-        }
-        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
-    }
-    if sk.is_null() {
-        return 0;
-    }
-    // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
-    let r = unsafe { &mut *rec };
-    if fill_record(r, sk, uid) {
-        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
-    } else {
-        // Not expected (the copy stays inside the socket object); counted, never silent.
-        count(counter::SWEEP_WRITE_FAILED);
-    }
-    0
-}
-
-/// Reads a `T` at `off` in an `N`-byte copy of a socket; 0 when the field is missing on this
-/// kernel (the bound check also proves the access to the verifier).
-#[inline(always)]
-fn bfn<const N: usize, T: Default>(buf: *const u8, off: u32) -> T {
-    let off = off as usize;
-    if off > N - core::mem::size_of::<T>() {
-        return T::default();
-    }
-    // SAFETY: off + size_of::<T>() <= N, the size of the buffer `buf` points to.
-    unsafe { core::ptr::read_unaligned(buf.add(off).cast::<T>()) }
-}
-
-/// [`bfn`] in the sweep's copy of a socket.
-#[inline(always)]
-fn bf<T: Default>(buf: *const u8, off: u32) -> T {
-    bfn::<SOCK_COPY_LEN, T>(buf, off)
-}
-
-/// Tuple from an `N`-byte copy of a socket (same as [`tuple_of`], without helper calls).
-#[inline(always)]
-fn tuple_from<const N: usize>(buf: *const u8, o: &KernelOffsets) -> Tuple {
-    let family: u16 = bfn::<N, _>(buf, o.skc_family);
-    let mut t = Tuple {
-        family,
-        sport: bfn::<N, _>(buf, o.skc_num),
-        dport: u16::from_be(bfn::<N, _>(buf, o.skc_dport)),
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET6 {
-        t.saddr = bfn::<N, _>(buf, o.skc_v6_rcv_saddr);
-        t.daddr = bfn::<N, _>(buf, o.skc_v6_daddr);
-    } else if family == AF_INET {
-        let s: [u8; 4] = bfn::<N, _>(buf, o.skc_rcv_saddr);
-        let d: [u8; 4] = bfn::<N, _>(buf, o.skc_daddr);
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
-    }
-    t
-}
-
-/// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
-/// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
-/// are picked from the copy: one helper call instead of one per field.
-#[inline(always)]
-fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
-    let o = offsets();
-    let state: u8 = rd(sk, o.skc_state);
-    let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
-    let Some(buf) = SOCK_COPY.get_ptr_mut(0) else {
-        return false;
-    };
-    let buf = buf.cast::<u8>();
-    let len = if mini {
-        o.common_read_len
-    } else {
-        o.full_read_len
-    };
-    let len = len.min(SOCK_COPY_LEN as u32);
-    if len == 0 {
-        return false;
-    }
-    // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
-    if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
-        return false;
-    }
-    let t = tuple_from::<SOCK_COPY_LEN>(buf, o);
-    let net = bf::<u64>(buf, o.skc_net) as *const u8;
-    *r = SockRecord {
-        skaddr: sk as u64,
-        netns_cookie: rd(net, o.net_cookie),
-        netns_ino: rd(net, o.net_ns_inum),
-        uid,
-        family: t.family,
-        sport: t.sport,
-        dport: t.dport,
-        saddr: t.saddr,
-        daddr: t.daddr,
-        state,
-        ..SockRecord::default()
-    };
-    if mini {
-        return true;
-    }
-    r.flags = record_flags::FULL_SOCK;
-    let socket = bf::<u64>(buf, o.sk_socket) as *const u8;
-    if !socket.is_null() {
-        r.flags |= record_flags::HAS_SOCKET;
-        if o.socket_alloc_vfs_inode != OFFSET_MISSING {
-            let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
-            r.inode = rd(inode, o.inode_i_ino);
-        }
-    }
-    r.write_seq = bf(buf, o.write_seq);
-    r.snd_una = bf(buf, o.snd_una);
-    r.snd_nxt = bf(buf, o.snd_nxt);
-    r.rcv_nxt = bf(buf, o.rcv_nxt);
-    r.copied_seq = bf(buf, o.copied_seq);
-    r.snd_wnd = bf(buf, o.snd_wnd);
-    r.srtt_us8 = bf(buf, o.srtt_us);
-    r.rto_jiffies = bf(buf, o.icsk_rto);
-    r.user_timeout_ms = bf(buf, o.icsk_user_timeout);
-    r.total_retrans = bf(buf, o.total_retrans);
-    r.ack_backlog = bf(buf, o.sk_ack_backlog);
-    r.max_ack_backlog = bf(buf, o.sk_max_ack_backlog);
-    r.sndbuf = bf::<i32>(buf, o.sk_sndbuf) as u32;
-    r.wmem_queued = bf::<i32>(buf, o.sk_wmem_queued) as u32;
-    r.backoff = bf(buf, o.icsk_backoff);
-    r.retransmits = bf(buf, o.icsk_retransmits);
-    r.probes_out = bf(buf, o.icsk_probes_out);
-    // SAFETY: helper without arguments.
-    let jiffies = unsafe { bpf_jiffies64() } as u32;
-    r.lsnd_age_jiffies = jiffies.wrapping_sub(bf(buf, o.lsndtime));
-    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(bf(buf, o.rcv_tstamp));
-    r.lrcv_age_jiffies = jiffies.wrapping_sub(bf(buf, o.icsk_ack_lrcvtime));
-
-    // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
-    let key = sk as u64;
-    let entry = match SOCKS.get_ptr_mut(key) {
-        Some(p) => Some(p),
-        None => sock_entry(sk, ktime(), state),
-    };
-    if let Some(st) = entry {
-        // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
-        // record one event stale, which the next sweep corrects.
-        let st = unsafe { &mut *st };
-        // State changes missed while no program was attached (daemon restart with a pinned
-        // map): the entry's age is no longer known.
-        if st.state != state {
-            st.state = state;
-            st.state_since_ns = 0;
-        }
-        // ACK progress since the last retransmission ends the chain.
-        if st.chain > 0 && st.chain_snd_una != r.snd_una {
-            st.chain = 0;
-            st.chain_start_ns = 0;
-        }
-        r.flags |= record_flags::TRACKED;
-        r.state_since_ns = st.state_since_ns;
-        r.first_seen_ns = st.first_seen_ns;
-        r.last_retrans_ns = st.last_retrans_ns;
-        r.chain_start_ns = st.chain_start_ns;
-        r.retrans = st.retrans;
-        r.chain = st.chain;
-        r.resets_sent = st.resets_sent;
-        r.resets_received = st.resets_received;
-        r.pid = st.pid;
-        r.comm = st.comm;
-    }
-    true
-}
+#[path = "sweep.rs"]
+mod sweep;
 
 #[cfg(not(test))]
 #[panic_handler]

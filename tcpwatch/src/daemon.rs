@@ -77,7 +77,7 @@ fn sweeper_thread(
 ) -> anyhow::Result<()> {
     let home = Home::current()?;
     for n in 0_u64.. {
-        let batch = sweep_all(&mut kernel, &home, n % GC_EVERY_SWEEPS == 0);
+        let batch = sweep_all(&mut kernel, &home, n % GC_EVERY_SWEEPS == 1);
         if batch.socks_gc_removed > 0 {
             tracing::info!(
                 removed = batch.socks_gc_removed,
@@ -92,9 +92,13 @@ fn sweeper_thread(
     Ok(())
 }
 
-/// Kernel entries of vanished sockets are garbage-collected on the first sweep (after a
-/// restart with pinned maps) and then every this many sweeps.
+/// Kernel entries of vanished sockets are garbage-collected on the second sweep (after a
+/// restart with pinned maps; an entry must be missing from two sweeps in a row) and then every
+/// this many sweeps.
 const GC_EVERY_SWEEPS: u64 = 60;
+
+/// Cached socket owners re-checked per sweep (one `readlink` each).
+const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
@@ -194,9 +198,14 @@ async fn on_sweep(
         let mut s = shared.lock().await;
         (s.apply_sweep(batch, now), !s.ready)
     };
+    // Cached owners that no longer hold their socket are looked up again.
+    let regone = owners.revalidate(OWNER_REVALIDATE_PER_SWEEP);
+    let mut wanted = wanted;
+    wanted.extend(regone.iter().copied());
     // The /proc scan runs without the lock: the API keeps answering meanwhile.
     owners.refresh(&wanted, first);
     let mut s = shared.lock().await;
+    s.table.forget_owners(&regone);
     s.table.attach_owners(|ino| owners.get(ino));
     pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();

@@ -66,6 +66,8 @@ pub struct Kernel {
     pub features: crate::probe::Features,
     pub attached: Vec<Attached>,
     pub missing_optional: Vec<String>,
+    /// Start (ktime) of the previous sweep of each namespace, by cookie.
+    prev_sweep_start: HashMap<u64, u64>,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -146,6 +148,7 @@ impl Kernel {
             features,
             attached,
             missing_optional: resolved.missing_optional,
+            prev_sweep_start: HashMap::new(),
         })
     }
 
@@ -193,24 +196,38 @@ impl Kernel {
         Ok(out)
     }
 
-    /// Deletes `SOCKS` entries of sockets that no longer exist: not listed by a complete sweep
-    /// that started at `sweep_start`, and not touched since (their CLOSE was missed while no
-    /// program was attached, e.g. across a daemon restart with pinned maps). Returns how many.
+    /// Deletes `SOCKS` entries of sockets that no longer exist (their CLOSE was missed while
+    /// no program was attached, e.g. across a daemon restart with pinned maps): entries of a
+    /// namespace in `swept` that its sweep did not list and nothing touched since it started.
+    /// Entries whose namespace is not known yet (never swept) only when the sweep was
+    /// `complete` (every namespace read), against all of them. Returns how many.
     pub fn gc_socks(
         &mut self,
-        live: &std::collections::HashSet<u64>,
-        sweep_start: u64,
+        swept: &HashMap<u64, GcScope>,
+        complete: bool,
     ) -> anyhow::Result<usize> {
         let map = self.ebpf.map_mut("SOCKS").context("SOCKS map missing")?;
         let mut socks: BpfHashMap<&mut MapData, u64, SockState> = BpfHashMap::try_from(map)?;
+        let all_start = swept.values().map(|s| s.start).min().unwrap_or(0);
         let stale: Vec<u64> = socks
             .iter()
             .filter_map(Result::ok)
             .filter(|(k, v)| {
-                !live.contains(k)
-                    && v.first_seen_ns < sweep_start
-                    && v.state_since_ns < sweep_start
-                    && v.last_retrans_ns < sweep_start
+                let untouched_since = |start: u64| {
+                    v.first_seen_ns < start
+                        && v.state_since_ns < start
+                        && v.last_retrans_ns < start
+                        && v.last_sweep_ns < start
+                };
+                match swept.get(&v.netns_cookie) {
+                    Some(scope) => !scope.live.contains(k) && untouched_since(scope.start),
+                    None => {
+                        v.netns_cookie == 0
+                            && complete
+                            && !swept.values().any(|s| s.live.contains(k))
+                            && untouched_since(all_start)
+                    }
+                }
             })
             .map(|(k, _)| k)
             .collect();
@@ -221,6 +238,17 @@ impl Kernel {
             }
         }
         Ok(removed)
+    }
+
+    /// Records that a sweep of namespace `cookie` started at `start`; returns when the
+    /// previous one started (None: first sweep seen). Forgets namespaces not in `keep`.
+    pub fn note_sweep_start(&mut self, cookie: u64, start: u64) -> Option<u64> {
+        self.prev_sweep_start.insert(cookie, start)
+    }
+
+    /// Forgets the sweep starts of namespaces not swept any more.
+    pub fn retain_sweep_starts(&mut self, keep: &std::collections::HashSet<u64>) {
+        self.prev_sweep_start.retain(|c, _| keep.contains(c));
     }
 
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
@@ -235,6 +263,15 @@ impl Kernel {
             .context("reading the sweep iterator")?;
         parse_sweep(&bytes)
     }
+}
+
+/// One namespace's sweep as the `SOCKS` garbage collection needs it.
+#[derive(Debug, Default)]
+pub struct GcScope {
+    /// Socket addresses the sweep listed.
+    pub live: std::collections::HashSet<u64>,
+    /// ktime at which the sweep started.
+    pub start: u64,
 }
 
 /// Maps that outlive the daemon: (name, key size, value size, max entries). Their layout is

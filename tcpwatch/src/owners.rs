@@ -1,6 +1,9 @@
 //! Socket inode -> owning process, by scanning `/proc/PID/fd`. Incremental: a scan runs only
 //! when the table has socket inodes with no known owner, at most once per interval, and stops
-//! as soon as every wanted inode is found. Results are cached until the socket goes away.
+//! as soon as every wanted inode is found. Results are cached until the socket goes away, and
+//! re-checked a bounded number per sweep (one `readlink` each): a process that exited, whose
+//! pid was reused, or that handed the socket to another process and closed its descriptor is
+//! no longer shown as the owner; the socket is looked up again.
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -12,12 +15,17 @@ pub struct OwnerStats {
     pub scans: u64,
     pub fds_read: u64,
     pub last_scan_ms: u64,
+    /// Cached owners re-checked, and of those found no longer holding the socket.
+    pub revalidated: u64,
+    pub owners_gone: u64,
 }
 
 pub struct OwnerIndex {
     by_inode: HashMap<u64, Owner>,
     interval: Duration,
     last_scan: Option<Instant>,
+    /// Round-robin position of [`OwnerIndex::revalidate`] (the last inode checked).
+    cursor: u64,
     pub stats: OwnerStats,
 }
 
@@ -28,6 +36,7 @@ impl OwnerIndex {
             by_inode: HashMap::new(),
             interval,
             last_scan: None,
+            cursor: 0,
             stats: OwnerStats::default(),
         }
     }
@@ -40,6 +49,38 @@ impl OwnerIndex {
     /// Drops cached owners of inodes no longer in use.
     pub fn retain(&mut self, live: &HashSet<u64>) {
         self.by_inode.retain(|ino, _| live.contains(ino));
+    }
+
+    /// Re-checks up to `budget` cached owners, round robin: an owner whose process no longer
+    /// holds the socket at that descriptor is dropped. Returns the dropped inodes (their owner
+    /// must be looked up again).
+    pub fn revalidate(&mut self, budget: usize) -> Vec<u64> {
+        let mut inodes: Vec<u64> = self.by_inode.keys().copied().collect();
+        inodes.sort_unstable();
+        let start = inodes.partition_point(|&i| i <= self.cursor);
+        let picked: Vec<u64> = inodes[start..]
+            .iter()
+            .chain(&inodes[..start])
+            .take(budget)
+            .copied()
+            .collect();
+        if let Some(&last) = picked.last() {
+            self.cursor = last;
+        }
+        self.stats.revalidated += picked.len() as u64;
+        let gone: Vec<u64> = picked
+            .into_iter()
+            .filter(|ino| {
+                self.by_inode
+                    .get(ino)
+                    .is_some_and(|o| !still_holds(o, *ino))
+            })
+            .collect();
+        for ino in &gone {
+            self.by_inode.remove(ino);
+        }
+        self.stats.owners_gone += gone.len() as u64;
+        gone
     }
 
     /// Scans `/proc` for the `wanted` inodes if the interval allows (or `force`).
@@ -111,6 +152,15 @@ impl OwnerIndex {
         }
         self.stats.last_scan_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
     }
+}
+
+/// Whether `o` still holds socket `inode` at its descriptor.
+fn still_holds(o: &Owner, inode: u64) -> bool {
+    let Some(fd) = o.fd else {
+        return std::path::Path::new(&format!("/proc/{}", o.pid)).exists();
+    };
+    std::fs::read_link(format!("/proc/{}/fd/{fd}", o.pid))
+        .is_ok_and(|t| socket_inode(&t.to_string_lossy()) == Some(inode))
 }
 
 /// `socket:[12345]` -> 12345.
@@ -190,5 +240,25 @@ mod tests {
         // Within the interval a second scan is skipped; found inodes are never rescanned.
         idx.refresh(&HashSet::from([inode, 1]), false);
         assert_eq!(idx.stats.scans, 1);
+    }
+
+    #[test]
+    fn owner_that_no_longer_holds_the_socket_is_dropped_and_found_again() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let inode = socket_inode(&link.to_string_lossy()).unwrap();
+        let mut idx = OwnerIndex::new(Duration::ZERO);
+        idx.refresh(&HashSet::from([inode]), true);
+        assert!(idx.revalidate(10).is_empty(), "still held");
+        // Handed on: another descriptor holds it, the first one is closed.
+        let moved = l.try_clone().unwrap();
+        drop(l);
+        assert_eq!(idx.revalidate(10), vec![inode]);
+        assert!(idx.get(inode).is_none());
+        idx.refresh(&HashSet::from([inode]), true);
+        let fd2 = std::os::fd::AsRawFd::as_raw_fd(&moved);
+        assert_eq!(idx.get(inode).unwrap().fd, Some(fd2));
+        assert_eq!((idx.stats.revalidated, idx.stats.owners_gone), (2, 1));
     }
 }

@@ -67,6 +67,8 @@ pub struct Shared {
     /// True once programs are attached and the first full sweep is in the table.
     pub ready: bool,
     pub stream: broadcast::Sender<StreamEvent>,
+    /// Namespaces missing from sweeps: their records leave once they are gone.
+    pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
 }
 
 impl Shared {
@@ -91,6 +93,7 @@ impl Shared {
             clock: KernelClock::default(),
             ready: false,
             stream,
+            netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
         }
     }
 
@@ -146,6 +149,13 @@ impl Shared {
         }
         self.netns = alive;
         self.netns_names.retain(|c, _| self.netns.contains_key(c));
+        let swept = self.netns.keys().copied().collect();
+        let mut gone = Vec::new();
+        self.netns_presence
+            .apply(&mut self.table, &swept, &batch.unreadable, &mut gone);
+        if want {
+            deltas.extend(gone);
+        }
         for d in deltas {
             let _ = self.stream.send(StreamEvent::Conn(d));
         }

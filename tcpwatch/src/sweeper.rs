@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tcpwatch_common::counter;
 use tcpwatch_core::model::{NetnsId, NetnsInfo, ResetCounts};
 
-use crate::kernel::{Kernel, Sweep};
+use crate::kernel::{GcScope, Kernel, Sweep};
 use crate::netns::{self, Home, NetnsHandle};
 
 /// One namespace's part of a sweep.
@@ -33,6 +33,9 @@ pub struct SweepBatch {
     pub socks_gc_removed: usize,
     /// Namespaces that disappeared between discovery and their sweep (normal churn).
     pub vanished: usize,
+    /// Inodes of namespaces that were found but could not be read for another reason than
+    /// having vanished (their records are kept as they are, not treated as gone).
+    pub unreadable: HashSet<u32>,
 }
 
 impl SweepBatch {
@@ -70,11 +73,15 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
     let mut namespaces = Vec::new();
     let mut errors = Vec::new();
     let mut vanished = 0;
+    let mut unreadable = HashSet::new();
     for h in netns::discover() {
         match sweep_one(kernel, home, &h) {
             Ok(ns) => namespaces.push(ns),
             Err(e) if e.downcast_ref::<netns::Vanished>().is_some() => vanished += 1,
-            Err(e) => errors.push(format!("net:[{}]: {e:#}", h.inode)),
+            Err(e) => {
+                unreadable.insert(h.inode);
+                errors.push(format!("net:[{}]: {e:#}", h.inode));
+            }
         }
     }
     let counters = kernel.counters().unwrap_or_else(|e| {
@@ -85,20 +92,34 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors.push(format!("reading PORT_RESETS: {e:#}"));
         HashMap::new()
     });
-    // A complete sweep (every namespace read) tells which sockets exist: garbage-collect the
-    // kernel entries of the others. Skipped when a namespace could not be read.
+    // A namespace read completely tells which of its sockets exist: garbage-collect the
+    // kernel entries of the others there. Entries of namespaces not read (vanished from
+    // discovery while their orphans live on, or a transient failure) are left alone, so churn
+    // elsewhere neither starves the collection nor deletes live sockets' state.
+    //
+    // Before Linux 6.16 the TCP iterator can skip a socket when it resumes between two reads
+    // (a socket of the same hash bucket went away meanwhile). So an entry is collected only if
+    // the previous sweep of its namespace did not list it either: nothing touched it since
+    // that sweep started (listing sets `last_sweep_ns`).
+    let mut prev_starts = HashMap::new();
+    for n in &namespaces {
+        if let Some(prev) = kernel.note_sweep_start(n.id.cookie, n.sweep.header.ktime_ns) {
+            prev_starts.insert(n.id.cookie, prev);
+        }
+    }
+    kernel.retain_sweep_starts(&namespaces.iter().map(|n| n.id.cookie).collect());
     let mut socks_gc_removed = 0;
-    if gc && errors.is_empty() && vanished == 0 {
-        let start = namespaces
+    if gc {
+        let swept: HashMap<u64, GcScope> = namespaces
             .iter()
-            .map(|n| n.sweep.header.ktime_ns)
-            .min()
-            .unwrap_or(0);
-        let live: HashSet<u64> = namespaces
-            .iter()
-            .flat_map(|n| n.sweep.records.iter().map(|r| r.skaddr))
+            .filter_map(|n| {
+                let start = *prev_starts.get(&n.id.cookie)?;
+                let live = n.sweep.records.iter().map(|r| r.skaddr).collect();
+                Some((n.id.cookie, GcScope { live, start }))
+            })
             .collect();
-        match kernel.gc_socks(&live, start) {
+        let complete = errors.is_empty() && vanished == 0 && swept.len() == namespaces.len();
+        match kernel.gc_socks(&swept, complete) {
             Ok(n) => socks_gc_removed = n,
             Err(e) => errors.push(format!("garbage-collecting SOCKS: {e:#}")),
         }
@@ -111,5 +132,6 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         duration: t0.elapsed(),
         socks_gc_removed,
         vanished,
+        unreadable,
     }
 }

@@ -23,7 +23,7 @@
 //! `reopen_after` ago; ids are per live connection / listener / port, so the map is bounded
 //! by the table's `max_connections` (plus ports). Resolved findings are kept in a ring of
 //! `recently_resolved`.
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::config::{DetectorConfig, seconds_to_ns};
 use crate::detect::text;
@@ -70,6 +70,8 @@ struct Reported {
 #[derive(Clone, Debug, Default)]
 struct Entry {
     socket: Option<ConnKey>,
+    /// The cookie of that socket when the entry was last held (0 = not known).
+    cookie: u64,
     /// The condition has held continuously since (None: it does not hold now).
     true_since: Option<MonoNs>,
     /// The condition has been false continuously since, while open.
@@ -137,12 +139,13 @@ impl FindingBook {
             .and_then(|e| e.open.as_ref().map(|(f, _)| f))
     }
 
-    /// Applies one evaluation's candidates. `present` holds every socket of this evaluation.
+    /// Applies one evaluation's candidates. `present` holds every socket of this evaluation,
+    /// with its cookie.
     pub(crate) fn apply(
         &mut self,
         now: MonoNs,
         candidates: Vec<Candidate>,
-        present: &HashSet<ConnKey>,
+        present: &HashMap<ConnKey, u64>,
     ) -> Vec<FindingChange> {
         let mut changes = Vec::new();
         self.resolve_gone(now, present, &mut changes);
@@ -150,7 +153,12 @@ impl FindingBook {
         self.suppressed = 0;
         for c in candidates {
             if seen.insert(c.id.clone()) {
+                let cookie = c.socket.and_then(|k| present.get(&k).copied()).unwrap_or(0);
+                let id = c.id.clone();
                 self.holds(now, c, &mut changes);
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.cookie = cookie;
+                }
             }
         }
         self.resolve_cleared(now, &seen, &mut changes);
@@ -163,17 +171,22 @@ impl FindingBook {
         changes
     }
 
-    /// Sockets that are gone: resolve at once, forget everything about them.
+    /// Sockets that are gone: resolve at once, forget everything about them. A socket whose
+    /// key now has another cookie is gone too (a new socket took its address).
     fn resolve_gone(
         &mut self,
         now: MonoNs,
-        present: &HashSet<ConnKey>,
+        present: &HashMap<ConnKey, u64>,
         changes: &mut Vec<FindingChange>,
     ) {
+        let gone_socket = |e: &Entry, k: ConnKey| match present.get(&k) {
+            None => true,
+            Some(&cookie) => e.cookie != 0 && cookie != 0 && cookie != e.cookie,
+        };
         let gone: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.socket.is_some_and(|k| !present.contains(&k)))
+            .filter(|(_, e)| e.socket.is_some_and(|k| gone_socket(e, k)))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {

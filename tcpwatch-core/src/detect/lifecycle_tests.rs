@@ -33,7 +33,7 @@ fn cand(id: &str, value: f64) -> Candidate {
 }
 
 fn run(b: &mut FindingBook, t: f64, cands: Vec<Candidate>) -> Vec<Lifecycle> {
-    b.apply(s(t), cands, &HashSet::new())
+    b.apply(s(t), cands, &HashMap::new())
         .into_iter()
         .map(|c| c.change)
         .collect()
@@ -114,7 +114,7 @@ fn vanished_socket_resolves_at_once_and_cap_suppresses() {
     };
     let mut c = cand("a", 1.0);
     c.socket = Some(key);
-    let present: HashSet<ConnKey> = [key].into_iter().collect();
+    let present: HashMap<ConnKey, u64> = [(key, 0)].into_iter().collect();
     let ch = b.apply(s(0.0), vec![c, cand("b", 1.0), cand("c", 1.0)], &present);
     assert_eq!(ch.len(), 2);
     assert_eq!(b.suppressed(), 1);
@@ -122,7 +122,7 @@ fn vanished_socket_resolves_at_once_and_cap_suppresses() {
     let ch = b.apply(
         s(1.0),
         vec![cand("b", 1.0), cand("c", 1.0)],
-        &HashSet::new(),
+        &HashMap::new(),
     );
     let got: Vec<_> = ch
         .iter()
@@ -171,4 +171,26 @@ fn resolved_ring_is_bounded_newest_first() {
         0,
         "resolved entries past reopen_after are forgotten"
     );
+}
+
+#[test]
+fn new_socket_at_the_same_key_resolves_the_old_sockets_finding() {
+    let mut b = book(0.0, 10.0);
+    let key = ConnKey {
+        skaddr: 1,
+        netns_cookie: 1,
+    };
+    let mut c = cand("a", 1.0);
+    c.socket = Some(key);
+    let old: HashMap<ConnKey, u64> = [(key, 11)].into_iter().collect();
+    assert_eq!(b.apply(s(0.0), vec![c.clone()], &old).len(), 1);
+    // Same cookie, condition still true: stays open.
+    assert!(b.apply(s(1.0), vec![c.clone()], &old).is_empty());
+    // Another socket (cookie 12) took the address and meets the condition too: the old
+    // finding resolves at once ("connection closed"), the new socket's opens on its own.
+    let new: HashMap<ConnKey, u64> = [(key, 12)].into_iter().collect();
+    let ch = b.apply(s(2.0), vec![c], &new);
+    let got: Vec<_> = ch.iter().map(|c| c.change).collect();
+    assert_eq!(got, vec![Resolved, Opened]);
+    assert!(ch[0].finding.diagnosis.contains("(connection closed)"));
 }

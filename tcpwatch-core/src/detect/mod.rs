@@ -17,7 +17,7 @@
 //! (and meeting the rule's precondition) and dropped as soon as they are absent, so every map is
 //! bounded by the table's `max_connections` (ports: by the reset counters handed in; namespaces:
 //! by the namespaces handed in).
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use crate::config::DetectorConfig;
 use crate::model::{
@@ -78,7 +78,9 @@ pub(crate) struct Unaccepted {
 /// One evaluation's view of all sockets, with the indexes the rules share.
 pub(crate) struct Snapshot<'a> {
     pub conns: Vec<&'a ConnRecord>,
-    pub present: HashSet<ConnKey>,
+    /// Every socket of the evaluation, with its cookie (its generation: another cookie at the
+    /// same key is another socket; 0 = not known).
+    pub present: HashMap<ConnKey, u64>,
     /// Listening sockets by (netns cookie, port).
     pub listeners: HashMap<(u64, u16), Vec<&'a ConnRecord>>,
     /// Never-accepted sockets per listener key.
@@ -88,7 +90,7 @@ pub(crate) struct Snapshot<'a> {
 impl<'a> Snapshot<'a> {
     pub(crate) fn build(conns: impl IntoIterator<Item = &'a ConnRecord>) -> Self {
         let conns: Vec<&ConnRecord> = conns.into_iter().collect();
-        let present = conns.iter().map(|c| c.key).collect();
+        let present = conns.iter().map(|c| (c.key, c.cookie)).collect();
         let mut listeners: HashMap<(u64, u16), Vec<&ConnRecord>> = HashMap::new();
         for c in conns.iter().filter(|c| c.state == TcpState::Listen) {
             listeners

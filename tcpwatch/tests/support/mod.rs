@@ -323,6 +323,15 @@ impl Daemon {
         Self::start_with(pin_dir, port, extra)
     }
 
+    /// `kill -9`, run `meanwhile` (things happen while no program is attached), then start
+    /// again with the same pin directory and settings.
+    pub fn kill9_and_restart_after(mut self, meanwhile: impl FnOnce()) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        meanwhile();
+        self.kill9_and_restart()
+    }
+
     pub fn get_json(&self, path: &str) -> Value {
         let (status, body) = http_get(self.port, path).unwrap();
         assert_eq!(status, 200, "{path}: {body}");

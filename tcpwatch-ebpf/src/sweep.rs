@@ -1,0 +1,218 @@
+//! The `iter/tcp` sweep (aya-ebpf 0.2.1 has no `#[iter]` macro: the section is written by
+//! hand): every TCP socket of one network namespace with its queues and timers, merged with its
+//! `SOCKS` entry, written to the iterator's `seq_file`.
+use super::*;
+
+#[repr(C)]
+pub struct BpfIterMeta {
+    seq: *mut c_void,
+    session_id: u64,
+    seq_num: u64,
+}
+
+#[repr(C)]
+pub struct BpfIterTcp {
+    meta: *mut BpfIterMeta,
+    sk_common: *const u8,
+    uid: u32,
+}
+
+/// Writes one record. A failure (-EOVERFLOW: the 8-page seq buffer is full) loses nothing:
+/// the kernel rolls the partial output of this socket back and calls the program for the same
+/// socket again on the next `read()`; so it is not counted. (A record that alone exceeds the
+/// whole buffer fails the `read()` with E2BIG, reported as a namespace sweep error.)
+#[inline(always)]
+fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
+    // SAFETY: `data` points to `len` readable bytes (a map value); the helper copies them.
+    let _ = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
+}
+
+/// # Safety
+/// Called by the kernel with a valid `bpf_iter__tcp` context.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: the kernel passes a valid context; meta is never NULL.
+    let (meta, sk, uid) = unsafe { ((*ctx).meta, (*ctx).sk_common, (*ctx).uid) };
+    // SAFETY: as above.
+    let (seq, seq_num) = unsafe { ((*meta).seq, (*meta).seq_num) };
+    let Some(rec) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // A header starts the output; the final call (sk == NULL) writes one too, because a
+    // namespace without sockets has no first call (userspace keeps the first header).
+    if seq_num == 0 || sk.is_null() {
+        let hdr = rec.cast::<SweepHeader>();
+        // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
+        unsafe {
+            (*hdr).magic = SWEEP_MAGIC;
+            (*hdr).abi_version = ABI_VERSION;
+            (*hdr).ktime_ns = ktime();
+            (*hdr).jiffies = bpf_jiffies64();
+        }
+        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    }
+    if sk.is_null() {
+        return 0;
+    }
+    // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
+    let r = unsafe { &mut *rec };
+    if fill_record(r, sk, uid) {
+        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
+    } else {
+        // Not expected (the copy stays inside the socket object); counted, never silent.
+        count(counter::SWEEP_WRITE_FAILED);
+    }
+    0
+}
+
+/// [`bfn`] in the sweep's copy of a socket.
+#[inline(always)]
+fn bf<T: Default>(buf: *const u8, off: u32) -> T {
+    bfn::<SOCK_COPY_LEN, T>(buf, off)
+}
+
+/// Tuple from an `N`-byte copy of a socket (same as [`tuple_of`], without helper calls).
+#[inline(always)]
+fn tuple_from<const N: usize>(buf: *const u8, o: &KernelOffsets) -> Tuple {
+    let family: u16 = bfn::<N, _>(buf, o.skc_family);
+    let mut t = Tuple {
+        family,
+        sport: bfn::<N, _>(buf, o.skc_num),
+        dport: u16::from_be(bfn::<N, _>(buf, o.skc_dport)),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        t.saddr = bfn::<N, _>(buf, o.skc_v6_rcv_saddr);
+        t.daddr = bfn::<N, _>(buf, o.skc_v6_daddr);
+    } else if family == AF_INET {
+        let s: [u8; 4] = bfn::<N, _>(buf, o.skc_rcv_saddr);
+        let d: [u8; 4] = bfn::<N, _>(buf, o.skc_daddr);
+        t.saddr[..4].copy_from_slice(&s);
+        t.daddr[..4].copy_from_slice(&d);
+    }
+    t
+}
+
+/// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
+/// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
+/// are picked from the copy: one helper call instead of one per field.
+#[inline(always)]
+fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
+    let o = offsets();
+    let state: u8 = rd(sk, o.skc_state);
+    let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
+    let Some(buf) = SOCK_COPY.get_ptr_mut(0) else {
+        return false;
+    };
+    let buf = buf.cast::<u8>();
+    let len = if mini {
+        o.common_read_len
+    } else {
+        o.full_read_len
+    };
+    let len = len.min(SOCK_COPY_LEN as u32);
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
+    if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
+        return false;
+    }
+    let t = tuple_from::<SOCK_COPY_LEN>(buf, o);
+    let net = bf::<u64>(buf, o.skc_net) as *const u8;
+    *r = SockRecord {
+        skaddr: sk as u64,
+        cookie: cookie_of::<true>(sk),
+        netns_cookie: rd(net, o.net_cookie),
+        netns_ino: rd(net, o.net_ns_inum),
+        uid,
+        family: t.family,
+        sport: t.sport,
+        dport: t.dport,
+        saddr: t.saddr,
+        daddr: t.daddr,
+        state,
+        ..SockRecord::default()
+    };
+    if mini {
+        return true;
+    }
+    r.flags = record_flags::FULL_SOCK;
+    let socket = bf::<u64>(buf, o.sk_socket) as *const u8;
+    if !socket.is_null() {
+        r.flags |= record_flags::HAS_SOCKET;
+        if o.socket_alloc_vfs_inode != OFFSET_MISSING {
+            let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
+            r.inode = rd(inode, o.inode_i_ino);
+        }
+    }
+    r.write_seq = bf(buf, o.write_seq);
+    r.snd_una = bf(buf, o.snd_una);
+    r.snd_nxt = bf(buf, o.snd_nxt);
+    r.rcv_nxt = bf(buf, o.rcv_nxt);
+    r.copied_seq = bf(buf, o.copied_seq);
+    r.snd_wnd = bf(buf, o.snd_wnd);
+    r.srtt_us8 = bf(buf, o.srtt_us);
+    r.rto_jiffies = bf(buf, o.icsk_rto);
+    r.user_timeout_ms = bf(buf, o.icsk_user_timeout);
+    r.total_retrans = bf(buf, o.total_retrans);
+    r.ack_backlog = bf(buf, o.sk_ack_backlog);
+    r.max_ack_backlog = bf(buf, o.sk_max_ack_backlog);
+    r.sndbuf = bf::<i32>(buf, o.sk_sndbuf) as u32;
+    r.wmem_queued = bf::<i32>(buf, o.sk_wmem_queued) as u32;
+    r.backoff = bf(buf, o.icsk_backoff);
+    r.retransmits = bf(buf, o.icsk_retransmits);
+    r.probes_out = bf(buf, o.icsk_probes_out);
+    r.seen_ns = ktime();
+    // SAFETY: helper without arguments.
+    let jiffies = unsafe { bpf_jiffies64() } as u32;
+    r.lsnd_age_jiffies = jiffies.wrapping_sub(bf(buf, o.lsndtime));
+    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(bf(buf, o.rcv_tstamp));
+    r.lrcv_age_jiffies = jiffies.wrapping_sub(bf(buf, o.icsk_ack_lrcvtime));
+
+    // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
+    // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
+    let now = r.seen_ns;
+    if let Some(st) = sock_entry(sk, r.cookie, now, state) {
+        // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
+        // record one event stale, which the next sweep corrects.
+        let st = unsafe { &mut *st };
+        // A state change missed while no program was attached (daemon restart with a pinned
+        // map) or skipped by the kernel (recursion miss): its time is not known, only that it
+        // came after the last moment the old state was seen.
+        if st.state != state {
+            let mut after = st.last_sweep_ns;
+            if st.state_since_ns > after {
+                after = st.state_since_ns;
+            }
+            if st.first_seen_ns > after {
+                after = st.first_seen_ns;
+            }
+            st.state = state;
+            st.state_since_ns = 0;
+            st.state_after_ns = after;
+        }
+        st.last_sweep_ns = now;
+        st.netns_cookie = r.netns_cookie;
+        // ACK progress since the last retransmission ends the chain.
+        if st.chain > 0 && st.chain_snd_una != r.snd_una {
+            st.chain = 0;
+            st.chain_start_ns = 0;
+        }
+        r.flags |= record_flags::TRACKED;
+        r.state_since_ns = st.state_since_ns;
+        r.state_after_ns = st.state_after_ns;
+        r.first_seen_ns = st.first_seen_ns;
+        r.last_retrans_ns = st.last_retrans_ns;
+        r.chain_start_ns = st.chain_start_ns;
+        r.retrans = st.retrans;
+        r.chain = st.chain;
+        r.resets_sent = st.resets_sent;
+        r.resets_received = st.resets_received;
+        r.pid = st.pid;
+        r.comm = st.comm;
+    }
+    true
+}
