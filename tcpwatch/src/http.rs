@@ -55,30 +55,73 @@ pub fn router(shared: Arc<Mutex<Shared>>) -> Router {
 }
 
 fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
+    routes(shared, cfg, Paths::All)
+}
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// The API listener: everything.
+    All,
+    /// The metrics listener: `/metrics`, `/healthz`, `/readyz`; per-connection paths are 404.
+    Aggregate,
+}
+
+fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Router {
     let app = App {
         shared,
         top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
     };
-    Router::new()
+    let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/connections", get(connections))
-        .route("/api/v1/findings", get(findings))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/stream", get(stream))
-        .fallback(not_found)
+        .route("/metrics", get(metrics));
+    if paths == Paths::All {
+        r = r
+            .route("/api/v1/connections", get(connections))
+            .route("/api/v1/findings", get(findings))
+            .route("/api/v1/status", get(status))
+            .route("/api/v1/stream", get(stream));
+    }
+    r.fallback(not_found)
         .layer(middleware::from_fn(timeout))
         .with_state(app)
 }
 
+/// Serves the API listener (`daemon.listen`) and, when set, the metrics listener
+/// (`daemon.metrics_listen`), each with its web configuration and bounds (see
+/// [`crate::serve`]). Fails at start when a listener cannot bind or a web configuration
+/// cannot be loaded.
 pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
-    let addr = cfg.daemon.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {addr} (daemon.listen)"))?;
-    axum::serve(listener, router_with(shared, &cfg.daemon))
-        .await
+    let file = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
+    let api = crate::serve::bind(
+        crate::serve::ListenerSpec {
+            name: crate::serve::API,
+            key: "daemon.listen",
+            addr: cfg.daemon.listen,
+            web_config: file(&cfg.daemon.web_config_file),
+            router: routes(shared.clone(), &cfg.daemon, Paths::All),
+        },
+        &cfg.http,
+    )
+    .await?;
+    let metrics_addr = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)?;
+    let Some(addr) = metrics_addr else {
+        return api.await.context("HTTP server failed");
+    };
+    let metrics = crate::serve::bind(
+        crate::serve::ListenerSpec {
+            name: crate::serve::METRICS,
+            key: "daemon.metrics_listen",
+            addr,
+            web_config: file(&cfg.daemon.metrics_web_config_file),
+            router: routes(shared, &cfg.daemon, Paths::Aggregate),
+        },
+        &cfg.http,
+    )
+    .await?;
+    tokio::try_join!(api, metrics)
+        .map(|_| ())
         .context("HTTP server failed")
 }
 
@@ -156,6 +199,7 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
     no_params(q)?;
     // Gather under the lock, encode after releasing it.
     let reg = crate::metrics::build(&*app.shared.lock().await, app.top_k);
+    let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
     Ok(match reg.and_then(|r| crate::metrics::encode(&r)) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (

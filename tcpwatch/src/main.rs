@@ -13,6 +13,7 @@ mod metrics;
 mod netns;
 mod owners;
 mod probe;
+mod serve;
 mod snapshot;
 mod state;
 mod sweeper;
@@ -246,8 +247,13 @@ fn main() -> ExitCode {
                 })
             })
         }
-        Command::CheckConfig => match toml::to_string_pretty(&cfg) {
-            Ok(s) => {
+        Command::CheckConfig => match serve::check_web_configs(&cfg)
+            .and_then(|web| Ok((web, toml::to_string_pretty(&cfg)?)))
+        {
+            Ok((web, s)) => {
+                for line in web {
+                    println!("# {line}");
+                }
                 println!("# configuration is valid; effective settings:\n{s}");
                 Ok(())
             }
