@@ -30,6 +30,7 @@ use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
+use crate::serve::fanout::Frame;
 use crate::state::{Shared, mono_now};
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
@@ -40,6 +41,8 @@ struct App {
     shared: Arc<Mutex<Shared>>,
     /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
     top_k: usize,
+    /// Stream events encoded once for all subscribers.
+    frames: crate::serve::fanout::Frames,
 }
 
 /// The router with the default `daemon.top_k`.
@@ -71,6 +74,7 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
     let app = App {
         shared,
         top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
+        frames: crate::serve::fanout::Frames::default(),
     };
     let mut r = Router::new()
         .route("/healthz", get(healthz))
@@ -94,34 +98,24 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
 /// cannot be loaded.
 pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
     let file = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
-    let api = crate::serve::bind(
-        crate::serve::ListenerSpec {
-            name: crate::serve::API,
-            key: "daemon.listen",
-            addr: cfg.daemon.listen,
-            web_config: file(&cfg.daemon.web_config_file),
-            router: routes(shared.clone(), &cfg.daemon, Paths::All),
-        },
-        &cfg.http,
-    )
-    .await?;
-    let metrics_addr = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)?;
-    let Some(addr) = metrics_addr else {
-        return api.await.context("HTTP server failed");
-    };
-    let metrics = crate::serve::bind(
-        crate::serve::ListenerSpec {
+    let mut specs = vec![crate::serve::ListenerSpec {
+        name: crate::serve::API,
+        key: "daemon.listen",
+        addr: cfg.daemon.listen,
+        web_config: file(&cfg.daemon.web_config_file),
+        router: routes(shared.clone(), &cfg.daemon, Paths::All),
+    }];
+    if let Some(addr) = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)? {
+        specs.push(crate::serve::ListenerSpec {
             name: crate::serve::METRICS,
             key: "daemon.metrics_listen",
             addr,
             web_config: file(&cfg.daemon.metrics_web_config_file),
             router: routes(shared, &cfg.daemon, Paths::Aggregate),
-        },
-        &cfg.http,
-    )
-    .await?;
-    tokio::try_join!(api, metrics)
-        .map(|_| ())
+        });
+    }
+    crate::serve::run(specs, &cfg.http)
+        .await
         .context("HTTP server failed")
 }
 
@@ -284,10 +278,14 @@ async fn stream(
     q: RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
     no_params(q)?;
-    let rx = app.shared.lock().await.stream.subscribe();
+    let rx = app.frames.subscribe(&app.shared).await;
     let events = futures_util::stream::unfold((rx, app.shared), |(mut rx, shared)| async move {
         let ev = match rx.recv().await {
-            Ok(ev) => Event::default().json_data(&ev),
+            Ok(Frame::Json(json)) => Ok(Event::default().data(&*json)),
+            Ok(Frame::Lagged(missed)) => Event::default().json_data(Lagged {
+                r#type: "lagged",
+                missed,
+            }),
             Err(RecvError::Lagged(missed)) => {
                 shared.lock().await.stats.stream_lagged += missed;
                 Event::default().json_data(Lagged {

@@ -8,6 +8,7 @@
 //! `http.idle_timeout_ms` is closed. Beyond `http.max_connections` a new connection is closed
 //! at once. Refusals are counted in `tcpwatch_http_rejected_total{listener,reason}`.
 pub mod auth;
+pub mod fanout;
 pub mod limits;
 pub mod stats;
 pub mod tls;
@@ -45,6 +46,35 @@ pub struct ListenerSpec {
     /// Web configuration file; `None`: plain HTTP without authentication.
     pub web_config: Option<PathBuf>,
     pub router: Router,
+}
+
+/// Runs each listener on a thread and runtime of its own, so that work for one listener's
+/// clients (a flood of stream subscribers, TLS handshakes, bcrypt) never queues before the
+/// daemon's event reader and sweep handling, nor before the other listener. Returns when one
+/// fails (at start: it cannot bind, or its web configuration does not load).
+pub async fn run(specs: Vec<ListenerSpec>, http: &HttpConfig) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<anyhow::Result<()>>(specs.len().max(1));
+    for spec in specs {
+        let tx = tx.clone();
+        let http = http.clone();
+        let name = spec.name;
+        std::thread::Builder::new()
+            .name(format!("tcpwatch-http-{name}"))
+            .spawn(move || {
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the listener's runtime")
+                    .and_then(|rt| rt.block_on(async { bind(spec, &http).await?.await }));
+                let _ = tx.blocking_send(r.with_context(|| format!("{name} listener")));
+            })
+            .with_context(|| format!("starting the {name} listener's thread"))?;
+    }
+    drop(tx);
+    match rx.recv().await {
+        Some(r) => r,
+        None => Ok(()),
+    }
 }
 
 /// Loads the listener's web configuration (errors name the file and key), binds it and
