@@ -257,7 +257,7 @@ fn main() -> ExitCode {
                 println!("# configuration is valid; effective settings:\n{s}");
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         },
         Command::Snapshot { json, state, port } => {
             let args = snapshot::SnapshotArgs {

@@ -184,7 +184,7 @@ pub fn check_web_configs(cfg: &tcpwatch_core::config::Config) -> anyhow::Result<
             ));
             continue;
         }
-        let l = Loaded::load(std::path::Path::new(file)).with_context(|| format!("{key}"))?;
+        let l = Loaded::load(std::path::Path::new(file)).context(key)?;
         let tls = match &l.cfg.tls_server_config {
             None => "plain HTTP".to_owned(),
             Some(t) => format!("TLS, client certificates: {:?}", t.client_auth_type),
