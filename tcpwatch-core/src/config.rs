@@ -79,6 +79,7 @@ pub struct Config {
     pub detectors: DetectorConfig,
     pub incidents: IncidentConfig,
     pub alertmanager: AlertmanagerConfig,
+    pub http: crate::config_http::HttpConfig,
 }
 
 /// Bounds of the incident layer (`docs/incidents.md`). Its hysteresis is the findings'
@@ -133,8 +134,14 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// Address of the HTTP API and `/metrics`.
+    /// Address of the API listener (per-connection detail, and `/metrics`).
     pub listen: SocketAddr,
+    /// Address of the metrics listener (`/metrics`, `/healthz`, `/readyz` only); empty: none.
+    pub metrics_listen: String,
+    /// Web configuration (TLS, authentication) of the API listener; empty: plain HTTP.
+    pub web_config_file: String,
+    /// Web configuration of the metrics listener; empty: plain HTTP.
+    pub metrics_web_config_file: String,
     /// Period of the full socket sweep (`iter/tcp`).
     pub sweep_interval_ms: u64,
     /// Most connections kept in the table.
@@ -152,6 +159,9 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+            metrics_listen: String::new(),
+            web_config_file: String::new(),
+            metrics_web_config_file: String::new(),
             sweep_interval_ms: 1000,
             max_connections: 200_000,
             history_len: 32,
@@ -381,7 +391,8 @@ impl DaemonConfig {
             10,
             3_600_000,
         )?;
-        range_u64("daemon.top_k", u64::from(self.top_k), 1, 10_000)
+        range_u64("daemon.top_k", u64::from(self.top_k), 1, 10_000)?;
+        crate::config_http::validate_daemon(self)
     }
 }
 
@@ -525,7 +536,8 @@ impl Config {
         self.daemon.validate()?;
         self.detectors.validate()?;
         self.incidents.validate()?;
-        self.alertmanager.validate()
+        self.alertmanager.validate()?;
+        self.http.validate()
     }
 
     /// Sets one dotted key (`detectors.close_wait.threshold_seconds`) from its command-line

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod btf;
 pub mod config;
+pub mod config_http;
 pub mod detect;
 pub mod incident;
 pub mod k8s;
@@ -13,3 +14,4 @@ pub mod offsets;
 pub mod render;
 pub mod table;
 pub mod wall;
+pub mod webconfig;

@@ -82,16 +82,15 @@ pub fn incident_annotations(i: &Incident, node: &str) -> Map<String, Value> {
     a
 }
 
-/// The runbook of an incident kind: the one of the finding that leads its story.
+/// The runbook of an incident kind (`docs/runbooks/`, one per incident alert rule).
 #[must_use]
 pub fn incident_runbook(kind: IncidentKind) -> &'static str {
     match kind {
-        IncidentKind::ListenerNotAccepting => "TcpwatchAcceptBacklogFilling",
-        IncidentKind::CloseWaitLeak => "TcpwatchCloseWaitStuck",
-        IncidentKind::UpstreamUnreachable | IncidentKind::BlockedOnUpstream => {
-            "TcpwatchRetransmitChain"
-        }
-        IncidentKind::UpstreamNotResponding => "TcpwatchAwaitingResponse",
-        IncidentKind::ResetStorm => "TcpwatchResetBurst",
+        IncidentKind::ListenerNotAccepting => "TcpwatchListenerNotAccepting",
+        IncidentKind::CloseWaitLeak => "TcpwatchCloseWaitLeak",
+        IncidentKind::UpstreamUnreachable => "TcpwatchUpstreamUnreachable",
+        IncidentKind::BlockedOnUpstream => "TcpwatchBlockedOnUpstream",
+        IncidentKind::UpstreamNotResponding => "TcpwatchUpstreamNotResponding",
+        IncidentKind::ResetStorm => "TcpwatchResetStorm",
     }
 }

@@ -89,7 +89,7 @@ fn opened_incident_is_one_firing_alert_with_its_root() {
     assert!(ann.get("consequence").is_none(), "{ann}");
     assert_eq!(
         ann["runbook_url"],
-        format!("{RUNBOOK_BASE}/TcpwatchAcceptBacklogFilling.md")
+        format!("{RUNBOOK_BASE}/TcpwatchListenerNotAccepting.md")
     );
     // An update with the same labels is one firing alert again (a re-send, deduplicated).
     let alerts = t.apply(&[change(Lifecycle::Updated, &i)], clocks());
@@ -191,4 +191,17 @@ fn findings_and_incidents_with_the_same_id_do_not_collide() {
     );
     assert_eq!(alerts.len(), 2);
     assert_eq!(t.open.len(), 2);
+}
+
+/// Every incident kind links to a runbook that exists.
+#[test]
+fn every_incident_kind_links_to_an_existing_runbook() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/runbooks");
+    for kind in IncidentKind::ALL {
+        let file = dir.join(format!(
+            "{}.md",
+            crate::alerts_incidents::incident_runbook(kind)
+        ));
+        assert!(file.is_file(), "{kind:?}: {} is missing", file.display());
+    }
 }

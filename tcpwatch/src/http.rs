@@ -35,6 +35,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::incidents_api::{IncidentFilter, findings_body, incidents_body};
+use crate::serve::fanout::Frame;
 use crate::state::{Shared, mono_now};
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
@@ -45,6 +46,8 @@ struct App {
     shared: Arc<Mutex<Shared>>,
     /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
     top_k: usize,
+    /// Stream events encoded once for all subscribers.
+    frames: crate::serve::fanout::Frames,
 }
 
 /// The router with the default `daemon.top_k`.
@@ -60,30 +63,64 @@ pub fn router(shared: Arc<Mutex<Shared>>) -> Router {
 }
 
 fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
+    routes(shared, cfg, Paths::All)
+}
+
+/// Which routes a listener serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Paths {
+    /// The API listener: everything.
+    All,
+    /// The metrics listener: `/metrics`, `/healthz`, `/readyz`; per-connection paths are 404.
+    Aggregate,
+}
+
+fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Router {
     let app = App {
         shared,
         top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
+        frames: crate::serve::fanout::Frames::default(),
     };
-    Router::new()
+    let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/connections", get(connections))
-        .route("/api/v1/findings", get(findings))
-        .route("/api/v1/incidents", get(incidents))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/stream", get(stream))
-        .fallback(not_found)
+        .route("/metrics", get(metrics));
+    if paths == Paths::All {
+        r = r
+            .route("/api/v1/connections", get(connections))
+            .route("/api/v1/findings", get(findings))
+            .route("/api/v1/incidents", get(incidents))
+            .route("/api/v1/status", get(status))
+            .route("/api/v1/stream", get(stream));
+    }
+    r.fallback(not_found)
         .layer(middleware::from_fn(timeout))
         .with_state(app)
 }
 
+/// Serves the API listener (`daemon.listen`) and, when set, the metrics listener
+/// (`daemon.metrics_listen`), each with its web configuration and bounds (see
+/// [`crate::serve`]). Fails at start when a listener cannot bind or a web configuration
+/// cannot be loaded.
 pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
-    let addr = cfg.daemon.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the HTTP API to {addr} (daemon.listen)"))?;
-    axum::serve(listener, router_with(shared, &cfg.daemon))
+    let file = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
+    let mut specs = vec![crate::serve::ListenerSpec {
+        name: crate::serve::API,
+        key: "daemon.listen",
+        addr: cfg.daemon.listen,
+        web_config: file(&cfg.daemon.web_config_file),
+        router: routes(shared.clone(), &cfg.daemon, Paths::All),
+    }];
+    if let Some(addr) = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)? {
+        specs.push(crate::serve::ListenerSpec {
+            name: crate::serve::METRICS,
+            key: "daemon.metrics_listen",
+            addr,
+            web_config: file(&cfg.daemon.metrics_web_config_file),
+            router: routes(shared, &cfg.daemon, Paths::Aggregate),
+        });
+    }
+    crate::serve::run(specs, &cfg.http)
         .await
         .context("HTTP server failed")
 }
@@ -174,6 +211,7 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
     no_params(q)?;
     // Gather under the lock, encode after releasing it.
     let reg = crate::metrics::build(&*app.shared.lock().await, app.top_k);
+    let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
     Ok(match reg.and_then(|r| crate::metrics::encode(&r)) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (
@@ -217,10 +255,11 @@ async fn stream(
     q: RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
     no_params(q)?;
-    let rx = app.shared.lock().await.stream.subscribe();
+    let rx = app.frames.subscribe(&app.shared).await;
     let events = futures_util::stream::unfold((rx, app.shared), |(mut rx, shared)| async move {
         let ev = match rx.recv().await {
-            Ok(ev) => Event::default().json_data(&ev),
+            Ok(Frame::Json(json)) => Ok(Event::default().data(&*json)),
+            Ok(Frame::Lagged(missed)) => Event::default().json_data(StreamEvent::Lagged { missed }),
             Err(RecvError::Lagged(missed)) => {
                 shared.lock().await.stats.stream_lagged += missed;
                 Event::default().json_data(StreamEvent::Lagged { missed })

@@ -17,6 +17,7 @@ mod metrics_incidents;
 mod netns;
 mod owners;
 mod probe;
+mod serve;
 mod snapshot;
 mod state;
 mod sweeper;
@@ -250,12 +251,17 @@ fn main() -> ExitCode {
                 })
             })
         }
-        Command::CheckConfig => match toml::to_string_pretty(&cfg) {
-            Ok(s) => {
+        Command::CheckConfig => match serve::check_web_configs(&cfg)
+            .and_then(|web| Ok((web, toml::to_string_pretty(&cfg)?)))
+        {
+            Ok((web, s)) => {
+                for line in web {
+                    println!("# {line}");
+                }
                 println!("# configuration is valid; effective settings:\n{s}");
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         },
         Command::Snapshot { json, state, port } => {
             let args = snapshot::SnapshotArgs {

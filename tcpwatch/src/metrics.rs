@@ -78,6 +78,7 @@ pub fn series_bound(top_k: usize) -> usize {
         + self_metrics
         + top_k
         + crate::metrics_incidents::incident_series(top_k)
+        + crate::serve::stats::MAX_SERIES
 }
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {

@@ -343,6 +343,7 @@ fn manifests_have_required_fields_and_validate_against_kubernetes_schemas() {
         "configmap.yaml",
         "daemonset.yaml",
         "service.yaml",
+        "networkpolicy.yaml",
         "podmonitor.yaml",
         "prometheusrule.yaml",
     ] {
@@ -375,7 +376,36 @@ fn manifests_have_required_fields_and_validate_against_kubernetes_schemas() {
         }
     }
     let config = std::fs::read_to_string(dir.join("configmap.yaml")).unwrap();
-    assert!(config.contains("listen = \"0.0.0.0:9977\""), "{config}");
+    // The API (per-connection detail) on localhost only; the metrics port on the pod IP with
+    // a web configuration; only Prometheus admitted to it (docs/security.md).
+    assert!(
+        config.contains("\n    listen = \"127.0.0.1:9977\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("metrics_listen = \"0.0.0.0:9978\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("metrics_web_config_file = \"/etc/tcpwatch/metrics-web.toml\""),
+        "{config}"
+    );
+    assert!(config.contains("[tls_server_config]"), "{config}");
+    let policy = std::fs::read_to_string(dir.join("networkpolicy.yaml")).unwrap();
+    assert!(
+        policy.contains("kind: NetworkPolicy") && policy.contains("port: 9978"),
+        "{policy}"
+    );
+    let ds = std::fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
+    assert!(
+        !ds.contains("containerPort: 9977"),
+        "the API port must not be a pod port"
+    );
+    let pm = std::fs::read_to_string(dir.join("podmonitor.yaml")).unwrap();
+    assert!(
+        pm.contains("scheme: https") && pm.contains("authorization:"),
+        "{pm}"
+    );
     assert!(config.contains("log_format = \"json\""), "{config}");
 
     // The full schema check (kubernetes-validate, offline schemas from PyPI).
