@@ -8,6 +8,7 @@ pub mod config_http;
 pub mod detect;
 pub mod incident;
 pub mod k8s;
+pub mod k8s_authz;
 pub mod model;
 pub mod netns_gone;
 pub mod offsets;

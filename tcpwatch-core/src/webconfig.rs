@@ -12,6 +12,10 @@
 //!
 //! [basic_auth_users]
 //! prometheus = "$2y$10$..."                          # bcrypt hash (htpasswd -nBC 10 "")
+//!
+//! [kubernetes_authorization]                         # other bearer tokens: TokenReview +
+//! allowed_ttl_seconds = 30                           # SubjectAccessReview (crate::k8s_authz)
+//! denied_ttl_seconds = 10
 //! ```
 //!
 //! Parsing and validation are pure (files are read by the daemon); so are the credential
@@ -21,6 +25,8 @@ use std::fmt;
 
 use base64::Engine as _;
 use serde::Deserialize;
+
+use crate::k8s_authz::{self, KubeAuthzConfig};
 
 /// An error in a web configuration, naming its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,12 +91,17 @@ pub struct WebConfig {
     /// User name to bcrypt hash.
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, String>,
+    /// Bearer tokens not in `bearer_token_files` are checked by the Kubernetes API server
+    /// (TokenReview, then SubjectAccessReview), as kube-rbac-proxy does.
+    #[serde(default)]
+    pub kubernetes_authorization: Option<KubeAuthzConfig>,
 }
 
-const TOP_KEYS: [&str; 3] = [
+const TOP_KEYS: [&str; 4] = [
     "bearer_token_files",
     "tls_server_config",
     "basic_auth_users",
+    "kubernetes_authorization",
 ];
 const TLS_KEYS: [&str; 4] = [
     "cert_file",
@@ -123,11 +134,21 @@ impl WebConfig {
             };
             check_keys(tls, &TLS_KEYS, "tls_server_config.")?;
         }
+        if let Some(k) = table.get("kubernetes_authorization") {
+            let Some(k) = k.as_table() else {
+                return Err(err("kubernetes_authorization", "expected a table"));
+            };
+            check_keys(k, &k8s_authz::KEYS, "kubernetes_authorization.")?;
+        }
         // The document is known-good in shape: a serde error is about one value's type.
         let cfg: Self = toml::Value::Table(table.clone()).try_into().map_err(|e| {
             let message = e.message().to_owned();
             let key = [
                 "tls_server_config.client_auth_type",
+                "kubernetes_authorization.allowed_ttl_seconds",
+                "kubernetes_authorization.denied_ttl_seconds",
+                "kubernetes_authorization.audiences",
+                "kubernetes_authorization",
                 "bearer_token_files",
                 "basic_auth_users",
                 "tls_server_config",
@@ -164,6 +185,9 @@ impl WebConfig {
                 ));
             }
         }
+        if let Some(k) = &self.kubernetes_authorization {
+            k.validate().map_err(|(key, message)| err(&key, message))?;
+        }
         if let Some(tls) = &self.tls_server_config {
             if tls.cert_file.trim().is_empty() {
                 return Err(err("tls_server_config.cert_file", "required with TLS"));
@@ -198,7 +222,9 @@ impl WebConfig {
     /// Whether requests must carry credentials (basic auth or a bearer token).
     #[must_use]
     pub fn requires_credentials(&self) -> bool {
-        !self.basic_auth_users.is_empty() || !self.bearer_token_files.is_empty()
+        !self.basic_auth_users.is_empty()
+            || !self.bearer_token_files.is_empty()
+            || self.kubernetes_authorization.is_some()
     }
 
     /// Every file the configuration refers to, with the key that names it (to read them, and
