@@ -74,7 +74,9 @@ impl KubeAuthzConfig {
             if v > MAX_TTL_SECONDS {
                 return Err((
                     format!("kubernetes_authorization.{k}"),
-                    format!("{v} is over {MAX_TTL_SECONDS} (a revoked grant must take effect soon)"),
+                    format!(
+                        "{v} is over {MAX_TTL_SECONDS} (a revoked grant must take effect soon)"
+                    ),
                 ));
             }
         }
@@ -93,8 +95,7 @@ impl KubeAuthzConfig {
 /// API path of TokenReview.
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 /// API path of SubjectAccessReview.
-pub const SUBJECT_ACCESS_REVIEW_PATH: &str =
-    "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+pub const SUBJECT_ACCESS_REVIEW_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 
 /// The non-resource attributes checked for one request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -206,15 +207,21 @@ struct Status {
 fn api_error(what: &str, status: u16, body: &[u8]) -> ApiError {
     let detail = match serde_json::from_slice::<Status>(body) {
         Ok(s) if !s.message.is_empty() => format!("{} ({})", s.message, s.reason),
-        _ => String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_owned(),
+        _ => String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned(),
     };
     let hint = match status {
         401 => ": tcpwatch's service-account token was refused",
-        403 => ": tcpwatch's service account needs `create` on tokenreviews and \
-                subjectaccessreviews (ClusterRole system:auth-delegator, see deploy/kubernetes)",
+        403 => {
+            ": tcpwatch's service account needs `create` on tokenreviews and \
+                subjectaccessreviews (ClusterRole system:auth-delegator, see deploy/kubernetes)"
+        }
         _ => "",
     };
-    ApiError(format!("{what}: API server answered HTTP {status}: {detail}{hint}"))
+    ApiError(format!(
+        "{what}: API server answered HTTP {status}: {detail}{hint}"
+    ))
 }
 
 #[derive(Deserialize)]
@@ -293,7 +300,9 @@ pub fn parse_subject_access_review(status: u16, body: &[u8]) -> Result<Authz, Ap
         )));
     }
     let Some(s) = r.status else {
-        return Err(ApiError("SubjectAccessReview: answer without status".into()));
+        return Err(ApiError(
+            "SubjectAccessReview: answer without status".into(),
+        ));
     };
     if s.allowed && !s.denied {
         return Ok(Authz::Allowed);

@@ -17,7 +17,10 @@ fn reader() -> UserInfo {
 #[test]
 fn authenticated_token_review_gives_the_user_and_groups() {
     let u = reader();
-    assert_eq!(u.username, "system:serviceaccount:monitoring:tcpwatch-reader");
+    assert_eq!(
+        u.username,
+        "system:serviceaccount:monitoring:tcpwatch-reader"
+    );
     assert_eq!(u.uid, "5f0c3b1e-8a7d-4c55-9f7e-2d1c0b6a9e41");
     assert_eq!(
         u.groups,
@@ -27,7 +30,10 @@ fn authenticated_token_review_gives_the_user_and_groups() {
             "system:authenticated"
         ]
     );
-    assert_eq!(u.extra["authentication.kubernetes.io/pod-name"], ["reader-7d9c8b6f5-x2k4q"]);
+    assert_eq!(
+        u.extra["authentication.kubernetes.io/pod-name"],
+        ["reader-7d9c8b6f5-x2k4q"]
+    );
 }
 
 #[test]
@@ -60,12 +66,21 @@ fn authenticated_without_a_user_name_is_not_authenticated() {
 fn status_errors_are_api_errors_that_say_what_to_do() {
     let e = parse_token_review(403, fixture!("status-forbidden.json")).unwrap_err();
     assert!(e.0.contains("HTTP 403"), "{e}");
-    assert!(e.0.contains("cannot create resource \"tokenreviews\""), "{e}");
+    assert!(
+        e.0.contains("cannot create resource \"tokenreviews\""),
+        "{e}"
+    );
     assert!(e.0.contains("system:auth-delegator"), "{e}");
     let e = parse_subject_access_review(401, fixture!("status-unauthorized.json")).unwrap_err();
-    assert!(e.0.starts_with("SubjectAccessReview: API server answered HTTP 401: Unauthorized"), "{e}");
+    assert!(
+        e.0.starts_with("SubjectAccessReview: API server answered HTTP 401: Unauthorized"),
+        "{e}"
+    );
     let e = parse_token_review(429, fixture!("status-too-many-requests.json")).unwrap_err();
-    assert!(e.0.contains("Too many requests") && e.0.contains("TooManyRequests"), "{e}");
+    assert!(
+        e.0.contains("Too many requests") && e.0.contains("TooManyRequests"),
+        "{e}"
+    );
     // Not a Status object (a proxy's HTML page): the start of the body.
     let e = parse_token_review(502, b"<html>Bad Gateway</html>").unwrap_err();
     assert!(e.0.contains("<html>Bad Gateway"), "{e}");
@@ -78,8 +93,11 @@ fn a_200_that_is_not_the_expected_kind_is_an_api_error() {
     assert!(parse_subject_access_review(201, fixture!("tokenreview-authenticated.json")).is_err());
     assert!(parse_subject_access_review(201, b"not json").is_err());
     assert!(
-        parse_token_review(201, br#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1"}"#)
-            .is_err()
+        parse_token_review(
+            201,
+            br#"{"kind":"TokenReview","apiVersion":"authentication.k8s.io/v1"}"#
+        )
+        .is_err()
     );
 }
 
@@ -95,7 +113,9 @@ fn subject_access_reviews_allow_deny_and_give_reasons() {
     );
     assert_eq!(
         parse_subject_access_review(201, fixture!("sar-denied-explicit.json")).unwrap(),
-        Authz::Denied("denied by webhook authorizer: stream access needs an approved ticket".into())
+        Authz::Denied(
+            "denied by webhook authorizer: stream access needs an approved ticket".into()
+        )
     );
     let Authz::Denied(r) =
         parse_subject_access_review(201, fixture!("sar-evaluation-error.json")).unwrap()
@@ -140,7 +160,10 @@ fn subject_access_review_request_checks_the_path_and_verb_for_the_user_and_group
         v["spec"]["nonResourceAttributes"],
         serde_json::json!({"path": "/api/v1/connections", "verb": "get"})
     );
-    assert_eq!(v["spec"]["user"], "system:serviceaccount:monitoring:tcpwatch-reader");
+    assert_eq!(
+        v["spec"]["user"],
+        "system:serviceaccount:monitoring:tcpwatch-reader"
+    );
     assert_eq!(v["spec"]["uid"], "5f0c3b1e-8a7d-4c55-9f7e-2d1c0b6a9e41");
     assert_eq!(v["spec"]["groups"][2], "system:authenticated");
     assert_eq!(
@@ -185,8 +208,22 @@ fn cache_keeps_allowed_30s_and_denied_10s_by_default() {
     assert_eq!(c.get("bad", &a, t0 + 10 * S), None);
     assert_eq!(c.get("junk", &a, t0 + 10 * S), None);
     // Another path or verb is another decision.
-    assert_eq!(c.get("good", &Attributes::for_request("GET", "/api/v1/stream"), t0), None);
-    assert_eq!(c.get("good", &Attributes::for_request("POST", "/api/v1/connections"), t0), None);
+    assert_eq!(
+        c.get(
+            "good",
+            &Attributes::for_request("GET", "/api/v1/stream"),
+            t0
+        ),
+        None
+    );
+    assert_eq!(
+        c.get(
+            "good",
+            &Attributes::for_request("POST", "/api/v1/connections"),
+            t0
+        ),
+        None
+    );
     assert_eq!(c.get("other", &a, t0), None);
 }
 
@@ -195,7 +232,12 @@ fn cache_is_bounded_and_zero_ttl_caches_nothing() {
     let mut c = DecisionCache::new(&KubeAuthzConfig::default());
     let a = Attributes::for_request("GET", "/api/v1/connections");
     for i in 0..(3 * CACHE_MAX as u64) {
-        c.insert(&format!("t{i}"), &a, Decision::Allowed { user: "u".into() }, i);
+        c.insert(
+            &format!("t{i}"),
+            &a,
+            Decision::Allowed { user: "u".into() },
+            i,
+        );
         assert!(c.len() <= CACHE_MAX);
     }
     // The newest is kept.

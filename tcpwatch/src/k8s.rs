@@ -34,7 +34,7 @@ const MAX_EVENT_BYTES: u64 = 16 << 20;
 /// Largest LIST answer read.
 const MAX_LIST_BYTES: u64 = 256 << 20;
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+pub(crate) const SA_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The API server ends a watch after this long; the client gives it some slack more.
 const WATCH_SECONDS: u64 = 290;
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -494,7 +494,7 @@ impl std::fmt::Display for HttpStatus {
 
 impl std::error::Error for HttpStatus {}
 
-fn agent(ca_pem: &[u8]) -> anyhow::Result<ureq::Agent> {
+pub(crate) fn agent(ca_pem: &[u8]) -> anyhow::Result<ureq::Agent> {
     use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
     let certs: Vec<_> = ureq::tls::parse_pem(ca_pem)
         .filter_map(|item| match item {
@@ -527,7 +527,7 @@ fn valid_node_name(n: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
-fn base_url(host: &str, port: &str) -> String {
+pub(crate) fn base_url(host: &str, port: &str) -> String {
     if host.contains(':') {
         format!("https://[{host}]:{port}")
     } else {

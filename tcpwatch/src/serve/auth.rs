@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tcpwatch_core::k8s_authz::{ApiError, Attributes, Decision};
 use tcpwatch_core::webconfig::{Credentials, DUMMY_HASH, token_matches, verify_password};
 use tokio::sync::Semaphore;
 
@@ -69,6 +70,9 @@ async fn check_basic(cfg: &Arc<Loaded>, user: &str, password: &str) -> bool {
 }
 
 /// Refuses requests without valid credentials when the web configuration asks for them.
+/// With `[kubernetes_authorization]`, a bearer token that is not one of `bearer_token_files`
+/// is reviewed by the Kubernetes API server: 401 when it is not authenticated, 403 when the
+/// user may not, 503 when the API server cannot be asked.
 pub async fn require(State(web): State<Web>, req: Request, next: Next) -> Response {
     let cfg = web.current();
     if !cfg.cfg.requires_credentials() || OPEN_PATHS.contains(&req.uri().path()) {
@@ -81,7 +85,17 @@ pub async fn require(State(web): State<Web>, req: Request, next: Next) -> Respon
     );
     let ok = match &creds {
         Credentials::Basic { user, password } => check_basic(&cfg, user, password).await,
-        Credentials::Bearer(t) => token_matches(&cfg.tokens, t),
+        Credentials::Bearer(t) if token_matches(&cfg.tokens, t) => true,
+        Credentials::Bearer(t) => match &cfg.kube {
+            None => false,
+            Some(k) => {
+                let (method, path) = (req.method().as_str().to_owned(), req.uri().path());
+                match kube_verdict(web.listener, k.check(t, &method, path).await, &method, path) {
+                    None => true,
+                    Some(refusal) => return refusal,
+                }
+            }
+        },
         Credentials::None | Credentials::Malformed => false,
     };
     if ok {
@@ -93,10 +107,73 @@ pub async fn require(State(web): State<Web>, req: Request, next: Next) -> Respon
         Credentials::Malformed => "unreadable Authorization header\n",
         _ => "wrong credentials\n",
     };
+    unauthorized(&cfg, why)
+}
+
+fn unauthorized(cfg: &Loaded, why: &'static str) -> Response {
+    let challenge = if cfg.cfg.basic_auth_users.is_empty() {
+        "Bearer realm=\"tcpwatch\""
+    } else {
+        "Basic realm=\"tcpwatch\""
+    };
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"tcpwatch\"")],
+        [(header::WWW_AUTHENTICATE, challenge)],
         why,
     )
         .into_response()
+}
+
+/// `None` when allowed; otherwise the refusal (counted).
+fn kube_verdict(
+    listener: &'static str,
+    d: Result<Decision, ApiError>,
+    method: &str,
+    path: &str,
+) -> Option<Response> {
+    match d {
+        Ok(Decision::Allowed { .. }) => None,
+        Ok(Decision::Unauthenticated(e)) => {
+            stats::rejected(listener, stats::reason::UNAUTHORIZED);
+            tracing::debug!(listener, error = %e, "bearer token not authenticated by TokenReview");
+            Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"tcpwatch\"")],
+                    "the Kubernetes API server did not authenticate this token (TokenReview)\n",
+                )
+                    .into_response(),
+            )
+        }
+        Ok(Decision::Forbidden { user, reason }) => {
+            stats::rejected(listener, stats::reason::FORBIDDEN);
+            let verb = Attributes::for_request(method, path).verb;
+            let reason = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            };
+            Some(
+                (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "forbidden: user {user:?} may not {verb} the non-resource URL {path} \
+                         (SubjectAccessReview){reason}\n"
+                    ),
+                )
+                    .into_response(),
+            )
+        }
+        Err(e) => {
+            stats::rejected(listener, stats::reason::AUTHZ_UNAVAILABLE);
+            tracing::warn!(listener, error = %e, "Kubernetes authorization unavailable");
+            Some(
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot check the token with the Kubernetes API server: {e}\n"),
+                )
+                    .into_response(),
+            )
+        }
+    }
 }

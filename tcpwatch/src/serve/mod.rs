@@ -9,6 +9,7 @@
 //! at once. Refusals are counted in `tcpwatch_http_rejected_total{listener,reason}`.
 pub mod auth;
 pub mod fanout;
+pub mod kube_authz;
 pub mod limits;
 pub mod stats;
 pub mod tls;
@@ -189,8 +190,14 @@ pub fn check_web_configs(cfg: &tcpwatch_core::config::Config) -> anyhow::Result<
             None => "plain HTTP".to_owned(),
             Some(t) => format!("TLS, client certificates: {:?}", t.client_auth_type),
         };
+        let kube = if l.kube.is_some() {
+            ", Kubernetes authorization (TokenReview + SubjectAccessReview)"
+        } else {
+            ""
+        };
         out.push(format!(
-            "{name} listener {addr}: {tls}, {} basic-auth user(s), {} bearer token(s) ({file})",
+            "{name} listener {addr}: {tls}, {} basic-auth user(s), {} bearer token(s){kube} \
+             ({file})",
             l.cfg.basic_auth_users.len(),
             l.tokens.len()
         ));

@@ -44,7 +44,24 @@ pub mod reason {
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
     /// Response body over `http.max_response_bytes`: 507.
     pub const RESPONSE_SIZE: &str = "response_size";
+    /// Kubernetes authorization: the SubjectAccessReview denied the request: 403.
+    pub const FORBIDDEN: &str = "forbidden";
+    /// Kubernetes authorization: the API server could not be asked (error, timeout): 503.
+    pub const AUTHZ_UNAVAILABLE: &str = "authz_unavailable";
 }
+
+/// Every refusal reason, in label order.
+pub const REASONS: [&str; 9] = [
+    reason::CONNECTIONS,
+    reason::STREAM_SUBSCRIBERS,
+    reason::UNAUTHORIZED,
+    reason::TLS_HANDSHAKE,
+    reason::HEADER_TIMEOUT,
+    reason::IDLE_TIMEOUT,
+    reason::RESPONSE_SIZE,
+    reason::FORBIDDEN,
+    reason::AUTHZ_UNAVAILABLE,
+];
 
 /// Counts one refusal.
 pub fn rejected(listener: &'static str, reason: &'static str) {
@@ -67,11 +84,11 @@ pub fn subscribers(listener: &'static str, delta: i64) {
     with(|c| *c.subscribers.entry(listener).or_default() += delta);
 }
 
-/// Adds the HTTP self-metrics to `reg`.
-/// Most series [`register`] adds: per listener (API, metrics) 7 refusal reasons, 2 reload
+/// Most series [`register`] adds: per listener (API, metrics) 9 refusal reasons, 2 reload
 /// results, open connections and stream subscribers.
-pub const MAX_SERIES: usize = 2 * (7 + 2 + 1 + 1);
+pub const MAX_SERIES: usize = 2 * (REASONS.len() + 2 + 1 + 1);
 
+/// Adds the HTTP self-metrics to `reg`.
 pub fn register(reg: &Registry) -> prometheus::Result<()> {
     let rejected = IntCounterVec::new(
         Opts::new(
@@ -105,15 +122,7 @@ pub fn register(reg: &Registry) -> prometheus::Result<()> {
     with(|c| {
         // Every listener has its series from the start, at 0.
         for l in c.open.keys() {
-            for r in [
-                reason::CONNECTIONS,
-                reason::STREAM_SUBSCRIBERS,
-                reason::UNAUTHORIZED,
-                reason::TLS_HANDSHAKE,
-                reason::HEADER_TIMEOUT,
-                reason::IDLE_TIMEOUT,
-                reason::RESPONSE_SIZE,
-            ] {
+            for r in REASONS {
                 rejected.with_label_values(&[*l, r]);
             }
         }

@@ -9,6 +9,7 @@ use tcpwatch_core::webconfig::WebConfig;
 use tokio_rustls::rustls::ServerConfig;
 
 use super::auth::PasswordCache;
+use super::kube_authz::{Client, KubeAuthz};
 use super::tls::{TlsFiles, server_config};
 
 /// How often the files are checked for changes.
@@ -25,6 +26,8 @@ pub struct Loaded {
     pub tokens: Vec<String>,
     /// Passwords that matched their hash since this configuration was loaded.
     pub cache: PasswordCache,
+    /// `[kubernetes_authorization]`: other bearer tokens are reviewed by the API server.
+    pub kube: Option<Arc<KubeAuthz>>,
     fingerprint: Fingerprint,
 }
 
@@ -46,6 +49,7 @@ impl Loaded {
             tls: None,
             tokens: Vec::new(),
             cache: PasswordCache::default(),
+            kube: None,
             fingerprint: Vec::new(),
         }
     }
@@ -95,11 +99,24 @@ impl Loaded {
                 )
             }
         };
+        let kube = match &cfg.kubernetes_authorization {
+            None => None,
+            Some(k) => {
+                let client = Client::in_cluster().map_err(|e| {
+                    anyhow!(
+                        "web configuration {}: kubernetes_authorization: {e:#}",
+                        path.display()
+                    )
+                })?;
+                Some(Arc::new(KubeAuthz::new(k.clone(), client)))
+            }
+        };
         Ok(Self {
             cfg,
             tls,
             tokens,
             cache: PasswordCache::default(),
+            kube,
             fingerprint,
         })
     }
