@@ -8,7 +8,7 @@
 //! `resourceAttributes`, the check is a *non-resource* one: `path` is the request path
 //! (`/api/v1/connections`) and `verb` the lower-case HTTP verb as the API server names it
 //! (`GET`/`HEAD` -> `get`, `POST` -> `create`, `PUT` -> `update`, `PATCH` -> `patch`,
-//! `DELETE` -> `delete`). A ClusterRole grants it with
+//! `DELETE` -> `delete`). A `ClusterRole` grants it with
 //! `nonResourceURLs: ["/api/v1/*"]`, `verbs: ["get"]`.
 //!
 //! Answers are cached ([`DecisionCache`]): allowed for `allowed_ttl_seconds`, denied and
@@ -25,7 +25,7 @@ pub const DEFAULT_ALLOWED_TTL_SECONDS: u64 = 30;
 pub const DEFAULT_DENIED_TTL_SECONDS: u64 = 10;
 /// Most decisions cached; beyond, expired ones are dropped, then the oldest half.
 pub const CACHE_MAX: usize = 1024;
-/// Longest TTL accepted (a revoked RoleBinding must take effect soon).
+/// Longest TTL accepted (a revoked `RoleBinding` must take effect soon).
 pub const MAX_TTL_SECONDS: u64 = 600;
 
 fn default_allowed() -> u64 {
@@ -92,9 +92,9 @@ impl KubeAuthzConfig {
     }
 }
 
-/// API path of TokenReview.
+/// API path of `TokenReview`.
 pub const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-/// API path of SubjectAccessReview.
+/// API path of `SubjectAccessReview`.
 pub const SUBJECT_ACCESS_REVIEW_PATH: &str = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
 
 /// The non-resource attributes checked for one request.
@@ -122,7 +122,7 @@ impl Attributes {
     }
 }
 
-/// The user a TokenReview authenticated.
+/// The user a `TokenReview` authenticated.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct UserInfo {
     #[serde(default)]
@@ -135,7 +135,7 @@ pub struct UserInfo {
     pub extra: HashMap<String, Vec<String>>,
 }
 
-/// The body of a TokenReview for `token`.
+/// The body of a `TokenReview` for `token`.
 #[must_use]
 pub fn token_review_request(token: &str, audiences: &[String]) -> Vec<u8> {
     let mut spec = serde_json::json!({ "token": token });
@@ -151,7 +151,7 @@ pub fn token_review_request(token: &str, audiences: &[String]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The body of a SubjectAccessReview: may `user` do `attrs`?
+/// The body of a `SubjectAccessReview`: may `user` do `attrs`?
 #[must_use]
 pub fn subject_access_review_request(user: &UserInfo, attrs: &Attributes) -> Vec<u8> {
     let mut spec = serde_json::json!({
@@ -179,7 +179,7 @@ pub fn subject_access_review_request(user: &UserInfo, attrs: &Attributes) -> Vec
 #[error("{0}")]
 pub struct ApiError(pub String);
 
-/// What a TokenReview said about a token.
+/// What a `TokenReview` said about a token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authn {
     Authenticated(UserInfo),
@@ -187,7 +187,7 @@ pub enum Authn {
     Unauthenticated(String),
 }
 
-/// What a SubjectAccessReview said.
+/// What a `SubjectAccessReview` said.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authz {
     Allowed,
@@ -242,7 +242,7 @@ struct TokenReview {
     status: Option<TokenReviewStatus>,
 }
 
-/// Reads the API server's answer to a TokenReview.
+/// Reads the API server's answer to a `TokenReview`.
 pub fn parse_token_review(status: u16, body: &[u8]) -> Result<Authn, ApiError> {
     if !(200..300).contains(&status) {
         return Err(api_error("TokenReview", status, body));
@@ -285,7 +285,7 @@ struct Sar {
     status: Option<SarStatus>,
 }
 
-/// Reads the API server's answer to a SubjectAccessReview. Only `allowed: true` (and not
+/// Reads the API server's answer to a `SubjectAccessReview`. Only `allowed: true` (and not
 /// `denied`) allows; an evaluation error with no grant denies, with the error as reason.
 pub fn parse_subject_access_review(status: u16, body: &[u8]) -> Result<Authz, ApiError> {
     if !(200..300).contains(&status) {
@@ -328,7 +328,7 @@ pub enum Decision {
 }
 
 impl Decision {
-    /// Combines a TokenReview and, when authenticated, a SubjectAccessReview.
+    /// Combines a `TokenReview` and, when authenticated, a `SubjectAccessReview`.
     #[must_use]
     pub fn from_reviews(user: &UserInfo, authz: Authz) -> Self {
         match authz {

@@ -277,3 +277,24 @@ fn web_config_section_parses_validates_and_names_bad_keys() {
     assert_eq!(e.key, "kubernetes_authorization");
     assert!(!WebConfig::from_toml_str("").unwrap().requires_credentials());
 }
+
+#[test]
+fn shipped_api_web_config_example_parses_and_turns_the_check_on() {
+    let cm = include_str!("../../deploy/kubernetes/configmap.yaml");
+    let mut block = String::new();
+    for l in cm
+        .lines()
+        .skip_while(|l| l.trim() != "api-web.toml: |")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+    {
+        block.push_str(l.get(4..).unwrap_or(""));
+        block.push('\n');
+    }
+    assert!(
+        !block.trim().is_empty(),
+        "no api-web.toml in configmap.yaml"
+    );
+    let c = crate::webconfig::WebConfig::from_toml_str(&block).unwrap();
+    assert_eq!(c.kubernetes_authorization, Some(KubeAuthzConfig::default()));
+}

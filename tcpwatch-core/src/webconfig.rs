@@ -13,8 +13,8 @@
 //! [basic_auth_users]
 //! prometheus = "$2y$10$..."                          # bcrypt hash (htpasswd -nBC 10 "")
 //!
-//! [kubernetes_authorization]                         # other bearer tokens: TokenReview +
-//! allowed_ttl_seconds = 30                           # SubjectAccessReview (crate::k8s_authz)
+//! [kubernetes_authorization]                         # other bearer tokens: `TokenReview` +
+//! allowed_ttl_seconds = 30                           # `SubjectAccessReview` (crate::k8s_authz)
 //! denied_ttl_seconds = 10
 //! ```
 //!
@@ -92,7 +92,7 @@ pub struct WebConfig {
     #[serde(default)]
     pub basic_auth_users: BTreeMap<String, String>,
     /// Bearer tokens not in `bearer_token_files` are checked by the Kubernetes API server
-    /// (TokenReview, then SubjectAccessReview), as kube-rbac-proxy does.
+    /// (`TokenReview`, then `SubjectAccessReview`), as kube-rbac-proxy does.
     #[serde(default)]
     pub kubernetes_authorization: Option<KubeAuthzConfig>,
 }

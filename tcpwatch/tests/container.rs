@@ -407,6 +407,24 @@ fn manifests_have_required_fields_and_validate_against_kubernetes_schemas() {
         "{pm}"
     );
     assert!(config.contains("log_format = \"json\""), "{config}");
+    // Kubernetes authorization of the API (docs/security.md#kubernetes-authorization): the
+    // service account may create TokenReviews and SubjectAccessReviews, a reader role exists
+    // (non-resource URLs only), and the example web configuration turns the check on.
+    let rbac = std::fs::read_to_string(dir.join("rbac.yaml")).unwrap();
+    assert!(
+        rbac.contains("name: system:auth-delegator")
+            && rbac.contains("name: tcpwatch-auth-delegator"),
+        "{rbac}"
+    );
+    assert!(
+        rbac.contains("name: tcpwatch-api-reader")
+            && rbac.contains("nonResourceURLs: [\"/api/v1/*\"]"),
+        "{rbac}"
+    );
+    assert!(
+        config.contains("api-web.toml: |\n    [kubernetes_authorization]\n"),
+        "{config}"
+    );
 
     // The full schema check (kubernetes-validate, offline schemas from PyPI).
     let out = Command::new("bash")

@@ -1,6 +1,6 @@
 //! Kubernetes authorization of bearer tokens (`[kubernetes_authorization]` in a web
-//! configuration), as kube-rbac-proxy does it: TokenReview, then a non-resource
-//! SubjectAccessReview for the request's path and verb ([`tcpwatch_core::k8s_authz`]).
+//! configuration), as kube-rbac-proxy does it: `TokenReview`, then a non-resource
+//! `SubjectAccessReview` for the request's path and verb ([`tcpwatch_core::k8s_authz`]).
 //!
 //! The API calls are blocking (ureq, the pod watcher's client: HTTPS, the service account's CA
 //! and token) and run on the blocking pool, at most [`MAX_CONCURRENT_REVIEWS`] at a time, so a
@@ -97,7 +97,7 @@ impl Client {
         Ok((status, bytes))
     }
 
-    /// TokenReview, then (authenticated) SubjectAccessReview. Blocking.
+    /// `TokenReview`, then (authenticated) `SubjectAccessReview`. Blocking.
     fn review(
         &self,
         cfg: &KubeAuthzConfig,

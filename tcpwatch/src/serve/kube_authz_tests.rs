@@ -32,9 +32,9 @@ struct Seen {
     body: String,
 }
 
-/// A fake API server: TokenReview authenticates `reader-token` (the reader service account)
+/// A fake API server: `TokenReview` authenticates `reader-token` (the reader service account)
 /// and `stranger-token` (default:default), answers 403 `Status` to `broken-token` (tcpwatch
-/// lacks the RBAC), and does not authenticate any other token. SubjectAccessReview allows the
+/// lacks the RBAC), and does not authenticate any other token. `SubjectAccessReview` allows the
 /// reader on `/api/v1/connections`, denies with a reason on `/api/v1/stream`, and denies
 /// everything else.
 struct FakeApi {
@@ -44,12 +44,12 @@ struct FakeApi {
 
 impl FakeApi {
     fn start() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", l.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let s = seen.clone();
+        let log = seen.clone();
         std::thread::spawn(move || {
-            for conn in l.incoming() {
+            for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { return };
                 let mut r = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
@@ -76,7 +76,7 @@ impl FakeApi {
                 r.read_exact(&mut body).unwrap();
                 let body = String::from_utf8(body).unwrap();
                 let (status, answer) = answer(&path, &body);
-                s.lock().unwrap().push(Seen {
+                log.lock().unwrap().push(Seen {
                     path,
                     authorization,
                     content_type,
@@ -130,7 +130,7 @@ fn answer(path: &str, body: &str) -> (u16, String) {
 struct Setup {
     api: FakeApi,
     router: Router,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 struct TempDir(std::path::PathBuf);
@@ -173,7 +173,7 @@ fn setup(listener: &'static str, static_token: Option<&str>) -> Setup {
     Setup {
         api,
         router,
-        _dir: TempDir(dir),
+        dir: TempDir(dir),
     }
 }
 
@@ -316,7 +316,7 @@ async fn unreachable_api_server_gives_503() {
     loaded.cfg.kubernetes_authorization = Some(KubeAuthzConfig::default());
     loaded.kube = Some(Arc::new(KubeAuthz::new(
         KubeAuthzConfig::default(),
-        Client::new(agent, base, s._dir.0.join("token")),
+        Client::new(agent, base, s.dir.0.join("token")),
     )));
     let router = Router::new()
         .route("/api/v1/connections", get(|| async { "connections" }))

@@ -44,7 +44,7 @@ pub mod reason {
     pub const IDLE_TIMEOUT: &str = "idle_timeout";
     /// Response body over `http.max_response_bytes`: 507.
     pub const RESPONSE_SIZE: &str = "response_size";
-    /// Kubernetes authorization: the SubjectAccessReview denied the request: 403.
+    /// Kubernetes authorization: the `SubjectAccessReview` denied the request: 403.
     pub const FORBIDDEN: &str = "forbidden";
     /// Kubernetes authorization: the API server could not be asked (error, timeout): 503.
     pub const AUTHZ_UNAVAILABLE: &str = "authz_unavailable";
