@@ -34,6 +34,9 @@ use tcpwatch_common::{
     counter, event_kind, record_flags, tcp_state,
 };
 
+#[path = "classify.rs"]
+mod classify;
+
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_F_NO_PREALLOC`: memory follows the number of sockets instead of the map's maximum.
 const NO_PREALLOC: u32 = 1;
@@ -295,6 +298,7 @@ fn on_state(sk: *const u8, oldstate: i32, newstate: i32) {
         (0, [0; 16])
     };
     let tracked = track_state(key, newstate, now, pid, comm);
+    classify::on_state(sk, oldstate as u8, newstate);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -364,6 +368,7 @@ fn on_retransmit(sk: *const u8) {
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
+    classify::on_retransmit(sk);
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
     let Some(st) = sock_entry(sk, now, rd(sk, offsets().skc_state)) else {
@@ -387,24 +392,28 @@ fn on_retransmit(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
     on_reset(ctx.arg(0), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
     on_reset(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
     on_reset(ctx.arg(0), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
     on_reset(ctx.arg(0), false);
     0
 }
