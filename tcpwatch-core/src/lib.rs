@@ -5,6 +5,7 @@ pub mod api;
 pub mod btf;
 pub mod config;
 pub mod detect;
+pub mod endpoints;
 pub mod incident;
 pub mod k8s;
 pub mod model;
