@@ -835,7 +835,7 @@ impl App {
 pub fn subject_key(s: &Subject) -> Option<ConnKey> {
     match s {
         Subject::Connection { key, .. } | Subject::Listener { key, .. } => Some(*key),
-        Subject::Port { .. } => None,
+        Subject::Port { .. } | Subject::Peer { .. } => None,
     }
 }
 
@@ -845,13 +845,14 @@ pub fn subject_local(s: &Subject) -> String {
     match s {
         Subject::Connection { local, .. } | Subject::Listener { local, .. } => local.to_string(),
         Subject::Port { port, .. } => format!("*:{port}"),
+        Subject::Peer { .. } => "-".to_owned(),
     }
 }
 
 #[must_use]
 pub fn subject_remote(s: &Subject) -> String {
     match s {
-        Subject::Connection { remote, .. } => remote.to_string(),
+        Subject::Connection { remote, .. } | Subject::Peer { remote, .. } => remote.to_string(),
         Subject::Listener { .. } | Subject::Port { .. } => "-".to_owned(),
     }
 }
@@ -859,7 +860,9 @@ pub fn subject_remote(s: &Subject) -> String {
 #[must_use]
 pub fn subject_owner(s: &Subject) -> Option<&Owner> {
     match s {
-        Subject::Connection { owner, .. } | Subject::Listener { owner, .. } => owner.as_ref(),
+        Subject::Connection { owner, .. }
+        | Subject::Listener { owner, .. }
+        | Subject::Peer { owner, .. } => owner.as_ref(),
         Subject::Port { .. } => None,
     }
 }
@@ -903,7 +906,7 @@ fn finding_matches(f: &Finding, needle: &str) -> bool {
     let state = match &f.subject {
         Subject::Connection { state, .. } => Some(*state),
         Subject::Listener { .. } => Some(TcpState::Listen),
-        Subject::Port { .. } => None,
+        Subject::Port { .. } | Subject::Peer { .. } => None,
     };
     subject_local(&f.subject).contains(needle)
         || subject_remote(&f.subject).contains(needle)

@@ -15,6 +15,9 @@ use tcpwatch_common::{
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
+#[path = "kernel_endpoints.rs"]
+mod endpoints;
+
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
 

@@ -296,7 +296,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
         if f.kind == FindingKind::CloseWaitStuck && CLOSE_WAIT_CAUSES.contains(&f.cause.as_str()) {
             cw.with_label_values(&[f.cause.as_str()]).inc();
         }
-        if !matches!(f.subject, Subject::Port { .. }) {
+        if !matches!(f.subject, Subject::Port { .. } | Subject::Peer { .. }) {
             worst.push(f);
         }
     }
@@ -338,7 +338,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
                 local,
                 owner,
             } => (key, netns, local, String::new(), owner),
-            Subject::Port { .. } => continue,
+            Subject::Port { .. } | Subject::Peer { .. } => continue,
         };
         let (comm, pod_ns, pod_name, container) = owner_labels(owner.as_ref(), s.table.get(key));
         let labels = [

@@ -175,7 +175,7 @@ pub fn current_cookie() -> anyhow::Result<u64> {
     Ok(cookie)
 }
 
-/// Reads `tcp_retries2` and ListenOverflows/ListenDrops of the calling thread's namespace.
+/// Reads `tcp_retries2`, `tcp_syn_retries`, `tcp_syn_linear_timeouts` and ListenOverflows/ListenDrops of the calling thread's namespace.
 #[must_use]
 pub fn current_info(id: NetnsId) -> NetnsInfo {
     let mut info = NetnsInfo::with_defaults(id);
@@ -184,6 +184,16 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     {
         info.tcp_retries2 = v;
     }
+    if let Ok(s) = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syn_retries")
+        && let Ok(v) = s.trim().parse()
+    {
+        info.tcp_syn_retries = v;
+    }
+    // Linux 6.7+ only: absent elsewhere (None).
+    info.tcp_syn_linear_timeouts =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_syn_linear_timeouts")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
     if let Ok(s) = std::fs::read_to_string("/proc/thread-self/net/netstat") {
         let (o, d) = parse_listen_counters(&s);
         info.listen_overflows = o;

@@ -28,6 +28,8 @@ pub struct SweepBatch {
     pub errors: Vec<String>,
     pub counters: [u64; counter::COUNT as usize],
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
+    /// Per-endpoint reset and connect classification (issue 13).
+    pub endpoints: tcpwatch_core::endpoints::EndpointFacts,
     pub duration: Duration,
     /// Kernel-side entries of vanished sockets removed by this sweep.
     pub socks_gc_removed: usize,
@@ -85,6 +87,7 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors.push(format!("reading PORT_RESETS: {e:#}"));
         HashMap::new()
     });
+    let endpoints = kernel.endpoint_facts(&mut errors);
     // A complete sweep (every namespace read) tells which sockets exist: garbage-collect the
     // kernel entries of the others. Skipped when a namespace could not be read.
     let mut socks_gc_removed = 0;
@@ -108,6 +111,7 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors,
         counters,
         port_resets,
+        endpoints,
         duration: t0.elapsed(),
         socks_gc_removed,
         vanished,

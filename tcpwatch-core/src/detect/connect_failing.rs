@@ -5,8 +5,9 @@
 //!
 //! Inputs: the kernel's per (netns, remote endpoint, connecting process) connect outcomes
 //! ([`EndpointStats`], deltas over `window_seconds`) and the table's `SYN_SENT` sockets with
-//! `icsk_retransmits` (from the sweep). Opens on `min_failures` failures in the window, or at
-//! once on a connect with at least `min_syn_retrans` SYN retransmissions. Critical when no
+//! `icsk_retransmits` (from the sweep). Opens on `min_failures` failures in the window, on one
+//! timed-out connect (it waited the whole SYN give-up time), or at once on a connect with at
+//! least `min_syn_retrans` SYN retransmissions. Critical when no
 //! connect to that endpoint succeeded in the window. The diagnosis gives, for a SYN still
 //! retrying, when the kernel gives up (`tcp_syn_retries`, `tcp_syn_linear_timeouts`).
 use std::collections::{BTreeMap, HashMap};
@@ -105,7 +106,9 @@ impl ConnectFailingState {
         let failures = |d: &[u64; 5]| d[REFUSED] + d[TIMED_OUT] + d[FAILED];
         let deltas: HashMap<EndpointKey, _> = self
             .win
-            .update(now, window, counters, |d| failures(d) >= min)
+            .update(now, window, counters, |d| {
+                failures(d) >= min || d[TIMED_OUT] > 0
+            })
             .into_iter()
             .collect();
         let mut retrying: BTreeMap<EndpointKey, Retrying> = BTreeMap::new();

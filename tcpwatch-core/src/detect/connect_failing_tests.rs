@@ -125,8 +125,13 @@ fn syn_still_retrying_opens_at_once_with_the_give_up_time() {
     // The kernel gave up: the socket is gone, the timed-out connect is counted; still open.
     let f1 = facts("10.9.9.9:80", stats(0, 1, 0));
     assert!(step(&mut h, 8.0, &f1, &[]).is_empty());
+    // One timed-out connect waited the whole give-up time: enough to keep it open.
+    for t in 9..20 {
+        assert!(step(&mut h, f64::from(t), &f1, &[]).is_empty(), "t={t}");
+    }
     let open = h.open_of(K);
     assert_eq!(open.len(), 1);
+    assert_ev(open[0], "connects_timed_out", 1.0);
 }
 
 #[test]
