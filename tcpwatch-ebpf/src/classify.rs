@@ -51,6 +51,24 @@ static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(16
 #[map]
 static STALE_TUPLES: LruHashMap<TupleKey, u64> = LruHashMap::with_max_entries(4_096, 0);
 
+/// The tuple of an orphaned socket that is aborting on data, saved by `tcp_reset()`'s
+/// tracepoint right before the RST goes out: by then the socket is `CLOSE` and its local
+/// port (`skc_num`) was released to 0. Same CPU, same softirq, so one per-CPU slot.
+#[map]
+static ABORT_PENDING: PerCpuArray<PendingAbort> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PendingAbort {
+    sk: u64,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    family: u16,
+    pad: u16,
+}
+
 #[map]
 static CLASS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(class_counter::COUNT, 0);
 
@@ -174,7 +192,23 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
         class_counter::ORPHAN_RST_SENT
     });
     let now = ktime();
-    let t = tuple_of(sk);
+    let mut t = tuple_of(sk);
+    if orphan && let Some(p) = ABORT_PENDING.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, only this CPU uses it while the program runs.
+        let p = unsafe { &mut *p };
+        if p.sk == sk as u64 {
+            t.saddr = p.saddr;
+            t.daddr = p.daddr;
+            t.sport = p.sport;
+            t.dport = p.dport;
+            t.family = p.family;
+        }
+        p.sk = 0;
+    }
+    if t.sport == 0 {
+        // Local port already released and not saved: nothing to attribute.
+        return;
+    }
     let (cookie, _) = netns_of(sk);
     let key = PortKey {
         netns_cookie: cookie,
@@ -237,12 +271,27 @@ fn on_received(sk: *const u8, state: u8) {
         return;
     }
     // An orphaned socket that aborts on data runs tcp_reset() too (this tracepoint) right
-    // before it sends its RST: not a reset from the peer.
+    // before it sends its RST: not a reset from the peer. Its tuple is saved for the RST.
     if matches!(
         state,
         tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2 | tcp_state::CLOSING | tcp_state::LISTEN
     ) && rd_ptr(sk, o.sk_socket).is_null()
     {
+        if let Some(p) = ABORT_PENDING.get_ptr_mut(0) {
+            let t = tuple_of(sk);
+            // SAFETY: per-CPU slot, only this CPU uses it while the program runs.
+            unsafe {
+                *p = PendingAbort {
+                    sk: sk as u64,
+                    saddr: t.saddr,
+                    daddr: t.daddr,
+                    sport: t.sport,
+                    dport: t.dport,
+                    family: t.family,
+                    pad: 0,
+                };
+            }
+        }
         return;
     }
     let t = tuple_of(sk);
