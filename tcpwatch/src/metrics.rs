@@ -75,8 +75,12 @@ pub fn series_bound(top_k: usize) -> usize {
         + listeners
         + findings
         + self_metrics
+        + endpoints::SERIES
         + top_k
 }
+
+#[path = "metrics_endpoints.rs"]
+mod endpoints;
 
 fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
@@ -135,6 +139,7 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     daemon(&b, s)?;
     table(&b, s)?;
     programs(&b, s)?;
+    endpoints::endpoints(&b, s)?;
     Ok(b.reg)
 }
 

@@ -126,7 +126,7 @@ fn candidate(
         cause,
         diagnosis: format!(
             "{client} wrote {count} request(s) in the last {} into connections to {} ({}) that \
-             the server had already closed ({}); each one failed with a reset (nginx: 502, \
+             the server had already closed; each one failed with a reset (nginx: 502, \
              clients: ECONNRESET/EOF). Likely cause: {why}. Fix: set the client's idle \
              keep-alive timeout below the server's (nginx: upstream keepalive_timeout; Go: \
              Transport.IdleConnTimeout; fasthttp: MaxIdleConnDuration), retry idempotent \
@@ -134,8 +134,10 @@ fn candidate(
              ReadIdleTimeout)",
             text::dur(span),
             key.remote,
-            peer::server_text(server),
-            text::netns(netns),
+            server.map_or_else(
+                || format!("server not on this host, client in {}", text::netns(netns)),
+                |l| peer::server_text(Some(l)),
+            ),
         ),
         since,
         evidence,

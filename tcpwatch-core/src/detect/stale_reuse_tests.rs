@@ -195,7 +195,7 @@ fn critical_above_the_rate_and_a_remote_server_is_named_as_such() {
         ch[0]
             .finding
             .diagnosis
-            .contains("192.0.2.7:443 (server not on this host)"),
+            .contains("192.0.2.7:443 (server not on this host, client in netns 4026531833) that"),
         "{}",
         ch[0].finding.diagnosis
     );
