@@ -107,7 +107,7 @@ impl Kernel {
     fn read_listens(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {
         let map = self.ebpf.map("LISTENS").context("LISTENS map missing")?;
         let m: BpfHashMap<&MapData, ListenKey, ListenInfo> = BpfHashMap::try_from(map)?;
-        for entry in m.iter() {
+        for entry in &m {
             let (k, v) = entry?;
             f.listeners.push(ListenerHistory {
                 netns_cookie: k.netns_cookie,
@@ -119,8 +119,7 @@ impl Kernel {
                 comm: comm(&v.comm),
             });
         }
-        f.listeners
-            .sort_by(|a, b| (a.netns_cookie, a.local).cmp(&(b.netns_cookie, b.local)));
+        f.listeners.sort_by_key(|l| (l.netns_cookie, l.local));
         Ok(())
     }
 

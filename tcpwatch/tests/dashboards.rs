@@ -175,7 +175,7 @@ fn dashboards_are_well_formed_and_use_real_metrics() {
     for e in std::fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
         let file = p.file_name().unwrap().to_string_lossy().into_owned();
-        if file.starts_with("metrics_") && file.ends_with(".rs") {
+        if file.starts_with("metrics_") && p.extension().is_some_and(|x| x == "rs") {
             metrics_src.push_str(&std::fs::read_to_string(&p).unwrap());
         }
     }

@@ -49,7 +49,7 @@ pub fn syn_give_up_ms(syn_retries: u32, linear_timeouts: Option<u32>) -> u64 {
     let (mut t, mut rto) = (0_u64, SYN_RTO_INIT_MS);
     for n in 1..=max_retrans.saturating_add(1).min(1024) {
         t += rto;
-        if n - 1 >= max_retrans || t >= model_ms {
+        if n > max_retrans || t >= model_ms {
             return t;
         }
         if n > lin {
