@@ -214,3 +214,55 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
         "{diag}"
     );
 }
+
+#[test]
+fn client_resets_from_one_server_form_a_burst_keyed_by_the_remote_endpoint() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cliresets");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let l = server(&ns, addr);
+    // 12 connections from 12 ephemeral ports; the server aborts each one (SO_LINGER 0).
+    let clients: Vec<TcpStream> = ns.enter(move || {
+        (0..12)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
+            .collect()
+    });
+    for _ in 0..12 {
+        let (s, _) = l.accept().unwrap();
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    let mut reset = 0;
+    for mut c in clients {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0_u8; 1];
+        if let Err(e) = c.read(&mut buf) {
+            assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+            reset += 1;
+        }
+    }
+    assert_eq!(reset, 12, "ground truth: every client connection was reset");
+    let f = wait_for(Duration::from_secs(5), || {
+        d.get_json("/api/v1/findings")["open"]
+            .as_array()?
+            .iter()
+            .find(|f| {
+                f["kind"] == "reset_burst"
+                    && f["subject"]["type"] == "peer"
+                    && f["subject"]["remote"] == addr.to_string()
+            })
+            .cloned()
+    })
+    .expect("reset_burst keyed by the remote endpoint");
+    assert_eq!(f["cause"], "received");
+    assert!((ev(&f, "resets_received") - 12.0).abs() < 1e-9, "{f:#}");
+    assert_eq!(
+        f["subject"]["owner"]["pid"].as_f64(),
+        Some(f64::from(std::process::id()))
+    );
+}

@@ -11,7 +11,7 @@
 //! | `retransmit_chain` | `retransmit` | 1, 3 |
 //! | `accept_backlog_filling` | `backlog` | 2 |
 //! | `awaiting_response` | `awaiting` | 4 |
-//! | `reset_burst` | `resets` | 4, 5 |
+//! | `reset_burst` | `resets`, `resets_client` | 4, 5 |
 //! | `stale_connection_reuse` | `stale_reuse` | 4, 5 |
 //! | `connect_failing` | `connect_failing` | 1 |
 //!
@@ -33,6 +33,7 @@ mod connect_failing;
 mod lifecycle;
 mod peer;
 mod resets;
+mod resets_client;
 mod retransmit;
 mod send_queue;
 mod stale_reuse;
@@ -142,6 +143,7 @@ pub struct Detectors {
     endpoint_facts: crate::endpoints::EndpointFacts,
     stale_reuse: stale_reuse::StaleReuseState,
     connect_failing: connect_failing::ConnectFailingState,
+    client_resets: resets_client::ClientResetState,
 }
 
 impl Detectors {
@@ -157,6 +159,7 @@ impl Detectors {
             endpoint_facts: crate::endpoints::EndpointFacts::default(),
             stale_reuse: stale_reuse::StaleReuseState::default(),
             connect_failing: connect_failing::ConnectFailingState::default(),
+            client_resets: resets_client::ClientResetState::default(),
         }
     }
 
@@ -226,6 +229,12 @@ impl Detectors {
             self.resets = resets::ResetState::default();
         }
         let facts = &self.endpoint_facts;
+        if cfg.reset_burst.enabled {
+            self.client_resets
+                .detect(now, &cfg.reset_burst, &snap, ctx, facts, &mut cands);
+        } else {
+            self.client_resets = resets_client::ClientResetState::default();
+        }
         if cfg.stale_connection_reuse.enabled {
             self.stale_reuse.detect(
                 now,
