@@ -37,7 +37,7 @@ mod resets_client;
 mod retransmit;
 mod send_queue;
 mod stale_reuse;
-mod text;
+pub(crate) mod text;
 mod window;
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! | `reset_storm` | `reset_burst` (and reset / keep-alive-race findings) per client process and server endpoint | netns, port or endpoint |
 //!
 //! Every open finding belongs to exactly one open incident. Pure code: time is passed in.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,19 @@ use crate::model::{
     ConnRecord, Finding, Lifecycle, MonoNs, NetnsId, Owner, PodRef, Severity, TcpState,
 };
 use crate::wall::WallClock;
+
+mod book;
+mod group;
+mod text;
+
+#[cfg(test)]
+mod testkit;
+
+/// The namespace of an incident with no member to take it from (never in practice).
+pub(crate) const NO_NETNS: NetnsId = NetnsId {
+    cookie: 0,
+    inode: 0,
+};
 
 /// What kind of cause an incident names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -173,8 +186,14 @@ pub struct IncidentBook {
     /// Hysteresis and update pacing, the findings' own (`detectors.*`).
     resolve_after: u64,
     update_interval: u64,
-    open: BTreeMap<String, Incident>,
+    /// Open incidents by id (overflow incidents included).
+    entries: BTreeMap<String, book::Entry>,
+    /// Ids of `entries`, most severe, then oldest, first.
+    order: Vec<String>,
     of_finding: BTreeMap<String, String>,
+    /// Oldest first.
+    resolved: VecDeque<Incident>,
+    overflowed: usize,
 }
 
 impl IncidentBook {
@@ -186,12 +205,18 @@ impl IncidentBook {
             cfg,
             resolve_after: seconds_to_ns(detectors.resolve_after_seconds),
             update_interval: seconds_to_ns(detectors.min_update_interval_seconds),
-            open: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            order: Vec::new(),
             of_finding: BTreeMap::new(),
+            resolved: VecDeque::new(),
+            overflowed: 0,
         }
     }
 
-    /// Regroups all open findings at `now` and returns the incident lifecycle changes.
+    /// Regroups all open findings at `now` and returns the incident lifecycle changes, in this
+    /// order: incidents resolved because their members moved to another incident (merge or
+    /// split), incidents opened or updated, incidents resolved after `resolve_after` without
+    /// members. Findings with `resolved_at` set are ignored; a repeated id counts once.
     pub fn update<'a>(
         &mut self,
         now: MonoNs,
@@ -199,31 +224,29 @@ impl IncidentBook {
         findings: impl IntoIterator<Item = &'a Finding>,
         ctx: &IncidentContext,
     ) -> Vec<IncidentChange> {
-        let _ = (
-            now,
-            wall,
-            findings.into_iter().count(),
-            ctx,
-            &self.cfg,
-            self.resolve_after,
-            self.update_interval,
-        );
-        Vec::new()
+        let mut seen = HashSet::new();
+        let open: Vec<&Finding> = findings
+            .into_iter()
+            .filter(|f| f.resolved_at.is_none() && seen.insert(f.id.as_str()))
+            .collect();
+        self.regroup(now, wall, &open, ctx)
     }
 
     /// Open incidents, most severe first, then oldest.
     pub fn open(&self) -> impl Iterator<Item = &Incident> {
-        self.open.values()
+        self.order
+            .iter()
+            .filter_map(|id| self.entries.get(id).map(|e| &e.inc))
     }
 
     #[must_use]
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.entries.len()
     }
 
     #[must_use]
     pub fn get(&self, id: &str) -> Option<&Incident> {
-        self.open.get(id)
+        self.entries.get(id).map(|e| &e.inc)
     }
 
     /// The open incident an open finding belongs to.
@@ -234,13 +257,29 @@ impl IncidentBook {
 
     /// The last `incidents.recently_resolved` resolved incidents, newest first.
     pub fn recently_resolved(&self) -> impl Iterator<Item = &Incident> {
-        std::iter::empty()
+        self.resolved.iter().rev()
     }
 
     /// Groupings beyond `incidents.max_open` at the last update: their findings joined the
     /// per-kind overflow incident instead (counted, never dropped).
     #[must_use]
     pub fn overflowed(&self) -> usize {
-        0
+        self.overflowed
     }
 }
+
+#[cfg(test)]
+#[path = "prop_tests.rs"]
+mod prop_tests;
+
+#[cfg(test)]
+#[path = "examples_tests.rs"]
+mod examples_tests;
+
+#[cfg(test)]
+#[path = "e2e_tests.rs"]
+mod e2e_tests;
+
+#[cfg(test)]
+#[path = "peer_tests.rs"]
+mod peer_tests;
