@@ -123,14 +123,14 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
     let churned = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
 
-    // Keep-alive pool: 4 connections, client idle timeout 2 s < server's 10 s.
+    // Keep-alive pool: 2 connections used in turn, client idle timeout 2 s < server's 10 s.
     let (s1, r1, i1) = (stop.clone(), reused.clone(), idle_closed.clone());
     let pool = in_ns(&ns, move || {
-        let mut conns: Vec<Option<(TcpStream, Instant)>> = (0..4).map(|_| None).collect();
+        let mut conns: Vec<Option<(TcpStream, Instant)>> = (0..2).map(|_| None).collect();
         let mut n = 0_u64;
         while !s1.load(Ordering::Relaxed) {
             n += 1;
-            let slot = &mut conns[usize::try_from(n % 4).unwrap()];
+            let slot = &mut conns[usize::try_from(n % 2).unwrap()];
             if slot
                 .as_ref()
                 .is_some_and(|(_, used)| used.elapsed() > Duration::from_secs(2))
@@ -150,8 +150,14 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
                     *slot = Some((c, Instant::now()));
                 }
             }
-            // Pauses of 0.1 .. 3.1 s: some connections idle past the client's timeout.
-            std::thread::sleep(Duration::from_millis(100 + (n * 7919) % 3000));
+            // Mostly short pauses (reuse), every fifth 2.6 s: connections idle past the
+            // client's timeout are closed by the client.
+            let pause = if n % 5 == 0 {
+                2600
+            } else {
+                100 + (n * 7919) % 700
+            };
+            std::thread::sleep(Duration::from_millis(pause));
         }
     });
     // Short-connection churn.
