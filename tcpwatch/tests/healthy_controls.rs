@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use support::{Daemon, Netns, privileged};
 
-const RUN: Duration = Duration::from_secs(300);
+const RUN: Duration = Duration::from_mins(5);
 
 /// Accepts until `stop`, serving each connection on its own thread with `serve`.
 fn server(
@@ -138,21 +138,18 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
                 *slot = None; // the client's idle timeout: it closes first
                 i1.fetch_add(1, Ordering::Relaxed);
             }
-            match slot {
-                Some((c, used)) => {
-                    roundtrip(c);
-                    *used = Instant::now();
-                    r1.fetch_add(1, Ordering::Relaxed);
-                }
-                None => {
-                    let mut c = TcpStream::connect(ka_addr).unwrap();
-                    roundtrip(&mut c);
-                    *slot = Some((c, Instant::now()));
-                }
+            if let Some((c, used)) = slot {
+                roundtrip(c);
+                *used = Instant::now();
+                r1.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let mut c = TcpStream::connect(ka_addr).unwrap();
+                roundtrip(&mut c);
+                *slot = Some((c, Instant::now()));
             }
             // Mostly short pauses (reuse), every fifth 2.6 s: connections idle past the
             // client's timeout are closed by the client.
-            let pause = if n % 5 == 0 {
+            let pause = if n.is_multiple_of(5) {
                 2600
             } else {
                 100 + (n * 7919) % 700
@@ -162,7 +159,7 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
     });
     // Short-connection churn.
     let (s2, c2) = (stop.clone(), churned.clone());
-    let churner = in_ns(&ns, move || {
+    let churn_client = in_ns(&ns, move || {
         while !s2.load(Ordering::Relaxed) {
             let mut c = TcpStream::connect(churn_addr).unwrap();
             roundtrip(&mut c);
@@ -201,7 +198,7 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
     }
     stop.store(true, Ordering::Relaxed);
     pool.join().unwrap();
-    churner.join().unwrap();
+    churn_client.join().unwrap();
     bulker.join().unwrap();
     for h in [ka, churn, bulk] {
         h.join().unwrap();
@@ -212,17 +209,18 @@ fn healthy_keepalive_churn_and_bulk_open_no_finding_in_five_minutes() {
     );
     // The workloads really ran: the pool reused connections and closed idle ones, connections
     // churned, bytes flowed.
-    let (r, i, c, b) = (
-        reused.load(Ordering::Relaxed),
-        idle_closed.load(Ordering::Relaxed),
-        churned.load(Ordering::Relaxed),
-        bytes.load(Ordering::Relaxed),
-    );
+    let pool_reuses = reused.load(Ordering::Relaxed);
+    let idle = idle_closed.load(Ordering::Relaxed);
+    let short = churned.load(Ordering::Relaxed);
+    let sent = bytes.load(Ordering::Relaxed);
     eprintln!(
-        "reused {r}, idle-closed {i}, churned {c}, bulk {} MiB",
-        b >> 20
+        "reused {pool_reuses}, idle-closed {idle}, churned {short}, bulk {} MiB",
+        sent >> 20
     );
-    assert!(r > 50 && i > 10, "pool: reused {r}, idle-closed {i}");
-    assert!(c > 1000, "churn: {c}");
-    assert!(b > 100 << 20, "bulk: {b} bytes");
+    assert!(
+        pool_reuses > 50 && idle > 10,
+        "pool: reused {pool_reuses}, idle-closed {idle}"
+    );
+    assert!(short > 1000, "churn: {short}");
+    assert!(sent > 100 << 20, "bulk: {sent} bytes");
 }
