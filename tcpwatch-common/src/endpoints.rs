@@ -107,6 +107,20 @@ pub mod class_counter {
     pub const COUNT: u32 = 10;
 }
 
+/// Where the classic `tcp:tcp_send_reset` tracepoint record keeps its `reason` (Linux 6.10+;
+/// from `/sys/kernel/tracing/events/tcp/tcp_send_reset/format`), patched into `RESET_TP`.
+/// `valid == 0`: the kernel has no reason (the program is then not attached).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResetTpOffsets {
+    pub reason: u32,
+    pub valid: u32,
+}
+
+/// Slots of `RESET_REASONS` (RSTs sent per `enum sk_rst_reason` value; larger values share
+/// the last slot).
+pub const RESET_REASONS_MAX: u32 = 64;
+
 /// Max entries of the maps above (LRU: evictions are visible as a full map in userspace).
 pub const ENDPOINTS_MAX: u32 = 16_384;
 pub const SERVER_RESETS_MAX: u32 = 4_096;
@@ -125,6 +139,8 @@ mod pod {
     unsafe impl aya::Pod for super::ListenKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListenInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ResetTpOffsets {}
 }
 
 #[cfg(test)]

@@ -83,6 +83,8 @@ pub struct EndpointFacts {
     pub server_ports: HashMap<(u64, u16), ServerPortResets>,
     pub listeners: Vec<ListenerHistory>,
     pub counters: ClassCounters,
+    /// RSTs sent per kernel reason (`enum sk_rst_reason`, Linux 6.10+), non-zero ones, by name.
+    pub reset_reasons: Vec<(String, u64)>,
 }
 
 impl EndpointFacts {

@@ -12,4 +12,5 @@ pub mod model;
 pub mod offsets;
 pub mod render;
 pub mod table;
+pub mod tp_format;
 pub mod wall;

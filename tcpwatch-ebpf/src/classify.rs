@@ -13,14 +13,15 @@
 //!   server restart, with its time, in `LISTENS`.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
-    macros::map,
+    macros::{map, tracepoint},
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    programs::TracePointContext,
 };
 use tcpwatch_common::{
     PortKey,
     endpoints::{
         ENDPOINTS_MAX, EndpointCounts, EndpointKey, LISTENS_MAX, ListenInfo, ListenKey,
-        SERVER_RESETS_MAX, ServerResets, class_counter,
+        RESET_REASONS_MAX, ResetTpOffsets, SERVER_RESETS_MAX, ServerResets, class_counter,
     },
     tcp_state,
 };
@@ -455,4 +456,38 @@ pub(super) fn on_retransmit(sk: *const u8) {
     if let Some(v) = endpoint(cookie, &t, pid, &comm, ktime()) {
         v.syn_retrans += 1;
     }
+}
+
+// ------------------------------------------------------------------------------------------
+// Reasons of sent resets (classic tracepoint: its record carries `reason` on Linux 6.10+; the
+// BTF-typed hooks above cannot read a third argument on older kernels, so the reason is read
+// from here, at the offset userspace found in the tracepoint's format file).
+
+/// Patched by userspace (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+static RESET_TP: ResetTpOffsets = ResetTpOffsets {
+    reason: 0,
+    valid: 0,
+};
+
+/// RSTs sent per `enum sk_rst_reason` value.
+#[map]
+static RESET_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(RESET_REASONS_MAX, 0);
+
+#[tracepoint]
+pub fn tp_tcp_send_reset_reason(ctx: TracePointContext) -> u32 {
+    // SAFETY: RESET_TP is a plain static; the volatile read keeps the compiler from folding
+    // the pre-patch values (userspace rewrites .rodata before load).
+    let o = unsafe { core::ptr::read_volatile(&raw const RESET_TP) };
+    if o.valid == 0 {
+        return 0;
+    }
+    // SAFETY: the offset comes from this tracepoint's format file; the helper checks the read.
+    let reason: u32 = unsafe { ctx.read_at::<u32>(o.reason as usize) }.unwrap_or(u32::MAX);
+    let idx = reason.min(RESET_REASONS_MAX - 1);
+    if let Some(p) = RESET_REASONS.get_ptr_mut(idx) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+    0
 }

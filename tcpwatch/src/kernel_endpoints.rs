@@ -2,11 +2,15 @@
 //! `CLASS_COUNTERS`) into [`EndpointFacts`]. Kernel times are `bpf_ktime_get_ns()`, the
 //! `CLOCK_MONOTONIC` of [`tcpwatch_core::model::MonoNs`].
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::OnceLock;
 
 use anyhow::Context as _;
+use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::programs::TracePoint;
 use tcpwatch_common::endpoints::{
-    EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, ServerResets, class_counter,
+    EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX,
+    ResetTpOffsets, ServerResets, class_counter,
 };
 use tcpwatch_common::{AF_INET6, PortKey};
 use tcpwatch_core::endpoints::{
@@ -14,6 +18,60 @@ use tcpwatch_core::endpoints::{
 };
 
 use super::Kernel;
+
+/// Where tracefs may be mounted.
+const SEND_RESET_FORMATS: [&str; 2] = [
+    "/sys/kernel/tracing/events/tcp/tcp_send_reset/format",
+    "/sys/kernel/debug/tracing/events/tcp/tcp_send_reset/format",
+];
+
+/// Names of `enum sk_rst_reason` values by slot of `RESET_REASONS`, from the format file.
+static REASON_NAMES: OnceLock<Vec<String>> = OnceLock::new();
+
+/// The `reason` offset of the classic `tcp:tcp_send_reset` record (Linux 6.10+), and the names
+/// of its values; `valid == 0` when the kernel has no reason or tracefs is not mounted.
+pub(super) fn reset_tp_offsets() -> ResetTpOffsets {
+    let Some(format) = SEND_RESET_FORMATS
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+    else {
+        return ResetTpOffsets::default();
+    };
+    let Some((offset, 4)) = tcpwatch_core::tp_format::field_offset(&format, "reason") else {
+        return ResetTpOffsets::default();
+    };
+    let mut names: Vec<String> = (0..RESET_REASONS_MAX).map(|v| v.to_string()).collect();
+    for (v, name) in tcpwatch_core::tp_format::symbolic_names(&format, "reason") {
+        if let Some(slot) = usize::try_from(v).ok().and_then(|i| names.get_mut(i)) {
+            *slot = name;
+        }
+    }
+    let _ = REASON_NAMES.set(names);
+    ResetTpOffsets {
+        reason: offset,
+        valid: 1,
+    }
+}
+
+/// Attaches the reset-reason program when the kernel has the field. Optional: None when
+/// attached or not applicable, else what failed (logged by the caller, counted nowhere else).
+pub(super) fn attach_reset_reasons(ebpf: &mut Ebpf, tp: ResetTpOffsets) -> Option<String> {
+    if tp.valid == 0 {
+        return None;
+    }
+    let mut attach = || -> anyhow::Result<()> {
+        let prog: &mut TracePoint = ebpf
+            .program_mut("tp_tcp_send_reset_reason")
+            .context("program tp_tcp_send_reset_reason missing")?
+            .try_into()?;
+        prog.load()?;
+        prog.attach("tcp", "tcp_send_reset")?;
+        Ok(())
+    };
+    attach()
+        .err()
+        .map(|e| format!("tcp:tcp_send_reset reasons: {e:#}"))
+}
 
 fn addr(family: u16, bytes: [u8; 16], port: u16) -> SocketAddr {
     let ip = if family == AF_INET6 {
@@ -47,7 +105,29 @@ impl Kernel {
             Ok(c) => f.counters = c,
             Err(e) => errors.push(format!("reading CLASS_COUNTERS: {e:#}")),
         }
+        if let Some(names) = REASON_NAMES.get() {
+            match self.read_reset_reasons(names) {
+                Ok(r) => f.reset_reasons = r,
+                Err(e) => errors.push(format!("reading RESET_REASONS: {e:#}")),
+            }
+        }
         f
+    }
+
+    fn read_reset_reasons(&self, names: &[String]) -> anyhow::Result<Vec<(String, u64)>> {
+        let map = self
+            .ebpf
+            .map("RESET_REASONS")
+            .context("RESET_REASONS map missing")?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let n: u64 = arr.get(&u32::try_from(i)?, 0)?.iter().sum();
+            if n > 0 {
+                out.push((name.clone(), n));
+            }
+        }
+        Ok(out)
     }
 
     fn read_endpoints(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {

@@ -1,13 +1,13 @@
 //! Metrics of the reset and connect classification (issue 13). Labels are fixed sets (no
 //! endpoint, port or process labels): [`SERIES`] series at most.
-use tcpwatch_common::endpoints::{ENDPOINTS_MAX, LISTENS_MAX};
+use tcpwatch_common::endpoints::{ENDPOINTS_MAX, LISTENS_MAX, RESET_REASONS_MAX};
 use tcpwatch_core::model::TcpState;
 
 use super::{Builder, to_i64};
 use crate::state::Shared;
 
-/// Series written by [`endpoints`].
-pub const SERIES: usize = 1 + 3 + 1 + 1 + 1 + 5 + 2 + 2;
+/// Series written by [`endpoints`] (reasons: at most one per `RESET_REASONS` slot).
+pub const SERIES: usize = 1 + 3 + 1 + 1 + 1 + 5 + 2 + 2 + RESET_REASONS_MAX as usize;
 
 pub(super) fn endpoints(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     let facts = sh.detectors.endpoint_facts();
@@ -81,5 +81,14 @@ pub(super) fn endpoints(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         .set(i64::from(ENDPOINTS_MAX));
     v.with_label_values(&["listens"])
         .set(i64::from(LISTENS_MAX));
+    let v = out.counter_vec(
+        "tcpwatch_resets_sent_by_reason_total",
+        "TCP resets sent, by the kernel's reason (enum sk_rst_reason, Linux 6.10+; e.g. \
+         TCP_TIMEWAIT_SOCKET, NO_SOCKET, TCP_ABORT_ON_DATA). Only reasons seen are exported.",
+        &["reason"],
+    )?;
+    for (reason, n) in &facts.reset_reasons {
+        v.with_label_values(&[reason.as_str()]).inc_by(*n);
+    }
     Ok(())
 }

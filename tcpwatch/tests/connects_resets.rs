@@ -25,6 +25,14 @@ fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
         .cloned()
 }
 
+/// A sample of the daemon's `/metrics` (0 when absent).
+fn metric(d: &Daemon, series: &str) -> f64 {
+    let (_, body) = support::http_get(d.port, "/metrics").unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn ev(f: &Value, key: &str) -> f64 {
     f["evidence"][key]
         .as_f64()
@@ -213,6 +221,22 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
         diag.contains(&format!("its listener {addr} was re-created")),
         "{diag}"
     );
+    // The old instance's FIN-WAIT-2 orphans (timewait minisockets) sent the resets, with the
+    // kernel's reason where it has one (Linux 6.10+).
+    let tw = metric(
+        &d,
+        "tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}",
+    );
+    assert!(tw >= 8.0, "timewait resets: {tw}");
+    if std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+        .is_ok_and(|f| f.contains("reason"))
+    {
+        let n = metric(
+            &d,
+            "tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}",
+        );
+        assert!(n >= 8.0, "TCP_TIMEWAIT_SOCKET resets: {n}");
+    }
 }
 
 #[test]

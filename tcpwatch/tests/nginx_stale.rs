@@ -266,6 +266,24 @@ fn nginx_502s_from_reused_upstream_connections_are_named() {
     );
     assert!(diag.contains(&format!("connections to {up}")), "{diag}");
     assert_eq!(f["cause"], "idle_timeout", "{f:#}");
+    // The backend's closed sockets aborted on nginx's data (Linux 6.10+ names the reason).
+    if std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+        .is_ok_and(|f| f.contains("reason"))
+    {
+        let (_, body) = support::http_get(d.port, "/metrics").unwrap();
+        let n: f64 = body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "tcpwatch_resets_sent_by_reason_total{reason=\"TCP_ABORT_ON_DATA\"}",
+                )?
+                .trim()
+                .parse()
+                .ok()
+            })
+            .unwrap_or(0.0);
+        assert!(n >= 3.0, "TCP_ABORT_ON_DATA resets: {n}");
+    }
     eprintln!("{diag}");
     stop.store(true, Ordering::Relaxed);
 }
