@@ -6,6 +6,8 @@
 //! detected and replaced by the loader.
 #![no_std]
 
+pub mod endpoints;
+
 /// Bumped whenever a type in this crate changes layout or meaning.
 pub const ABI_VERSION: u32 = 2;
 

@@ -194,6 +194,8 @@ pub struct DetectorConfig {
     pub accept_backlog: AcceptBacklogConfig,
     pub awaiting_response: AwaitingResponseConfig,
     pub reset_burst: ResetBurstConfig,
+    pub stale_connection_reuse: StaleReuseConfig,
+    pub connect_failing: ConnectFailingConfig,
 }
 
 impl Default for DetectorConfig {
@@ -210,6 +212,8 @@ impl Default for DetectorConfig {
             accept_backlog: AcceptBacklogConfig::default(),
             awaiting_response: AwaitingResponseConfig::default(),
             reset_burst: ResetBurstConfig::default(),
+            stale_connection_reuse: StaleReuseConfig::default(),
+            connect_failing: ConnectFailingConfig::default(),
         }
     }
 }
@@ -492,7 +496,8 @@ impl DetectorConfig {
             "detectors.reset_burst.window_seconds",
             rb.window_seconds,
             false,
-        )
+        )?;
+        endpoints::validate(&self.stale_connection_reuse, &self.connect_failing)
     }
 }
 
@@ -767,6 +772,10 @@ fn ports(key: &str, list: &[u16]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[path = "config_endpoints.rs"]
+mod endpoints;
+pub use endpoints::{ConnectFailingConfig, StaleReuseConfig};
 
 #[cfg(test)]
 #[path = "config_tests.rs"]

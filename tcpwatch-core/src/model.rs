@@ -351,6 +351,17 @@ pub struct NetnsInfo {
     /// `TcpExtListenOverflows` and `TcpExtListenDrops` of that namespace (`nstat`).
     pub listen_overflows: u64,
     pub listen_drops: u64,
+    /// `net.ipv4.tcp_syn_retries` of that namespace.
+    #[serde(default = "default_syn_retries")]
+    pub tcp_syn_retries: u32,
+    /// `net.ipv4.tcp_syn_linear_timeouts` (Linux 6.7+; None where the kernel has no such
+    /// sysctl).
+    #[serde(default)]
+    pub tcp_syn_linear_timeouts: Option<u32>,
+}
+
+fn default_syn_retries() -> u32 {
+    6
 }
 
 impl NetnsInfo {
@@ -362,6 +373,8 @@ impl NetnsInfo {
             tcp_orphan_retries: 0,
             listen_overflows: 0,
             listen_drops: 0,
+            tcp_syn_retries: default_syn_retries(),
+            tcp_syn_linear_timeouts: None,
         }
     }
 }
@@ -376,16 +389,20 @@ pub enum FindingKind {
     AcceptBacklogFilling,
     AwaitingResponse,
     ResetBurst,
+    StaleConnectionReuse,
+    ConnectFailing,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 6] = [
+    pub const ALL: [FindingKind; 8] = [
         FindingKind::CloseWaitStuck,
         FindingKind::SendQueueGrowing,
         FindingKind::RetransmitChain,
         FindingKind::AcceptBacklogFilling,
         FindingKind::AwaitingResponse,
         FindingKind::ResetBurst,
+        FindingKind::StaleConnectionReuse,
+        FindingKind::ConnectFailing,
     ];
 
     #[must_use]
@@ -397,6 +414,8 @@ impl FindingKind {
             Self::AcceptBacklogFilling => "accept_backlog_filling",
             Self::AwaitingResponse => "awaiting_response",
             Self::ResetBurst => "reset_burst",
+            Self::StaleConnectionReuse => "stale_connection_reuse",
+            Self::ConnectFailing => "connect_failing",
         }
     }
 }
@@ -444,6 +463,15 @@ pub enum Subject {
     },
     /// A local port in a namespace (reset bursts).
     Port { netns: NetnsId, port: u16 },
+    /// A remote endpoint as one process (the one that called `connect()`) sees it: stale
+    /// connection reuse, failing connects. `owner` carries only pid and comm (the sockets
+    /// involved are gone).
+    Peer {
+        netns: NetnsId,
+        remote: SocketAddr,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner: Option<Owner>,
+    },
 }
 
 /// Where a finding is in its life.

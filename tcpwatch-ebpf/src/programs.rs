@@ -35,6 +35,9 @@ use tcpwatch_common::{
     counter, event_kind, record_flags, tcp_state,
 };
 
+#[path = "classify.rs"]
+mod classify;
+
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_F_NO_PREALLOC`: memory follows the number of sockets instead of the map's maximum.
 const NO_PREALLOC: u32 = 1;
@@ -346,6 +349,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (0, [0; 16])
     };
     let tracked = track_state(key, cookie, newstate, now, pid, comm);
+    classify::on_state(sk, oldstate as u8, newstate);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -419,6 +423,7 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
+    classify::on_retransmit(sk);
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
     let cookie = cookie_of::<BTF>(sk);
@@ -443,24 +448,28 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
     on_reset::<true>(ctx.arg(0), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
     on_reset::<false>(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
     on_reset::<true>(ctx.arg(0), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
     on_reset::<false>(ctx.arg(0), false);
     0
 }

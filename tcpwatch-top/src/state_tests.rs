@@ -53,6 +53,7 @@ pub(crate) fn incident(
             local_port: first.map(|s| match s {
                 Subject::Connection { local, .. } | Subject::Listener { local, .. } => local.port(),
                 Subject::Port { port, .. } => *port,
+                Subject::Peer { remote, .. } => remote.port(),
             }),
             remote: first.and_then(|s| match s {
                 Subject::Connection { remote, .. } => Some(*remote),

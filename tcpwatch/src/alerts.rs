@@ -437,6 +437,10 @@ pub fn labels(f: &Finding, node: &str) -> Map<String, Value> {
             put("netns", netns.inode.to_string());
             put("port", port.to_string());
         }
+        Subject::Peer { netns, remote, .. } => {
+            put("netns", netns.inode.to_string());
+            put("remote", remote.to_string());
+        }
     }
     l
 }
@@ -451,6 +455,8 @@ pub fn runbook_alert(kind: FindingKind) -> &'static str {
         FindingKind::AcceptBacklogFilling => "TcpwatchAcceptBacklogFilling",
         FindingKind::AwaitingResponse => "TcpwatchAwaitingResponse",
         FindingKind::ResetBurst => "TcpwatchResetBurst",
+        FindingKind::StaleConnectionReuse => "TcpwatchStaleConnectionReuse",
+        FindingKind::ConnectFailing => "TcpwatchConnectFailing",
     }
 }
 
@@ -488,6 +494,11 @@ pub fn subject_text(s: &Subject) -> String {
             )
         }
         Subject::Port { netns, port } => format!("port {port} (netns {})", netns.inode),
+        Subject::Peer {
+            netns,
+            remote,
+            owner,
+        } => format!("{}-> {remote} (netns {})", who(owner.as_ref()), netns.inode),
     }
 }
 

@@ -71,7 +71,8 @@ fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
     let cookie = match &f.subject {
         Subject::Connection { netns, .. }
         | Subject::Listener { netns, .. }
-        | Subject::Port { netns, .. } => netns.cookie,
+        | Subject::Port { netns, .. }
+        | Subject::Peer { netns, .. } => netns.cookie,
     };
     #[expect(
         clippy::cast_precision_loss,

@@ -15,6 +15,9 @@ use tcpwatch_common::{
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
+#[path = "kernel_endpoints.rs"]
+mod endpoints;
+
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
 
@@ -111,9 +114,11 @@ impl Kernel {
             .pin_dir
             .as_deref()
             .and_then(|dir| prepare_pins(dir, opts.max_sockets));
+        let reset_tp = endpoints::reset_tp_offsets();
         let mut loader = EbpfLoader::new();
         loader
             .override_global("OFFSETS", &resolved.offsets, true)
+            .override_global("RESET_TP", &reset_tp, true)
             .map_max_entries("SOCKS", opts.max_sockets)
             .map_max_entries("EVENTS", opts.ringbuf_bytes);
         if let Some(dir) = &pins {
@@ -130,6 +135,9 @@ impl Kernel {
         let mut attached = Vec::new();
         for &(tp_btf, raw_tp, tracepoint) in HOOKS {
             attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
+        }
+        if let Some(e) = endpoints::attach_reset_reasons(&mut ebpf, reset_tp) {
+            tracing::warn!("optional hook not attached (reset reasons not reported): {e}");
         }
         let it: &mut Iter = program(&mut ebpf, SWEEP_PROGRAM)?.try_into()?;
         it.load("tcp", &btf).map_err(|e| {

@@ -76,10 +76,14 @@ pub fn series_bound(top_k: usize) -> usize {
         + listeners
         + findings
         + self_metrics
+        + endpoints::SERIES
         + top_k
         + crate::metrics_incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
+
+#[path = "metrics_endpoints.rs"]
+mod endpoints;
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
@@ -143,6 +147,7 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     daemon(&b, s)?;
     table(&b, s)?;
     programs(&b, s)?;
+    endpoints::endpoints(&b, s)?;
     Ok(b.reg)
 }
 
@@ -304,7 +309,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
         if f.kind == FindingKind::CloseWaitStuck && CLOSE_WAIT_CAUSES.contains(&f.cause.as_str()) {
             cw.with_label_values(&[f.cause.as_str()]).inc();
         }
-        if !matches!(f.subject, Subject::Port { .. }) {
+        if !matches!(f.subject, Subject::Port { .. } | Subject::Peer { .. }) {
             worst.push(f);
         }
     }
@@ -346,7 +351,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
                 local,
                 owner,
             } => (key, netns, local, String::new(), owner),
-            Subject::Port { .. } => continue,
+            Subject::Port { .. } | Subject::Peer { .. } => continue,
         };
         let (comm, pod_ns, pod_name, container) = owner_labels(owner.as_ref(), s.table.get(key));
         let labels = [

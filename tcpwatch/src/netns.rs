@@ -175,8 +175,9 @@ pub fn current_cookie() -> anyhow::Result<u64> {
     Ok(cookie)
 }
 
-/// Reads `tcp_retries2`, `tcp_orphan_retries` and ListenOverflows/ListenDrops of the calling
-/// thread's namespace (a sysctl that cannot be read keeps the kernel's default).
+/// Reads `tcp_retries2`, `tcp_orphan_retries`, `tcp_syn_retries`, `tcp_syn_linear_timeouts`
+/// and ListenOverflows/ListenDrops of the calling thread's namespace (a sysctl that cannot be
+/// read keeps the kernel's default).
 #[must_use]
 pub fn current_info(id: NetnsId) -> NetnsInfo {
     let mut info = NetnsInfo::with_defaults(id);
@@ -186,6 +187,11 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_orphan_retries") {
         info.tcp_orphan_retries = v;
     }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_syn_retries") {
+        info.tcp_syn_retries = v;
+    }
+    // Linux 6.7+ only: absent elsewhere (None).
+    info.tcp_syn_linear_timeouts = read_sysctl("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
     if let Ok(s) = std::fs::read_to_string("/proc/thread-self/net/netstat") {
         let (o, d) = parse_listen_counters(&s);
         info.listen_overflows = o;

@@ -130,6 +130,7 @@ impl Shared {
         self.stats.last_sweep_namespaces = batch.namespaces.len() as u64;
         self.kernel_counters = batch.counters;
         self.port_resets.clone_from(&batch.port_resets);
+        self.detectors.set_endpoint_facts(batch.endpoints.clone());
         let mut deltas = Vec::new();
         let want = self.stream.receiver_count() > 0;
         let mut alive = HashMap::new();

@@ -28,6 +28,8 @@ pub struct SweepBatch {
     pub errors: Vec<String>,
     pub counters: [u64; counter::COUNT as usize],
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
+    /// Per-endpoint reset and connect classification (issue 13).
+    pub endpoints: tcpwatch_core::endpoints::EndpointFacts,
     pub duration: Duration,
     /// Kernel-side entries of vanished sockets removed by this sweep.
     pub socks_gc_removed: usize,
@@ -92,6 +94,7 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors.push(format!("reading PORT_RESETS: {e:#}"));
         HashMap::new()
     });
+    let endpoints = kernel.endpoint_facts(&mut errors);
     // A namespace read completely tells which of its sockets exist: garbage-collect the
     // kernel entries of the others there. Entries of namespaces not read (vanished from
     // discovery while their orphans live on, or a transient failure) are left alone, so churn
@@ -129,6 +132,7 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors,
         counters,
         port_resets,
+        endpoints,
         duration: t0.elapsed(),
         socks_gc_removed,
         vanished,

@@ -26,6 +26,8 @@ const TEST_PACKAGES: &[&str] = &[
     "tmux",
     "prometheus",
     "prometheus-alertmanager",
+    // a real reverse proxy with upstream keep-alive (tests/nginx_stale.rs)
+    "nginx",
     // container privilege proof (tests/container.rs) and manifest validation
     "podman",
     "runc",

@@ -11,7 +11,9 @@
 //! | `retransmit_chain` | `retransmit` | 1, 3 |
 //! | `accept_backlog_filling` | `backlog` | 2 |
 //! | `awaiting_response` | `awaiting` | 4 |
-//! | `reset_burst` | `resets` | 4, 5 |
+//! | `reset_burst` | `resets`, `resets_client` | 4, 5 |
+//! | `stale_connection_reuse` | `stale_reuse` | 4, 5 |
+//! | `connect_failing` | `connect_failing` | 1 |
 //!
 //! Memory: per-rule state is kept only for sockets / ports present in the current evaluation
 //! (and meeting the rule's precondition) and dropped as soon as they are absent, so every map is
@@ -27,17 +29,23 @@ use crate::model::{
 mod awaiting;
 mod backlog;
 mod close_wait;
+mod connect_failing;
 mod give_up;
 mod lifecycle;
+mod peer;
 mod resets;
+mod resets_client;
 mod retransmit;
 mod send_queue;
+mod stale_reuse;
 pub(crate) mod text;
+mod window;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use close_wait::{CloseWaitAggregate, CloseWaitGroup};
+pub use connect_failing::syn_give_up_ms;
 pub use give_up::{
     GiveUp, ORPHAN_RETRIES_WHEN_ZERO, RtoTimer, TCP_RTO_MAX_MS, TCP_RTO_MIN_MS, give_up_after_ms,
     orphan_retries, retries_timeout_ms,
@@ -145,6 +153,11 @@ pub struct Detectors {
     backlog: backlog::BacklogState,
     resets: resets::ResetState,
     close_wait_aggregates: Vec<CloseWaitAggregate>,
+    /// Kernel per-endpoint facts of the last sweep ([`Detectors::set_endpoint_facts`]).
+    endpoint_facts: crate::endpoints::EndpointFacts,
+    stale_reuse: stale_reuse::StaleReuseState,
+    connect_failing: connect_failing::ConnectFailingState,
+    client_resets: resets_client::ClientResetState,
 }
 
 impl Detectors {
@@ -157,7 +170,23 @@ impl Detectors {
             backlog: backlog::BacklogState::default(),
             resets: resets::ResetState::default(),
             close_wait_aggregates: Vec::new(),
+            endpoint_facts: crate::endpoints::EndpointFacts::default(),
+            stale_reuse: stale_reuse::StaleReuseState::default(),
+            connect_failing: connect_failing::ConnectFailingState::default(),
+            client_resets: resets_client::ClientResetState::default(),
         }
+    }
+
+    /// Hands in the kernel's per-endpoint counters of the latest sweep; the next
+    /// [`Detectors::evaluate`] uses them (`stale_connection_reuse`, `connect_failing`).
+    pub fn set_endpoint_facts(&mut self, facts: crate::endpoints::EndpointFacts) {
+        self.endpoint_facts = facts;
+    }
+
+    /// The per-endpoint facts last handed in (metrics, API).
+    #[must_use]
+    pub fn endpoint_facts(&self) -> &crate::endpoints::EndpointFacts {
+        &self.endpoint_facts
     }
 
     #[must_use]
@@ -213,6 +242,31 @@ impl Detectors {
         } else {
             self.resets = resets::ResetState::default();
         }
+        let facts = &self.endpoint_facts;
+        if cfg.reset_burst.enabled {
+            self.client_resets
+                .detect(now, &cfg.reset_burst, &snap, ctx, facts, &mut cands);
+        } else {
+            self.client_resets = resets_client::ClientResetState::default();
+        }
+        if cfg.stale_connection_reuse.enabled {
+            self.stale_reuse.detect(
+                now,
+                &cfg.stale_connection_reuse,
+                &snap,
+                ctx,
+                facts,
+                &mut cands,
+            );
+        } else {
+            self.stale_reuse = stale_reuse::StaleReuseState::default();
+        }
+        if cfg.connect_failing.enabled {
+            self.connect_failing
+                .detect(now, &cfg.connect_failing, &snap, ctx, facts, &mut cands);
+        } else {
+            self.connect_failing = connect_failing::ConnectFailingState::default();
+        }
 
         self.book.apply(now, cands, &snap.present)
     }
@@ -238,7 +292,7 @@ impl Detectors {
         self.book.open().filter(move |f| match &f.subject {
             crate::model::Subject::Connection { key: k, .. }
             | crate::model::Subject::Listener { key: k, .. } => k == key,
-            crate::model::Subject::Port { .. } => false,
+            crate::model::Subject::Port { .. } | crate::model::Subject::Peer { .. } => false,
         })
     }
 

@@ -38,6 +38,13 @@ pub(crate) enum BaseKey {
     },
     /// Reset bursts on one port.
     Resets { cookie: u64, port: u16 },
+    /// Resets one client process draws from one server endpoint: `stale_connection_reuse`
+    /// and client-side `reset_burst` (subject `peer`).
+    PeerResets {
+        cookie: u64,
+        pid: Option<u32>,
+        remote: SocketAddr,
+    },
 }
 
 fn pid_text(pid: Option<u32>) -> String {
@@ -57,6 +64,11 @@ impl BaseKey {
                 ..
             } => format!("upstream-{cookie}-{}-{remote}", pid_text(*pid)),
             Self::Resets { cookie, port } => format!("resets-{cookie}-{port}"),
+            Self::PeerResets {
+                cookie,
+                pid,
+                remote,
+            } => format!("resets-{cookie}-{}-{remote}", pid_text(*pid)),
         }
     }
 }
@@ -98,7 +110,7 @@ impl Part<'_> {
         match self.key {
             BaseKey::Listener { .. } => IncidentKind::ListenerNotAccepting,
             BaseKey::Leak { .. } => IncidentKind::CloseWaitLeak,
-            BaseKey::Resets { .. } => IncidentKind::ResetStorm,
+            BaseKey::Resets { .. } | BaseKey::PeerResets { .. } => IncidentKind::ResetStorm,
             BaseKey::Upstream { .. } => {
                 if self.members.iter().all(|f| not_responding(f)) {
                     IncidentKind::UpstreamNotResponding
@@ -165,6 +177,11 @@ fn subject_parts(s: &Subject) -> (NetnsId, u16, Option<SocketAddr>, Option<&Owne
             ..
         } => (*netns, local.port(), None, owner.as_ref()),
         Subject::Port { netns, port } => (*netns, *port, None, None),
+        Subject::Peer {
+            netns,
+            remote,
+            owner,
+        } => (*netns, 0, Some(*remote), owner.as_ref()),
     }
 }
 
@@ -191,7 +208,26 @@ fn key_of(f: &Finding, ctx: &IncidentContext) -> BaseKey {
             pid,
             port: if listening { port } else { 0 },
         },
-        FindingKind::ResetBurst => BaseKey::Resets { cookie, port },
+        FindingKind::ResetBurst | FindingKind::StaleConnectionReuse
+            if let Some(remote) = remote
+                && matches!(f.subject, Subject::Peer { .. }) =>
+        {
+            BaseKey::PeerResets {
+                cookie,
+                pid,
+                remote,
+            }
+        }
+        FindingKind::ResetBurst | FindingKind::StaleConnectionReuse => {
+            BaseKey::Resets { cookie, port }
+        }
+        // Failing connects join the upstream of (process, remote): always client side.
+        FindingKind::ConnectFailing => BaseKey::Upstream {
+            cookie,
+            pid,
+            remote: remote.unwrap_or_else(|| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            server_side: false,
+        },
         FindingKind::RetransmitChain
         | FindingKind::SendQueueGrowing
         | FindingKind::AwaitingResponse => {

@@ -279,3 +279,7 @@ mod examples_tests;
 #[cfg(test)]
 #[path = "e2e_tests.rs"]
 mod e2e_tests;
+
+#[cfg(test)]
+#[path = "peer_tests.rs"]
+mod peer_tests;

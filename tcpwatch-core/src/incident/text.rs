@@ -100,7 +100,7 @@ fn port_of(p: &Part<'_>) -> Option<u16> {
     match p.key {
         BaseKey::Listener { port, .. } | BaseKey::Resets { port, .. } => Some(port),
         BaseKey::Leak { port, .. } => (port != 0).then_some(port),
-        BaseKey::Upstream { .. } => None,
+        BaseKey::Upstream { .. } | BaseKey::PeerResets { .. } => None,
     }
 }
 
@@ -404,7 +404,10 @@ fn single(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> (String, Incident
             }
             (upstream_cause(p), root, upstream_text(p, now))
         }
-        BaseKey::Resets { .. } => {
+        BaseKey::Resets { .. } | BaseKey::PeerResets { .. } => {
+            if let BaseKey::PeerResets { remote, .. } = &p.key {
+                root.remote = Some(*remote);
+            }
             let cause = p
                 .members
                 .first()

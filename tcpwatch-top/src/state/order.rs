@@ -13,7 +13,7 @@ use super::SortKey;
 pub fn subject_key(s: &Subject) -> Option<ConnKey> {
     match s {
         Subject::Connection { key, .. } | Subject::Listener { key, .. } => Some(*key),
-        Subject::Port { .. } => None,
+        Subject::Port { .. } | Subject::Peer { .. } => None,
     }
 }
 
@@ -23,13 +23,14 @@ pub fn subject_local(s: &Subject) -> String {
     match s {
         Subject::Connection { local, .. } | Subject::Listener { local, .. } => local.to_string(),
         Subject::Port { port, .. } => format!("*:{port}"),
+        Subject::Peer { .. } => "-".to_owned(),
     }
 }
 
 #[must_use]
 pub fn subject_remote(s: &Subject) -> String {
     match s {
-        Subject::Connection { remote, .. } => remote.to_string(),
+        Subject::Connection { remote, .. } | Subject::Peer { remote, .. } => remote.to_string(),
         Subject::Listener { .. } | Subject::Port { .. } => "-".to_owned(),
     }
 }
@@ -37,7 +38,9 @@ pub fn subject_remote(s: &Subject) -> String {
 #[must_use]
 pub fn subject_owner(s: &Subject) -> Option<&Owner> {
     match s {
-        Subject::Connection { owner, .. } | Subject::Listener { owner, .. } => owner.as_ref(),
+        Subject::Connection { owner, .. }
+        | Subject::Listener { owner, .. }
+        | Subject::Peer { owner, .. } => owner.as_ref(),
         Subject::Port { .. } => None,
     }
 }
@@ -106,7 +109,7 @@ pub(super) fn finding_matches(f: &Finding, needle: &str) -> bool {
     let state = match &f.subject {
         Subject::Connection { state, .. } => Some(*state),
         Subject::Listener { .. } => Some(TcpState::Listen),
-        Subject::Port { .. } => None,
+        Subject::Port { .. } | Subject::Peer { .. } => None,
     };
     subject_local(&f.subject).contains(needle)
         || subject_remote(&f.subject).contains(needle)

@@ -1,0 +1,292 @@
+//! Privileged end-to-end tests of issue 13: failing connects (blackholed address, closed port)
+//! and a client pool that reuses keep-alive connections across a server restart, in
+//! namespaces the tests create, against a real daemon.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+mod support;
+
+use std::io::{ErrorKind, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use support::{Daemon, Netns, privileged, wait_for};
+
+/// The open finding of `kind` whose subject's remote endpoint is `remote`.
+fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
+    d.get_json("/api/v1/findings")["open"]
+        .as_array()?
+        .iter()
+        .find(|f| f["kind"] == kind && f["subject"]["remote"] == remote.to_string())
+        .cloned()
+}
+
+/// A sample of the daemon's `/metrics` (0 when absent).
+fn metric(d: &Daemon, series: &str) -> f64 {
+    let (_, body) = support::http_get(d.port, "/metrics").unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn ev(f: &Value, key: &str) -> f64 {
+    f["evidence"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no evidence {key}: {f:#}"))
+}
+
+#[test]
+fn connect_failing_names_blackhole_give_up_and_refused_port() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("connfail");
+    ns.sysctl("net.ipv4.tcp_syn_retries", "2");
+    ns.exec("ip", &["addr", "add", "10.77.0.1/32", "dev", "lo"]);
+    let rules = "add table inet twt\n\
+                 add chain inet twt in { type filter hook input priority 0; }\n\
+                 add rule inet twt in ip daddr 10.77.0.1 tcp dport 80 drop\n";
+    std::fs::write(format!("/tmp/{}.nft", ns.name), rules).unwrap();
+    ns.exec("nft", &["-f", &format!("/tmp/{}.nft", ns.name)]);
+    let _ = std::fs::remove_file(format!("/tmp/{}.nft", ns.name));
+    let linear: Option<u32> = ns
+        .exec("cat", &["/proc/sys/net/ipv4/tcp_syn_linear_timeouts"])
+        .trim()
+        .parse()
+        .ok();
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let pid = f64::from(std::process::id());
+
+    // Blackholed address: the SYN is retransmitted until the kernel gives up.
+    let black: SocketAddr = "10.77.0.1:80".parse().unwrap();
+    let ns_name = ns.name.clone();
+    let dialer = std::thread::spawn(move || {
+        let path = format!("/run/netns/{ns_name}");
+        let f = std::fs::File::open(&path).unwrap();
+        // SAFETY: valid fd; affects only this thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0);
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        let t0 = Instant::now();
+        let err = TcpStream::connect(black).unwrap_err();
+        (err.kind(), t0.elapsed(), comm.trim().to_owned())
+    });
+    let t0 = Instant::now();
+    let f = wait_for(Duration::from_secs(6), || {
+        open_finding(&d, "connect_failing", &black)
+    })
+    .expect("connect_failing for the blackholed address while its SYN is retried");
+    let opened_after = t0.elapsed();
+    assert_eq!(f["cause"], "timed_out", "{f:#}");
+    assert_eq!(f["subject"]["owner"]["pid"].as_f64(), Some(pid), "{f:#}");
+    assert!(ev(&f, "syn_retransmits_now") >= 2.0, "{f:#}");
+    let give_up = ev(&f, "give_up_after_seconds");
+    let diag = f["diagnosis"].as_str().unwrap();
+    assert!(diag.contains("10.77.0.1:80"), "{diag}");
+    assert!(diag.contains("tcp_syn_retries 2"), "{diag}");
+    let (kind, took, comm) = dialer.join().unwrap();
+    // The kernel reports the connecting thread's name (what `ps -L` shows).
+    assert_eq!(f["subject"]["owner"]["comm"], comm.as_str(), "{f:#}");
+    assert_eq!(kind, ErrorKind::TimedOut);
+    // Ground truth: the kernel gave up when the finding said it would.
+    assert!(
+        (took.as_secs_f64() - give_up).abs() < 1.5,
+        "connect() gave up after {took:?}, finding said {give_up} s (linear timeouts {linear:?})"
+    );
+    eprintln!("blackhole: opened after {opened_after:?}, gave up after {took:?}: {diag}");
+    // After the give-up the timed-out connect is counted.
+    let f = wait_for(Duration::from_secs(5), || {
+        open_finding(&d, "connect_failing", &black)
+            .filter(|f| f["evidence"]["connects_timed_out"].as_f64() >= Some(1.0))
+    })
+    .expect("the timed-out connect is counted");
+    assert_eq!(f["severity"], "critical", "no connect succeeded: {f:#}");
+
+    // Closed port: refused.
+    let closed: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let kinds: Vec<ErrorKind> = ns.enter(move || {
+        (0..3)
+            .map(|_| TcpStream::connect(closed).unwrap_err().kind())
+            .collect()
+    });
+    assert_eq!(kinds, vec![ErrorKind::ConnectionRefused; 3]);
+    let f = wait_for(Duration::from_secs(5), || {
+        open_finding(&d, "connect_failing", &closed)
+    })
+    .expect("connect_failing for the closed port");
+    assert_eq!(f["cause"], "refused", "{f:#}");
+    assert!((ev(&f, "connects_refused") - 3.0).abs() < 1e-9, "{f:#}");
+    assert_eq!(f["subject"]["owner"]["pid"].as_f64(), Some(pid), "{f:#}");
+}
+
+/// `Tcp: OutRsts` of the namespace (`/proc/net/snmp`).
+fn out_rsts(ns: &Netns) -> u64 {
+    let snmp = ns.exec("cat", &["/proc/net/snmp"]);
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutRsts")
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap()
+}
+
+/// A listener on `addr` in `ns` (`SO_REUSEADDR`, as servers do to restart on their port).
+fn server(ns: &Netns, addr: SocketAddr) -> Socket {
+    ns.enter(move || {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&addr.into()).unwrap();
+        s.listen(64).unwrap();
+        s
+    })
+}
+
+#[test]
+fn pool_reusing_connections_across_a_server_restart_is_named() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("restart");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let l = server(&ns, addr);
+    // The client's pool: 8 keep-alive connections, each used once.
+    let mut pool: Vec<TcpStream> = ns.enter(move || {
+        (0..8)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
+            .collect()
+    });
+    let mut accepted: Vec<TcpStream> = (0..8).map(|_| l.accept().unwrap().0.into()).collect();
+    for (c, s) in pool.iter_mut().zip(accepted.iter_mut()) {
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0_u8; 18];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        let mut resp = [0_u8; 38];
+        c.read_exact(&mut resp).unwrap();
+    }
+    // Restart: the old instance exits (its sockets close), a new one listens on the port.
+    drop(accepted);
+    drop(l);
+    std::thread::sleep(Duration::from_millis(300));
+    let _l2 = server(&ns, addr);
+    let restarted = Instant::now();
+    // The pool reuses its idle connections: every request draws a reset (ground truth: the
+    // namespace's OutRsts, and the next write fails). The first read sees the old FIN (EOF),
+    // as fasthttp-style clients do ("server closed connection before returning the first
+    // response byte").
+    let rsts_before = out_rsts(&ns);
+    let mut resets = 0;
+    for c in &mut pool {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0_u8; 64];
+        let _ = c.read(&mut buf);
+        std::thread::sleep(Duration::from_millis(20));
+        match c.write_all(b"x") {
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => {
+                resets += 1;
+            }
+            other => panic!("expected the connection to be reset, got {other:?}"),
+        }
+    }
+    assert_eq!(out_rsts(&ns) - rsts_before, 8, "RSTs sent in the namespace");
+    assert_eq!(resets, 8);
+    let f = wait_for(Duration::from_secs(10), || {
+        open_finding(&d, "stale_connection_reuse", &addr)
+            .filter(|f| f["evidence"]["stale_requests"].as_f64() == Some(8.0))
+    })
+    .expect("stale_connection_reuse for the pool");
+    eprintln!("found after {:?}: {}", restarted.elapsed(), f["diagnosis"]);
+    assert_eq!(f["cause"], "server_restarted", "{f:#}");
+    assert!((ev(&f, "stale_requests") - 8.0).abs() < 1e-9, "{f:#}");
+    assert_eq!(
+        f["subject"]["owner"]["pid"].as_f64(),
+        Some(f64::from(std::process::id()))
+    );
+    let diag = f["diagnosis"].as_str().unwrap();
+    assert!(diag.contains(&format!("connections to {addr}")), "{diag}");
+    assert!(
+        diag.contains(&format!("its listener {addr} was re-created")),
+        "{diag}"
+    );
+    // The old instance's FIN-WAIT-2 orphans (timewait minisockets) sent the resets, with the
+    // kernel's reason where it has one (Linux 6.10+).
+    let tw = metric(
+        &d,
+        "tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}",
+    );
+    assert!(tw >= 8.0, "timewait resets: {tw}");
+    if std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+        .is_ok_and(|f| f.contains("reason"))
+    {
+        let n = metric(
+            &d,
+            "tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}",
+        );
+        assert!(n >= 8.0, "TCP_TIMEWAIT_SOCKET resets: {n}");
+    }
+}
+
+#[test]
+fn client_resets_from_one_server_form_a_burst_keyed_by_the_remote_endpoint() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cliresets");
+    let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let l = server(&ns, addr);
+    // 12 connections from 12 ephemeral ports; the server aborts each one (SO_LINGER 0).
+    let clients: Vec<TcpStream> = ns.enter(move || {
+        (0..12)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
+            .collect()
+    });
+    for _ in 0..12 {
+        let (s, _) = l.accept().unwrap();
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    let mut reset = 0;
+    for mut c in clients {
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0_u8; 1];
+        if let Err(e) = c.read(&mut buf) {
+            assert_eq!(e.kind(), ErrorKind::ConnectionReset);
+            reset += 1;
+        }
+    }
+    assert_eq!(reset, 12, "ground truth: every client connection was reset");
+    let f = wait_for(Duration::from_secs(5), || {
+        d.get_json("/api/v1/findings")["open"]
+            .as_array()?
+            .iter()
+            .find(|f| {
+                f["kind"] == "reset_burst"
+                    && f["subject"]["type"] == "peer"
+                    && f["subject"]["remote"] == addr.to_string()
+            })
+            .cloned()
+    })
+    .expect("reset_burst keyed by the remote endpoint");
+    assert_eq!(f["cause"], "received");
+    assert!((ev(&f, "resets_received") - 12.0).abs() < 1e-9, "{f:#}");
+    assert_eq!(
+        f["subject"]["owner"]["pid"].as_f64(),
+        Some(f64::from(std::process::id()))
+    );
+}
