@@ -12,6 +12,7 @@
 
 pub mod alertmanager;
 pub mod prom_alerts;
+pub mod proofs;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
