@@ -288,3 +288,53 @@ pub fn linger_zero(s: &impl std::os::fd::AsRawFd) {
     };
     assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
+
+/// A daemon (default settings plus `extra`) whose log goes to `log` as JSON lines, with every
+/// finding lifecycle change (`tcpwatch::finding`, info) and warnings. Unlike the stream,
+/// the log is written for every change and drops nothing.
+pub fn daemon_logging_to(extra: &[&str], log: &std::path::Path) -> super::Daemon {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pin_dir = format!(
+        "/sys/fs/bpf/tcpwatch-test-{}-log{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let port = super::free_port();
+    let file = std::fs::File::create(log).unwrap();
+    let mut cmd = std::process::Command::new(super::BIN);
+    cmd.arg("daemon").arg("--pin-dir").arg(&pin_dir);
+    cmd.arg("--set")
+        .arg(format!("daemon.listen=\"127.0.0.1:{port}\""));
+    cmd.arg("--set").arg("daemon.log_format=\"json\"");
+    for s in extra {
+        cmd.arg("--set").arg(s);
+    }
+    let child = cmd
+        .env("TCPWATCH_LOG", "warn,tcpwatch::finding=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let d = super::Daemon {
+        child,
+        port,
+        pin_dir,
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let ready = super::wait_for(Duration::from_secs(20), || {
+        (super::http_get(d.port, "/readyz").map(|(s, _)| s) == Some(200)).then_some(())
+    });
+    assert!(ready.is_some(), "daemon not ready within 20 s");
+    d
+}
+
+/// The finding lifecycle lines of a JSON daemon log (`change`, `kind`, `cause`, `id`,
+/// `message` = the diagnosis, which names the namespace inode).
+pub fn finding_log(log: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "tcpwatch::finding")
+        .collect()
+}
