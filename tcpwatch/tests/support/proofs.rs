@@ -194,7 +194,7 @@ fn read_events(
     stop: &AtomicBool,
 ) -> Result<(), String> {
     let mut body: Vec<u8> = Vec::new();
-    let mut buf = [0_u8; 65_536];
+    let mut buf = vec![0_u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         match r.read(&mut buf) {
             Ok(0) => return Err("the daemon closed the stream".to_owned()),
@@ -248,10 +248,7 @@ fn pending_push(text: &[u8], (events, conns): (&Mutex<Vec<Value>>, &AtomicU64)) 
 /// Removes every complete chunk from the front of `body` and returns their payload.
 fn dechunk_prefix(body: &mut Vec<u8>) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&body[..eol]).into_owned();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
             .unwrap_or_else(|e| panic!("bad chunk size {size_text:?}: {e}"));

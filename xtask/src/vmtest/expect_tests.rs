@@ -2,17 +2,23 @@ use super::*;
 use crate::vmtest::parse_output;
 
 fn all_pass() -> String {
-    let mut t: String = SCENARIOS
-        .iter()
-        .map(|s| format!("VMTEST {s} PASS ok\n"))
-        .collect();
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    for s in SCENARIOS {
+        let _ = writeln!(t, "VMTEST {s} PASS ok");
+    }
     t.push_str("VMTEST-DONE\n");
     t
 }
 
 #[test]
 fn every_kernel_requires_every_scenario_today() {
-    for k in ["host", "6.1", "6.12", "linux-image-6.12.57+deb12-cloud-amd64"] {
+    for k in [
+        "host",
+        "6.1",
+        "6.12",
+        "linux-image-6.12.57+deb12-cloud-amd64",
+    ] {
         let e = for_kernel(k);
         assert_eq!(e.required, SCENARIOS, "{k}");
         assert!(e.optional.is_empty());
@@ -23,7 +29,10 @@ fn every_kernel_requires_every_scenario_today() {
 
 #[test]
 fn a_full_pass_meets_the_expectation() {
-    assert_eq!(problems(&for_kernel("6.1"), &parse_output(&all_pass())), Vec::<String>::new());
+    assert_eq!(
+        problems(&for_kernel("6.1"), &parse_output(&all_pass())),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -45,7 +54,11 @@ fn a_skip_fails_unless_declared_optional() {
     };
     assert!(problems(&relaxed, &report).is_empty());
     let failed = parse_output(&all_pass().replace("blackholed_peer PASS", "blackholed_peer FAIL"));
-    assert_eq!(problems(&relaxed, &failed).len(), 1, "optional may skip, not fail");
+    assert_eq!(
+        problems(&relaxed, &failed).len(),
+        1,
+        "optional may skip, not fail"
+    );
 }
 
 #[test]
@@ -54,6 +67,10 @@ fn missing_unknown_and_repeated_scenarios_are_problems() {
         + "VMTEST brand_new PASS ok\nVMTEST close_wait_owned PASS again\n";
     let p = problems(&for_kernel("host"), &parse_output(&text));
     assert!(p.iter().any(|m| m == "state_tracking did not run"), "{p:?}");
-    assert!(p.iter().any(|m| m.starts_with("brand_new ran but is not declared")), "{p:?}");
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("brand_new ran but is not declared")),
+        "{p:?}"
+    );
     assert!(p.iter().any(|m| m == "close_wait_owned ran twice"), "{p:?}");
 }
