@@ -129,7 +129,18 @@ fn awaiting_response_on_a_request_the_server_never_answers() {
 /// `n` connections to a listener in a fresh namespace, each aborted with `SO_LINGER 0` by
 /// the server (`server_aborts`) or by the client. Returns the namespace, the daemon, the
 /// listener's address, the namespace's `TcpOutRsts` delta (ground truth) and the stream.
-fn abort_connections(server_aborts: bool, n: u64) -> (Netns, Daemon, SocketAddr, u64, StreamLog) {
+struct Aborted {
+    ns: Netns,
+    daemon: Daemon,
+    addr: SocketAddr,
+    /// `TcpOutRsts` delta of the namespace.
+    sent: u64,
+    stream: StreamLog,
+    /// Kept open: the finding names the listener's owner.
+    _listener: socket2::Socket,
+}
+
+fn abort_connections(server_aborts: bool, n: u64) -> Aborted {
     let ns = Netns::new("rstburst");
     // Default reset_burst thresholds: 10 resets within 10 s.
     let daemon = Daemon::start(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")]);
@@ -154,7 +165,14 @@ fn abort_connections(server_aborts: bool, n: u64) -> (Netns, Daemon, SocketAddr,
     let sent = nstat(&ns, "TcpOutRsts") - before;
     assert_eq!(sent, n, "ground truth: one RST per SO_LINGER 0 close");
     drop(keep);
-    (ns, daemon, addr, sent, stream)
+    Aborted {
+        ns,
+        daemon,
+        addr,
+        sent,
+        stream,
+        _listener: lst,
+    }
 }
 
 /// Waits for the open `reset_burst` of `addr`'s port in `ns` once it has counted `n` resets
@@ -248,7 +266,14 @@ fn reset_burst_on_a_server_port_whose_clients_abort() {
         return;
     }
     let n = 30;
-    let (ns, d, addr, sent, stream) = abort_connections(false, n);
+    let Aborted {
+        ns,
+        daemon: d,
+        addr,
+        sent,
+        stream,
+        _listener,
+    } = abort_connections(false, n);
     let f = reset_finding(&d, &ns, addr, n);
     eprintln!("finding: {f}");
     // On loopback every RST the clients sent (nstat) reached the server's port.
@@ -275,7 +300,14 @@ fn reset_burst_from_a_server_closing_with_so_linger_zero() {
         return;
     }
     let n = 30;
-    let (ns, d, addr, sent, stream) = abort_connections(true, n);
+    let Aborted {
+        ns,
+        daemon: d,
+        addr,
+        sent,
+        stream,
+        _listener,
+    } = abort_connections(true, n);
     let f = reset_finding(&d, &ns, addr, n);
     eprintln!("finding: {f}");
     #[expect(clippy::cast_precision_loss, reason = "small counts")]
