@@ -280,19 +280,18 @@ fn daemon_sample(d: &Daemon, interval: Duration) -> Result<(f64, f64)> {
 
 fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let ns = Netns::new("scale")?;
-    // ss's fixed cost: the same command on a namespace without sockets.
+    // ss's fixed cost: the same command on a namespace without sockets, run right before
+    // each measured `ss` (same cache and load conditions); one warm-up run first.
     let empty = Netns::new("ssbase")?;
-    let mut base = Vec::new();
-    for _ in 0..plan.sweep_reps.max(3) {
+    let ss_empty = || -> Result<f64> {
         let (took, _, _) = timed_quiet(
             Command::new("ss")
                 .args(["-N", &empty.name, "-tani"])
                 .stdout(Stdio::null()),
         )?;
-        base.push(took.as_secs_f64() * 1000.0);
-    }
-    let ss_start_ms = median(&base).unwrap_or(0.0);
-    drop(empty);
+        Ok(took.as_secs_f64() * 1000.0)
+    };
+    ss_empty()?;
     let mut pool = load::Pool::default();
     for &n in &plan.scale {
         sys::check_stop()?;
@@ -302,7 +301,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
             ..SweepScale::default()
         };
         let (mut tw, mut tcpu, mut sw, mut scpu) = (vec![], vec![], vec![], vec![]);
-        let mut twall = vec![];
+        let (mut twall, mut base, mut ss_dump) = (vec![], vec![], vec![]);
         for _ in 0..plan.sweep_reps {
             sys::check_stop()?;
             let (wall, cpu, out) =
@@ -313,20 +312,23 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
             w.swept = v["sweep"]["sockets"].as_u64().unwrap_or(0);
             tcpu.push(cpu * 1000.0);
             twall.push(wall.as_secs_f64() * 1000.0);
+            let empty_ms = ss_empty()?;
             let (took, cpu, _) = timed_quiet(
                 Command::new("ss")
                     .args(["-N", &ns.name, "-tani"])
                     .stdout(Stdio::null()),
             )?;
             sw.push(took.as_secs_f64() * 1000.0);
+            base.push(empty_ms);
+            ss_dump.push((took.as_secs_f64() * 1000.0 - empty_ms).max(0.0));
             scpu.push(cpu * 1000.0);
         }
         w.tcpwatch_ms = median(&tw).unwrap_or(0.0);
         w.snapshot_cpu_ms = median(&tcpu).unwrap_or(0.0);
         w.snapshot_wall_ms = median(&twall).unwrap_or(0.0);
         w.ss_ms = median(&sw).unwrap_or(0.0);
-        w.ss_start_ms = ss_start_ms;
-        w.ss_walk_ms = (w.ss_ms - ss_start_ms).max(0.0);
+        w.ss_start_ms = median(&base).unwrap_or(0.0);
+        w.ss_walk_ms = median(&ss_dump).unwrap_or(0.0);
         w.ss_cpu_ms = median(&scpu).unwrap_or(0.0);
         eprintln!(
             "bench: {} sockets: in-process tcpwatch sweep {:.1} ms ({} swept) vs ss {:.1} ms; \

@@ -69,7 +69,8 @@ pub struct SweepScale {
     /// Wall clock of `ss -N EMPTY -tani` on an empty namespace: ss's fixed cost (exec,
     /// libraries, netlink set-up).
     pub ss_start_ms: f64,
-    /// ss's in-process estimate: `ss_ms - ss_start_ms` (the dump of the sockets).
+    /// ss's in-process estimate: median of `ss` minus `ss` on the empty namespace run just
+    /// before it (the dump of the sockets).
     pub ss_walk_ms: f64,
     pub ss_cpu_ms: f64,
 }
