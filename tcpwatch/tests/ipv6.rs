@@ -297,23 +297,38 @@ fn v6_link_between_namespaces_and_a_blackholed_peer() {
         Some(u64::from(std::process::id()))
     );
     assert!((ev("tcp_retries2") - 8.0).abs() < f64::EPSILON);
-    // tcp_retries2 = 8 with the 200 ms RTO floor: ((2 << 8) - 1) * 0.2 s = 102.2 s.
+    let ss_backoff: f64 = row
+        .field("backoff")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("ss shows no backoff: {row:?}"));
+    let ss_rto: f64 = row
+        .field("rto")
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("ss shows no rto: {row:?}"));
+    // The kernel gives up at the first RTO expiry at or after the limit: tcp_retries2 = 8
+    // with TCP_RTO_MIN gives ((2 << 8) - 1) * 0.2 s = 102.2 s; the expiries come at
+    // base * (2^(k+1) - 2) after the first RTO retransmission (base: ss's RTO before backoff).
+    let base = ss_rto / 1000.0 / 2_f64.powf(ss_backoff);
+    let limit = 102.2;
+    let mut expiry = 0.0;
+    let mut k = 1;
+    while expiry < limit {
+        expiry = base * (2_f64.powi(k + 1) - 2.0);
+        k += 1;
+    }
     assert!(
-        (ev("give_up_after_seconds") - 102.2).abs() < 0.05,
-        "give-up time: {f}"
+        (ev("give_up_after_seconds") - expiry).abs() < 0.05,
+        "give-up time {} vs {expiry:.2} s (RTO base {base} s from ss): {f}",
+        ev("give_up_after_seconds")
     );
     let left = ev("gives_up_in_seconds");
     assert!(
-        left <= 102.2 && left >= 102.2 - since_write - 0.5,
+        left <= expiry && left >= expiry - since_write - 0.5,
         "gives up in {left} s, {since_write:.1} s after the write"
     );
     assert!((ev("send_q_bytes") - 1000.0).abs() < 0.5, "{f}");
     assert_eq!(row.send_q, 1000, "ss: nothing acknowledged");
     assert!(ev("chain") >= 3.0);
-    let ss_backoff: f64 = row
-        .field("backoff")
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("ss shows no backoff: {row:?}"));
     assert!(
         ev("backoff") <= ss_backoff,
         "evidence backoff {} not ahead of ss {ss_backoff}",
