@@ -287,7 +287,7 @@ pub fn linger_zero(s: &impl std::os::fd::AsRawFd) {
 }
 
 /// A daemon (default settings plus `extra`) whose log goes to `log` as JSON lines, with every
-/// finding lifecycle change (`tcpwatch::finding`, info) and warnings. Unlike the stream,
+/// finding lifecycle change (`tcpwatch::finding`, logged at debug) and warnings. Unlike the stream,
 /// the log is written for every change and drops nothing.
 pub fn daemon_logging_to(extra: &[&str], log: &std::path::Path) -> super::Daemon {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -307,7 +307,7 @@ pub fn daemon_logging_to(extra: &[&str], log: &std::path::Path) -> super::Daemon
         cmd.arg("--set").arg(s);
     }
     let child = cmd
-        .env("TCPWATCH_LOG", "warn,tcpwatch::finding=info")
+        .env("TCPWATCH_LOG", "warn,tcpwatch::finding=debug")
         .stdout(std::process::Stdio::null())
         .stderr(file)
         .spawn()
