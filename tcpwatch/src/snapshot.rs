@@ -33,6 +33,14 @@ struct SweepSummary {
     duration_ms: f64,
     errors: Vec<String>,
     hz: u32,
+    /// Every namespace swept: its inode and the number of sockets its sweep returned.
+    swept: Vec<SweptNamespace>,
+}
+
+#[derive(Serialize)]
+struct SweptNamespace {
+    inode: u32,
+    sockets: usize,
 }
 
 #[derive(Serialize)]
@@ -113,6 +121,14 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
                 duration_ms: batch.duration.as_secs_f64() * 1000.0,
                 errors: batch.errors.clone(),
                 hz: clock.hz,
+                swept: batch
+                    .namespaces
+                    .iter()
+                    .map(|n| SweptNamespace {
+                        inode: n.id.inode,
+                        sockets: n.sweep.records.len(),
+                    })
+                    .collect(),
             },
             incidents,
             connections: conns,

@@ -203,7 +203,7 @@ fn blackholed_peer_grows_retransmit_chain_and_backoff() {
     let ss_backoff: u64 = row
         .field("backoff")
         .and_then(|b| b.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or_else(|| panic!("ss -i shows no backoff for a blackholed peer: {row:?}"));
     assert!(
         (backoff1..=backoff2).contains(&ss_backoff),
         "ss backoff {ss_backoff} between ours {backoff1}..{backoff2}"
@@ -325,6 +325,16 @@ fn sweeps_ten_thousand_sockets_and_reports_duration() {
         snap["sweep"]["sockets"], snap["sweep"]["namespaces"]
     );
     assert_eq!(n, want);
+    let truth = ss(&ns).iter().filter(|r| r.state == "LISTEN").count() as u64;
+    assert_eq!(truth, want, "ss lists every listener of the namespace");
+    let swept = snap["sweep"]["swept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["inode"].as_u64() == Some(ns.inode))
+        .cloned()
+        .expect("the namespace is in the sweep summary");
+    assert_eq!(swept["sockets"].as_u64(), Some(truth), "sweep count vs ss");
     assert!(ms > 0.0);
     drop(socks);
 }
@@ -346,4 +356,20 @@ fn namespace_without_sockets_is_swept_cleanly() {
         "empty namespace not swept: {errors:?}"
     );
     assert!(conns_in(&snap, ns.inode).is_empty());
+    let swept: Vec<&Value> = snap["sweep"]["swept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["inode"].as_u64() == Some(ns.inode))
+        .collect();
+    assert_eq!(
+        swept.len(),
+        1,
+        "the empty namespace was swept once: {swept:?}"
+    );
+    assert_eq!(
+        swept[0]["sockets"].as_u64(),
+        Some(0),
+        "and returned no socket"
+    );
 }

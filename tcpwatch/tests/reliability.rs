@@ -250,6 +250,9 @@ fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
         };
         assert_eq!(field("CapEff:"), runtime, "effective set of thread {comm}");
         assert_eq!(field("CapBnd:"), runtime, "bounding set of thread {comm}");
+        assert_eq!(field("CapPrm:"), runtime, "permitted set of thread {comm}");
+        assert_eq!(field("CapAmb:"), 0, "ambient set of thread {comm}");
+        assert_eq!(field("CapInh:"), 0, "inheritable set of thread {comm}");
     }
     let sweeps = metric(&d, "tcpwatch_sweeps_total");
     std::thread::sleep(Duration::from_millis(1500));

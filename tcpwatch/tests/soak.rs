@@ -1,5 +1,6 @@
-//! Soak test (not in CI: `cargo test -p tcpwatch --test soak -- --ignored --nocapture`, as
-//! root). Runs connection churn plus an induced stuck `CLOSE_WAIT` every minute for
+//! Soak test (not in CI; one command, as root, documented in docs/reliability.md:
+//! `TCPWATCH_SOAK_SECS=1800 cargo test -p tcpwatch --test soak -- --ignored --nocapture`).
+//! Runs connection churn plus an induced stuck `CLOSE_WAIT` every minute for
 //! `TCPWATCH_SOAK_SECS` (default 1800) and checks that the daemon's RSS and open fds stay flat
 //! and that no induced incident is missed. Results go in `docs/reliability.md`.
 #![allow(

@@ -13,6 +13,7 @@
 pub mod alertmanager;
 pub mod prom_alerts;
 pub mod prometheus;
+pub mod proofs;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};

@@ -280,6 +280,18 @@ fn daemon_sample(d: &Daemon, interval: Duration) -> Result<(f64, f64)> {
 
 fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let ns = Netns::new("scale")?;
+    // ss's fixed cost: the same command on a namespace without sockets, run right before
+    // each measured `ss` (same cache and load conditions); one warm-up run first.
+    let empty = Netns::new("ssbase")?;
+    let ss_empty = || -> Result<f64> {
+        let (took, _, _) = timed_quiet(
+            Command::new("ss")
+                .args(["-N", &empty.name, "-tani"])
+                .stdout(Stdio::null()),
+        )?;
+        Ok(took.as_secs_f64() * 1000.0)
+    };
+    ss_empty()?;
     let mut pool = load::Pool::default();
     for &n in &plan.scale {
         sys::check_stop()?;
@@ -289,30 +301,45 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
             ..SweepScale::default()
         };
         let (mut tw, mut tcpu, mut sw, mut scpu) = (vec![], vec![], vec![], vec![]);
+        let (mut twall, mut base, mut ss_dump) = (vec![], vec![], vec![]);
         for _ in 0..plan.sweep_reps {
             sys::check_stop()?;
-            let (_, cpu, out) =
+            let (wall, cpu, out) =
                 timed_quiet(Command::new(&env.bin).args(["snapshot", "--json", "--port", "1"]))?;
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).context("snapshot JSON")?;
             tw.push(v["sweep"]["duration_ms"].as_f64().unwrap_or(f64::NAN));
             w.swept = v["sweep"]["sockets"].as_u64().unwrap_or(0);
             tcpu.push(cpu * 1000.0);
+            twall.push(wall.as_secs_f64() * 1000.0);
+            let empty_ms = ss_empty()?;
             let (took, cpu, _) = timed_quiet(
                 Command::new("ss")
                     .args(["-N", &ns.name, "-tani"])
                     .stdout(Stdio::null()),
             )?;
             sw.push(took.as_secs_f64() * 1000.0);
+            base.push(empty_ms);
+            ss_dump.push((took.as_secs_f64() * 1000.0 - empty_ms).max(0.0));
             scpu.push(cpu * 1000.0);
         }
         w.tcpwatch_ms = median(&tw).unwrap_or(0.0);
         w.snapshot_cpu_ms = median(&tcpu).unwrap_or(0.0);
+        w.snapshot_wall_ms = median(&twall).unwrap_or(0.0);
         w.ss_ms = median(&sw).unwrap_or(0.0);
+        w.ss_start_ms = median(&base).unwrap_or(0.0);
+        w.ss_walk_ms = median(&ss_dump).unwrap_or(0.0);
         w.ss_cpu_ms = median(&scpu).unwrap_or(0.0);
         eprintln!(
-            "bench: {} sockets: tcpwatch sweep {:.1} ms ({} swept), ss {:.1} ms",
-            w.sockets, w.tcpwatch_ms, w.swept, w.ss_ms
+            "bench: {} sockets: in-process tcpwatch sweep {:.1} ms ({} swept) vs ss {:.1} ms; \
+             wall clock snapshot {:.0} ms vs ss {:.1} ms (ss on an empty netns {:.1} ms)",
+            w.sockets,
+            w.tcpwatch_ms,
+            w.swept,
+            w.ss_walk_ms,
+            w.snapshot_wall_ms,
+            w.ss_ms,
+            w.ss_start_ms
         );
         r.sweep.push(w);
         if plan.idle.contains(&n) {
@@ -351,23 +378,42 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let ns = Netns::new("rate")?;
     let threshold = format!("detectors.close_wait.threshold_seconds={DETECT_THRESHOLD_S}");
     let d = Daemon::start(&env.bin, &[&threshold], &env.log)?;
+    // Pacing only: state changes per connection, as the kernel cost phase counted them, or
+    // else from the daemon's own counters over one calibration second. The achieved rate
+    // below is always read from the daemon's counters.
     let per_conn = if r.events_per_connection > 1.0 {
         r.events_per_connection
     } else {
-        10.0
+        let s0 = state_changes(&d)?;
+        let c = load::churn(
+            &ns.path(),
+            &churn_opts(plan, Duration::from_secs(1), Some(200.0)),
+        )?;
+        sys::sleep(COUNTER_SETTLE);
+        let per = (state_changes(&d)? - s0) / c.conns.max(1) as f64;
+        if per < 1.0 {
+            bail!(
+                "the daemon counted {per:.2} state changes per connection during calibration: \
+                 are its programs attached? (see {})",
+                env.log.display()
+            );
+        }
+        per
     };
     for &rate in &plan.rates {
         sys::check_stop()?;
         let dropped0 = dropped(&d)?;
+        let changes0 = state_changes(&d)?;
         let cpu0 = sys::cpu_seconds(d.pid())?;
         let c = load::churn(
             &ns.path(),
             &churn_opts(plan, plan.measure, Some(rate / per_conn)),
         )?;
         let cpu = (sys::cpu_seconds(d.pid())? - cpu0) / c.elapsed.as_secs_f64();
+        sys::sleep(COUNTER_SETTLE);
         let x = DaemonRate {
             target_per_s: rate,
-            achieved_per_s: c.per_second() * per_conn,
+            achieved_per_s: (state_changes(&d)? - changes0) / c.elapsed.as_secs_f64(),
             cpu_pct: cpu * 100.0,
             rss_mib: sys::rss_mib(d.pid())?,
             events_dropped: dropped(&d)? - dropped0,
@@ -412,6 +458,19 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     }
     r.detection = Some(det);
     Ok(())
+}
+
+/// How long after a load the daemon's counters are read: the ring buffer is drained at once,
+/// the kernel's drop counter is read at the next sweep (1 s).
+const COUNTER_SETTLE: Duration = Duration::from_millis(1200);
+
+/// State changes the daemon saw, host-wide: events read from the ring buffer plus the ones the
+/// ring buffer dropped (`tcpwatch_events_received_total` + `tcpwatch_ringbuf_dropped_events_total`).
+fn state_changes(d: &Daemon) -> Result<f64> {
+    let (m, _) = d.metrics()?;
+    let received = sys::metric(&m, "tcpwatch_events_received_total")
+        .context("the daemon's /metrics has no tcpwatch_events_received_total")?;
+    Ok(received + sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0))
 }
 
 fn dropped(d: &Daemon) -> Result<f64> {

@@ -56,10 +56,22 @@ pub struct SweepScale {
     pub sockets: usize,
     /// Sockets tcpwatch swept in all namespaces (the host's too).
     pub swept: u64,
+    /// In-process: tcpwatch's own timer around the sweep of every namespace
+    /// (`sweep.duration_ms` of `tcpwatch snapshot --json`).
     pub tcpwatch_ms: f64,
+    /// Wall clock of the whole `tcpwatch snapshot` process (start, program load, sweep of
+    /// every namespace, owners, output).
+    pub snapshot_wall_ms: f64,
     /// CPU of the whole `tcpwatch snapshot` process (load, sweep, owners, output).
     pub snapshot_cpu_ms: f64,
+    /// Wall clock of `ss -N NS -tani` (process start included).
     pub ss_ms: f64,
+    /// Wall clock of `ss -N EMPTY -tani` on an empty namespace: ss's fixed cost (exec,
+    /// libraries, netlink set-up).
+    pub ss_start_ms: f64,
+    /// ss's in-process estimate: median of `ss` minus `ss` on the empty namespace run just
+    /// before it (the dump of the sockets).
+    pub ss_walk_ms: f64,
     pub ss_cpu_ms: f64,
 }
 
@@ -285,12 +297,18 @@ fn scale_and_daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         }),
     ));
     g.push(goal(
-        "sweep faster than `ss -tani` on the same sockets".into(),
+        "sweep faster than `ss -tani` on the same sockets (in-process)".into(),
         big.map_or("not measured".into(), |s| {
-            format!("{:.1} ms vs {:.1} ms", s.tcpwatch_ms, s.ss_ms)
+            format!(
+                "in-process {:.1} ms vs {:.1} ms; wall clock {:.0} ms vs {:.1} ms",
+                s.tcpwatch_ms, s.ss_walk_ms, s.snapshot_wall_ms, s.ss_ms
+            )
         }),
-        big.map(|s| s.tcpwatch_ms < s.ss_ms),
-        "ss lists one namespace; tcpwatch sweeps all of them".into(),
+        big.map(|s| s.tcpwatch_ms < s.ss_walk_ms),
+        "in-process: tcpwatch's sweep timer (every namespace) vs ss's wall time minus ss on an \
+         empty namespace (one namespace); wall clock: the whole `tcpwatch snapshot` process \
+         (program load included) vs the whole `ss` process"
+            .into(),
     ));
     let rate = r.daemon_rate.iter().min_by(|a, b| {
         (a.target_per_s - 1e4)

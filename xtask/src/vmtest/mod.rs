@@ -7,6 +7,7 @@
 //! Kernels: `host`, `6.1` (bookworm), `6.12` (bookworm-backports), or a package name. Default:
 //! all three; `--quick`: `host` and `6.1`.
 
+mod expect;
 mod initramfs;
 mod kernels;
 
@@ -105,6 +106,8 @@ pub fn parse_output(text: &str) -> RunReport {
 
 struct KernelRun {
     label: String,
+    /// What this kernel must run (see `expect.rs`).
+    expect: expect::Expectation,
     report: RunReport,
     took: Duration,
     /// Why there is no (complete) report: fetch/boot error, timeout.
@@ -182,6 +185,7 @@ pub fn run(opts: &Options, privs: &Privileges) -> Result<()> {
         };
         runs.push(KernelRun {
             label,
+            expect: expect::for_kernel(k),
             report,
             took: t0.elapsed(),
             problem,
@@ -473,7 +477,8 @@ fn print_table(runs: &[KernelRun]) -> bool {
     eprintln!("{line}");
     let mut ok = true;
     for r in runs {
-        let passed = r.problem.is_none() && r.report.passed();
+        let unmet = expect::problems(&r.expect, &r.report);
+        let passed = r.problem.is_none() && r.report.passed() && unmet.is_empty();
         ok &= passed;
         let log = r
             .log
@@ -489,6 +494,26 @@ fn print_table(runs: &[KernelRun]) -> bool {
         for s in r.report.scenarios.iter().filter(|s| s.verdict != "PASS") {
             eprintln!("  {} {} {}: {}", r.label, s.name, s.verdict, s.detail);
         }
+        for u in &unmet {
+            eprintln!("  {}: NOT AS DECLARED: {u}", r.label);
+        }
+        let ran = r
+            .expect
+            .required
+            .iter()
+            .filter(|n| {
+                r.report
+                    .scenarios
+                    .iter()
+                    .any(|s| s.name == **n && s.verdict == "PASS")
+            })
+            .count();
+        eprintln!(
+            "  {}: {ran} of {} required scenario(s) passed, {} optional",
+            r.label,
+            r.expect.required.len(),
+            r.expect.optional.len()
+        );
         eprintln!(
             "  {}: {}",
             r.label,
