@@ -405,9 +405,9 @@ fn peer_not_reading_gives_send_queue_growing_with_a_zero_window() {
     stream.finish();
 }
 
+/// Zero-window probing (persist timer, backoff 4+, `probes_out` reset to 0 by each probe's
+/// ACK, nothing in flight) is not a retransmit chain.
 #[test]
-#[ignore = "known bug: zero-window probing (persist timer, backoff 4+, probes_out reset to 0 \
-            by each probe's ACK, unacked 0) opens retransmit_chain with chain 0"]
 fn zero_window_probing_is_not_a_retransmit_chain() {
     if !privileged() {
         return;

@@ -126,8 +126,11 @@ pub(crate) fn detect(
         if chain < cfg.min_chain && backoff < cfg.min_backoff {
             continue;
         }
-        if chain == 0 && t.probes_out > 0 {
-            // Zero-window or keepalive probing backs off too; that is not a retransmission.
+        if chain == 0 && (t.probes_out > 0 || c.queues.unacked == 0) {
+            // Zero-window (persist timer) or keepalive probing backs off too; that is not a
+            // retransmission. Each answered window probe resets `probes_out` to 0, so the
+            // test that does not depend on catching a probe in flight is that nothing is in
+            // flight: an RTO always retransmits unacknowledged data.
             continue;
         }
         let estimated = c.retrans.chain_start.is_none();

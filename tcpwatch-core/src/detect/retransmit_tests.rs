@@ -15,6 +15,7 @@ fn wedged(k: u8, backoff: u8) -> ConnRecord {
     let mut c = conn(TcpState::Established, "10.0.0.1:40000", "203.0.113.9:443");
     c.owner = Some(owner(42, "api", 5));
     c.queues.send_q = 5809;
+    c.queues.unacked = 5809;
     c.retrans.chain = u32::from(k);
     c.retrans.chain_start = Some(s(0.0));
     c.tcp.retransmits = k;
@@ -132,6 +133,29 @@ fn ack_progress_resolves_after_hysteresis_without_flapping() {
 /// Issue 18 item 5: fast retransmits, SACK recovery of several holes in one round trip and
 /// tail-loss probes retransmit many segments while `snd_una` is frozen, but the RTO timer does
 /// not fire: ordinary loss recovery, not a vanished peer.
+/// The persist timer backs off while the peer advertises a zero window: backoff 4+ with no
+/// RTO expiry, nothing in flight, and `probes_out` back at 0 after each answered probe.
+#[test]
+fn zero_window_probing_is_not_a_chain() {
+    let mut h = Harness::new(DetectorConfig::default());
+    let mut c = wedged(0, 6);
+    c.queues.unacked = 0;
+    c.queues.unsent = 5809;
+    c.tcp.peer_window = 0;
+    c.tcp.probes_out = 0;
+    c.retrans.chain = 0;
+    c.retrans.chain_start = None;
+    c.retrans.last_retrans = None;
+    for t in 0..30 {
+        assert!(h.step_kind(f64::from(t), std::slice::from_ref(&c), K).is_empty());
+    }
+    // The same backoff with data in flight is an RTO chain the kernel did not count (a kernel
+    // without `icsk_retransmits`): it fires.
+    c.queues.unacked = 5809;
+    c.queues.unsent = 0;
+    assert_eq!(changes(&h.step_kind(31.0, &[c], K)), vec![Opened]);
+}
+
 #[test]
 fn loss_recovery_retransmissions_are_not_a_chain() {
     let mut h = Harness::new(DetectorConfig::default());
