@@ -57,6 +57,9 @@ pub struct KernelOffsets {
     pub sk_sndbuf: u32,
     pub sk_wmem_queued: u32,
     pub sk_protocol: u32,
+    // struct inet_sock: the bound local port, still set after `inet_put_port()` cleared
+    // `skc_num` (a socket closed with SO_LINGER 0 or unread data sends its RST after that)
+    pub inet_sport: u32,
     // struct socket_alloc / struct inode: socket inode number
     pub socket_alloc_vfs_inode: u32,
     pub inode_i_ino: u32,
@@ -113,6 +116,7 @@ impl KernelOffsets {
         sk_sndbuf: OFFSET_MISSING,
         sk_wmem_queued: OFFSET_MISSING,
         sk_protocol: OFFSET_MISSING,
+        inet_sport: OFFSET_MISSING,
         socket_alloc_vfs_inode: OFFSET_MISSING,
         inode_i_ino: OFFSET_MISSING,
         icsk_rto: OFFSET_MISSING,
@@ -383,6 +387,6 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 38 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 39 * 4);
     }
 }

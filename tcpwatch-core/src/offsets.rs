@@ -65,6 +65,7 @@ fields! {
     sk_sndbuf: "sock"."sk_sndbuf", Some(4), false, "send buffer size";
     sk_wmem_queued: "sock"."sk_wmem_queued", Some(4), false, "send buffer use";
     sk_protocol: "sock"."sk_protocol", Some(2), true, "TCP filter on state changes";
+    inet_sport: "inet_sock"."inet_sport", Some(2), false, "local port of a reset sent after close";
     socket_alloc_vfs_inode: "socket_alloc"."vfs_inode", None, true, "owner (socket inode)";
     inode_i_ino: "inode"."i_ino", Some(8), true, "owner (socket inode)";
     icsk_rto: "inet_connection_sock"."icsk_rto", Some(4), true, "retransmission timeout";

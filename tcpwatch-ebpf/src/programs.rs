@@ -487,9 +487,16 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
     }
     let o = offsets();
     let (cookie, _) = netns_of(sk);
+    // A socket closed with SO_LINGER 0 or with unread data goes to CLOSE, which releases its
+    // local port (`skc_num` = 0), and only then sends its RST: the bound port is still in
+    // `inet_sport` (network order).
+    let mut port: u16 = rd(sk, o.skc_num);
+    if port == 0 {
+        port = u16::from_be(rd(sk, o.inet_sport));
+    }
     let key = PortKey {
         netns_cookie: cookie,
-        port: rd(sk, o.skc_num),
+        port,
         pad: [0; 6],
     };
     if PORT_RESETS.get_ptr_mut(key).is_none()

@@ -291,10 +291,9 @@ fn reset_burst_on_a_server_port_whose_clients_abort() {
     opened_once(stream, &ns, addr);
 }
 
+/// A server that aborts its connections (SO_LINGER 0 close): the kernel releases the local
+/// port (`skc_num` = 0) before the RST goes out; the burst must still be on the server's port.
 #[test]
-#[ignore = "known bug: an RST sent by SO_LINGER 0 close() is counted on port 0 (the kernel \
-            zeroes inet_num in tcp_set_state(TCP_CLOSE) before tcp_send_active_reset; the \
-            program reads skc_num instead of inet_sport)"]
 fn reset_burst_from_a_server_closing_with_so_linger_zero() {
     if !privileged() {
         return;

@@ -147,7 +147,10 @@ fn zero_window_probing_is_not_a_chain() {
     c.retrans.chain_start = None;
     c.retrans.last_retrans = None;
     for t in 0..30 {
-        assert!(h.step_kind(f64::from(t), std::slice::from_ref(&c), K).is_empty());
+        assert!(
+            h.step_kind(f64::from(t), std::slice::from_ref(&c), K)
+                .is_empty()
+        );
     }
     // The same backoff with data in flight is an RTO chain the kernel did not count (a kernel
     // without `icsk_retransmits`): it fires.
