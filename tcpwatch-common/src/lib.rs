@@ -9,7 +9,7 @@
 pub mod endpoints;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -81,6 +81,8 @@ pub struct KernelOffsets {
     pub total_retrans: u32,
     pub lsndtime: u32,
     pub rcv_tstamp: u32,
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
     /// Bytes from the start of a full socket that cover every field above read from it (the
     /// sweep copies them in one read, then picks the fields out).
     pub full_read_len: u32,
@@ -135,6 +137,8 @@ impl KernelOffsets {
         total_retrans: OFFSET_MISSING,
         lsndtime: OFFSET_MISSING,
         rcv_tstamp: OFFSET_MISSING,
+        data_segs_in: OFFSET_MISSING,
+        data_segs_out: OFFSET_MISSING,
         full_read_len: 0,
         common_read_len: 0,
         valid: 0,
@@ -296,6 +300,10 @@ pub struct SockRecord {
     pub chain: u32,
     pub resets_sent: u32,
     pub resets_received: u32,
+    /// `tcp_sock.data_segs_in` / `data_segs_out`: data segments received / sent (0 = the peer
+    /// never sent data / we never did).
+    pub data_segs_in: u32,
+    pub data_segs_out: u32,
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
@@ -383,10 +391,10 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<SockRecord>(),
-            10 * 8 + 3 * 16 + 24 * 4 + 3 * 2 + 5 + 5
+            10 * 8 + 3 * 16 + 26 * 4 + 3 * 2 + 5 + 5
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 39 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 41 * 4);
     }
 }

@@ -215,6 +215,13 @@ pub struct TcpInfo {
     pub last_send_age_ms: u64,
     pub last_ack_age_ms: u64,
     pub last_recv_age_ms: u64,
+    /// `data_segs_in` / `data_segs_out`: data segments received / sent over the connection's
+    /// life (0 = never; tells a request sent in the same jiffy as the handshake from an
+    /// answered one, or from a connection that never sent anything).
+    #[serde(default)]
+    pub data_segs_in: u32,
+    #[serde(default)]
+    pub data_segs_out: u32,
 }
 
 /// Retransmissions as tcpwatch's tracepoint saw them.

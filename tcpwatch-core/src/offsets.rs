@@ -84,6 +84,8 @@ fields! {
     total_retrans: "tcp_sock"."total_retrans", Some(4), false, "kernel retransmit total";
     lsndtime: "tcp_sock"."lsndtime", Some(4), false, "time of last send";
     rcv_tstamp: "tcp_sock"."rcv_tstamp", Some(4), false, "time of last ACK received";
+    data_segs_in: "tcp_sock"."data_segs_in", Some(4), false, "whether the peer ever sent data (awaiting_response)";
+    data_segs_out: "tcp_sock"."data_segs_out", Some(4), false, "whether we ever sent data (awaiting_response)";
 }
 
 /// Structs that must start with the one before them (tcpwatch reads `tcp_sock`,

@@ -102,6 +102,8 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
             last_send_age_ms: clock.jiffies_to_ms(r.lsnd_age_jiffies),
             last_ack_age_ms: clock.jiffies_to_ms(r.rcv_tstamp_age_jiffies),
             last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
+            data_segs_in: r.data_segs_in,
+            data_segs_out: r.data_segs_out,
         };
     }
     let (state_since, exact) = age::state_since(

@@ -165,6 +165,8 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     r.backoff = bf(buf, o.icsk_backoff);
     r.retransmits = bf(buf, o.icsk_retransmits);
     r.probes_out = bf(buf, o.icsk_probes_out);
+    r.data_segs_in = bf(buf, o.data_segs_in);
+    r.data_segs_out = bf(buf, o.data_segs_out);
     r.seen_ns = ktime();
     // SAFETY: helper without arguments.
     let jiffies = unsafe { bpf_jiffies64() } as u32;

@@ -1,7 +1,10 @@
 //! `awaiting_response`: a client connection that sent something the peer acknowledged
 //! (`queues.send_q == 0`), and has received nothing since: the last event was our send
-//! (`tcp.last_send_age_ms < tcp.last_recv_age_ms`) and that send is older than
-//! `threshold_seconds`. Info: a request waiting on a hung server, often with no read timeout.
+//! (`tcp.last_send_age_ms < tcp.last_recv_age_ms`, or both in the same jiffy, we sent data and
+//! the peer never did: `tcp.data_segs_out > 0`, `tcp.data_segs_in == 0`) and that send is older
+//! than `threshold_seconds`. A
+//! keep-alive request sent in the same jiffy as the previous response arrived is not told
+//! apart from an answered one (documented limit). Info: a request waiting on a hung server, often with no read timeout.
 //!
 //! Not reported: listeners, connections still in an accept queue, server-side connections (the
 //! local port is a listening port in that namespace: a server waiting for the next request on a
@@ -26,7 +29,14 @@ pub(crate) fn detect(
         .filter(|c| c.state == TcpState::Established && c.full_sock && c.inode != 0)
     {
         let t = &c.tcp;
-        if c.queues.send_q != 0 || t.last_send_age_ms >= t.last_recv_age_ms {
+        // Our send is the last event: it is newer than the last receive, or (the same jiffy,
+        // e.g. a request written right after the handshake, which sets both times) we sent
+        // data and the peer never sent any.
+        let sent_last = t.last_send_age_ms < t.last_recv_age_ms
+            || (t.last_send_age_ms == t.last_recv_age_ms
+                && t.data_segs_out > 0
+                && t.data_segs_in == 0);
+        if c.queues.send_q != 0 || !sent_last {
             continue;
         }
         let waiting = text::ms_to_ns(t.last_send_age_ms);
@@ -115,6 +125,25 @@ mod tests {
             changes(&h.step_kind(103.0, &[client(43, 3)], K)),
             vec![Resolved]
         );
+    }
+
+    /// A request written in the same jiffy as the handshake completed: `tcp_finish_connect`
+    /// set the last send and receive times, so both ages are equal; the peer never sent data.
+    #[test]
+    fn a_request_sent_right_after_connect_is_awaited() {
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut c = client(61, 61);
+        c.tcp.data_segs_out = 1;
+        assert_eq!(changes(&h.step_kind(0.0, &[c.clone()], K)), vec![Opened]);
+        // The same tie on a connection that never sent data (a pre-dialed idle pool
+        // connection), or whose peer sent data (an answer in the same jiffy): silent.
+        let mut h = Harness::new(DetectorConfig::default());
+        let mut idle = client(61, 61);
+        idle.tcp.data_segs_out = 0;
+        let mut answered = c;
+        answered.key.skaddr += 1;
+        answered.tcp.data_segs_in = 1;
+        assert!(h.step_kind(0.0, &[idle, answered], K).is_empty());
     }
 
     #[test]
