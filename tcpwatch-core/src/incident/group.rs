@@ -141,12 +141,21 @@ impl Part<'_> {
     /// listening port, or a listener, each with a known process.
     fn merge_key(&self) -> Option<(ProcKey, bool)> {
         match &self.key {
+            // Failing connects alone do not hold the process (each attempt ends with the dial
+            // timeout or the kernel's SYN give-up): only established upstream connections that
+            // hang make it `blocked_on_upstream`.
             BaseKey::Upstream {
                 cookie,
                 pid: Some(pid),
                 server_side: false,
                 ..
-            } => Some(((*cookie, *pid), true)),
+            } if self
+                .members
+                .iter()
+                .any(|f| f.kind != FindingKind::ConnectFailing) =>
+            {
+                Some(((*cookie, *pid), true))
+            }
             BaseKey::Leak {
                 cookie,
                 pid: Some(pid),

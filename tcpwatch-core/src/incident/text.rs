@@ -243,9 +243,24 @@ fn upstream_text(p: &Part<'_>, now: MonoNs) -> String {
             upstream_detail(p),
             netns(p)
         )
-    } else {
+    } else if let Some(f) = connects_only(p) {
+        // Only failing connects (`connect_failing`): the finding says it all.
         format!(
-            "{} unreachable from {owner} for {lasted}: {}; the peer vanished without FIN/RST or the path \
+            "{} unreachable from {owner} for {lasted}: {}; {}",
+            peer(p),
+            f.diagnosis,
+            netns(p)
+        )
+    } else {
+        let connects = p
+            .members
+            .iter()
+            .find(|f| f.kind == FindingKind::ConnectFailing)
+            .map_or_else(String::new, |f| {
+                format!("; new connects fail too: {}", f.diagnosis)
+            });
+        format!(
+            "{} unreachable from {owner} for {lasted}: {}{connects}; the peer vanished without FIN/RST or the path \
              is broken, and the kernel keeps retrying (up to tcp_retries2): check the peer and the path, \
              and bound the wait (TCP_USER_TIMEOUT, HTTP/2 PING / read-idle timeout); {}",
             peer(p),
@@ -253,6 +268,15 @@ fn upstream_text(p: &Part<'_>, now: MonoNs) -> String {
             netns(p)
         )
     }
+}
+
+/// The first member when every member is a `connect_failing` finding.
+fn connects_only<'a>(p: &Part<'a>) -> Option<&'a Finding> {
+    p.members
+        .iter()
+        .all(|f| f.kind == FindingKind::ConnectFailing)
+        .then(|| p.members.first().copied())
+        .flatten()
 }
 
 /// Most severe, then oldest, then by key.
