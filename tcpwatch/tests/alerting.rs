@@ -177,7 +177,7 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
             .arg(&spec),
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("SUCCESS: 13 rules found").count(), 2, "{text}");
+    assert_eq!(text.matches("SUCCESS: 15 rules found").count(), 2, "{text}");
     let out = run_ok(
         Command::new("promtool")
             .arg("test")
