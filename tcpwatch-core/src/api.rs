@@ -18,8 +18,14 @@ pub enum StreamEvent {
     Finding(Box<FindingChange>),
     /// An incident lifecycle change.
     Incident(Box<IncidentChange>),
-    /// The daemon dropped `missed` events for this subscriber: the client must resync.
-    Lagged { missed: u64 },
+    /// The daemon dropped `missed` events for this subscriber: the client must resync. With
+    /// `conn_only`, only connection deltas were lost: finding and incident changes travel on
+    /// their own channel and are complete.
+    Lagged {
+        missed: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        conn_only: bool,
+    },
 }
 
 /// `GET /api/v1/connections`.

@@ -330,7 +330,7 @@ fn follow_once(addr: &str, tx: &Sender<ClientMsg>) -> anyhow::Result<Stop> {
                 continue;
             }
         };
-        if let StreamEvent::Lagged { missed } = ev {
+        if let StreamEvent::Lagged { missed, .. } = ev {
             let _ = tx.send(ClientMsg::Status(format!(
                 "missed {missed} events: resyncing"
             )));
@@ -402,7 +402,13 @@ mod tests {
             StreamEvent::Conn(crate::state::wire::Delta::Remove { .. })
         ));
         let lag = parse_event(r#"{"type":"lagged","missed":3}"#).unwrap();
-        assert_eq!(lag, StreamEvent::Lagged { missed: 3 });
+        assert_eq!(
+            lag,
+            StreamEvent::Lagged {
+                missed: 3,
+                conn_only: false
+            }
+        );
         let e = parse_event(r#"{"type":"incident","change":"opened"}"#).unwrap_err();
         assert!(e.starts_with("event type `incident`:"), "{e}");
         let e = parse_event("not json").unwrap_err();

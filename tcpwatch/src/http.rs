@@ -255,18 +255,29 @@ async fn stream(
     q: RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
     no_params(q)?;
-    let rx = app.frames.subscribe(&app.shared).await;
-    let events = futures_util::stream::unfold((rx, app.shared), |(mut rx, shared)| async move {
-        let ev = match rx.recv().await {
+    let sub = app.frames.subscribe(&app.shared).await;
+    let events = futures_util::stream::unfold((sub, app.shared), |(mut sub, shared)| async move {
+        // Finding and incident changes first, then connection deltas.
+        let (got, conn) = tokio::select! {
+            biased;
+            f = sub.changes.recv() => (f, false),
+            f = sub.conns.recv() => (f, true),
+        };
+        let ev = match got {
             Ok(Frame::Json(json)) => Ok(Event::default().data(&*json)),
-            Ok(Frame::Lagged(missed)) => Event::default().json_data(StreamEvent::Lagged { missed }),
+            Ok(Frame::Lagged { missed, conn_only }) => {
+                Event::default().json_data(StreamEvent::Lagged { missed, conn_only })
+            }
             Err(RecvError::Lagged(missed)) => {
                 shared.lock().await.stats.stream_lagged += missed;
-                Event::default().json_data(StreamEvent::Lagged { missed })
+                Event::default().json_data(StreamEvent::Lagged {
+                    missed,
+                    conn_only: conn,
+                })
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((ev, (rx, shared)))
+        Some((ev, (sub, shared)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -491,7 +502,11 @@ mod tests {
             }
         }
         let first = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
-        assert_eq!(first, "data: {\"type\":\"lagged\",\"missed\":10}\n\n");
+        // Only connection deltas were lost: finding and incident changes have their own channel.
+        assert_eq!(
+            first,
+            "data: {\"type\":\"lagged\",\"missed\":10,\"conn_only\":true}\n\n"
+        );
         assert_eq!(sh.lock().await.stats.stream_lagged, 10);
         let second = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
         assert!(

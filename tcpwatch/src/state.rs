@@ -45,6 +45,11 @@ pub struct DaemonStats {
     pub stream_lagged: u64,
 }
 
+/// Finding and incident changes queued per subscriber before it is told it lagged (they come
+/// in bounded bursts: at most `detectors.max_open_findings` per evaluation, and as many
+/// incident changes).
+const CHANGES_CAPACITY: usize = 65_536;
+
 pub struct Shared {
     pub table: ConnTable,
     pub detectors: Detectors,
@@ -67,6 +72,9 @@ pub struct Shared {
     /// True once programs are attached and the first full sweep is in the table.
     pub ready: bool,
     pub stream: broadcast::Sender<StreamEvent>,
+    /// Finding and incident changes: a channel of their own, so that a flood of connection
+    /// deltas never pushes them out of a subscriber's queue.
+    pub changes: broadcast::Sender<StreamEvent>,
     /// Namespaces missing from sweeps: their records leave once they are gone.
     pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
 }
@@ -75,6 +83,7 @@ impl Shared {
     #[must_use]
     pub fn new(table: ConnTable, detectors: Detectors, incidents: IncidentConfig) -> Self {
         let (stream, _) = broadcast::channel(4096);
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         let incidents = IncidentBook::new(incidents, detectors.config());
         Self {
             table,
@@ -93,6 +102,7 @@ impl Shared {
             clock: KernelClock::default(),
             ready: false,
             stream,
+            changes,
             netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
         }
     }
@@ -185,7 +195,7 @@ impl Shared {
             .update(now, wall, self.detectors.open(), &ictx);
         for c in &mut findings {
             c.finding.incident_id = self.incidents.incident_of(&c.finding.id).map(str::to_owned);
-            let _ = self.stream.send(StreamEvent::Finding(Box::new(c.clone())));
+            let _ = self.changes.send(StreamEvent::Finding(Box::new(c.clone())));
         }
         for c in &incidents {
             if c.change == Lifecycle::Opened
@@ -193,7 +203,9 @@ impl Shared {
             {
                 self.incidents_opened[i] += 1;
             }
-            let _ = self.stream.send(StreamEvent::Incident(Box::new(c.clone())));
+            let _ = self
+                .changes
+                .send(StreamEvent::Incident(Box::new(c.clone())));
         }
         Evaluation {
             findings,

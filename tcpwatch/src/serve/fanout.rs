@@ -13,49 +13,77 @@ use crate::state::Shared;
 /// Frames queued per subscriber (a slower one is told how many it missed).
 const CAPACITY: usize = 8192;
 
-/// What a subscriber receives: an event's JSON, or how many events the encoder itself missed.
+/// Finding and incident frames queued per subscriber (they have a channel of their own: a
+/// flood of connection deltas never pushes them out).
+const CHANGES_CAPACITY: usize = 65_536;
+
+/// What a subscriber receives: an event's JSON, or how many events the encoder itself missed
+/// (`conn_only`: only connection deltas).
 #[derive(Clone, Debug)]
 pub enum Frame {
     Json(Arc<str>),
-    Lagged(u64),
+    Lagged { missed: u64, conn_only: bool },
 }
 
 #[derive(Clone)]
 pub struct Frames {
+    /// Connection deltas.
     tx: broadcast::Sender<Frame>,
+    /// Finding and incident changes.
+    changes_tx: broadcast::Sender<Frame>,
     /// Whether the encoding task runs.
     running: Arc<Mutex<bool>>,
+}
+
+/// One subscriber's two queues: read `changes` first.
+pub struct Subscription {
+    pub conns: broadcast::Receiver<Frame>,
+    pub changes: broadcast::Receiver<Frame>,
 }
 
 impl Default for Frames {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(CAPACITY).0,
+            changes_tx: broadcast::channel(CHANGES_CAPACITY).0,
             running: Arc::new(Mutex::new(false)),
         }
     }
 }
 
 impl Frames {
-    /// A receiver of every event from now on (starts the encoding task if needed).
-    pub async fn subscribe(&self, shared: &Arc<Mutex<Shared>>) -> broadcast::Receiver<Frame> {
+    /// Receivers of every event from now on (starts the encoding task if needed).
+    pub async fn subscribe(&self, shared: &Arc<Mutex<Shared>>) -> Subscription {
         let mut running = self.running.lock().await;
-        let rx = self.tx.subscribe();
+        let sub = Subscription {
+            conns: self.tx.subscribe(),
+            changes: self.changes_tx.subscribe(),
+        };
         if !*running {
-            let events = shared.lock().await.stream.subscribe();
+            let (events, changes) = {
+                let s = shared.lock().await;
+                (s.stream.subscribe(), s.changes.subscribe())
+            };
             *running = true;
-            tokio::spawn(self.clone().encode(events, shared.clone()));
+            tokio::spawn(self.clone().encode(events, changes, shared.clone()));
         }
-        rx
+        sub
     }
 
     async fn encode(
         self,
         mut events: broadcast::Receiver<tcpwatch_core::api::StreamEvent>,
+        mut changes: broadcast::Receiver<tcpwatch_core::api::StreamEvent>,
         shared: Arc<Mutex<Shared>>,
     ) {
         loop {
-            let frame = match events.recv().await {
+            // Changes first: they are few and must not wait behind a flood of deltas.
+            let (got, conn) = tokio::select! {
+                biased;
+                ev = changes.recv() => (ev, false),
+                ev = events.recv() => (ev, true),
+            };
+            let frame = match got {
                 Ok(ev) => match serde_json::to_string(&ev) {
                     Ok(json) => Frame::Json(json.into()),
                     Err(e) => {
@@ -65,15 +93,23 @@ impl Frames {
                 },
                 Err(RecvError::Lagged(missed)) => {
                     shared.lock().await.stats.stream_lagged += missed;
-                    Frame::Lagged(missed)
+                    Frame::Lagged {
+                        missed,
+                        conn_only: conn,
+                    }
                 }
                 Err(RecvError::Closed) => break,
             };
-            if self.tx.send(frame).is_err() {
+            let sent = if conn {
+                self.tx.send(frame)
+            } else {
+                self.changes_tx.send(frame)
+            };
+            if sent.is_err() {
                 // No subscriber left: stop (and stop the daemon building events), unless one
                 // is joining right now.
                 let mut running = self.running.lock().await;
-                if self.tx.receiver_count() == 0 {
+                if self.tx.receiver_count() == 0 && self.changes_tx.receiver_count() == 0 {
                     *running = false;
                     return;
                 }

@@ -174,15 +174,23 @@ impl StreamLog {
             .collect()
     }
 
-    /// Stops reading; fails if the stream broke or reported lost events (then the log is
-    /// incomplete and proves nothing).
+    /// Stops reading; fails if the stream broke or reported lost finding or incident changes
+    /// (then the log is incomplete and proves nothing).
     pub fn finish(mut self) -> Vec<Value> {
         self.stop.store(true, Ordering::Relaxed);
         let res = self.reader.take().unwrap().join().unwrap();
         let events = self.events();
         assert!(res.is_ok(), "stream reader: {res:?}");
-        let lagged: Vec<&Value> = events.iter().filter(|e| e["type"] == "lagged").collect();
-        assert!(lagged.is_empty(), "the stream dropped events: {lagged:?}");
+        // Connection deltas may be dropped under load (`conn_only`); finding and incident
+        // changes travel on their own channel, and losing one of those fails the test.
+        let lagged: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "lagged" && e["conn_only"] != true)
+            .collect();
+        assert!(
+            lagged.is_empty(),
+            "the stream dropped finding or incident changes: {lagged:?}"
+        );
         events
     }
 }
