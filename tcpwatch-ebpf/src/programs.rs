@@ -78,6 +78,26 @@ static SOCK_COPY: PerCpuArray<[u8; SOCK_COPY_LEN]> = PerCpuArray::with_max_entri
 #[map]
 static SCRATCH: PerCpuArray<SockRecord> = PerCpuArray::with_max_entries(1, 0);
 
+/// A new `SOCKS` value is built here, not on the stack: a `SockState` on the 512-byte BPF stack
+/// pushed the state program past Linux 6.1's combined stack limit. Slot 0: the state program;
+/// slot 1: the others (a softirq's program may run between two steps of the state program).
+#[map]
+static NEW_SOCK: PerCpuArray<SockState> = PerCpuArray::with_max_entries(2, 0);
+const NEW_SOCK_STATE: u32 = 0;
+const NEW_SOCK_OTHER: u32 = 1;
+
+/// A zeroed (`SockState::default()`) per-CPU value to fill and insert.
+#[inline(always)]
+fn new_sock(slot: u32) -> Option<&'static mut SockState> {
+    let p = NEW_SOCK.get_ptr_mut(slot)?;
+    // SAFETY: a per-CPU slot of this program kind, used only until the insert below it; all
+    // zero bytes are `SockState::default()` (plain integers and arrays).
+    unsafe {
+        core::ptr::write_bytes(p, 0, 1);
+        Some(&mut *p)
+    }
+}
+
 #[inline(always)]
 fn offsets() -> &'static KernelOffsets {
     // SAFETY: OFFSETS is a plain static; reading through a volatile pointer keeps the compiler
@@ -140,11 +160,10 @@ fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockStat
     let st = unsafe { &mut *p };
     if cookie != 0 && st.cookie != cookie {
         if st.cookie != 0 {
-            *st = SockState {
-                first_seen_ns: now,
-                state,
-                ..SockState::default()
-            };
+            // SAFETY: `p` is this socket's map value; zeroed in place (no stack copy).
+            unsafe { core::ptr::write_bytes(p, 0, 1) };
+            st.first_seen_ns = now;
+            st.state = state;
         }
         st.cookie = cookie;
     }
@@ -268,6 +287,29 @@ pub fn tp_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Connect and listener classification on state changes (`classify`): a program of its own on
+/// the same tracepoint, because its stack and the state program's together exceed the 512
+/// bytes Linux before 6.13 allows a call chain (tracing programs have no private stack there).
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tp_classify_state(ctx: BtfTracePointContext) -> i32 {
+    classify_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn raw_classify_state(ctx: RawTracePointContext) -> i32 {
+    classify_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[inline(always)]
+fn classify_state(sk: *const u8, oldstate: i32, newstate: i32) {
+    if sk.is_null() || !is_tcp(sk) {
+        return;
+    }
+    classify::on_state(sk, oldstate as u8, newstate as u8);
+}
+
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     on_state::<false>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
@@ -311,17 +353,16 @@ fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u
             resets_sent: st.resets_sent,
             resets_received: st.resets_received,
         };
-    } else if newstate != tcp_state::CLOSE {
-        let st = SockState {
-            state_since_ns: now,
-            first_seen_ns: now,
-            cookie,
-            state: newstate,
-            pid,
-            comm,
-            ..SockState::default()
-        };
-        if SOCKS.insert(key, st, 0).is_err() {
+    } else if newstate != tcp_state::CLOSE
+        && let Some(st) = new_sock(NEW_SOCK_STATE)
+    {
+        st.state_since_ns = now;
+        st.first_seen_ns = now;
+        st.cookie = cookie;
+        st.state = newstate;
+        st.pid = pid;
+        st.comm = comm;
+        if SOCKS.insert(key, &*st, 0).is_err() {
             count(counter::SOCKS_FULL);
         }
     }
@@ -349,7 +390,6 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (0, [0; 16])
     };
     let tracked = track_state(key, cookie, newstate, now, pid, comm);
-    classify::on_state(sk, oldstate as u8, newstate);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -403,14 +443,12 @@ fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut So
     if let Some(p) = own_entry(key, cookie, now, state) {
         return Some(p);
     }
-    let st = SockState {
-        first_seen_ns: now,
-        cookie,
-        netns_cookie: netns_of(sk).0,
-        state,
-        ..SockState::default()
-    };
-    if SOCKS.insert(key, st, 0).is_err() {
+    let st = new_sock(NEW_SOCK_OTHER)?;
+    st.first_seen_ns = now;
+    st.cookie = cookie;
+    st.netns_cookie = netns_of(sk).0;
+    st.state = state;
+    if SOCKS.insert(key, &*st, 0).is_err() {
         count(counter::SOCKS_FULL);
         return None;
     }

@@ -39,6 +39,12 @@ const HOOKS: &[(&str, &str, &str)] = &[
         "raw_tcp_receive_reset",
         "tcp_receive_reset",
     ),
+    // Connect/listener classification: its own program (stack limit of Linux < 6.13).
+    (
+        "tp_classify_state",
+        "raw_classify_state",
+        "inet_sock_set_state",
+    ),
 ];
 
 const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
