@@ -16,12 +16,12 @@ use tcpwatch_core::wall::WallClock;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 
-use crate::k8s::PodIndex;
+use crate::host::k8s::PodIndex;
+use crate::host::netns::Home;
+use crate::host::owners::OwnerIndex;
+use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
-use crate::netns::Home;
-use crate::owners::OwnerIndex;
 use crate::state::{Shared, mono_now};
-use crate::sweeper::{SweepBatch, sweep_all};
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -256,9 +256,9 @@ pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
         libc::malloc_trim(0);
     }
     // Everything is loaded: keep only what sweeping and owner lookup need from now on.
-    match crate::caps::drop_to_runtime() {
+    match crate::host::caps::drop_to_runtime() {
         Ok(kept) => {
-            tracing::info!(kept = ?crate::caps::names(kept), "dropped unneeded capabilities");
+            tracing::info!(kept = ?crate::host::caps::names(kept), "dropped unneeded capabilities");
         }
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
@@ -292,13 +292,13 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         })
         .context("starting the sweeper thread")?;
     let events = tokio::spawn(read_events(ring, shared.clone()));
-    let http = tokio::spawn(crate::http::serve(cfg.clone(), shared.clone()));
+    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
     let mut owners = OwnerIndex::new(Duration::from_millis(cfg.daemon.owner_scan_interval_ms));
     // Pod names and namespaces for the pod UIDs of owners' cgroups (in a cluster only).
-    let pods = crate::k8s::spawn();
+    let pods = crate::host::k8s::spawn();
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {

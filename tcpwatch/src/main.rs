@@ -3,24 +3,12 @@
 //! `tcpwatch daemon` runs the monitor; `tcpwatch snapshot` prints one sweep;
 //! `tcpwatch check-config` validates a configuration file.
 mod alerts;
-mod alerts_http;
-mod alerts_incidents;
-mod api;
-mod caps;
 mod daemon;
-mod http;
-mod incidents_api;
-mod k8s;
+mod host;
 mod kernel;
-mod metrics;
-mod metrics_incidents;
-mod netns;
-mod owners;
-mod probe;
 mod serve;
 mod snapshot;
 mod state;
-mod sweeper;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -13,11 +13,11 @@ use tcpwatch_core::render;
 use tcpwatch_core::wall::WallClock;
 
 use crate::daemon::{DaemonOptions, calibrate, load_options, new_shared};
+use crate::host::netns::Home;
+use crate::host::owners::OwnerIndex;
+use crate::host::sweeper::sweep_all;
 use crate::kernel::Kernel;
-use crate::netns::Home;
-use crate::owners::OwnerIndex;
 use crate::state::mono_now;
-use crate::sweeper::sweep_all;
 
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotArgs {
@@ -111,7 +111,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         })
         .collect();
     let open: Vec<&Incident> = shared.incidents.open().collect();
-    let incidents = crate::metrics_incidents::worst_first(&open);
+    let incidents = crate::serve::metrics::incidents::worst_first(&open);
     if args.json {
         let out = Output {
             now_ns: now,

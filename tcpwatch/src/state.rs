@@ -14,8 +14,8 @@ use tcpwatch_core::table::{ConnTable, Delta, KernelClock};
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast;
 
+use crate::host::sweeper::SweepBatch;
 use crate::kernel::Attached;
-use crate::sweeper::SweepBatch;
 
 /// What one evaluation changed: finding and incident lifecycle changes (log, alerts).
 #[derive(Clone, Debug, Default)]
@@ -66,7 +66,7 @@ pub struct Shared {
     pub last_sweep_errors: Vec<String>,
     pub attached: Vec<Attached>,
     /// The kernel feature probe of start-up.
-    pub features: Option<crate::probe::Features>,
+    pub features: Option<crate::kernel::probe::Features>,
     pub missing_optional: Vec<String>,
     pub clock: KernelClock,
     /// True once programs are attached and the first full sweep is in the table.

@@ -48,18 +48,18 @@ impl Client {
                  [kubernetes_authorization] or run the daemon in the cluster"
             ));
         };
-        let dir = std::path::Path::new(crate::k8s::SA_DIR);
+        let dir = std::path::Path::new(crate::host::k8s::SA_DIR);
         let ca = std::fs::read(dir.join("ca.crt")).with_context(|| {
             format!(
                 "reading {}/ca.crt (automountServiceAccountToken must be on)",
-                crate::k8s::SA_DIR
+                crate::host::k8s::SA_DIR
             )
         })?;
         let token = dir.join("token");
         std::fs::metadata(&token).with_context(|| format!("reading {}", token.display()))?;
         Ok(Self::new(
-            crate::k8s::agent(&ca)?,
-            crate::k8s::base_url(&host, &port),
+            crate::host::k8s::agent(&ca)?,
+            crate::host::k8s::base_url(&host, &port),
             token,
         ))
     }

@@ -7,10 +7,14 @@
 //! finish within `http.header_timeout_ms`, and a connection that moves no byte for
 //! `http.idle_timeout_ms` is closed. Beyond `http.max_connections` a new connection is closed
 //! at once. Refusals are counted in `tcpwatch_http_rejected_total{listener,reason}`.
+pub mod api;
 pub mod auth;
 pub mod fanout;
+pub mod http;
+pub mod incidents_api;
 pub mod kube_authz;
 pub mod limits;
+pub mod metrics;
 pub mod stats;
 pub mod tls;
 pub mod web;

@@ -9,7 +9,7 @@
 use prometheus::IntGaugeVec;
 use tcpwatch_core::incident::{Incident, IncidentKind};
 
-use crate::metrics::{Builder, SEVERITIES, to_i64};
+use crate::serve::metrics::{Builder, SEVERITIES, to_i64};
 use crate::state::Shared;
 
 /// Series of the incident families for a given `daemon.top_k`.
@@ -108,5 +108,5 @@ fn top_series(v: &IntGaugeVec, i: &Incident) {
 }
 
 #[cfg(test)]
-#[path = "metrics_incidents_tests.rs"]
+#[path = "incidents_tests.rs"]
 mod tests;

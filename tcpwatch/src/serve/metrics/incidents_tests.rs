@@ -9,8 +9,8 @@ use tcpwatch_core::model::{NS_PER_SEC, Severity};
 
 use super::*;
 use crate::alerts::incident_tests::incident;
-use crate::metrics::tests::{evaluate_at, parse, shared_with, sock};
-use crate::metrics::{build, encode};
+use crate::serve::metrics::tests::{evaluate_at, parse, shared_with, sock};
+use crate::serve::metrics::{build, encode};
 
 fn samples(facts: &IncidentFacts, top_k: usize) -> Vec<(String, String, f64)> {
     let b = Builder {

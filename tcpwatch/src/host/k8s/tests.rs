@@ -218,11 +218,11 @@ fn ca_bundle_without_certificates_is_refused() {
 #[test]
 fn index_fills_pod_names_of_owners() {
     let uid = WEB;
-    let mut s = crate::metrics::tests::shared_with(&[(
+    let mut s = crate::serve::metrics::tests::shared_with(&[(
         1,
         vec![
-            crate::metrics::tests::sock(1, 1, tcp_state::ESTABLISHED, 80, 4000),
-            crate::metrics::tests::sock(2, 1, tcp_state::ESTABLISHED, 80, 4001),
+            crate::serve::metrics::tests::sock(1, 1, tcp_state::ESTABLISHED, 80, 4000),
+            crate::serve::metrics::tests::sock(2, 1, tcp_state::ESTABLISHED, 80, 4001),
         ],
     )]);
     s.table.attach_owners(|ino| {

@@ -78,12 +78,12 @@ pub fn series_bound(top_k: usize) -> usize {
         + self_metrics
         + endpoints::SERIES
         + top_k
-        + crate::metrics_incidents::incident_series(top_k)
+        + crate::serve::metrics::incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
 
-#[path = "metrics_endpoints.rs"]
 mod endpoints;
+pub mod incidents;
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
@@ -138,9 +138,9 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     connections(&b, s)?;
     pods(&b, s)?;
     findings(&b, s, top_k)?;
-    crate::metrics_incidents::incidents(
+    crate::serve::metrics::incidents::incidents(
         &b,
-        &crate::metrics_incidents::IncidentFacts::of(s),
+        &crate::serve::metrics::incidents::IncidentFacts::of(s),
         top_k,
     )?;
     kernel(&b, s)?;
@@ -504,12 +504,12 @@ fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     out.counter(
         "tcpwatch_kubernetes_api_errors_total",
         "Failed pod list/watch requests to the Kubernetes API server.",
-        crate::k8s::api_errors(),
+        crate::host::k8s::api_errors(),
     )?;
     out.gauge(
         "tcpwatch_kubernetes_pods",
         "Pods of this node known from the API server (names for the pod UIDs of cgroups).",
-        to_i64(crate::k8s::pods_known()),
+        to_i64(crate::host::k8s::pods_known()),
     )?;
 
     Ok(())

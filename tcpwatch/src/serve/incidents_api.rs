@@ -5,7 +5,7 @@ use tcpwatch_core::api::IncidentsBody;
 use tcpwatch_core::incident::{Incident, IncidentKind};
 use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Severity, Subject};
 
-use crate::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
+use crate::serve::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
 use crate::state::Shared;
 
 /// Filters of `/api/v1/incidents`.
@@ -36,7 +36,8 @@ impl IncidentFilter {
 
 /// `GET /api/v1/incidents`: the open incidents (worst first) and the recently resolved ones.
 pub fn incidents_body(s: &Shared, f: &IncidentFilter) -> IncidentsBody {
-    let open = crate::metrics_incidents::worst_first(&s.incidents.open().collect::<Vec<_>>());
+    let open =
+        crate::serve::metrics::incidents::worst_first(&s.incidents.open().collect::<Vec<_>>());
     IncidentsBody {
         open: open.into_iter().filter(|i| f.matches(i)).cloned().collect(),
         recently_resolved: s

@@ -1,4 +1,4 @@
-//! Unit tests of the incident alerts (`alerts_incidents.rs` through the sender task).
+//! Unit tests of the incident alerts (`alerts/incidents.rs` through the sender task).
 use std::collections::BTreeMap;
 
 use tcpwatch_core::incident::{IncidentKind, IncidentRoot, ProcessRef};
@@ -200,7 +200,7 @@ fn every_incident_kind_links_to_an_existing_runbook() {
     for kind in IncidentKind::ALL {
         let file = dir.join(format!(
             "{}.md",
-            crate::alerts_incidents::incident_runbook(kind)
+            crate::alerts::incidents::incident_runbook(kind)
         ));
         assert!(file.is_file(), "{kind:?}: {} is missing", file.display());
     }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tcpwatch_common::counter;
 use tcpwatch_core::model::{NetnsId, NetnsInfo, ResetCounts};
 
+use crate::host::netns::{self, Home, NetnsHandle};
 use crate::kernel::{GcScope, Kernel, Sweep};
-use crate::netns::{self, Home, NetnsHandle};
 
 /// One namespace's part of a sweep.
 #[derive(Debug)]

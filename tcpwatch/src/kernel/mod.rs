@@ -15,8 +15,8 @@ use tcpwatch_common::{
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
-#[path = "kernel_endpoints.rs"]
 mod endpoints;
+pub mod probe;
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
@@ -72,7 +72,7 @@ pub struct Attached {
 pub struct Kernel {
     ebpf: Ebpf,
     /// What the running kernel offers and what was chosen (log, `/readyz`, metrics).
-    pub features: crate::probe::Features,
+    pub features: crate::kernel::probe::Features,
     pub attached: Vec<Attached>,
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
@@ -88,8 +88,8 @@ pub fn preflight() -> anyhow::Result<()> {
              with BTF (all major distributions since 2021 ship one)"
         );
     }
-    let caps = crate::caps::effective()?;
-    let missing = crate::caps::missing_for_load(caps);
+    let caps = crate::host::caps::effective()?;
+    let missing = crate::host::caps::missing_for_load(caps);
     if !missing.is_empty() {
         bail!(
             "missing capabilities {}: loading eBPF programs needs CAP_BPF and CAP_PERFMON, and \
@@ -104,7 +104,7 @@ pub fn preflight() -> anyhow::Result<()> {
 impl Kernel {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         preflight()?;
-        let mut features = crate::probe::probe(crate::probe::ProbeOptions {
+        let mut features = crate::kernel::probe::probe(crate::kernel::probe::ProbeOptions {
             pretend_no_iter: opts.pretend_no_iter,
         });
         if let Some(msg) = features.refusal() {

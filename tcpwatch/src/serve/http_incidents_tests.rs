@@ -9,7 +9,7 @@ use tower::ServiceExt as _;
 
 use super::tests::{fixture, get};
 use super::*;
-use crate::metrics::tests::{evaluate_at, shared_with, sock};
+use crate::serve::metrics::tests::{evaluate_at, shared_with, sock};
 
 async fn json(shared: &Arc<Mutex<Shared>>, uri: &str) -> serde_json::Value {
     let (st, body) = get(shared, uri).await;

@@ -173,7 +173,7 @@ fn socket_inode(link: &str) -> Option<u64> {
 
 /// The container id and pod in a `/proc/PID/cgroup` file (docker, containerd, CRI-O; cgroup
 /// v1 and v2; see [`parse_cgroup`]). The pod is known by UID only: its name and namespace come
-/// from the API server later (`crate::k8s::PodIndex`).
+/// from the API server later (`crate::host::k8s::PodIndex`).
 #[must_use]
 pub fn container_and_pod(cgroup: &str) -> (Option<String>, Option<PodRef>) {
     parse_cgroup(cgroup).map_or((None, None), |ids| {

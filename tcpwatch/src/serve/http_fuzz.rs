@@ -11,10 +11,10 @@ use tokio::sync::Mutex;
 use tower::ServiceExt as _;
 
 use super::router;
-use crate::metrics::tests::{evaluate_at, shared_with, sock};
+use crate::serve::metrics::tests::{evaluate_at, shared_with, sock};
 use crate::state::Shared;
 
-const CORPUS: &str = include_str!("../fuzz-corpus/api-queries.txt");
+const CORPUS: &str = include_str!("../../fuzz-corpus/api-queries.txt");
 
 fn fixture() -> Arc<Mutex<Shared>> {
     let mut s = shared_with(&[(

@@ -5,7 +5,7 @@
 //! | `GET /healthz` | `ok` while the process serves |
 //! | `GET /readyz` | 200 once programs are attached and the first sweep is in, 503 before |
 //! | `GET /metrics` | Prometheus text format (see `docs/metrics.md`) |
-//! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::api::ConnFilter`] |
+//! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::serve::api::ConnFilter`] |
 //! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
 //! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
 //! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
@@ -33,9 +33,9 @@ use tcpwatch_core::config::{Config, DaemonConfig};
 use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
-use crate::incidents_api::{IncidentFilter, findings_body, incidents_body};
+use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
+use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
 use crate::state::{Shared, mono_now};
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
@@ -154,7 +154,7 @@ async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, Stri
     let kernel = s
         .features
         .as_ref()
-        .map(crate::probe::Features::summary)
+        .map(crate::kernel::probe::Features::summary)
         .unwrap_or_default();
     Ok(if s.ready {
         (StatusCode::OK, format!("ready\n{kernel}\n"))
@@ -210,9 +210,9 @@ fn json_response<T: Serialize>(v: &T) -> Response {
 async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
     // Gather under the lock, encode after releasing it.
-    let reg = crate::metrics::build(&*app.shared.lock().await, app.top_k);
+    let reg = crate::serve::metrics::build(&*app.shared.lock().await, app.top_k);
     let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
-    Ok(match reg.and_then(|r| crate::metrics::encode(&r)) {
+    Ok(match reg.and_then(|r| crate::serve::metrics::encode(&r)) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -301,7 +301,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::metrics::tests::{evaluate_at, parse, shared_with, sock};
+    use crate::serve::metrics::tests::{evaluate_at, parse, shared_with, sock};
 
     pub(super) fn fixture() -> Arc<Mutex<Shared>> {
         let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);

@@ -4,7 +4,7 @@
 //! - Every incident at or above `min_severity` is one alert, `alertname="TcpwatchIncident"`,
 //!   with labels that stay the same while the incident is open (`incident_id`, `kind`,
 //!   `severity`, `node`, `netns` and its bounded root labels `process`, `port`, `remote`; see
-//!   `alerts_incidents.rs`) so that Alertmanager deduplicates the re-sends and matches the
+//!   `alerts/incidents.rs`) so that Alertmanager deduplicates the re-sends and matches the
 //!   resolution to its alert. Its annotations carry the diagnosis, the consequence and the
 //!   member count.
 //! - With `per_finding_alerts = true`, every finding at or above `min_severity` is an alert
@@ -23,6 +23,9 @@
 //!
 //! The `node` label is the `NODE_NAME` environment variable when set (Kubernetes downward
 //! API), else the host name.
+pub mod http;
+pub mod incidents;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,11 +39,11 @@ use tcpwatch_core::model::{
 };
 use tokio::sync::mpsc;
 
-pub use crate::alerts_http::Endpoint;
-use crate::alerts_http::post_json;
+pub use crate::alerts::http::Endpoint;
+use crate::alerts::http::post_json;
 #[cfg(test)]
-use crate::alerts_http::{request, status_of};
-use crate::alerts_incidents::{incident_annotations, incident_labels};
+use crate::alerts::http::{request, status_of};
+use crate::alerts::incidents::{incident_annotations, incident_labels};
 use crate::state::mono_now;
 
 /// The `alertname` of the opt-in per-finding alerts.
@@ -589,9 +592,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 #[cfg(test)]
-#[path = "alerts_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "alerts_incidents_tests.rs"]
+#[path = "incidents_tests.rs"]
 pub(crate) mod incident_tests;
