@@ -80,6 +80,7 @@ pub struct Config {
     pub incidents: IncidentConfig,
     pub alertmanager: AlertmanagerConfig,
     pub http: crate::config_http::HttpConfig,
+    pub exposure: crate::config_exposure::ExposureConfig,
 }
 
 /// Bounds of the incident layer (`docs/incidents.md`). Its hysteresis is the findings'
@@ -542,6 +543,7 @@ impl Config {
         self.detectors.validate()?;
         self.incidents.validate()?;
         self.alertmanager.validate()?;
+        self.exposure.validate()?;
         self.http.validate()
     }
 

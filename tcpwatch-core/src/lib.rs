@@ -4,9 +4,11 @@
 pub mod api;
 pub mod btf;
 pub mod config;
+pub mod config_exposure;
 pub mod config_http;
 pub mod detect;
 pub mod endpoints;
+pub mod exposure;
 pub mod incident;
 pub mod k8s;
 pub mod k8s_authz;

@@ -222,6 +222,23 @@ pub struct TcpInfo {
     pub data_segs_in: u32,
     #[serde(default)]
     pub data_segs_out: u32,
+    /// The socket's keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`).
+    #[serde(default)]
+    pub keepalive: KeepaliveOpts,
+}
+
+/// A socket's keepalive settings as the kernel holds them: 0 means "the namespace's
+/// `tcp_keepalive_*` sysctl" (the kernel's `keepalive_time_when()` and friends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepaliveOpts {
+    /// `SO_KEEPALIVE` is on.
+    pub enabled: bool,
+    /// `TCP_KEEPIDLE` in ms (0 = namespace default).
+    pub time_ms: u64,
+    /// `TCP_KEEPINTVL` in ms (0 = namespace default).
+    pub intvl_ms: u64,
+    /// `TCP_KEEPCNT` (0 = namespace default).
+    pub probes: u8,
 }
 
 /// Retransmissions as tcpwatch's tracepoint saw them.
@@ -365,6 +382,26 @@ pub struct NetnsInfo {
     /// sysctl).
     #[serde(default)]
     pub tcp_syn_linear_timeouts: Option<u32>,
+    /// `net.ipv4.tcp_keepalive_time` / `tcp_keepalive_intvl` (seconds) and
+    /// `tcp_keepalive_probes` of that namespace: the keepalive of a socket that sets none.
+    #[serde(default = "default_keepalive_time")]
+    pub tcp_keepalive_time_s: u32,
+    #[serde(default = "default_keepalive_intvl")]
+    pub tcp_keepalive_intvl_s: u32,
+    #[serde(default = "default_keepalive_probes")]
+    pub tcp_keepalive_probes: u32,
+}
+
+fn default_keepalive_time() -> u32 {
+    7200
+}
+
+fn default_keepalive_intvl() -> u32 {
+    75
+}
+
+fn default_keepalive_probes() -> u32 {
+    9
 }
 
 fn default_syn_retries() -> u32 {
@@ -382,6 +419,9 @@ impl NetnsInfo {
             listen_drops: 0,
             tcp_syn_retries: default_syn_retries(),
             tcp_syn_linear_timeouts: None,
+            tcp_keepalive_time_s: default_keepalive_time(),
+            tcp_keepalive_intvl_s: default_keepalive_intvl(),
+            tcp_keepalive_probes: default_keepalive_probes(),
         }
     }
 }

@@ -5,8 +5,8 @@ use tcpwatch_common::{AF_INET6, SockRecord, SweepHeader, record_flags};
 
 use super::age;
 use crate::model::{
-    ConnKey, ConnRecord, MonoNs, NS_PER_MS, NetnsId, Queues, ResetCounts, RetransInfo, TcpInfo,
-    TcpState,
+    ConnKey, ConnRecord, KeepaliveOpts, MonoNs, NS_PER_MS, NetnsId, Queues, ResetCounts,
+    RetransInfo, TcpInfo, TcpState,
 };
 
 /// Kernel clock facts needed to turn jiffies into milliseconds.
@@ -104,6 +104,12 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
             last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
             data_segs_in: r.data_segs_in,
             data_segs_out: r.data_segs_out,
+            keepalive: KeepaliveOpts {
+                enabled: r.flags & record_flags::KEEPALIVE != 0,
+                time_ms: clock.jiffies_to_ms(r.keepalive_time_jiffies),
+                intvl_ms: clock.jiffies_to_ms(r.keepalive_intvl_jiffies),
+                probes: r.keepalive_probes,
+            },
         };
     }
     let (state_since, exact) = age::state_since(

@@ -58,6 +58,7 @@ pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
     shared.features = Some(kernel.features.clone());
     shared.missing_optional.clone_from(&kernel.missing_optional);
     shared.clock = clock;
+    shared.exposure_threshold_s = cfg.exposure.threshold_seconds;
     shared
 }
 

@@ -77,6 +77,8 @@ pub struct Shared {
     pub changes: broadcast::Sender<StreamEvent>,
     /// Namespaces missing from sweeps: their records leave once they are gone.
     pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
+    /// `exposure.threshold_seconds` (the exposure audit, `docs/exposure.md`).
+    pub exposure_threshold_s: u64,
 }
 
 impl Shared {
@@ -104,7 +106,15 @@ impl Shared {
             stream,
             changes,
             netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
+            exposure_threshold_s: tcpwatch_core::config_exposure::ExposureConfig::default()
+                .threshold_seconds,
         }
+    }
+
+    /// The exposure audit of the current table (`GET /api/v1/exposure`).
+    #[must_use]
+    pub fn exposure(&self) -> tcpwatch_core::api::ExposureBody {
+        tcpwatch_core::exposure::audit(self.table.iter(), &self.netns, self.exposure_threshold_s)
     }
 
     pub fn apply_event(&mut self, ev: &StateEvent) {

@@ -175,8 +175,8 @@ pub fn current_cookie() -> anyhow::Result<u64> {
     Ok(cookie)
 }
 
-/// Reads `tcp_retries2`, `tcp_orphan_retries`, `tcp_syn_retries`, `tcp_syn_linear_timeouts`
-/// and ListenOverflows/ListenDrops of the calling thread's namespace (a sysctl that cannot be
+/// Reads `tcp_retries2`, `tcp_orphan_retries`, `tcp_syn_retries`, `tcp_syn_linear_timeouts`,
+/// `tcp_keepalive_time/intvl/probes` and ListenOverflows/ListenDrops of the calling thread's namespace (a sysctl that cannot be
 /// read keeps the kernel's default).
 #[must_use]
 pub fn current_info(id: NetnsId) -> NetnsInfo {
@@ -189,6 +189,15 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     }
     if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_syn_retries") {
         info.tcp_syn_retries = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_time") {
+        info.tcp_keepalive_time_s = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_intvl") {
+        info.tcp_keepalive_intvl_s = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_probes") {
+        info.tcp_keepalive_probes = v;
     }
     // Linux 6.7+ only: absent elsewhere (None).
     info.tcp_syn_linear_timeouts = read_sysctl("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");

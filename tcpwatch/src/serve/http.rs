@@ -8,6 +8,7 @@
 //! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::serve::api::ConnFilter`] |
 //! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
 //! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
+//! | `GET /api/v1/exposure` | `ExposureBody`: the exposure audit per process and remote endpoint (`docs/exposure.md`) |
 //! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
 //! | `GET /api/v1/stream` | Server-Sent Events, one JSON `tcpwatch_core::api::StreamEvent` per event (`conn`, `finding`, `incident`, `lagged`) |
 //!
@@ -90,6 +91,7 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
             .route("/api/v1/connections", get(connections))
             .route("/api/v1/findings", get(findings))
             .route("/api/v1/incidents", get(incidents))
+            .route("/api/v1/exposure", get(exposure))
             .route("/api/v1/status", get(status))
             .route("/api/v1/stream", get(stream));
     }
@@ -242,6 +244,12 @@ async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRe
     let f = FindingFilter::from_query(q)?;
     let s = app.shared.lock().await;
     Ok(json_response(&findings_body(&s, &f, mono_now())))
+}
+
+async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    no_params(q)?;
+    let body = app.shared.lock().await.exposure();
+    Ok(json_response(&body))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
