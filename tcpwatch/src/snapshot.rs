@@ -24,6 +24,8 @@ pub struct SnapshotArgs {
     pub json: bool,
     pub state: Option<TcpState>,
     pub port: Option<u16>,
+    /// Print the exposure audit of the selected connections instead.
+    pub exposure: bool,
 }
 
 #[derive(Serialize)]
@@ -101,6 +103,19 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         })
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
+    if args.exposure {
+        let report = tcpwatch_core::exposure::audit(
+            conns.iter().copied(),
+            &shared.netns,
+            shared.exposure_threshold_s,
+        );
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", tcpwatch_core::exposure::render::text(&report));
+        }
+        return Ok(());
+    }
     let findings: Vec<Finding> = shared
         .detectors
         .open()

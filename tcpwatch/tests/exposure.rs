@@ -249,5 +249,22 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
              {expected}s"
         );
     }
+
+    // `tcpwatch snapshot --exposure --json`: the same audit from a one-shot sweep.
+    let snap = support::snapshot(&["--exposure"]);
+    let in_snap = |local: SocketAddr| {
+        snap["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["sockets"].as_array().unwrap())
+            .find(|s| s["local"] == local.to_string())
+            .map(|s| s["exposure"].clone())
+            .unwrap_or_else(|| panic!("{local} not in the snapshot's audit"))
+    };
+    assert_eq!(in_snap(flight_l)["worst_case_ms"], 102_200);
+    assert_eq!(in_snap(neither_l)["worst_case_ms"], Value::Null);
+    assert_eq!(in_snap(ut_l)["in_flight_ms"], 5000);
+    assert_eq!(snap["threshold_seconds"], 300);
     drop((ut, neither, flight));
 }

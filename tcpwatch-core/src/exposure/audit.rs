@@ -64,6 +64,18 @@ pub struct ExposureHistogram {
     pub never: u64,
 }
 
+/// All connections of one process (over its remote endpoints).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessExposure {
+    pub process: String,
+    pub pid: Option<u32>,
+    pub connections: u32,
+    pub exposed: u32,
+    pub never: u32,
+    /// ms; `None`: never.
+    pub worst_case_ms: Option<u64>,
+}
+
 /// The whole audit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExposureReport {
@@ -76,6 +88,9 @@ pub struct ExposureReport {
     pub groups: Vec<ExposureGroup>,
     #[serde(default)]
     pub groups_omitted: u64,
+    /// Per process, most exposed connections first, at most [`MAX_GROUPS_LISTED`].
+    #[serde(default)]
+    pub processes: Vec<ProcessExposure>,
     pub histogram: ExposureHistogram,
 }
 
@@ -170,12 +185,42 @@ pub fn audit<'a>(
             .then(b.connections.cmp(&a.connections))
             .then(a.process.cmp(&b.process))
     });
+    report.processes = processes(&list);
     if list.len() > MAX_GROUPS_LISTED {
         report.groups_omitted = (list.len() - MAX_GROUPS_LISTED) as u64;
         list.truncate(MAX_GROUPS_LISTED);
     }
     report.groups = list;
     report
+}
+
+fn processes(groups: &[ExposureGroup]) -> Vec<ProcessExposure> {
+    let mut by: BTreeMap<(&str, Option<u32>), ProcessExposure> = BTreeMap::new();
+    for g in groups {
+        let p = by
+            .entry((g.process.as_str(), g.pid))
+            .or_insert_with(|| ProcessExposure {
+                process: g.process.clone(),
+                pid: g.pid,
+                connections: 0,
+                exposed: 0,
+                never: 0,
+                worst_case_ms: Some(0),
+            });
+        p.connections = p.connections.saturating_add(g.connections);
+        p.exposed = p.exposed.saturating_add(g.exposed);
+        p.never = p.never.saturating_add(g.never);
+        p.worst_case_ms = max_wait(p.worst_case_ms, g.worst_case_ms);
+    }
+    let mut list: Vec<ProcessExposure> = by.into_values().collect();
+    list.sort_by(|a, b| {
+        b.exposed
+            .cmp(&a.exposed)
+            .then(worse(a.worst_case_ms, b.worst_case_ms))
+            .then(a.process.cmp(&b.process))
+    });
+    list.truncate(MAX_GROUPS_LISTED);
+    list
 }
 
 fn count(n: usize) -> u32 {

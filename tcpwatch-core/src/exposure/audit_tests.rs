@@ -116,6 +116,19 @@ fn process_line_for_incidents() {
 }
 
 #[test]
+fn processes_sum_their_groups() {
+    let mut other = api(40020, 0, true);
+    other.remote = "10.0.0.9:443".parse().unwrap();
+    let conns = vec![api(40001, 0, false), api(40003, 10, false), other];
+    let r = audit(&conns, &netns(), 300);
+    assert_eq!(r.groups.len(), 2);
+    assert_eq!(r.processes.len(), 1);
+    let p = &r.processes[0];
+    assert_eq!((p.connections, p.exposed, p.never), (3, 2, 1));
+    assert_eq!(p.worst_case_ms, None);
+}
+
+#[test]
 fn lists_are_bounded_and_counted() {
     let conns: Vec<ConnRecord> = (0..40).map(|i| api(41000 + i, 0, false)).collect();
     let r = audit(&conns, &netns(), 300);

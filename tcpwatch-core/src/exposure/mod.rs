@@ -3,10 +3,11 @@
 //! settings and its namespace's sysctls, by the kernel's own rules.
 mod audit;
 pub mod formula;
+pub mod render;
 
 pub use audit::{
     ExposedSocket, ExposureGroup, ExposureHistogram, ExposureReport, HISTOGRAM_BOUNDS_S,
-    MAX_GROUPS_LISTED, MAX_SOCKETS_LISTED, audit, process_line, wait_text,
+    MAX_GROUPS_LISTED, MAX_SOCKETS_LISTED, ProcessExposure, audit, process_line, wait_text,
 };
 pub use formula::{
     Bound, ConnExposure, Keepalive, assess, effective_keepalive, keepalive_detect_ms,
