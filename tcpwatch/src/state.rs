@@ -9,7 +9,7 @@ use tcpwatch_core::api::StreamEvent;
 use tcpwatch_core::config::IncidentConfig;
 use tcpwatch_core::detect::{DetectContext, Detectors};
 use tcpwatch_core::incident::{IncidentBook, IncidentChange, IncidentContext, IncidentKind};
-use tcpwatch_core::model::{FindingChange, Lifecycle, MonoNs, NetnsInfo, ResetCounts};
+use tcpwatch_core::model::{FindingChange, FindingKind, Lifecycle, MonoNs, NetnsInfo, ResetCounts};
 use tcpwatch_core::table::{ConnTable, Delta, KernelClock};
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast;
@@ -199,7 +199,16 @@ impl Shared {
         };
         let mut findings = self.detectors.evaluate(now, self.table.iter(), &ctx);
         self.enforce_bound();
-        let ictx = IncidentContext::from_conns(self.table.iter());
+        let mut ictx = IncidentContext::from_conns(self.table.iter());
+        // Upstream incidents name the process's exposure (only audited when one may open).
+        if self.detectors.open().any(|f| {
+            matches!(
+                f.kind,
+                FindingKind::RetransmitChain | FindingKind::AwaitingResponse
+            )
+        }) {
+            ictx.exposure = Some(self.exposure());
+        }
         let incidents = self
             .incidents
             .update(now, wall, self.detectors.open(), &ictx);

@@ -379,14 +379,15 @@ fn diagnose(socks: &[ExposedSocket], threshold_ms: u64) -> String {
     parts.join("; ")
 }
 
-/// One line for an incident's diagnosis: how the other connections of the process `pid` to
-/// `remote` would fare (`None` when it has no other connection above the threshold).
+/// One line for an incident's diagnosis: how the other connections (local addresses not in
+/// `exclude`) of the process `pid` to `remote` would fare (`None` when none is above the
+/// threshold).
 #[must_use]
 pub fn process_line(
     report: &ExposureReport,
     pid: u32,
     remote: SocketAddr,
-    exclude: Option<ConnKey>,
+    exclude: &[SocketAddr],
 ) -> Option<String> {
     let g = report
         .groups
@@ -396,7 +397,7 @@ pub fn process_line(
     let others = g
         .sockets
         .iter()
-        .filter(|s| Some(s.key) != exclude && s.exposure.exceeds(threshold_ms));
+        .filter(|s| !exclude.contains(&s.local) && s.exposure.exceeds(threshold_ms));
     let (mut never, mut long, mut longest) = (0u32, 0u32, 0u64);
     for s in others {
         match s.exposure.worst_case_ms {

@@ -102,17 +102,17 @@ fn tcp_retries2_of_the_namespace_changes_the_figure() {
 fn process_line_for_incidents() {
     let conns: Vec<ConnRecord> = (0..13).map(|i| api(40010 + i, 0, false)).collect();
     let r = audit(&conns, &netns(), 300);
-    let line = process_line(&r, 42, "10.0.0.2:80".parse().unwrap(), Some(conns[0].key)).unwrap();
+    let line = process_line(&r, 42, "10.0.0.2:80".parse().unwrap(), &[conns[0].local]).unwrap();
     assert!(
         line.starts_with(
             "other connections of api[42] to 10.0.0.2:80 would hang too: 12 with no timeout"
         ),
         "{line}"
     );
-    assert!(process_line(&r, 43, "10.0.0.2:80".parse().unwrap(), None).is_none());
+    assert!(process_line(&r, 43, "10.0.0.2:80".parse().unwrap(), &[]).is_none());
     let ok = vec![api(40004, 0, true)];
     let r = audit(&ok, &netns(), 300);
-    assert!(process_line(&r, 42, "10.0.0.2:80".parse().unwrap(), None).is_none());
+    assert!(process_line(&r, 42, "10.0.0.2:80".parse().unwrap(), &[]).is_none());
 }
 
 #[test]
@@ -143,4 +143,45 @@ fn wait_text_formats() {
     assert_eq!(wait_text(None), "never");
     assert_eq!(wait_text(Some(924_600)), "15m24s");
     assert_eq!(wait_text(Some(5_000)), "5s");
+}
+
+#[test]
+fn upstream_incident_diagnosis_names_the_process_exposure() {
+    use crate::incident::testkit::{NS1, book, ctx, step, upstream};
+    // api[42] has 13 idle connections to 10.0.0.2:80 without keepalive; one of them is the
+    // incident's member.
+    let conns: Vec<ConnRecord> = (0..13)
+        .map(|i| {
+            let mut c = api(40010 + i, 0, false);
+            c.key.netns_cookie = NS1.cookie;
+            c.netns = NS1;
+            c
+        })
+        .collect();
+    let mut n = HashMap::new();
+    n.insert(NS1.cookie, NetnsInfo::with_defaults(NS1));
+    let mut c = ctx(&[]);
+    c.exposure = Some(audit(&conns, &n, 300));
+    let f = upstream(
+        crate::model::FindingKind::RetransmitChain,
+        "no_ack_progress",
+        NS1,
+        42,
+        "api",
+        40010,
+        "10.0.0.2:80",
+    );
+    let mut b = book();
+    let ch = step(&mut b, 0.0, &[f.clone()], &c);
+    let d = &ch[0].incident.diagnosis;
+    assert!(
+        d.contains(
+            "other connections of api[42] to 10.0.0.2:80 would hang too: 12 with no timeout"
+        ),
+        "{d}"
+    );
+    // Without the audit, the diagnosis is as before.
+    let mut b = book();
+    let ch = step(&mut b, 0.0, &[f], &ctx(&[]));
+    assert!(!ch[0].incident.diagnosis.contains("would hang too"));
 }

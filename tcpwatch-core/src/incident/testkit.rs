@@ -211,6 +211,7 @@ pub(crate) fn ctx(listeners: &[ListenerSpec<'_>]) -> IncidentContext {
                 )
             })
             .collect(),
+        exposure: None,
     }
 }
 
