@@ -120,11 +120,11 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
     setsockopt(&ut, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 5000);
     let ka = connect(&ns, idle_addr);
     keepalive(&ka, 10, 5, 3);
-    let ka_at = Instant::now();
+    let keepalive_started = Instant::now();
     let ka_ut = connect(&ns, idle_addr);
     keepalive(&ka_ut, 10, 5, 3);
     setsockopt(&ka_ut, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, 5000);
-    let ka_ut_at = Instant::now();
+    let both_started = Instant::now();
     let neither = connect(&ns, idle_addr);
     let _servers: Vec<_> = (0..4).map(|_| idle_l.accept().unwrap().0).collect();
     // Neither, with data in flight: the peer vanished (every packet dropped).
@@ -153,7 +153,7 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
     }
     let [ut_e, ka_e, ka_ut_e, neither_e, flight_e] = [0, 1, 2, 3, 4].map(|i| all[i].0.clone());
     assert!(
-        ka_at.elapsed() < Duration::from_secs(8),
+        keepalive_started.elapsed() < Duration::from_secs(8),
         "too slow to test the keepalive before its first probe"
     );
 
@@ -229,11 +229,11 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
     assert_eq!(n["in_flight_ms"], 102_200, "{n}");
 
     for (name, done, at, expected) in [
-        ("keepalive 10/5/3", ka_done, ka_at, 25.0),
+        ("keepalive 10/5/3", ka_done, keepalive_started, 25.0),
         (
             "keepalive 10/5/3 + TCP_USER_TIMEOUT 5 s",
             ka_ut_done,
-            ka_ut_at,
+            both_started,
             15.0,
         ),
     ] {
@@ -259,8 +259,10 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
             .iter()
             .flat_map(|g| g["sockets"].as_array().unwrap())
             .find(|s| s["local"] == local.to_string())
-            .map(|s| s["exposure"].clone())
-            .unwrap_or_else(|| panic!("{local} not in the snapshot's audit"))
+            .map_or_else(
+                || panic!("{local} not in the snapshot's audit"),
+                |s| s["exposure"].clone(),
+            )
     };
     assert_eq!(in_snap(flight_l)["worst_case_ms"], 102_200);
     assert_eq!(in_snap(neither_l)["worst_case_ms"], Value::Null);

@@ -118,9 +118,9 @@ fn max_wait(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 /// The audit of `conns` with the namespaces' sysctls (kernel defaults when unknown).
 #[must_use]
-pub fn audit<'a>(
+pub fn audit<'a, S: std::hash::BuildHasher>(
     conns: impl IntoIterator<Item = &'a ConnRecord>,
-    netns: &HashMap<u64, NetnsInfo>,
+    netns: &HashMap<u64, NetnsInfo, S>,
     threshold_seconds: u64,
 ) -> ExposureReport {
     let threshold_ms = threshold_seconds.saturating_mul(1000);

@@ -158,11 +158,10 @@ fn upstream_incident_diagnosis_names_the_process_exposure() {
             c
         })
         .collect();
-    let mut n = HashMap::new();
-    n.insert(NS1.cookie, NetnsInfo::with_defaults(NS1));
-    let mut c = ctx(&[]);
-    c.exposure = Some(audit(&conns, &n, 300));
-    let f = upstream(
+    let namespaces = HashMap::from([(NS1.cookie, NetnsInfo::with_defaults(NS1))]);
+    let mut context = ctx(&[]);
+    context.exposure = Some(audit(&conns, &namespaces, 300));
+    let finding = upstream(
         crate::model::FindingKind::RetransmitChain,
         "no_ack_progress",
         NS1,
@@ -172,7 +171,7 @@ fn upstream_incident_diagnosis_names_the_process_exposure() {
         "10.0.0.2:80",
     );
     let mut b = book();
-    let ch = step(&mut b, 0.0, &[f.clone()], &c);
+    let ch = step(&mut b, 0.0, std::slice::from_ref(&finding), &context);
     let d = &ch[0].incident.diagnosis;
     assert!(
         d.contains(
@@ -182,6 +181,6 @@ fn upstream_incident_diagnosis_names_the_process_exposure() {
     );
     // Without the audit, the diagnosis is as before.
     let mut b = book();
-    let ch = step(&mut b, 0.0, &[f], &ctx(&[]));
+    let ch = step(&mut b, 0.0, &[finding], &ctx(&[]));
     assert!(!ch[0].incident.diagnosis.contains("would hang too"));
 }

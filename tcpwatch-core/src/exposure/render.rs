@@ -23,8 +23,8 @@ pub fn text(r: &ExposureReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<10} {:>5}/{:<5} {:>6} {:<28} {}",
-        "WORST", "EXPOS", "CONNS", "NEVER", "PROCESS", "REMOTE"
+        "{:<10} {:>5}/{:<5} {:>6} {:<28} REMOTE",
+        "WORST", "EXPOS", "CONNS", "NEVER", "PROCESS"
     );
     for g in &exposed {
         let _ = writeln!(
