@@ -5,6 +5,7 @@ pub mod api;
 pub mod btf;
 pub mod config;
 pub mod config_http;
+pub mod decode;
 pub mod detect;
 pub mod endpoints;
 pub mod features;
