@@ -164,6 +164,7 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
         },
         full_sock: full,
         history: Vec::new(),
+        wall: None,
     }
 }
 
