@@ -307,6 +307,10 @@ pub struct ConnRecord {
     /// Recent samples, oldest first, bounded by the table's history length.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub history: Vec<Sample>,
+    /// RFC 3339 twins of the times above (`state_since_time`, ...), filled where the record
+    /// leaves the daemon (`crate::api_times`); absent inside the table.
+    #[serde(flatten)]
+    pub wall: Option<Box<crate::api_times::ConnTimes>>,
 }
 
 impl ConnRecord {
@@ -343,6 +347,7 @@ impl ConnRecord {
             resets: ResetCounts::default(),
             full_sock: true,
             history: Vec::new(),
+            wall: None,
         }
     }
 
@@ -554,6 +559,10 @@ pub struct Finding {
     /// layer; detectors leave it empty).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub incident_id: Option<String>,
+    /// RFC 3339 twins of the times above (`since_time`, `opened_time`, ...), filled where the
+    /// finding leaves the daemon (`crate::api_times`).
+    #[serde(flatten)]
+    pub wall: Option<Box<crate::api_times::FindingTimes>>,
 }
 
 /// A lifecycle change of a finding: what the log, the stream and Alertmanager receive.

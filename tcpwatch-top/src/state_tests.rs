@@ -126,6 +126,7 @@ pub(crate) fn finding_on(c: &ConnRecord, kind: FindingKind, sev: Severity, since
         resolved_at: None,
         evidence: BTreeMap::from([("age_seconds".to_owned(), 42.0)]),
         incident_id: None,
+        wall: None,
     }
 }
 

@@ -49,10 +49,12 @@ struct SweptNamespace {
 struct Output<'a> {
     /// `CLOCK_MONOTONIC` ns at which the snapshot was taken (the base of `state_since` etc.).
     now_ns: u64,
+    /// `now_ns` as RFC 3339 (every time below has such a `*_time` twin, docs/api.md).
+    now_time: String,
     sweep: SweepSummary,
     /// Open incidents, worst first.
     incidents: Vec<&'a Incident>,
-    connections: Vec<&'a ConnRecord>,
+    connections: Vec<ConnRecord>,
     findings: Vec<Finding>,
 }
 
@@ -128,8 +130,10 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let open: Vec<&Incident> = shared.incidents.open().collect();
     let incidents = crate::serve::metrics::incidents::worst_first(&open);
     if args.json {
+        let wall = WallClock::now();
         let out = Output {
             now_ns: now,
+            now_time: wall.rfc3339(now),
             sweep: SweepSummary {
                 namespaces: batch.namespaces.len(),
                 sockets: batch.sockets(),
@@ -146,8 +150,21 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
                     .collect(),
             },
             incidents,
-            connections: conns,
-            findings,
+            connections: conns
+                .iter()
+                .map(|&c| {
+                    let mut c = c.clone();
+                    c.fill_wall_times(&wall);
+                    c
+                })
+                .collect(),
+            findings: findings
+                .into_iter()
+                .map(|mut f| {
+                    f.fill_wall_times(&wall);
+                    f
+                })
+                .collect(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -98,6 +98,28 @@ impl std::fmt::Display for Vanished {
 
 impl std::error::Error for Vanished {}
 
+/// The calling thread could not return to its own namespace after visiting `inode`: it is
+/// stranded there. The sweeper stops the batch (the namespaces left are reported unreadable,
+/// their records kept) and tries to return home before the next one.
+#[derive(Debug)]
+pub struct NotHome {
+    pub inode: u32,
+    pub detail: String,
+}
+
+impl std::fmt::Display for NotHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "returning to tcpwatch's own network namespace after visiting net:[{}] failed ({}); \
+             the sweeper thread is stranded there and stops this sweep",
+            self.inode, self.detail
+        )
+    }
+}
+
+impl std::error::Error for NotHome {}
+
 /// The calling thread's namespace, to return to after visiting others.
 pub struct Home(File);
 
@@ -108,8 +130,16 @@ impl Home {
         ))
     }
 
+    /// Enters the home namespace (a no-op when the thread is there): recovers a thread that a
+    /// failed return ([`NotHome`]) left elsewhere.
+    pub fn enter(&self) -> anyhow::Result<()> {
+        setns(&self.0).context("entering tcpwatch's own network namespace")
+    }
+
     /// Runs `f` with the calling thread inside `ns`, then returns home. An error entering
-    /// the namespace is returned; failing to return home is fatal for the thread and reported.
+    /// the namespace is returned; failing to return home returns [`NotHome`] (whatever `f`
+    /// read is dropped): the caller must stop visiting and call [`Home::enter`] before it
+    /// sweeps again.
     pub fn visit<T>(
         &self,
         ns: &NetnsHandle,
@@ -141,7 +171,13 @@ impl Home {
             )
         })?;
         let out = f();
-        setns(&self.0).context("returning to tcpwatch's own network namespace")?;
+        if let Err(e) = setns(&self.0) {
+            return Err(NotHome {
+                inode: ns.inode,
+                detail: e.to_string(),
+            }
+            .into());
+        }
         out
     }
 }

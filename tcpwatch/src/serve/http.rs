@@ -31,13 +31,14 @@ use futures_util::Stream;
 use serde::Serialize;
 use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
+use tcpwatch_core::wall::WallClock;
 use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
 use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
-use crate::state::{Shared, mono_now};
+use crate::state::Shared;
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -227,7 +228,7 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    let body = ConnectionsBody {
+    let mut body = ConnectionsBody {
         connections: s
             .table
             .iter()
@@ -237,13 +238,14 @@ async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, Ba
             .collect(),
     };
     drop(s);
+    body.fill_wall_times(&WallClock::now());
     Ok(json_response(&body))
 }
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    Ok(json_response(&findings_body(&s, &f, mono_now())))
+    Ok(json_response(&findings_body(&s, &f, WallClock::now())))
 }
 
 async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
@@ -305,6 +307,10 @@ mod fuzz;
 #[cfg(test)]
 #[path = "http_incidents_tests.rs"]
 mod incident_tests;
+
+#[cfg(test)]
+#[path = "http_times_tests.rs"]
+mod times_tests;
 
 #[cfg(test)]
 mod tests {
