@@ -244,6 +244,8 @@ pub struct Prepared {
 /// per thread, and only threads created after the drop inherit the reduced set.
 pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
+    // The programs' run time and count (`/api/v1/status`, `tcpwatch_bpf_program_*`).
+    kernel.enable_run_stats();
     for a in &kernel.attached {
         tracing::info!(tracepoint = a.tracepoint, variant = a.variant, "attached");
     }

@@ -61,6 +61,8 @@ pub struct Shared {
     pub netns_names: HashMap<u64, String>,
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     pub kernel_counters: [u64; counter::COUNT as usize],
+    /// The programs' kernel statistics and the lost-event accounting, as of the last sweep.
+    pub programs: tcpwatch_core::api::ProgramsStatus,
     pub stats: DaemonStats,
     /// Problems of the last sweep that had any (bounded), for `/api/v1/status`.
     pub last_sweep_errors: Vec<String>,
@@ -96,6 +98,7 @@ impl Shared {
             netns_names: HashMap::new(),
             port_resets: HashMap::new(),
             kernel_counters: [0; counter::COUNT as usize],
+            programs: tcpwatch_core::api::ProgramsStatus::default(),
             stats: DaemonStats::default(),
             last_sweep_errors: Vec::new(),
             attached: Vec::new(),
@@ -137,6 +140,19 @@ impl Shared {
         }
     }
 
+    /// The programs' statistics of a sweep; a failed read keeps the previous ones (counters
+    /// never go backwards), the failure is in the sweep's errors.
+    fn set_programs(&mut self, batch: &SweepBatch) {
+        if !batch.programs.is_empty() {
+            self.programs.programs.clone_from(&batch.programs);
+        }
+        self.programs.run_stats_enabled = batch.run_stats_enabled;
+        self.programs.lost_events = tcpwatch_core::api::LostEvents::new(
+            self.kernel_counters[counter::EVENTS_DROPPED as usize],
+            &self.programs.programs,
+        );
+    }
+
     /// Applies a whole-host sweep; returns the socket inodes that still need an owner.
     pub fn apply_sweep(&mut self, batch: &SweepBatch, now: MonoNs) -> HashSet<u64> {
         self.stats.sweeps += 1;
@@ -149,6 +165,7 @@ impl Shared {
         self.stats.last_sweep_sockets = batch.sockets() as u64;
         self.stats.last_sweep_namespaces = batch.namespaces.len() as u64;
         self.kernel_counters = batch.counters;
+        self.set_programs(batch);
         self.port_resets.clone_from(&batch.port_resets);
         self.detectors.set_endpoint_facts(batch.endpoints.clone());
         let mut deltas = Vec::new();

@@ -27,6 +27,10 @@ pub struct SweepBatch {
     /// Namespaces that could not be swept, with why (they vanished, or permission).
     pub errors: Vec<String>,
     pub counters: [u64; counter::COUNT as usize],
+    /// The kernel's statistics of each program (run time, runs, recursion misses).
+    pub programs: Vec<tcpwatch_core::api::ProgramStats>,
+    /// Whether run time and run count are being counted.
+    pub run_stats_enabled: bool,
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     /// Per-endpoint reset and connect classification (issue 13).
     pub endpoints: tcpwatch_core::endpoints::EndpointFacts,
@@ -109,6 +113,11 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         errors.push(format!("reading COUNTERS: {e:#}"));
         [0; counter::COUNT as usize]
     });
+    let programs = kernel.program_stats().unwrap_or_else(|e| {
+        errors.push(format!("reading program statistics: {e:#}"));
+        Vec::new()
+    });
+    let run_stats_enabled = kernel.run_stats_enabled();
     let port_resets = kernel.port_resets().unwrap_or_else(|e| {
         errors.push(format!("reading PORT_RESETS: {e:#}"));
         HashMap::new()
@@ -150,6 +159,8 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
         namespaces,
         errors,
         counters,
+        programs,
+        run_stats_enabled,
         port_resets,
         endpoints,
         duration: t0.elapsed(),

@@ -18,6 +18,7 @@ use tcpwatch_core::offsets;
 mod btf;
 mod endpoints;
 pub mod probe;
+mod prog_stats;
 
 pub use btf::KernelBtf;
 
@@ -80,6 +81,8 @@ pub struct Kernel {
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
     prev_sweep_start: HashMap<u64, u64>,
+    /// Held while the daemon runs: keeps the kernel counting programs' run time and count.
+    run_stats: Option<std::os::fd::OwnedFd>,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -170,6 +173,7 @@ impl Kernel {
             attached,
             missing_optional: resolved.missing_optional,
             prev_sweep_start: HashMap::new(),
+            run_stats: None,
         })
     }
 
@@ -192,6 +196,24 @@ impl Kernel {
             *slot = arr.get(&idx, 0)?.iter().sum();
         }
         Ok(out)
+    }
+
+    /// Has the kernel count run time and run count of every program from now on, for as long
+    /// as this `Kernel` lives (`BPF_ENABLE_STATS`: no sysctl change, nothing left behind).
+    pub fn enable_run_stats(&mut self) {
+        if self.run_stats.is_none() {
+            self.run_stats = prog_stats::enable_run_stats();
+        }
+    }
+
+    /// Whether run time and count are being counted (held here or set host-wide).
+    pub fn run_stats_enabled(&self) -> bool {
+        self.run_stats.is_some() || prog_stats::host_stats_enabled()
+    }
+
+    /// The kernel's statistics of every loaded program (`bpf_prog_info`), by name.
+    pub fn program_stats(&self) -> anyhow::Result<Vec<tcpwatch_core::api::ProgramStats>> {
+        prog_stats::read_all(&self.ebpf)
     }
 
     /// Cumulative resets per (namespace cookie, local port), summed over CPUs.

@@ -187,6 +187,10 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "kernel_hz": s.clock.hz,
         "table": { "connections": s.table.len(), "stats": s.table.stats() },
         "stats": s.stats,
+        // tcpwatch_core::api::ProgramsStatus, flattened.
+        "run_stats_enabled": s.programs.run_stats_enabled,
+        "programs": s.programs.programs,
+        "lost_events": s.programs.lost_events,
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
         "findings_open": s.detectors.open_count(),

@@ -75,12 +75,14 @@ pub fn series_bound(top_k: usize) -> usize {
         + findings
         + self_metrics
         + endpoints::SERIES
+        + bpf_programs::SERIES
         + exposure::series(top_k)
         + top_k
         + crate::serve::metrics::incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
 
+mod bpf_programs;
 mod endpoints;
 mod exposure;
 pub mod incidents;
@@ -147,6 +149,7 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     daemon(&b, s)?;
     table(&b, s)?;
     programs(&b, s)?;
+    bpf_programs::register(&b, &s.programs)?;
     endpoints::endpoints(&b, s)?;
     exposure::exposure(&b, &s.exposure(), top_k)?;
     Ok(b.reg)
@@ -440,7 +443,6 @@ fn kernel(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         "Sweep records the kernel iterator failed to write.",
         kc(counter::SWEEP_WRITE_FAILED),
     )?;
-
     Ok(())
 }
 
@@ -557,7 +559,6 @@ fn table(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         "Namespace sweeps applied to the table.",
         t.sweeps_applied,
     )?;
-
     Ok(())
 }
 
