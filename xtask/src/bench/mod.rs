@@ -16,6 +16,7 @@
 mod load;
 mod peers;
 mod phases;
+mod reference;
 mod report;
 mod sys;
 mod table;

@@ -18,8 +18,9 @@ use super::sys::{self, ChildGuard, free_port, http_get, metric};
 const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// tcpstates + tcpretrans in bpftrace: one line per state change and per retransmission.
-const BPFTRACE_SCRIPT: &str = r#"BEGIN { printf("READY\n"); }
-tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
+/// (No `BEGIN` marker: with `-B full` its line stays in bpftrace's stdout buffer until the
+/// buffer fills, so readiness is read from the kernel instead, see [`Ready::Attached`].)
+const BPFTRACE_SCRIPT: &str = r#"tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
   printf("%llu %d %s %d %d %d %d\n", nsecs, pid, comm, args->sport, args->dport,
          args->oldstate, args->newstate);
 }
@@ -123,6 +124,21 @@ impl Daemon {
         Ok((body, took))
     }
 
+    /// Program id -> name of the daemon's programs (`/api/v1/status` `programs`).
+    pub fn program_names(&self) -> Result<std::collections::BTreeMap<u64, String>> {
+        let (st, body, _) = http_get(self.port, "/api/v1/status")?;
+        if st != 200 {
+            bail!("/api/v1/status answered {st}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).context("status JSON")?;
+        Ok(v["programs"]
+            .as_array()
+            .context("/api/v1/status has no `programs`")?
+            .iter()
+            .filter_map(|p| Some((p["id"].as_u64()?, p["program"].as_str()?.to_owned())))
+            .collect())
+    }
+
     /// Waits until the table holds at least `n` connections; returns the count.
     pub fn wait_tracking(&self, n: usize, limit: Duration) -> Result<f64> {
         let t0 = Instant::now();
@@ -209,7 +225,8 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
         Tool::Bpftrace => {
             let mut cmd = Command::new("bpftrace");
             cmd.args(["-B", "full", "-e", BPFTRACE_SCRIPT]);
-            let c = spawn_ready(cmd, "bpftrace", |l| l.trim() == "READY")?;
+            let hooks = ["inet_sock_set_state", "tcp_retransmit_skb"];
+            let c = spawn_ready(cmd, "bpftrace", Ready::Attached(&hooks))?;
             Ok(Running::Procs { procs: vec![c] })
         }
         Tool::Bcc => {
@@ -220,7 +237,7 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
                 cmd.env("PYTHONUNBUFFERED", "1");
                 // Headers printed once attached (bcc prints some errors on stdout too).
                 let ready = |l: &str| l.contains("OLDSTATE") || l.contains("Tracing retrans");
-                match spawn_ready(cmd, prog, ready) {
+                match spawn_ready(cmd, prog, Ready::Line(Box::new(ready))) {
                     Ok(c) => procs.push(c),
                     Err(e) => reasons.push(format!("{prog}: {e}")),
                 }
@@ -233,14 +250,19 @@ pub fn start(tool: Tool, ctx: &Ctx) -> Result<Running> {
     }
 }
 
+/// How a tracer shows it is attached.
+pub enum Ready<'a> {
+    /// A stdout line it prints once attached (the tracer must flush it: line-buffered output).
+    Line(Box<dyn Fn(&str) -> bool + Send>),
+    /// The kernel lists a perf-event attachment of one of its programs to each of these
+    /// tracepoints (`bpftool perf`): independent of the tracer's output buffering.
+    Attached(&'a [&'a str]),
+}
+
 /// Spawns a tracer whose stdout is drained and discarded (as if it printed to /dev/null) and
-/// waits until a stdout line satisfies `ready`. Fails with the tracer's own error when it
-/// exits or is not ready within [`START_LIMIT`].
-fn spawn_ready(
-    mut cmd: Command,
-    what: &str,
-    ready: impl Fn(&str) -> bool + Send + 'static,
-) -> Result<ChildGuard> {
+/// waits until it is [`Ready`]. Fails with the tracer's own error when it exits or is not
+/// ready within [`START_LIMIT`].
+pub fn spawn_ready(mut cmd: Command, what: &str, ready: Ready<'_>) -> Result<ChildGuard> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -249,6 +271,10 @@ fn spawn_ready(
         .with_context(|| format!("cannot start {what}"))?;
     let is_ready = Arc::new(AtomicBool::new(false));
     let stderr_tail = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (line_ready, hooks) = match ready {
+        Ready::Line(f) => (Some(f), &[][..]),
+        Ready::Attached(h) => (None, h),
+    };
     if let Some(out) = child.stdout.take() {
         let flag = Arc::clone(&is_ready);
         let tail = Arc::clone(&stderr_tail);
@@ -256,7 +282,9 @@ fn spawn_ready(
             let mut r = BufReader::with_capacity(1 << 16, out);
             let mut line = String::new();
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
-                if !flag.load(Ordering::Relaxed) {
+                if let Some(ready) = line_ready.as_ref()
+                    && !flag.load(Ordering::Relaxed)
+                {
                     if ready(&line) {
                         flag.store(true, Ordering::SeqCst);
                     } else if let Ok(mut t) = tail.lock() {
@@ -287,7 +315,7 @@ fn spawn_ready(
     let t0 = Instant::now();
     loop {
         sys::check_stop()?;
-        if is_ready.load(Ordering::SeqCst) {
+        if is_ready.load(Ordering::SeqCst) || attached(guard.pid(), hooks) {
             return Ok(guard);
         }
         if let Some(st) = guard.exited() {
@@ -300,6 +328,19 @@ fn spawn_ready(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether process `pid` has a program attached to every tracepoint of `hooks` (none: false).
+fn attached(pid: u32, hooks: &[&str]) -> bool {
+    if hooks.is_empty() {
+        return false;
+    }
+    let Ok(list) = sys::perf_attachments() else {
+        return false;
+    };
+    hooks
+        .iter()
+        .all(|h| list.iter().any(|a| a.pid == pid && a.tracepoint == *h))
 }
 
 /// The most telling line of a tracer's stderr.

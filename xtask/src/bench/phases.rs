@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::load::{self, ChurnOpts};
 use super::peers::{self, Daemon, Tool};
+use super::reference::{self, Reference};
 use super::report::{
     DaemonAt, DaemonRate, Detection, Overhead, ProgCost, Results, Scrape, SweepScale, median,
 };
@@ -16,7 +17,8 @@ use super::{Env, Plan};
 
 /// The port of the bulk load (the lossy phase's nftables rule matches it).
 const BULK_PORT: u16 = 5201;
-/// tcpwatch's program names (the kernel keeps 15 characters).
+/// tcpwatch's program names (the kernel keeps 15 characters), for processes that do not
+/// name them (the daemon does, in `/api/v1/status`).
 const PROGRAMS: &[&str] = &[
     "tp_inet_sock_set_state",
     "raw_inet_sock_set_state",
@@ -26,6 +28,8 @@ const PROGRAMS: &[&str] = &[
     "raw_tcp_send_reset",
     "tp_tcp_receive_reset",
     "raw_tcp_receive_reset",
+    "tp_classify_state",
+    "raw_classify_state",
     "tcpwatch_sweep",
 ];
 const DETECT_THRESHOLD_S: f64 = 2.0;
@@ -81,8 +85,12 @@ fn prog_stats(pid: u32) -> Result<BTreeMap<u64, ProgStat>> {
         .collect())
 }
 
+/// Program id -> full name: the daemon's own (`/api/v1/status` `programs`), else none.
+type Names = BTreeMap<u64, String>;
+
 fn record_costs(
     load: &str,
+    names: &Names,
     before: &BTreeMap<u64, ProgStat>,
     after: &BTreeMap<u64, ProgStat>,
     out: &mut Vec<ProgCost>,
@@ -91,19 +99,17 @@ fn record_costs(
         let b = before.get(id);
         let events = a.run_cnt - b.map_or(0, |b| b.run_cnt);
         let time = a.run_time_ns - b.map_or(0, |b| b.run_time_ns);
-        if events == 0 && a.name != "tp_inet_sock_se" {
+        let misses = a.recursion_misses - b.map_or(0, |b| b.recursion_misses);
+        if events == 0 && misses == 0 && a.name != "tp_inet_sock_se" {
             continue;
         }
         out.push(ProgCost {
-            program: full_name(&a.name),
+            program: names.get(id).cloned().unwrap_or_else(|| full_name(&a.name)),
             load: load.to_owned(),
             events,
             run_time_ns: time,
-            ns_per_event: if events == 0 {
-                0.0
-            } else {
-                time as f64 / events as f64
-            },
+            ns_per_event: reference::per_event(time, events),
+            recursion_misses: misses,
         });
     }
 }
@@ -116,15 +122,58 @@ fn state_runs(before: &BTreeMap<u64, ProgStat>, after: &BTreeMap<u64, ProgStat>)
         .sum()
 }
 
+/// tcpwatch's programs and the counting reference, both read before and after one load.
+struct Window<'a> {
+    daemon: &'a Daemon,
+    names: &'a Names,
+    reference: Option<&'a Reference>,
+}
+
+impl Window<'_> {
+    fn measure<T>(
+        &self,
+        r: &mut Results,
+        load: &str,
+        run: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, u64)> {
+        let stats = |reference: Option<&Reference>| -> Result<_> {
+            Ok((
+                prog_stats(self.daemon.pid())?,
+                reference.map(Reference::stats).transpose()?,
+            ))
+        };
+        let (before, ref_before) = stats(self.reference)?;
+        let out = run()?;
+        let (after, ref_after) = stats(self.reference)?;
+        record_costs(load, self.names, &before, &after, &mut r.kernel);
+        if let (Some(reference), Some(b), Some(a)) = (self.reference, ref_before, ref_after) {
+            reference.record(load, &b, &a, &mut r.reference);
+        }
+        Ok((out, state_runs(&before, &after)))
+    }
+}
+
 fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let ns = Netns::new("kcost")?;
     let daemon = Daemon::start(&env.bin, &[], &env.log)?;
     let stats = BpfStats::enable()?;
-    let before = prog_stats(daemon.pid())?;
-    let c = load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
-    let after = prog_stats(daemon.pid())?;
-    record_costs("churn", &before, &after, &mut r.kernel);
-    r.events_per_connection = state_runs(&before, &after) as f64 / c.conns.max(1) as f64;
+    let names = daemon.program_names().unwrap_or_else(|e| {
+        eprintln!("bench: program names from the daemon's status: {e:#}");
+        Names::new()
+    });
+    // The counting reference on the same hooks, loaded now: both run on every event below.
+    let reference = Reference::start()
+        .inspect_err(|e| eprintln!("bench: counting reference not loaded: {e:#}"))
+        .ok();
+    let window = Window {
+        daemon: &daemon,
+        names: &names,
+        reference: reference.as_ref(),
+    };
+    let (c, runs) = window.measure(r, "churn", || {
+        load::churn(&ns.path(), &churn_opts(plan, plan.round, None))
+    })?;
+    r.events_per_connection = runs as f64 / c.conns.max(1) as f64;
     eprintln!(
         "bench: churn {:.0} conn/s ({} failed), {:.1} state changes per connection",
         c.per_second(),
@@ -136,11 +185,11 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
          add chain inet twb in {{ type filter hook input priority 0; }}\n\
          add rule inet twb in tcp dport {BULK_PORT} numgen random mod 100 == 0 drop\n"
     ))?;
-    let before = prog_stats(daemon.pid())?;
-    let b = load::bulk(&ns.path(), BULK_PORT, plan.round)?;
-    let after = prog_stats(daemon.pid())?;
-    record_costs("bulk, 1 % loss", &before, &after, &mut r.kernel);
+    let (b, _) = window.measure(r, "bulk, 1 % loss", || {
+        load::bulk(&ns.path(), BULK_PORT, plan.round)
+    })?;
     eprintln!("bench: lossy bulk {:.0} MiB/s", b.mib_per_second());
+    drop(reference);
     drop(daemon);
     // The same churn under bpftrace's one-printf programs: a reference measured in this run.
     let ctx = peers::Ctx {
@@ -155,7 +204,7 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
             load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
             let after = prog_stats(pid)?;
             let mut costs = Vec::new();
-            record_costs("churn", &before, &after, &mut costs);
+            record_costs("churn", &Names::new(), &before, &after, &mut costs);
             for mut c in costs.into_iter().filter(|c| c.events > 0) {
                 c.program = format!("bpftrace {}", c.program);
                 r.kernel.push(c);
@@ -487,6 +536,7 @@ mod tests {
         assert_eq!(full_name("tp_inet_sock_se"), "tp_inet_sock_set_state");
         assert_eq!(full_name("raw_tcp_receive"), "raw_tcp_receive_reset");
         assert_eq!(full_name("tcpwatch_sweep"), "tcpwatch_sweep");
+        assert_eq!(full_name("tp_classify_sta"), "tp_classify_state");
         assert_eq!(full_name("other"), "other");
         let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 4096 alloc 9 mem 1\n";
         assert_eq!(sockstat_tw(sockstat), Some(4096));

@@ -20,6 +20,8 @@ pub struct ProgCost {
     pub events: u64,
     pub run_time_ns: u64,
     pub ns_per_event: f64,
+    /// Runs the kernel skipped over the load (recursion on one CPU): events never seen.
+    pub recursion_misses: u64,
 }
 
 /// A tool's effect on one load: alternating rounds without and with it.
@@ -127,6 +129,9 @@ pub struct Results {
     pub rounds: usize,
     pub round_seconds: f64,
     pub kernel: Vec<ProgCost>,
+    /// The counting reference on each hook, in the same windows as `kernel` (program = the
+    /// hook's tracepoint).
+    pub reference: Vec<ProgCost>,
     /// State-program runs per churn connection (both ends).
     pub events_per_connection: f64,
     pub overhead: Vec<Overhead>,
@@ -188,6 +193,7 @@ fn goal(name: String, value: String, pass: Option<bool>, bound: String) -> Goal 
 /// The goals of the issue, evaluated on `r`.
 pub fn goals(r: &Results) -> Vec<Goal> {
     let mut g = Vec::new();
+    super::reference::goals(r, &mut g);
     kernel_and_overhead_goals(r, &mut g);
     scale_and_daemon_goals(r, &mut g);
     g
@@ -398,6 +404,7 @@ mod tests {
             events: 10,
             run_time_ns: 1000,
             ns_per_event: 100.0,
+            recursion_misses: 0,
         });
         r.overhead.push(Overhead {
             tool: "tcpwatch daemon".into(),
@@ -422,7 +429,7 @@ mod tests {
         assert_eq!(find("bulk with").pass, None);
         assert!(
             super::super::table::tables(&r)
-                .contains("| tp_inet_sock_set_state | churn | 10 | 100 |")
+                .contains("| tp_inet_sock_set_state | churn | 10 | 100 | - | 0 |")
         );
     }
 }

@@ -364,6 +364,8 @@ pub struct ProgStat {
     pub name: String,
     pub run_time_ns: u64,
     pub run_cnt: u64,
+    /// Runs the kernel skipped (nesting on one CPU); bpftool prints it only when not 0.
+    pub recursion_misses: u64,
 }
 
 pub fn bpftool_progs() -> Result<Vec<ProgStat>> {
@@ -391,6 +393,37 @@ pub fn parse_bpftool(json: &str) -> Result<Vec<ProgStat>> {
                     .get("run_cnt")
                     .and_then(serde_json::Value::as_u64)
                     .unwrap_or(0),
+                recursion_misses: p
+                    .get("recursion_misses")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0),
+            })
+        })
+        .collect())
+}
+
+/// A program attached to a tracepoint through a perf event (`bpftool perf -j`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerfAttach {
+    pub pid: u32,
+    pub prog_id: u64,
+    pub tracepoint: String,
+}
+
+pub fn perf_attachments() -> Result<Vec<PerfAttach>> {
+    parse_bpftool_perf(&run("bpftool", &["perf", "-j"])?)
+}
+
+pub fn parse_bpftool_perf(json: &str) -> Result<Vec<PerfAttach>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("bpftool perf JSON")?;
+    let list = v.as_array().context("bpftool perf: not an array")?;
+    Ok(list
+        .iter()
+        .filter_map(|p| {
+            Some(PerfAttach {
+                pid: u32::try_from(p.get("pid")?.as_u64()?).ok()?,
+                prog_id: p.get("prog_id")?.as_u64()?,
+                tracepoint: p.get("tracepoint")?.as_str()?.to_owned(),
             })
         })
         .collect())
@@ -473,12 +506,25 @@ mod tests {
 
     #[test]
     fn parses_bpftool_and_metrics() {
-        let j = r#"[{"id":7,"name":"tp_inet_sock_se","run_time_ns":900,"run_cnt":9},
+        let j = r#"[{"id":7,"name":"tp_inet_sock_se","run_time_ns":900,"run_cnt":9,
+                     "recursion_misses":2},
                     {"id":8,"name":"x"},{"name":"noid"}]"#;
         let p = parse_bpftool(j).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].id, p[0].run_cnt, p[0].run_time_ns), (7, 9, 900));
+        assert_eq!((p[0].recursion_misses, p[1].recursion_misses), (2, 0));
         assert_eq!(p[1].run_cnt, 0);
+        let perf = r#"[{"pid":5376,"fd":9,"prog_id":14920,"fd_type":"tracepoint",
+                        "tracepoint":"inet_sock_set_state"},
+                       {"pid":1,"fd":3,"prog_id":2,"fd_type":"uprobe","filename":"/x"}]"#;
+        assert_eq!(
+            parse_bpftool_perf(perf).unwrap(),
+            vec![PerfAttach {
+                pid: 5376,
+                prog_id: 14920,
+                tracepoint: "inet_sock_set_state".into()
+            }]
+        );
         let m = "# HELP a b\ntcpwatch_table_connections 12\ntcpwatch_table_connections_x 3\n";
         assert_eq!(metric(m, "tcpwatch_table_connections"), Some(12.0));
         assert_eq!(metric(m, "nope"), None);

@@ -24,15 +24,25 @@ pub fn tables(r: &Results) -> String {
 fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
     let _ = writeln!(
         s,
-        "### Kernel cost per event (bpf_stats)\n\n| program | load | events | ns/event |\n|---|---|---:|---:|"
+        "### Kernel cost per event (bpf_stats)\n\nThe reference only counts (bpftrace \
+         `@c = count()`) on the same tracepoint, loaded by the bench and measured in the same \
+         window as tcpwatch's programs.\n\n\
+         | program | load | events | ns/event | ratio to the reference | recursion misses |\n\
+         |---|---|---:|---:|---:|---:|"
     );
     for p in &r.kernel {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} |",
-            p.program, p.load, p.events, p.ns_per_event
+            "| {} | {} | {} | {:.0} | {} | {} |",
+            p.program,
+            p.load,
+            p.events,
+            p.ns_per_event,
+            super::reference::ratio_text(r, p),
+            p.recursion_misses
         );
     }
+    super::reference::rows(r, s);
     let _ = writeln!(
         s,
         "\nState-program runs per churn connection: {:.1}\n",
