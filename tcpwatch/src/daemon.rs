@@ -1,7 +1,10 @@
 //! The daemon: loads the programs, reads state events as they come, sweeps every namespace
 //! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
-//! API. The event reader and the sweep loop feed the same [`Shared`] state.
+//! API. The event reader and the sweep loop feed the same [`Shared`] state; after each event
+//! batch (coalesced) and each sweep a [`crate::view::View`] of it is published, and everything
+//! that reads (API, `/metrics`) reads that view, never the lock.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,7 +17,7 @@ use tcpwatch_core::model::FindingChange;
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tcpwatch_core::wall::WallClock;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, Notify, mpsc};
 
 use crate::host::k8s::PodIndex;
 use crate::host::netns::Home;
@@ -22,6 +25,7 @@ use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
 use crate::state::{Shared, mono_now};
+use crate::view::Publisher;
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -103,7 +107,51 @@ const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
-async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
+/// Views published after event batches: at most one per this interval (a flood of events
+/// costs one table-sized list of references per interval, not per event).
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
+/// Asks for a view to be published; `judged`: the detectors ran since the last one.
+#[derive(Clone, Default)]
+pub struct PublishRequest {
+    wake: Arc<Notify>,
+    judged: Arc<AtomicBool>,
+}
+
+impl PublishRequest {
+    pub fn events(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn judged(&self) {
+        self.judged.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
+/// Publishes a view whenever asked, at most once per [`PUBLISH_EVERY`]: the first request
+/// after a quiet spell is published at once, the requests during the following interval
+/// together once at its end. The lock is held only to take the list of references; the old
+/// view is released after it.
+async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher, req: PublishRequest) {
+    loop {
+        req.wake.notified().await;
+        let started = tokio::time::Instant::now();
+        let judged = req.judged.swap(false, Ordering::Relaxed);
+        let old = {
+            let s = shared.lock().await;
+            publisher.publish(&s, judged)
+        };
+        drop(old);
+        tokio::time::sleep_until(started + PUBLISH_EVERY).await;
+    }
+}
+
+async fn read_events(
+    ring: RingBuf<MapData>,
+    shared: Arc<Mutex<Shared>>,
+    publish: PublishRequest,
+) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
     // lives; the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register(ring) }
@@ -129,6 +177,8 @@ async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyh
         for ev in batch.drain(..) {
             s.apply_event(&ev);
         }
+        drop(s);
+        publish.events();
     }
 }
 
@@ -210,6 +260,7 @@ async fn on_sweep(
     pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();
     owners.retain(&live);
+    s.owner_stats = owners.stats;
     let changes = s.evaluate(now, WallClock::now());
     if !s.ready {
         s.ready = true;
@@ -278,7 +329,11 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         ring,
         clock,
     } = prepared;
-    let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
+    let shared = new_shared(&cfg, &kernel, clock);
+    let (publisher, hub) = Publisher::new(&shared);
+    let shared = Arc::new(Mutex::new(shared));
+    let publish = PublishRequest::default();
+    tokio::spawn(publish_views(shared.clone(), publisher, publish.clone()));
 
     // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.
     let (tx, mut rx) = mpsc::channel::<SweepBatch>(1);
@@ -291,8 +346,8 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
             }
         })
         .context("starting the sweeper thread")?;
-    let events = tokio::spawn(read_events(ring, shared.clone()));
-    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
+    let events = tokio::spawn(read_events(ring, shared.clone(), publish.clone()));
+    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), hub));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
@@ -307,6 +362,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
                 on_sweep(&batch, &shared, &mut owners, &pods, alerts.as_ref()).await;
+                publish.judged();
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

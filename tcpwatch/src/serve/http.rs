@@ -13,9 +13,11 @@
 //!
 //! The bodies are the types of `tcpwatch_core::api`, the contract `tcpwatch top` parses.
 //!
+//! Every answer is a function of the last published [`crate::view::View`]: no handler takes
+//! the daemon's lock, so a slow client or a large body never delays the event path.
+//!
 //! Every route is GET only; bad query parameters get a 400 naming the parameter, unknown paths
 //! a 404, and a request that waits longer than [`REQUEST_TIMEOUT`] for its answer a 503.
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -28,22 +30,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use serde::Serialize;
-use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
+use tcpwatch_core::api::StreamEvent;
 use tcpwatch_core::config::{Config, DaemonConfig};
-use tokio::sync::Mutex;
+use tcpwatch_core::model::ConnRecord;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
 use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
-use crate::state::{Shared, mono_now};
+use crate::state::mono_now;
+use crate::view::Hub;
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct App {
-    shared: Arc<Mutex<Shared>>,
+    hub: Hub,
     /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
     top_k: usize,
     /// Stream events encoded once for all subscribers.
@@ -58,12 +61,12 @@ struct App {
         reason = "serve() passes its configuration; tests use the defaults"
     )
 )]
-pub fn router(shared: Arc<Mutex<Shared>>) -> Router {
-    router_with(shared, &DaemonConfig::default())
+pub fn router(hub: Hub) -> Router {
+    router_with(hub, &DaemonConfig::default())
 }
 
-fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
-    routes(shared, cfg, Paths::All)
+fn router_with(hub: Hub, cfg: &DaemonConfig) -> Router {
+    routes(hub, cfg, Paths::All)
 }
 
 /// Which routes a listener serves.
@@ -75,9 +78,9 @@ enum Paths {
     Aggregate,
 }
 
-fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Router {
+fn routes(hub: Hub, cfg: &DaemonConfig, paths: Paths) -> Router {
     let app = App {
-        shared,
+        hub,
         top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
         frames: crate::serve::fanout::Frames::default(),
     };
@@ -102,14 +105,14 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
 /// (`daemon.metrics_listen`), each with its web configuration and bounds (see
 /// [`crate::serve`]). Fails at start when a listener cannot bind or a web configuration
 /// cannot be loaded.
-pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, hub: Hub) -> anyhow::Result<()> {
     let file = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
     let mut specs = vec![crate::serve::ListenerSpec {
         name: crate::serve::API,
         key: "daemon.listen",
         addr: cfg.daemon.listen,
         web_config: file(&cfg.daemon.web_config_file),
-        router: routes(shared.clone(), &cfg.daemon, Paths::All),
+        router: routes(hub.clone(), &cfg.daemon, Paths::All),
     }];
     if let Some(addr) = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)? {
         specs.push(crate::serve::ListenerSpec {
@@ -117,7 +120,7 @@ pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()
             key: "daemon.metrics_listen",
             addr,
             web_config: file(&cfg.daemon.metrics_web_config_file),
-            router: routes(shared, &cfg.daemon, Paths::Aggregate),
+            router: routes(hub, &cfg.daemon, Paths::Aggregate),
         });
     }
     crate::serve::run(specs, &cfg.http)
@@ -150,8 +153,9 @@ async fn healthz(q: RawQuery) -> Result<&'static str, BadRequest> {
 
 async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, String), BadRequest> {
     no_params(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.view();
     let kernel = s
+        .startup
         .features
         .as_ref()
         .map(crate::kernel::probe::Features::summary)
@@ -169,29 +173,30 @@ async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, Stri
 /// What is attached and how, the last sweep's problems and the daemon's counters.
 async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.view();
+    let j = &s.judged;
     let mut by_kind = serde_json::Map::new();
     for k in tcpwatch_core::incident::IncidentKind::ALL {
-        let n = s.incidents.open().filter(|i| i.kind == k).count();
+        let n = j.incidents_open.iter().filter(|i| i.kind == k).count();
         by_kind.insert(k.name().to_owned(), n.into());
     }
     Ok(json_response(&serde_json::json!({
         "ready": s.ready,
         "version": env!("CARGO_PKG_VERSION"),
-        "attached": s.attached,
-        "kernel": s.features,
-        "kernel_fields_missing": s.missing_optional,
-        "kernel_hz": s.clock.hz,
-        "table": { "connections": s.table.len(), "stats": s.table.stats() },
+        "attached": s.startup.attached,
+        "kernel": s.startup.features,
+        "kernel_fields_missing": s.startup.missing_optional,
+        "kernel_hz": s.startup.kernel_hz,
+        "table": { "connections": s.conns.len(), "stats": s.table_stats },
         "stats": s.stats,
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
-        "findings_open": s.detectors.open_count(),
+        "findings_open": j.findings_open.len(),
         "incidents": {
-            "open": s.incidents.open_count(),
+            "open": j.incidents_open.len(),
             "open_by_kind": by_kind,
-            "overflowed": s.incidents.overflowed(),
-            "opened_total": s.incidents_opened().map(|(_, n)| n).sum::<u64>(),
+            "overflowed": j.incidents_overflowed,
+            "opened_total": j.incidents_opened().map(|(_, n)| n).sum::<u64>(),
         },
     })))
 }
@@ -209,8 +214,7 @@ fn json_response<T: Serialize>(v: &T) -> Response {
 
 async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    // Gather under the lock, encode after releasing it.
-    let reg = crate::serve::metrics::build(&*app.shared.lock().await, app.top_k);
+    let reg = crate::serve::metrics::build(&app.hub.view(), app.top_k);
     let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
     Ok(match reg.and_then(|r| crate::serve::metrics::encode(&r)) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
@@ -224,29 +228,45 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
-    let s = app.shared.lock().await;
-    let body = ConnectionsBody {
-        connections: s
-            .table
-            .iter()
-            .filter(|c| f.matches(c, &s.detectors))
-            .take(f.limit)
-            .cloned()
-            .collect(),
+    let s = app.hub.view();
+    // Encoding up to 100 000 records is CPU work: off the runtime's worker threads, which
+    // carry the event reader and the stream.
+    let encode = move || {
+        // `ConnectionsBody`'s shape, encoded from the view's records without copying them.
+        #[derive(Serialize)]
+        struct Body<'a> {
+            connections: Vec<&'a ConnRecord>,
+        }
+        let body = Body {
+            connections: s
+                .conns
+                .iter()
+                .filter(|c| f.matches(c, &s.judged.flagged))
+                .take(f.limit)
+                .map(AsRef::as_ref)
+                .collect(),
+        };
+        json_response(&body)
     };
-    drop(s);
-    Ok(json_response(&body))
+    let encoded = tokio::task::spawn_blocking(encode).await;
+    Ok(encoded.unwrap_or_else(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding connections: {e}\n"),
+        )
+            .into_response()
+    }))
 }
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.view();
     Ok(json_response(&findings_body(&s, &f, mono_now())))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = IncidentFilter::from_query(q)?;
-    let body = incidents_body(&*app.shared.lock().await, &f);
+    let body = incidents_body(&app.hub.view(), &f);
     Ok(json_response(&body))
 }
 
@@ -255,8 +275,8 @@ async fn stream(
     q: RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
     no_params(q)?;
-    let sub = app.frames.subscribe(&app.shared).await;
-    let events = futures_util::stream::unfold((sub, app.shared), |(mut sub, shared)| async move {
+    let sub = app.frames.subscribe(&app.hub).await;
+    let events = futures_util::stream::unfold((sub, app.hub), |(mut sub, hub)| async move {
         // Finding and incident changes first, then connection deltas.
         let (got, conn) = tokio::select! {
             biased;
@@ -269,7 +289,7 @@ async fn stream(
                 Event::default().json_data(StreamEvent::Lagged { missed, conn_only })
             }
             Err(RecvError::Lagged(missed)) => {
-                shared.lock().await.stats.stream_lagged += missed;
+                hub.add_lagged(missed);
                 Event::default().json_data(StreamEvent::Lagged {
                     missed,
                     conn_only: conn,
@@ -277,7 +297,7 @@ async fn stream(
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((ev, (sub, shared)))
+        Some((ev, (sub, hub)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }

@@ -1,12 +1,12 @@
 //! The bodies of `/api/v1/findings` and `/api/v1/incidents` (types of
-//! `tcpwatch_core::api`), built from the daemon's state, and the incidents' query filter.
+//! `tcpwatch_core::api`), built from the published view, and the incidents' query filter.
 use serde::Serialize;
 use tcpwatch_core::api::IncidentsBody;
 use tcpwatch_core::incident::{Incident, IncidentKind};
 use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Severity, Subject};
 
 use crate::serve::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
-use crate::state::Shared;
+use crate::view::View;
 
 /// Filters of `/api/v1/incidents`.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,14 +35,16 @@ impl IncidentFilter {
 }
 
 /// `GET /api/v1/incidents`: the open incidents (worst first) and the recently resolved ones.
-pub fn incidents_body(s: &Shared, f: &IncidentFilter) -> IncidentsBody {
-    let open =
-        crate::serve::metrics::incidents::worst_first(&s.incidents.open().collect::<Vec<_>>());
+pub fn incidents_body(s: &View, f: &IncidentFilter) -> IncidentsBody {
+    let open = crate::serve::metrics::incidents::worst_first(
+        &s.judged.incidents_open.iter().collect::<Vec<_>>(),
+    );
     IncidentsBody {
         open: open.into_iter().filter(|i| f.matches(i)).cloned().collect(),
         recently_resolved: s
-            .incidents
-            .recently_resolved()
+            .judged
+            .incidents_resolved
+            .iter()
             .filter(|i| f.matches(i))
             .cloned()
             .collect(),
@@ -68,7 +70,7 @@ pub struct FindingsView<'a> {
     pub recently_resolved: Vec<FindingView<'a>>,
 }
 
-fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
+fn view<'a>(s: &'a View, f: &Finding, now: MonoNs) -> FindingView<'a> {
     let cookie = match &f.subject {
         Subject::Connection { netns, .. }
         | Subject::Listener { netns, .. }
@@ -80,29 +82,28 @@ fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
         reason = "an age in ns fits f64 well enough to show"
     )]
     let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
-    let mut finding = f.clone();
-    if finding.incident_id.is_none() {
-        finding.incident_id = s.incidents.incident_of(&f.id).map(str::to_owned);
-    }
+    // (The view's findings carry their incident's id already.)
     FindingView {
-        finding,
+        finding: f.clone(),
         netns_name: s.netns_names.get(&cookie).map(String::as_str),
         since_seconds_ago,
     }
 }
 
 /// The findings body at `now`, each open finding carrying its open incident's id.
-pub fn findings_body<'a>(s: &'a Shared, f: &FindingFilter, now: MonoNs) -> FindingsView<'a> {
+pub fn findings_body<'a>(s: &'a View, f: &FindingFilter, now: MonoNs) -> FindingsView<'a> {
     FindingsView {
         open: s
-            .detectors
-            .open()
+            .judged
+            .findings_open
+            .iter()
             .filter(|x| f.matches(x))
             .map(|x| view(s, x, now))
             .collect(),
         recently_resolved: s
-            .detectors
-            .recently_resolved()
+            .judged
+            .findings_resolved
+            .iter()
             .filter(|x| f.matches(x))
             .map(|x| view(s, x, now))
             .collect(),
