@@ -212,3 +212,37 @@ impl Publisher {
         self.tx.send_replace(Arc::new(v))
     }
 }
+
+/// A daemon state that tests change under its lock and whose view they publish on demand.
+#[cfg(test)]
+#[derive(Clone)]
+pub struct Live(
+    Arc<(
+        tokio::sync::Mutex<Shared>,
+        tokio::sync::Mutex<Publisher>,
+        Hub,
+    )>,
+);
+
+#[cfg(test)]
+impl Live {
+    pub fn new(s: Shared) -> Self {
+        let (publisher, hub) = Publisher::new(&s);
+        Self(Arc::new((
+            tokio::sync::Mutex::new(s),
+            tokio::sync::Mutex::new(publisher),
+            hub,
+        )))
+    }
+
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, Shared> {
+        self.0.0.lock().await
+    }
+
+    /// Publishes the current state (judged afresh) and returns the readers' hub.
+    pub async fn hub(&self) -> Hub {
+        let s = self.0.0.lock().await;
+        self.0.1.lock().await.publish(&s, true);
+        self.0.2.clone()
+    }
+}

@@ -138,52 +138,36 @@ fn stream_ports(port: u16) -> std::sync::mpsc::Receiver<(u16, Instant)> {
     rx
 }
 
-#[test]
-fn slow_reader_of_twenty_thousand_connections_does_not_delay_events() {
-    if !privileged() {
-        return;
-    }
-    raise_nofile(CLIENTS as u64 + 1000);
-    let ns = Netns::new("slowrd");
+/// `CLIENTS` connections to a listener of `ns` that never accepts (checked with `ss`).
+fn crowd(ns: &Netns) -> (Vec<TcpStream>, socket2::Socket, SocketAddr) {
     ns.sysctl("net.core.somaxconn", "65535");
     ns.sysctl("net.ipv4.tcp_max_syn_backlog", "65535");
-    let (_crowd, crowd_addr) = listener(&ns, 65535);
+    let (listening, addr) = listener(ns, 65535);
     let clients: Vec<TcpStream> = ns.enter(move || {
         (0..CLIENTS)
-            .map(|_| TcpStream::connect_timeout(&crowd_addr, Duration::from_secs(5)).unwrap())
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap())
             .collect()
     });
-    let established = ss(&ns).iter().filter(|r| r.state == "ESTAB").count();
-    assert_eq!(established, 2 * CLIENTS, "ss: both ends of every connection");
-    let (_probe, probe_addr) = listener(&ns, 4096);
-
-    // Sweeps only at start-up: the new connections reach the table through events only.
-    let d = Daemon::start(&["daemon.sweep_interval_ms=600000"]);
-    let in_table = wait_for(Duration::from_secs(60), || {
-        let v = json(d.port, &format!(
-            "/api/v1/connections?netns={}&state=ESTABLISHED&port={}&limit=100000",
-            ns.inode,
-            crowd_addr.port()
-        ));
-        let n = v["connections"].as_array().unwrap().len();
-        (n == 2 * CLIENTS).then_some(n)
-    });
+    let established = ss(ns).iter().filter(|r| r.state == "ESTAB").count();
     assert_eq!(
-        in_table,
-        Some(2 * CLIENTS),
-        "the daemon's table holds every connection ss lists"
+        established,
+        2 * CLIENTS,
+        "ss: both ends of every connection"
     );
+    (clients, listening, addr)
+}
 
-    // The reader fetches everything and reads it slowly, again and again; meanwhile new
-    // connections are made every 50 ms, each looked for on the event stream. The window
-    // covers whole fetches (the daemon preparing the answer, then the client trickling it in):
-    // it lasts until the reader has read for 3 s after its first answer began.
-    // The stream is live once it carries a connection made after subscribing.
-    let seen = stream_ports(d.port);
+/// The event stream, once it carries a connection made after subscribing.
+fn live_stream(
+    port: u16,
+    ns: &Netns,
+    probe_addr: SocketAddr,
+) -> (std::sync::mpsc::Receiver<(u16, Instant)>, Vec<TcpStream>) {
+    let seen = stream_ports(port);
     let warm_up = Instant::now();
     let mut warm = Vec::new();
     let live = loop {
-        let c = connect(&ns, probe_addr);
+        let c = connect(ns, probe_addr);
         let cport = c.local_addr().unwrap().port();
         warm.push(c);
         let got = std::iter::from_fn(|| seen.recv_timeout(Duration::from_millis(500)).ok())
@@ -194,32 +178,94 @@ fn slow_reader_of_twenty_thousand_connections_does_not_delay_events() {
     };
     assert!(live, "the event stream carries new connections");
     while seen.try_recv().is_ok() {}
+    (seen, warm)
+}
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let answers = Arc::new(AtomicU64::new(0));
-    let read_bytes = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (stop, answers, read_bytes, port) =
-            (stop.clone(), answers.clone(), read_bytes.clone(), d.port);
-        std::thread::spawn(move || {
+/// A client that fetches every connection and reads the answer slowly, again and again.
+struct Reader {
+    stop: Arc<AtomicBool>,
+    /// 200 answers begun.
+    answers: Arc<AtomicU64>,
+    read_bytes: Arc<AtomicU64>,
+    /// The status line of each answer.
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Reader {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(AtomicU64::new(0));
+        let read_bytes = Arc::new(AtomicU64::new(0));
+        let (s, a, r) = (stop.clone(), answers.clone(), read_bytes.clone());
+        let thread = std::thread::spawn(move || {
             let mut heads = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let (n, head) = slow_read(port, Duration::from_secs(3), &answers);
-                read_bytes.fetch_add(n, Ordering::Relaxed);
+            while !s.load(Ordering::Relaxed) {
+                let (n, head) = slow_read(port, Duration::from_secs(3), &a);
+                r.fetch_add(n, Ordering::Relaxed);
                 heads.push(head.lines().next().unwrap_or("").to_owned());
             }
             heads
-        })
-    };
-    // Probes at a fixed rate, whatever the daemon does: the share of late events is the share
-    // of time the event path is held up.
+        });
+        Self {
+            stop,
+            answers,
+            read_bytes,
+            thread,
+        }
+    }
+
+    /// Stops; the status lines and the bytes read.
+    fn stop(self) -> (Vec<String>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let heads = self.thread.join().unwrap();
+        (heads, self.read_bytes.load(Ordering::Relaxed))
+    }
+}
+
+#[test]
+fn slow_reader_of_twenty_thousand_connections_does_not_delay_events() {
+    if !privileged() {
+        return;
+    }
+    raise_nofile(CLIENTS as u64 + 1000);
+    let ns = Netns::new("slowrd");
+    let (clients, _crowd, crowd_addr) = crowd(&ns);
+    let (_probe, probe_addr) = listener(&ns, 4096);
+
+    // Sweeps only at start-up: the new connections reach the table through events only.
+    let d = Daemon::start(&["daemon.sweep_interval_ms=600000"]);
+    let in_table = wait_for(Duration::from_mins(1), || {
+        let v = json(
+            d.port,
+            &format!(
+                "/api/v1/connections?netns={}&state=ESTABLISHED&port={}&limit=100000",
+                ns.inode,
+                crowd_addr.port()
+            ),
+        );
+        let n = v["connections"].as_array().unwrap().len();
+        (n == 2 * CLIENTS).then_some(n)
+    });
+    assert_eq!(
+        in_table,
+        Some(2 * CLIENTS),
+        "the daemon's table holds every connection ss lists"
+    );
+    let (seen, _warm) = live_stream(d.port, &ns, probe_addr);
+
+    // The reader fetches everything and reads it slowly, again and again. Meanwhile a new
+    // connection is made every 50 ms, whatever the daemon does (so the share of late events is
+    // the share of time the event path is held up), and looked for on the event stream. The
+    // window covers whole fetches (the daemon preparing the answer, then the client trickling
+    // it in): it lasts until the reader has read for 3 s after its first answer began.
+    let reader = Reader::start(d.port);
     let mut probes: Vec<(u16, Instant)> = Vec::new();
     let mut keep = Vec::new();
     let t_all = Instant::now();
     let mut answered_at = None;
     let mut next = t_all;
-    while t_all.elapsed() < Duration::from_secs(60) {
-        if answered_at.is_none() && answers.load(Ordering::Relaxed) > 0 {
+    while t_all.elapsed() < Duration::from_mins(1) {
+        if answered_at.is_none() && reader.answers.load(Ordering::Relaxed) > 0 {
             answered_at = Some(Instant::now());
         }
         if answered_at.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
@@ -232,6 +278,7 @@ fn slow_reader_of_twenty_thousand_connections_does_not_delay_events() {
         next += PROBE_EVERY;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
+    let window = t_all.elapsed();
     // Events of the last probes may still be on their way: up to 5 s.
     let mut arrived = std::collections::HashMap::new();
     while let Ok((port, at)) = seen.recv_timeout(Duration::from_secs(5)) {
@@ -240,25 +287,28 @@ fn slow_reader_of_twenty_thousand_connections_does_not_delay_events() {
             break;
         }
     }
+    let (heads, read) = reader.stop();
     let mut lat: Vec<Duration> = probes
         .iter()
-        .map(|(p, t0)| arrived.get(p).map_or(Duration::MAX, |at| at.duration_since(*t0)))
+        .map(|(p, t0)| {
+            arrived
+                .get(p)
+                .map_or(Duration::MAX, |at| at.duration_since(*t0))
+        })
         .collect();
-    let window = t_all.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let heads = reader.join().unwrap();
-    let read = read_bytes.load(Ordering::Relaxed);
+    let late = lat
+        .iter()
+        .filter(|l| **l >= Duration::from_millis(100))
+        .count();
     eprintln!(
         "{} event-to-table latencies in {window:?} while a slow reader fetched every \
-         connection ({heads:?}, {read} bytes read): {lat:?}",
+         connection ({heads:?}, {read} bytes read), {late} later than 100 ms: {lat:?}",
         lat.len()
     );
     assert!(
         answered_at.is_some() && read > 0 && heads.iter().any(|h| h.starts_with("HTTP/1.1 200")),
         "the slow reader got a full listing within 60 s (else nothing was measured): {heads:?}"
     );
-    let late = lat.iter().filter(|l| **l >= Duration::from_millis(100)).count();
-    eprintln!("{late} of {} events later than 100 ms", lat.len());
     lat.sort();
     let median = lat[lat.len() / 2];
     let p90 = lat[lat.len() * 9 / 10];

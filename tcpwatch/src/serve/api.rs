@@ -166,9 +166,7 @@ impl ConnFilter {
                 .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
             && self.netns.is_none_or(|n| c.netns.inode == n)
             && self.owner.as_ref().is_none_or(|o| o.matches(c))
-            && self
-                .flagged
-                .is_none_or(|f| flagged.contains(&c.key) == f)
+            && self.flagged.is_none_or(|f| flagged.contains(&c.key) == f)
     }
 }
 

@@ -18,6 +18,7 @@
 //!
 //! Every route is GET only; bad query parameters get a 400 naming the parameter, unknown paths
 //! a 404, and a request that waits longer than [`REQUEST_TIMEOUT`] for its answer a 503.
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,8 +48,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 struct App {
     hub: Hub,
-    /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
-    top_k: usize,
+    /// The registry `/metrics` gathers: one long-lived [`crate::serve::metrics::SelfCollector`].
+    metrics: Arc<(
+        prometheus::Registry,
+        Arc<crate::serve::metrics::SelfCollector>,
+    )>,
     /// Stream events encoded once for all subscribers.
     frames: crate::serve::fanout::Frames,
 }
@@ -79,9 +83,17 @@ enum Paths {
 }
 
 fn routes(hub: Hub, cfg: &DaemonConfig, paths: Paths) -> Router {
+    let top_k = usize::try_from(cfg.top_k).unwrap_or(usize::MAX);
+    let collector = Arc::new(crate::serve::metrics::SelfCollector::new(
+        hub.clone(),
+        top_k,
+    ));
+    let registry = prometheus::Registry::new();
+    // An unchecked collector (no descriptors) always registers.
+    let _ = registry.register(Box::new(Registered(collector.clone())));
     let app = App {
         hub,
-        top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
+        metrics: Arc::new((registry, collector)),
         frames: crate::serve::fanout::Frames::default(),
     };
     let mut r = Router::new()
@@ -126,6 +138,20 @@ pub async fn serve(cfg: Config, hub: Hub) -> anyhow::Result<()> {
     crate::serve::run(specs, &cfg.http)
         .await
         .context("HTTP server failed")
+}
+
+/// The collector as the registry holds it (a registry owns its collectors; the scrape also
+/// asks the collector for its last error).
+struct Registered(Arc<crate::serve::metrics::SelfCollector>);
+
+impl prometheus::core::Collector for Registered {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 async fn timeout(req: Request, next: Next) -> Response {
@@ -214,9 +240,8 @@ fn json_response<T: Serialize>(v: &T) -> Response {
 
 async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    let reg = crate::serve::metrics::build(&app.hub.view(), app.top_k);
-    let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
-    Ok(match reg.and_then(|r| crate::serve::metrics::encode(&r)) {
+    let (registry, collector) = &*app.metrics;
+    Ok(match collector.scrape(registry) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -322,8 +347,9 @@ mod tests {
 
     use super::*;
     use crate::serve::metrics::tests::{evaluate_at, parse, shared_with, sock};
+    use crate::view::Live;
 
-    pub(super) fn fixture() -> Arc<Mutex<Shared>> {
+    pub(super) fn fixture() -> Live {
         let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
         cw.pid = 77;
         cw.comm = *b"stuckapp\0\0\0\0\0\0\0\0";
@@ -346,12 +372,12 @@ mod tests {
         ]);
         s.netns_names.insert(1, "blue".into());
         evaluate_at(&mut s, 60);
-        Arc::new(Mutex::new(s))
+        Live::new(s)
     }
 
-    pub(super) async fn get(shared: &Arc<Mutex<Shared>>, uri: &str) -> (StatusCode, String) {
+    pub(super) async fn get(shared: &Live, uri: &str) -> (StatusCode, String) {
         let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
-        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        let resp = router(shared.hub().await).oneshot(req).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -359,7 +385,7 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    async fn conns(shared: &Arc<Mutex<Shared>>, query: &str) -> Vec<ConnRecord> {
+    async fn conns(shared: &Live, query: &str) -> Vec<ConnRecord> {
         let (st, body) = get(shared, &format!("/api/v1/connections{query}")).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -423,7 +449,7 @@ mod tests {
             .uri("/api/v1/connections")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
@@ -462,7 +488,7 @@ mod tests {
             .uri("/metrics")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(
             resp.headers()[header::CONTENT_TYPE]
@@ -499,7 +525,7 @@ mod tests {
             .uri("/api/v1/stream")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh.clone()).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(
             resp.headers()[header::CONTENT_TYPE]
@@ -527,7 +553,7 @@ mod tests {
             first,
             "data: {\"type\":\"lagged\",\"missed\":10,\"conn_only\":true}\n\n"
         );
-        assert_eq!(sh.lock().await.stats.stream_lagged, 10);
+        assert_eq!(sh.hub().await.view().stats.stream_lagged, 10);
         let second = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
         assert!(
             second.starts_with("data: {\"type\":\"conn\",\"op\":\"remove\""),

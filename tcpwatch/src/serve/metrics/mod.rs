@@ -8,12 +8,14 @@ use std::collections::HashMap;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use tcpwatch_common::counter;
 use tcpwatch_core::k8s::short_id;
-use tcpwatch_core::model::{ConnKey, ConnRecord, Finding, FindingKind, Owner, Severity, Subject, TcpState};
+use tcpwatch_core::model::{
+    ConnKey, ConnRecord, Finding, FindingKind, Owner, Severity, Subject, TcpState,
+};
 
 use crate::view::View;
 
@@ -57,7 +59,7 @@ pub fn series_bound(top_k: usize) -> usize {
     let listeners = 2 * MAX_LISTENER_PORTS; // backlog + limit
     let findings = FindingKind::ALL.len() * SEVERITIES.len();
     // events_received, events_malformed, kernel_events_submitted, ringbuf_dropped,
-    // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
+    // kernel_map_full{map="socks"}, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
     // alertmanager_alerts_sent, alertmanager_alerts_failed,
     // sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
@@ -65,7 +67,7 @@ pub fn series_bound(top_k: usize) -> usize {
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
     // kubernetes_api_errors, kubernetes_pods
     let features = MAX_FEATURE_SERIES;
-    let self_metrics = 30 + MAX_ATTACHED_SERIES;
+    let self_metrics = 29 + MAX_ATTACHED_SERIES;
     states
         + features
         + netns
@@ -77,13 +79,20 @@ pub fn series_bound(top_k: usize) -> usize {
         + findings
         + self_metrics
         + endpoints::SERIES
+        + owners::SERIES
         + top_k
         + crate::serve::metrics::incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
 
+mod collector;
 mod endpoints;
 pub mod incidents;
+mod owners;
+
+pub use collector::SelfCollector;
+#[cfg(test)]
+pub(crate) use collector::{build, encode};
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
@@ -130,34 +139,6 @@ impl Builder {
     }
 }
 
-/// Builds the registry of one scrape from a published view (no lock is involved).
-pub fn build(s: &View, top_k: usize) -> prometheus::Result<Registry> {
-    let b = Builder {
-        reg: Registry::new(),
-    };
-    connections(&b, s)?;
-    pods(&b, s)?;
-    findings(&b, s, top_k)?;
-    crate::serve::metrics::incidents::incidents(
-        &b,
-        &crate::serve::metrics::incidents::IncidentFacts::of(s),
-        top_k,
-    )?;
-    kernel(&b, s)?;
-    daemon(&b, s)?;
-    table(&b, s)?;
-    programs(&b, s)?;
-    endpoints::endpoints(&b, s)?;
-    Ok(b.reg)
-}
-
-/// Encodes a registry in the text format.
-pub fn encode(reg: &Registry) -> prometheus::Result<String> {
-    let mut buf = Vec::new();
-    TextEncoder::new().encode(&reg.gather(), &mut buf)?;
-    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
-}
-
 /// Socket counts by state and namespace, the Send-Q histogram and listener backlogs.
 fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let mut by_state: HashMap<TcpState, i64> =
@@ -176,7 +157,7 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
         )
         .buckets(SEND_QUEUE_BUCKETS.to_vec()),
     )?)?;
-    for c in sh.conns.iter() {
+    for c in &sh.conns {
         *by_state.entry(c.state).or_default() += 1;
         by_netns
             .entry(c.netns.cookie)
@@ -256,7 +237,7 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
 /// Sockets by the pod of their owner (pods whose name is known), the largest 100 pods.
 fn pods(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let mut by_pod: HashMap<(&str, &str), i64> = HashMap::new();
-    for c in sh.conns.iter() {
+    for c in &sh.conns {
         if let Some(p) = c.owner.as_ref().and_then(|o| o.pod.as_ref())
             && !p.name.is_empty()
         {
@@ -360,7 +341,8 @@ fn findings(b: &Builder, s: &View, top_k: usize) -> prometheus::Result<()> {
             } => (key, netns, local, String::new(), owner),
             Subject::Port { .. } | Subject::Peer { .. } => continue,
         };
-        let (comm, pod_ns, pod_name, container) = owner_labels(owner.as_ref(), flagged_recs.get(key).copied());
+        let (comm, pod_ns, pod_name, container) =
+            owner_labels(owner.as_ref(), flagged_recs.get(key).copied());
         let labels = [
             f.kind.name(),
             f.severity.name(),
