@@ -1,10 +1,10 @@
 //! The daemon: loads the programs, reads state events as they come, sweeps every namespace
 //! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
-//! API. The event reader and the sweep loop feed the same [`Shared`] state; after each event
-//! batch (coalesced) and each sweep a [`crate::view::View`] of it is published, and everything
-//! that reads (API, `/metrics`) reads that view, never the lock.
+//! API. The event reader and the sweep loop feed the same [`Shared`] state; after each sweep,
+//! and when a reader asks after events, a [`crate::view::View`] of it is published, and
+//! everything that reads (API, `/metrics`) reads that view, never the lock.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,7 +17,7 @@ use tcpwatch_core::model::FindingChange;
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tcpwatch_core::wall::WallClock;
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{Mutex, Notify, mpsc};
+use tokio::sync::{Mutex, mpsc};
 
 use crate::host::k8s::PodIndex;
 use crate::host::netns::Home;
@@ -25,7 +25,7 @@ use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
 use crate::state::{Shared, mono_now};
-use crate::view::Publisher;
+use crate::view::{Pending, Publisher};
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -107,39 +107,24 @@ const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
-/// Views published after event batches: at most one per this interval (a flood of events
-/// costs one table-sized list of references per interval, not per event).
+/// At most one view is published per this interval (a flood of events or of readers costs
+/// one table-sized list of references per interval at most).
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
 
-/// Asks for a view to be published; `judged`: the detectors ran since the last one.
-#[derive(Clone, Default)]
-pub struct PublishRequest {
-    wake: Arc<Notify>,
-    judged: Arc<AtomicBool>,
-}
-
-impl PublishRequest {
-    pub fn events(&self) {
-        self.wake.notify_one();
-    }
-
-    pub fn judged(&self) {
-        self.judged.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
-    }
-}
-
-/// Publishes a view whenever asked, at most once per [`PUBLISH_EVERY`]: the first request
-/// after a quiet spell is published at once, the requests during the following interval
-/// together once at its end. The lock is held only to take the list of references; the old
-/// view is released after it.
-async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher, req: PublishRequest) {
+/// Publishes a view whenever asked (after a sweep, or by a reader when events arrived since
+/// the last view), at most once per [`PUBLISH_EVERY`]: the first request after a quiet spell
+/// is served at once, the requests during the following interval together at its end. The
+/// lock is held only to take the list of references; the old view is released after it.
+async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher) {
+    let pending = publisher.pending();
     loop {
-        req.wake.notified().await;
+        pending.wake.notified().await;
         let started = tokio::time::Instant::now();
-        let judged = req.judged.swap(false, Ordering::Relaxed);
+        let judged = pending.judged.swap(false, Ordering::Relaxed);
         let old = {
             let s = shared.lock().await;
+            // Cleared under the lock: events applied after this are not in the view.
+            pending.events.store(false, Ordering::Relaxed);
             publisher.publish(&s, judged)
         };
         drop(old);
@@ -150,7 +135,7 @@ async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher, req
 async fn read_events(
     ring: RingBuf<MapData>,
     shared: Arc<Mutex<Shared>>,
-    publish: PublishRequest,
+    pending: Arc<Pending>,
 ) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
     // lives; the AsyncFd owns the ring buffer.
@@ -178,7 +163,7 @@ async fn read_events(
             s.apply_event(&ev);
         }
         drop(s);
-        publish.events();
+        pending.events();
     }
 }
 
@@ -332,8 +317,8 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let shared = new_shared(&cfg, &kernel, clock);
     let (publisher, hub) = Publisher::new(&shared);
     let shared = Arc::new(Mutex::new(shared));
-    let publish = PublishRequest::default();
-    tokio::spawn(publish_views(shared.clone(), publisher, publish.clone()));
+    let pending = publisher.pending();
+    tokio::spawn(publish_views(shared.clone(), publisher));
 
     // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.
     let (tx, mut rx) = mpsc::channel::<SweepBatch>(1);
@@ -346,7 +331,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
             }
         })
         .context("starting the sweeper thread")?;
-    let events = tokio::spawn(read_events(ring, shared.clone(), publish.clone()));
+    let events = tokio::spawn(read_events(ring, shared.clone(), pending.clone()));
     let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), hub));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
@@ -362,7 +347,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
                 on_sweep(&batch, &shared, &mut owners, &pods, alerts.as_ref()).await;
-                publish.judged();
+                pending.judged();
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

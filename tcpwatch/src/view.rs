@@ -1,5 +1,6 @@
 //! The published view: an immutable, typed copy of what the API, `/metrics` and `tcpwatch
-//! top` read, swapped in whole after every sweep and every (coalesced) event batch. Readers
+//! top` read, swapped in whole after every sweep, and after event batches when a reader asks
+//! for one (at most one per 50 ms). Readers
 //! take the current `Arc<View>` and never touch the daemon's lock, so a slow reader (a client
 //! reading 100 000 records at a trickle, a big scrape) cannot delay the event reader or the
 //! sweep.
@@ -9,7 +10,8 @@
 //! change only when the detectors run (after a sweep) and are copied then, not per event.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use tcpwatch_common::counter;
 use tcpwatch_core::api::StreamEvent;
@@ -17,7 +19,7 @@ use tcpwatch_core::endpoints::EndpointFacts;
 use tcpwatch_core::incident::{Incident, IncidentKind};
 use tcpwatch_core::model::{ConnKey, ConnRecord, Finding, NetnsInfo};
 use tcpwatch_core::table::TableStats;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use crate::host::owners::OwnerStats;
 use crate::kernel::Attached;
@@ -148,7 +150,36 @@ pub struct Publisher {
     judged: Arc<Judged>,
     startup: Arc<Startup>,
     lagged: Arc<AtomicU64>,
+    pending: Arc<Pending>,
 }
+
+/// What the published view lacks, and the publisher's wake-up.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub wake: Notify,
+    /// Events were applied since the last view: the next reader asks for a new one.
+    pub events: AtomicBool,
+    /// The detectors ran since the last view.
+    pub judged: AtomicBool,
+}
+
+impl Pending {
+    /// After an event batch: the view is renewed when a reader next asks (events alone cost
+    /// nothing while nobody reads).
+    pub fn events(&self) {
+        self.events.store(true, Ordering::Relaxed);
+    }
+
+    /// After a sweep: publish now.
+    pub fn judged(&self) {
+        self.judged.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
+/// Longest a reader waits for a view with the latest events (the publisher needs the lock,
+/// which a sweep may hold); past it, the reader answers from the view it has.
+const FRESH_WAIT: Duration = Duration::from_secs(1);
 
 /// The readers' side (HTTP handlers, `/metrics`): the current view, the live stream's
 /// channels, and the stream's lag counter. Cloning it is cheap.
@@ -158,6 +189,7 @@ pub struct Hub {
     pub stream: broadcast::Sender<StreamEvent>,
     pub changes: broadcast::Sender<StreamEvent>,
     lagged: Arc<AtomicU64>,
+    pending: Arc<Pending>,
 }
 
 impl Hub {
@@ -165,6 +197,20 @@ impl Hub {
     #[must_use]
     pub fn view(&self) -> Arc<View> {
         self.view.borrow().clone()
+    }
+
+    /// A view with every event applied so far: the current one, or (when events arrived since
+    /// it) the next one, asked of the publisher (at most one per 50 ms, whatever the number of
+    /// readers).
+    pub async fn fresh(&self) -> Arc<View> {
+        if !self.pending.events.load(Ordering::Relaxed) {
+            return self.view();
+        }
+        let mut rx = self.view.clone();
+        rx.mark_unchanged();
+        self.pending.wake.notify_one();
+        let _ = tokio::time::timeout(FRESH_WAIT, rx.changed()).await;
+        rx.borrow().clone()
     }
 
     /// Counts stream events lost by a slow subscriber (in the next view's
@@ -181,6 +227,7 @@ impl Publisher {
         let judged = Arc::new(Judged::of(s));
         let startup = Arc::new(Startup::of(s));
         let lagged = Arc::new(AtomicU64::new(0));
+        let pending = Arc::new(Pending::default());
         let first = View::build(s, judged.clone(), startup.clone(), 0);
         let (tx, view) = watch::channel(Arc::new(first));
         let hub = Hub {
@@ -188,6 +235,7 @@ impl Publisher {
             stream: s.stream.clone(),
             changes: s.changes.clone(),
             lagged: lagged.clone(),
+            pending: pending.clone(),
         };
         (
             Self {
@@ -195,9 +243,16 @@ impl Publisher {
                 judged,
                 startup,
                 lagged,
+                pending,
             },
             hub,
         )
+    }
+
+    /// The flags the event reader and the sweep loop set.
+    #[must_use]
+    pub fn pending(&self) -> Arc<Pending> {
+        self.pending.clone()
     }
 
     /// Publishes the state of `s`. `judged`: the detectors ran since the last publish (their

@@ -179,7 +179,7 @@ async fn healthz(q: RawQuery) -> Result<&'static str, BadRequest> {
 
 async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, String), BadRequest> {
     no_params(q)?;
-    let s = app.hub.view();
+    let s = app.hub.fresh().await;
     let kernel = s
         .startup
         .features
@@ -199,7 +199,7 @@ async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, Stri
 /// What is attached and how, the last sweep's problems and the daemon's counters.
 async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    let s = app.hub.view();
+    let s = app.hub.fresh().await;
     let j = &s.judged;
     let mut by_kind = serde_json::Map::new();
     for k in tcpwatch_core::incident::IncidentKind::ALL {
@@ -240,6 +240,8 @@ fn json_response<T: Serialize>(v: &T) -> Response {
 
 async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
+    // The collector reads the current view: make it one with every event applied.
+    app.hub.fresh().await;
     let (registry, collector) = &*app.metrics;
     Ok(match collector.scrape(registry) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
@@ -253,7 +255,7 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
-    let s = app.hub.view();
+    let s = app.hub.fresh().await;
     // Encoding up to 100 000 records is CPU work: off the runtime's worker threads, which
     // carry the event reader and the stream.
     let encode = move || {
@@ -285,13 +287,13 @@ async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, Ba
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
-    let s = app.hub.view();
+    let s = app.hub.fresh().await;
     Ok(json_response(&findings_body(&s, &f, mono_now())))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = IncidentFilter::from_query(q)?;
-    let body = incidents_body(&app.hub.view(), &f);
+    let body = incidents_body(&*app.hub.fresh().await, &f);
     Ok(json_response(&body))
 }
 
