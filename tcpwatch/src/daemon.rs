@@ -109,7 +109,7 @@ const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
 /// At most one view is published per this interval (a flood of events or of readers costs
 /// one table-sized list of references per interval at most).
-const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+const PUBLISH_EVERY: Duration = Duration::from_millis(25);
 
 /// Publishes a view whenever asked (after a sweep, or by a reader when events arrived since
 /// the last view), at most once per [`PUBLISH_EVERY`]: the first request after a quiet spell

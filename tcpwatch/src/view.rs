@@ -1,6 +1,6 @@
 //! The published view: an immutable, typed copy of what the API, `/metrics` and `tcpwatch
 //! top` read, swapped in whole after every sweep, and after event batches when a reader asks
-//! for one (at most one per 50 ms). Readers
+//! for one (at most one per 25 ms). Readers
 //! take the current `Arc<View>` and never touch the daemon's lock, so a slow reader (a client
 //! reading 100 000 records at a trickle, a big scrape) cannot delay the event reader or the
 //! sweep.
@@ -200,7 +200,7 @@ impl Hub {
     }
 
     /// A view with every event applied so far: the current one, or (when events arrived since
-    /// it) the next one, asked of the publisher (at most one per 50 ms, whatever the number of
+    /// it) the next one, asked of the publisher (at most one per 25 ms, whatever the number of
     /// readers).
     pub async fn fresh(&self) -> Arc<View> {
         if !self.pending.events.load(Ordering::Relaxed) {
