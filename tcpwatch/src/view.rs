@@ -103,6 +103,8 @@ pub struct View {
     pub owner_stats: OwnerStats,
     pub last_sweep_errors: Vec<String>,
     pub ready: bool,
+    /// `exposure.threshold_seconds`, for `/api/v1/exposure`.
+    pub exposure_threshold_s: u64,
 }
 
 impl View {
@@ -129,7 +131,20 @@ impl View {
             owner_stats: s.owner_stats,
             last_sweep_errors: s.last_sweep_errors.clone(),
             ready: s.ready,
+            exposure_threshold_s: s.exposure_threshold_s,
         }
+    }
+}
+
+impl View {
+    /// The exposure audit of the view's connections (`GET /api/v1/exposure`, `/metrics`).
+    #[must_use]
+    pub fn exposure(&self) -> tcpwatch_core::api::ExposureBody {
+        tcpwatch_core::exposure::audit(
+            self.conns.iter().map(AsRef::as_ref),
+            &self.netns,
+            self.exposure_threshold_s,
+        )
     }
 }
 

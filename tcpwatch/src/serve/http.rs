@@ -8,6 +8,7 @@
 //! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::serve::api::ConnFilter`] |
 //! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
 //! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
+//! | `GET /api/v1/exposure` | `ExposureBody`: the exposure audit per process and remote endpoint (`docs/exposure.md`); the filters of `/api/v1/connections` narrow the connections audited |
 //! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
 //! | `GET /api/v1/stream` | Server-Sent Events, one JSON `tcpwatch_core::api::StreamEvent` per event (`conn`, `finding`, `incident`, `lagged`) |
 //!
@@ -31,15 +32,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::Stream;
 use serde::Serialize;
-use tcpwatch_core::api::StreamEvent;
+use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
 use tcpwatch_core::model::ConnRecord;
+use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
 use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
-use crate::state::mono_now;
 use crate::view::Hub;
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
@@ -105,6 +106,7 @@ fn routes(hub: Hub, cfg: &DaemonConfig, paths: Paths) -> Router {
             .route("/api/v1/connections", get(connections))
             .route("/api/v1/findings", get(findings))
             .route("/api/v1/incidents", get(incidents))
+            .route("/api/v1/exposure", get(exposure))
             .route("/api/v1/status", get(status))
             .route("/api/v1/stream", get(stream));
     }
@@ -256,23 +258,20 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
     let s = app.hub.fresh().await;
-    // Encoding up to 100 000 records is CPU work: off the runtime's worker threads, which
-    // carry the event reader and the stream.
+    // Copying and encoding up to 100 000 records is CPU work: off the runtime's worker
+    // threads, which carry the event reader and the stream.
     let encode = move || {
-        // `ConnectionsBody`'s shape, encoded from the view's records without copying them.
-        #[derive(Serialize)]
-        struct Body<'a> {
-            connections: Vec<&'a ConnRecord>,
-        }
-        let body = Body {
+        let mut body = ConnectionsBody {
             connections: s
                 .conns
                 .iter()
                 .filter(|c| f.matches(c, &s.judged.flagged))
                 .take(f.limit)
-                .map(AsRef::as_ref)
+                .map(|c| ConnRecord::clone(c))
                 .collect(),
         };
+        drop(s);
+        body.fill_wall_times(&WallClock::now());
         json_response(&body)
     };
     let encoded = tokio::task::spawn_blocking(encode).await;
@@ -288,7 +287,22 @@ async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, Ba
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
     let s = app.hub.fresh().await;
-    Ok(json_response(&findings_body(&s, &f, mono_now())))
+    Ok(json_response(&findings_body(&s, &f, WallClock::now())))
+}
+
+async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    // The connection filters of /api/v1/connections narrow the connections audited.
+    let f = ConnFilter::from_query(q)?;
+    let s = app.hub.fresh().await;
+    let body = tcpwatch_core::exposure::audit(
+        s.conns
+            .iter()
+            .filter(|c| f.matches(c, &s.judged.flagged))
+            .map(AsRef::as_ref),
+        &s.netns,
+        s.exposure_threshold_s,
+    );
+    Ok(json_response(&body))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
@@ -337,6 +351,10 @@ mod fuzz;
 #[cfg(test)]
 #[path = "http_incidents_tests.rs"]
 mod incident_tests;
+
+#[cfg(test)]
+#[path = "http_times_tests.rs"]
+mod times_tests;
 
 #[cfg(test)]
 mod tests {

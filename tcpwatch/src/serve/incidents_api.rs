@@ -3,7 +3,8 @@
 use serde::Serialize;
 use tcpwatch_core::api::IncidentsBody;
 use tcpwatch_core::incident::{Incident, IncidentKind};
-use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Severity, Subject};
+use tcpwatch_core::model::{Finding, NS_PER_SEC, Severity, Subject};
+use tcpwatch_core::wall::WallClock;
 
 use crate::serve::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
 use crate::view::View;
@@ -70,7 +71,8 @@ pub struct FindingsView<'a> {
     pub recently_resolved: Vec<FindingView<'a>>,
 }
 
-fn view<'a>(s: &'a View, f: &Finding, now: MonoNs) -> FindingView<'a> {
+fn view<'a>(s: &'a View, f: &Finding, wall: &WallClock) -> FindingView<'a> {
+    let now = wall.mono;
     let cookie = match &f.subject {
         Subject::Connection { netns, .. }
         | Subject::Listener { netns, .. }
@@ -83,29 +85,32 @@ fn view<'a>(s: &'a View, f: &Finding, now: MonoNs) -> FindingView<'a> {
     )]
     let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
     // (The view's findings carry their incident's id already.)
+    let mut finding = f.clone();
+    finding.fill_wall_times(wall);
     FindingView {
-        finding: f.clone(),
+        finding,
         netns_name: s.netns_names.get(&cookie).map(String::as_str),
         since_seconds_ago,
     }
 }
 
-/// The findings body at `now`, each open finding carrying its open incident's id.
-pub fn findings_body<'a>(s: &'a View, f: &FindingFilter, now: MonoNs) -> FindingsView<'a> {
+/// The findings body at `wall`'s monotonic time, each open finding carrying its open
+/// incident's id and the wall-clock twins of its times.
+pub fn findings_body<'a>(s: &'a View, f: &FindingFilter, wall: WallClock) -> FindingsView<'a> {
     FindingsView {
         open: s
             .judged
             .findings_open
             .iter()
             .filter(|x| f.matches(x))
-            .map(|x| view(s, x, now))
+            .map(|x| view(s, x, &wall))
             .collect(),
         recently_resolved: s
             .judged
             .findings_resolved
             .iter()
             .filter(|x| f.matches(x))
-            .map(|x| view(s, x, now))
+            .map(|x| view(s, x, &wall))
             .collect(),
     }
 }

@@ -26,6 +26,7 @@ pub fn build(s: &View, top_k: usize) -> prometheus::Result<Registry> {
     programs(&b, s)?;
     super::endpoints::endpoints(&b, s)?;
     super::owners::owners(&b, s)?;
+    super::exposure::exposure(&b, &s.exposure(), top_k)?;
     Ok(b.reg)
 }
 
