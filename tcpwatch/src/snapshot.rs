@@ -17,7 +17,7 @@ use crate::host::netns::Home;
 use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::sweep_all;
 use crate::kernel::Kernel;
-use crate::state::mono_now;
+use crate::state::{Shared, mono_now};
 
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotArgs {
@@ -82,19 +82,19 @@ fn incident_lines(incidents: &[&Incident]) -> String {
     out
 }
 
-/// The connections `args` asks for, in `ss` order (namespace, state, addresses).
-fn selected<'a>(shared: &'a crate::state::Shared, args: &SnapshotArgs) -> Vec<&'a ConnRecord> {
-    let mut conns: Vec<&ConnRecord> = shared
-        .table
-        .iter()
-        .filter(|c| args.state.is_none_or(|s| c.state == s))
-        .filter(|c| {
-            args.port
-                .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
-        })
-        .collect();
-    conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
-    conns
+/// `tcpwatch snapshot --exposure`: the audit of the swept connections, as text or JSON.
+fn print_exposure(shared: &Shared, conns: &[&ConnRecord], json: bool) -> anyhow::Result<()> {
+    let report = tcpwatch_core::exposure::audit(
+        conns.iter().copied(),
+        &shared.netns,
+        shared.exposure_threshold_s,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", tcpwatch_core::exposure::render::text(&report));
+    }
+    Ok(())
 }
 
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
@@ -110,19 +110,18 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     shared.table.attach_owners(|ino| owners.get(ino));
     let _ = shared.evaluate(now, WallClock::now());
 
-    let conns = selected(&shared, args);
+    let mut conns: Vec<&ConnRecord> = shared
+        .table
+        .iter()
+        .filter(|c| args.state.is_none_or(|s| c.state == s))
+        .filter(|c| {
+            args.port
+                .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
+        })
+        .collect();
+    conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
     if args.exposure {
-        let report = tcpwatch_core::exposure::audit(
-            conns.iter().copied(),
-            &shared.netns,
-            shared.exposure_threshold_s,
-        );
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", tcpwatch_core::exposure::render::text(&report));
-        }
-        return Ok(());
+        return print_exposure(&shared, &conns, args.json);
     }
     let findings: Vec<Finding> = shared
         .detectors
