@@ -4,6 +4,7 @@
 pub mod api;
 pub mod btf;
 pub mod config;
+pub mod config_alertmanager;
 pub mod config_http;
 pub mod detect;
 pub mod endpoints;
