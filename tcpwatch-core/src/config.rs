@@ -531,7 +531,7 @@ impl AlertmanagerConfig {
             1000,
             86_400_000,
         )?;
-        crate::config_alertmanager::validate_access(self)
+        crate::config_alertmanager::validate_keys(self)
     }
 }
 
@@ -542,6 +542,7 @@ impl Config {
         check_known_keys(&table, &schema_sample(), "")?;
         let cfg = deserialize_table(&table)?;
         cfg.validate()?;
+        crate::config_alertmanager::validate_access(&cfg.alertmanager)?;
         Ok(cfg)
     }
 

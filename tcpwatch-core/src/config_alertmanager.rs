@@ -23,17 +23,36 @@ fn path(key: &str, v: Option<&String>) -> Result<bool, ConfigError> {
     }
 }
 
-/// Checks the TLS and credential keys against each other and against `url`.
-pub fn validate_access(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
-    let ca = path("alertmanager.ca_file", cfg.ca_file.as_ref())?;
-    let password = path(
+/// Checks each access key on its own (run after every `--set`).
+pub fn validate_keys(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
+    path("alertmanager.ca_file", cfg.ca_file.as_ref())?;
+    path(
         "alertmanager.basic_auth_password_file",
         cfg.basic_auth_password_file.as_ref(),
     )?;
-    let token = path(
+    path(
         "alertmanager.bearer_token_file",
         cfg.bearer_token_file.as_ref(),
     )?;
+    if let Some(user) = &cfg.basic_auth_user
+        && (user.is_empty() || user.contains(':'))
+    {
+        return Err(invalid(
+            "alertmanager.basic_auth_user",
+            format!("must be non-empty and without ':', got {user:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the TLS and credential keys against each other and against `url`. Run on a whole
+/// file and, by the daemon, once all `--set` overrides are applied (keys that go together can
+/// then be given one `--set` at a time).
+pub fn validate_access(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
+    validate_keys(cfg)?;
+    let ca = cfg.ca_file.is_some();
+    let password = cfg.basic_auth_password_file.is_some();
+    let token = cfg.bearer_token_file.is_some();
     if ca
         && let Some(url) = &cfg.url
         && !url.starts_with("https://")
@@ -47,14 +66,7 @@ pub fn validate_access(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
         ));
     }
     match (&cfg.basic_auth_user, password) {
-        (Some(user), true) => {
-            if user.is_empty() || user.contains(':') {
-                return Err(invalid(
-                    "alertmanager.basic_auth_user",
-                    format!("must be non-empty and without ':', got {user:?}"),
-                ));
-            }
-        }
+        (Some(_), true) | (None, false) => {}
         (Some(_), false) => {
             return Err(invalid(
                 "alertmanager.basic_auth_password_file",
@@ -67,7 +79,6 @@ pub fn validate_access(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
                 "unset, but alertmanager.basic_auth_password_file is set (basic auth needs both)",
             ));
         }
-        (None, false) => {}
     }
     if token && password {
         return Err(invalid(
@@ -81,6 +92,7 @@ pub fn validate_access(cfg: &AlertmanagerConfig) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
+    use super::validate_access;
     use crate::config::Config;
 
     fn err(text: &str) -> String {
@@ -111,6 +123,20 @@ mod tests {
         c.apply_override("alertmanager.ca_file", "\"/ca.pem\"")
             .unwrap();
         assert_eq!(c.alertmanager.ca_file.as_deref(), Some("/ca.pem"));
+        // Keys that go together are given one override at a time; the pair is checked once
+        // all are applied.
+        c.apply_override("alertmanager.basic_auth_user", "\"u\"")
+            .unwrap();
+        assert!(validate_access(&c.alertmanager).is_err());
+        c.apply_override("alertmanager.basic_auth_password_file", "\"/pw\"")
+            .unwrap();
+        c.apply_override("alertmanager.url", "\"https://am\"")
+            .unwrap();
+        validate_access(&c.alertmanager).unwrap();
+        let e = c
+            .apply_override("alertmanager.basic_auth_user", "\"a:b\"")
+            .unwrap_err();
+        assert_eq!(e.key(), Some("alertmanager.basic_auth_user"));
     }
 
     #[test]

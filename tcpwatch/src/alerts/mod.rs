@@ -39,7 +39,9 @@ use tcpwatch_core::model::{
 };
 use tokio::sync::mpsc;
 
-pub use crate::alerts::http::{Client, Endpoint};
+pub use crate::alerts::http::Client;
+#[cfg(test)]
+use crate::alerts::http::Endpoint;
 use crate::alerts::incidents::{incident_annotations, incident_labels};
 use crate::state::mono_now;
 
@@ -178,6 +180,7 @@ impl AlertSender {
 /// (the URL's form, `ca_file`, the credential files). Called at startup so that these are
 /// configuration errors.
 pub fn check_config(cfg: &AlertmanagerConfig) -> anyhow::Result<()> {
+    tcpwatch_core::config_alertmanager::validate_access(cfg)?;
     if cfg.url.is_some() {
         Client::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
     }
