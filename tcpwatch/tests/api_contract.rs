@@ -25,27 +25,27 @@ use support::{Daemon, Netns, connect, listener, privileged, wait_for};
 use tcpwatch_core::api::{ConnectionsBody, FindingsBody, IncidentsBody, StreamEvent};
 use tcpwatch_top::client;
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_mins(1);
 /// Fields of a finding that `/api/v1/findings` adds for people, outside the typed contract.
 const FINDING_EXTRAS: [&str; 2] = ["netns_name", "since_seconds_ago"];
 
 /// The first place where two JSON values differ, as a path (`open[0].subject.local`).
 fn first_difference(path: &str, raw: &Value, typed: &Value) -> Option<String> {
     match (raw, typed) {
-        (Value::Object(a), Value::Object(b)) => {
-            for k in a.keys().chain(b.keys()) {
-                let p = format!("{path}.{k}");
-                match (a.get(k), b.get(k)) {
+        (Value::Object(sent), Value::Object(kept)) => {
+            for key in sent.keys().chain(kept.keys()) {
+                let here = format!("{path}.{key}");
+                match (sent.get(key), kept.get(key)) {
                     (Some(x), Some(y)) => {
-                        if let Some(d) = first_difference(&p, x, y) {
-                            return Some(d);
+                        if let Some(diff) = first_difference(&here, x, y) {
+                            return Some(diff);
                         }
                     }
                     (Some(x), None) => {
-                        return Some(format!("{p}: sent by the daemon ({x}), lost by top"));
+                        return Some(format!("{here}: sent by the daemon ({x}), lost by top"));
                     }
                     (None, Some(y)) => {
-                        return Some(format!("{p}: not sent by the daemon, top made up {y}"));
+                        return Some(format!("{here}: not sent by the daemon, top made up {y}"));
                     }
                     (None, None) => {}
                 }
@@ -94,9 +94,9 @@ fn strip_finding_extras(v: &mut Value) {
 }
 
 /// Reads `/api/v1/stream` through top's client on a thread; sends each event's raw data.
-fn stream_reader(addr: String) -> mpsc::Receiver<String> {
+fn stream_reader(addr: &str) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let mut sse = client::open_stream(&addr).unwrap();
+    let mut sse = client::open_stream(addr).unwrap();
     std::thread::spawn(move || {
         while let Ok(Some(data)) = sse.next_data() {
             if tx.send(data).is_err() {
@@ -115,7 +115,7 @@ fn top_client_round_trips_every_body_and_stream_event_losslessly() {
     let d = Daemon::start(&["detectors.close_wait.threshold_seconds=2"]);
     let t0 = Instant::now();
     let addr = format!("127.0.0.1:{}", d.port);
-    let events = stream_reader(addr.clone());
+    let events = stream_reader(&addr);
 
     // A CLOSE_WAIT leak in a namespace of the test: connection deltas, findings and an
     // incident on the stream and in the bodies.

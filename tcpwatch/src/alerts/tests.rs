@@ -348,9 +348,10 @@ pub(super) async fn fake_am(status: u16) -> (u16, tokio::task::JoinHandle<String
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then_some(v.trim())
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then_some(value.trim())
                     })
                     .unwrap()
                     .parse()
