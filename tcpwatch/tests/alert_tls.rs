@@ -8,8 +8,9 @@
 //!
 //! A `CLOSE_WAIT` leak in a namespace of the test is one incident; its alert must appear in each
 //! Alertmanager's own API (queried with the CA, with the credentials). A third daemon with a
-//! wrong password must count its pushes as failed (`tcpwatch_alertmanager_alerts_failed_total`)
-//! and log one clear error naming the URL and the keys to check, never the password.
+//! wrong password, and a fourth without the CA, must count their pushes as failed
+//! (`tcpwatch_alertmanager_alerts_failed_total`) and log one clear error naming the URL, the
+//! cause and the keys to check, never the password.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -398,42 +399,31 @@ fn start_alertmanagers(tmp: &TempDir) -> (Am, Am) {
     (am_tls, am_auth)
 }
 
-/// The daemon with the wrong password: every push refused, counted as failed, logged once,
-/// clearly, and no password in any daemon's log.
-fn check_wrong_password(d_wrong: &LoggedDaemon, am_auth: &Am, others: &[&LoggedDaemon]) {
-    // The wrong password: every push refused, counted as failed, logged once, clearly.
+/// A daemon whose pushes `am` refuses: counted as failed (none sent), logged once per
+/// failure streak with the URL and every one of `wants` (the cause, the keys to check).
+fn check_refused(d: &LoggedDaemon, am: &Am, wants: &[&str]) {
     let failed = wait_for(WAIT, || {
-        let n = d_wrong.counter("tcpwatch_alertmanager_alerts_failed_total");
+        let n = d.counter("tcpwatch_alertmanager_alerts_failed_total");
         (n >= 2).then_some(n)
     });
     assert!(
         failed.is_some(),
-        "no failed push counted with a wrong password: {}",
-        d_wrong.log_text()
+        "no failed push counted by daemon {}: {}",
+        d.log.display(),
+        d.log_text()
     );
-    assert_eq!(
-        d_wrong.counter("tcpwatch_alertmanager_alerts_sent_total"),
-        0
-    );
-    let log = d_wrong.log_text();
+    assert_eq!(d.counter("tcpwatch_alertmanager_alerts_sent_total"), 0);
+    let log = d.log_text();
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("cannot push alerts to alertmanager"))
         .collect();
     assert_eq!(refused.len(), 1, "logged once per failure streak: {log}");
     let line = refused[0];
-    let post_url = format!("{}/api/v2/alerts", am_auth.url());
-    for want in [
-        post_url.as_str(),
-        "answered 401",
-        "alertmanager.basic_auth_password_file",
-    ] {
+    eprintln!("refused as expected: {line}");
+    let post_url = format!("{}/api/v2/alerts", am.url());
+    for want in [post_url.as_str()].iter().chain(wants) {
         assert!(line.contains(want), "{want:?} not in {line}");
-    }
-    for secret in [WRONG_PASSWORD, PASSWORD] {
-        for d in others.iter().copied().chain([d_wrong]) {
-            assert!(!d.log_text().contains(secret), "a password in the log");
-        }
     }
 }
 
@@ -476,6 +466,12 @@ fn daemon_pushes_to_alertmanager_over_tls_and_with_basic_auth() {
     };
     let d_auth = LoggedDaemon::start(&tmp, "auth", &auth_sets(&pw));
     let d_wrong = LoggedDaemon::start(&tmp, "wrong", &auth_sets(&wrong));
+    // Without the CA, the TLS Alertmanager's certificate is not trusted.
+    let d_untrusted = LoggedDaemon::start(
+        &tmp,
+        "untrusted",
+        &with(&[format!("alertmanager.url=\"{}\"", am_tls.url())]),
+    );
     eprintln!("alertmanagers and daemons up after {:?}", t0.elapsed());
 
     // One incident: an application that leaks five CLOSE_WAIT sockets on its port.
@@ -513,7 +509,22 @@ fn daemon_pushes_to_alertmanager_over_tls_and_with_basic_auth() {
         eprintln!("{}: alert after {:?}", am.name, t_incident.elapsed());
     }
 
-    check_wrong_password(&d_wrong, &am_auth, &[&d_auth, &d_tls]);
+    check_refused(
+        &d_wrong,
+        &am_auth,
+        &["answered 401", "alertmanager.basic_auth_password_file"],
+    );
+    check_refused(
+        &d_untrusted,
+        &am_tls,
+        &["certificate", "check alertmanager.ca_file"],
+    );
+    for d in [&d_wrong, &d_auth, &d_tls, &d_untrusted] {
+        let log = d.log_text();
+        for secret in [WRONG_PASSWORD, PASSWORD] {
+            assert!(!log.contains(secret), "a password in {}", d.log.display());
+        }
+    }
     drop(leaked);
     drop(l);
     eprintln!("total {:?}", t0.elapsed());

@@ -19,6 +19,10 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Most characters of a refusal's body shown.
 const MAX_ERROR_CHARS: usize = 300;
 
+/// What to check when TLS fails.
+const TLS_HINT: &str = " (check alertmanager.ca_file: it must hold the CA that signed \
+                        Alertmanager's certificate, whose names must include the URL's host)";
+
 /// Where to POST: `{scheme}://{authority}{prefix}/api/v2/alerts`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
@@ -194,13 +198,16 @@ impl Client {
     }
 }
 
+/// Whether an I/O error is rustls' (a refused certificate arrives as one).
+fn is_tls(io: &std::io::Error) -> bool {
+    matches!(io.get_ref(), Some(inner) if inner.is::<tokio_rustls::rustls::Error>())
+}
+
 /// What to check for a failure before any answer.
 fn hint_of(e: &ureq::Error) -> &'static str {
     match e {
-        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Pem(_) => {
-            " (check alertmanager.ca_file: it must hold the CA that signed Alertmanager's \
-             certificate, whose names must include the URL's host)"
-        }
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Pem(_) => TLS_HINT,
+        ureq::Error::Io(io) if is_tls(io) => TLS_HINT,
         ureq::Error::Io(_)
         | ureq::Error::ConnectionFailed
         | ureq::Error::HostNotFound
