@@ -172,7 +172,13 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.apply_override(k.trim(), v.trim())
             .map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
     }
-    alerts::check_config(&cfg.alertmanager)?;
+    // The pushing commands also read `ca_file` and the credential files.
+    let pushes = match &cli.command {
+        Command::Daemon { .. } | Command::CheckConfig => true,
+        Command::Top { standalone, .. } => *standalone,
+        Command::Snapshot { .. } => false,
+    };
+    alerts::check_config(&cfg.alertmanager, pushes)?;
     Ok(cfg)
 }
 

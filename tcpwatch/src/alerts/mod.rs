@@ -39,9 +39,7 @@ use tcpwatch_core::model::{
 };
 use tokio::sync::mpsc;
 
-pub use crate::alerts::http::Client;
-#[cfg(test)]
-use crate::alerts::http::Endpoint;
+pub use crate::alerts::http::{Client, Endpoint};
 use crate::alerts::incidents::{incident_annotations, incident_labels};
 use crate::state::mono_now;
 
@@ -176,13 +174,17 @@ impl AlertSender {
     }
 }
 
-/// Checks the parts of `[alertmanager]` the configuration validation leaves to the sender
-/// (the URL's form, `ca_file`, the credential files). Called at startup so that these are
-/// configuration errors.
-pub fn check_config(cfg: &AlertmanagerConfig) -> anyhow::Result<()> {
+/// Checks the parts of `[alertmanager]` the configuration validation leaves to the sender:
+/// the keys that go together (once all `--set` are applied), the URL's form and, with
+/// `read_files` (commands that push), `ca_file` and the credential files. Called at startup so
+/// that these are configuration errors.
+pub fn check_config(cfg: &AlertmanagerConfig, read_files: bool) -> anyhow::Result<()> {
     tcpwatch_core::config_alertmanager::validate_access(cfg)?;
-    if cfg.url.is_some() {
-        Client::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(url) = &cfg.url {
+        Endpoint::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+        if read_files {
+            Client::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
+        }
     }
     Ok(())
 }
