@@ -486,10 +486,16 @@ fn daemon_pushes_to_alertmanager_over_tls_and_with_basic_auth() {
     let t_incident = Instant::now();
 
     for (am, d) in [(&am_tls, &d_tls), (&am_auth, &d_auth)] {
-        let got = wait_for(WAIT, || leak_alert(&am.alerts(), ns.inode, addr.port()));
+        // The incident may open with fewer members and grow to the five (sent again with
+        // each update and re-send).
+        let got = wait_for(WAIT, || {
+            leak_alert(&am.alerts(), ns.inode, addr.port())
+                .filter(|a| a["annotations"]["members"] == "5")
+        });
         let alert = got.unwrap_or_else(|| {
             panic!(
-                "no TcpwatchIncident close_wait_leak for port {} in {} within {WAIT:?}: {:?}\n\
+                "no TcpwatchIncident close_wait_leak of 5 members for port {} in {} within \
+                 {WAIT:?}: {:?}\n\
                  daemon log: {}\nincidents: {:?}",
                 addr.port(),
                 am.name,
