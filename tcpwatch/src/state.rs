@@ -41,7 +41,8 @@ pub struct DaemonStats {
     pub last_sweep_seconds: f64,
     pub last_sweep_sockets: u64,
     pub last_sweep_namespaces: u64,
-    /// Stream events lost by slow subscribers.
+    /// Stream events lost by slow subscribers (counted by the readers' hub, added to this in
+    /// the published view).
     pub stream_lagged: u64,
 }
 
@@ -62,8 +63,10 @@ pub struct Shared {
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     pub kernel_counters: [u64; counter::COUNT as usize],
     /// The programs' kernel statistics and the lost-event accounting, as of the last sweep.
-    pub programs: tcpwatch_core::api::ProgramsStatus,
+    pub programs: std::sync::Arc<tcpwatch_core::api::ProgramsStatus>,
     pub stats: DaemonStats,
+    /// The `/proc` owner scans' accounting, as of the last sweep.
+    pub owner_stats: crate::host::owners::OwnerStats,
     /// Problems of the last sweep that had any (bounded), for `/api/v1/status`.
     pub last_sweep_errors: Vec<String>,
     pub attached: Vec<Attached>,
@@ -98,8 +101,9 @@ impl Shared {
             netns_names: HashMap::new(),
             port_resets: HashMap::new(),
             kernel_counters: [0; counter::COUNT as usize],
-            programs: tcpwatch_core::api::ProgramsStatus::default(),
+            programs: std::sync::Arc::default(),
             stats: DaemonStats::default(),
+            owner_stats: crate::host::owners::OwnerStats::default(),
             last_sweep_errors: Vec::new(),
             attached: Vec::new(),
             features: None,
@@ -143,14 +147,20 @@ impl Shared {
     /// The programs' statistics of a sweep; a failed read keeps the previous ones (counters
     /// never go backwards), the failure is in the sweep's errors.
     fn set_programs(&mut self, batch: &SweepBatch) {
-        if !batch.programs.is_empty() {
-            self.programs.programs.clone_from(&batch.programs);
-        }
-        self.programs.run_stats_enabled = batch.run_stats_enabled;
-        self.programs.lost_events = tcpwatch_core::api::LostEvents::new(
+        let programs = if batch.programs.is_empty() {
+            self.programs.programs.clone()
+        } else {
+            batch.programs.clone()
+        };
+        let lost_events = tcpwatch_core::api::LostEvents::new(
             self.kernel_counters[counter::EVENTS_DROPPED as usize],
-            &self.programs.programs,
+            &programs,
         );
+        self.programs = std::sync::Arc::new(tcpwatch_core::api::ProgramsStatus {
+            run_stats_enabled: batch.run_stats_enabled,
+            programs,
+            lost_events,
+        });
     }
 
     /// Applies a whole-host sweep; returns the socket inodes that still need an owner.
@@ -247,11 +257,6 @@ impl Shared {
             findings,
             incidents,
         }
-    }
-
-    /// Incidents opened since start, per kind.
-    pub fn incidents_opened(&self) -> impl Iterator<Item = (IncidentKind, u64)> + '_ {
-        IncidentKind::ALL.into_iter().zip(self.incidents_opened)
     }
 }
 
