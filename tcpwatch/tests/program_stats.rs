@@ -138,8 +138,8 @@ fn metrics(d: &Daemon) -> String {
     http_get(d.port, "/metrics").unwrap().1
 }
 
-/// A series' value (`name{labels}` exactly as exposed, or an unlabelled name).
-fn series(text: &str, name: &str) -> Option<f64> {
+/// A series' integer value (`name{labels}` exactly as exposed, or an unlabelled name).
+fn series(text: &str, name: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
@@ -170,16 +170,55 @@ fn status_and_metrics(d: &Daemon) -> (Value, String) {
         let m = metrics(d);
         let same = program_figures(&st).iter().all(|(name, (_, f))| {
             let label = format!("{{program=\"{name}\"}}");
-            series(&m, &format!("tcpwatch_bpf_program_runs_total{label}")) == Some(f.0 as f64)
+            series(&m, &format!("tcpwatch_bpf_program_runs_total{label}")) == Some(f.0)
                 && series(
                     &m,
                     &format!("tcpwatch_bpf_program_recursion_misses_total{label}"),
-                ) == Some(f.2 as f64)
+                ) == Some(f.2)
         }) && series(&m, "tcpwatch_ringbuf_dropped_events_total")
-            == st["lost_events"]["ringbuf_full"].as_f64();
+            == st["lost_events"]["ringbuf_full"].as_u64();
         same.then_some((st, m))
     })
     .expect("/metrics and /api/v1/status agree within one sweep")
+}
+
+/// `v` lies between two readings of the kernel, and equals them when nothing moved.
+fn between(what: &str, lo: u64, v: u64, hi: u64) {
+    assert!(lo <= v && v <= hi, "{what}: {v} not in [{lo}, {hi}]");
+    if lo == hi {
+        assert_eq!(v, lo, "{what}: nothing moved, so it equals the kernel");
+    }
+}
+
+/// Lost events: ring-buffer drops (the one-page ring overflowed) and recursion misses, each
+/// equal to the kernel's counters and in one accounting. Returns (drops, misses).
+fn check_lost_events(
+    st: &Value,
+    m: &str,
+    (k0, k1): (&Kernel, &Kernel),
+    after: &BTreeMap<String, (u64, Figures)>,
+) -> (u64, u64) {
+    let lost = &st["lost_events"];
+    let dropped = lost["ringbuf_full"].as_u64().unwrap();
+    between(
+        "ring-buffer drops",
+        k0.ringbuf_dropped,
+        dropped,
+        k1.ringbuf_dropped,
+    );
+    assert!(dropped > 0, "the flood overflowed the one-page ring buffer");
+    let misses: u64 = after.values().map(|(_, f)| f.2).sum();
+    assert_eq!(lost["recursion_misses"].as_u64(), Some(misses));
+    assert_eq!(lost["total"].as_u64(), Some(dropped + misses));
+    let lost_metric = |cause: &str| {
+        series(
+            m,
+            &format!("tcpwatch_kernel_events_lost_total{{cause=\"{cause}\"}}"),
+        )
+    };
+    assert_eq!(lost_metric("ringbuf_full"), Some(dropped));
+    assert_eq!(lost_metric("recursion_miss"), Some(misses));
+    (dropped, misses)
 }
 
 #[test]
@@ -196,7 +235,7 @@ fn program_run_counters_and_lost_events_match_the_kernel() {
     );
     assert_eq!(
         series(&m0, "tcpwatch_bpf_program_run_stats_enabled"),
-        Some(1.0)
+        Some(1)
     );
     let before = program_figures(&st0);
     for p in [
@@ -232,12 +271,6 @@ fn program_run_counters_and_lost_events_match_the_kernel() {
     let (st, m) = status_and_metrics(&d);
     let k1 = read_kernel(&d);
     let after = program_figures(&st);
-    let between = |what: &str, lo: u64, v: u64, hi: u64| {
-        assert!(lo <= v && v <= hi, "{what}: {v} not in [{lo}, {hi}]");
-        if lo == hi {
-            assert_eq!(v, lo, "{what}: nothing moved, so it equals the kernel");
-        }
-    };
     for (name, (id, f)) in &after {
         let (kname, lo) = &k0.progs[id];
         let (_, hi) = &k1.progs[id];
@@ -272,28 +305,7 @@ fn program_run_counters_and_lost_events_match_the_kernel() {
     assert!(grown("tp_classify_state") >= 6 * FLOOD as u64);
     assert!(grown("tcpwatch_sweep") > 0, "the sweep iterator ran");
 
-    // Lost events: ring-buffer drops (the one-page ring overflowed) and recursion misses,
-    // each equal to the kernel's counters and in one accounting.
-    let lost = &st["lost_events"];
-    let dropped = lost["ringbuf_full"].as_u64().unwrap();
-    between(
-        "ring-buffer drops",
-        k0.ringbuf_dropped,
-        dropped,
-        k1.ringbuf_dropped,
-    );
-    assert!(dropped > 0, "the flood overflowed the one-page ring buffer");
-    let misses: u64 = after.values().map(|(_, f)| f.2).sum();
-    assert_eq!(lost["recursion_misses"].as_u64(), Some(misses));
-    assert_eq!(lost["total"].as_u64(), Some(dropped + misses));
-    let lost_metric = |cause: &str| {
-        series(
-            &m,
-            &format!("tcpwatch_kernel_events_lost_total{{cause=\"{cause}\"}}"),
-        )
-    };
-    assert_eq!(lost_metric("ringbuf_full"), Some(dropped as f64));
-    assert_eq!(lost_metric("recursion_miss"), Some(misses as f64));
+    let (dropped, misses) = check_lost_events(&st, &m, (&k0, &k1), &after);
     eprintln!(
         "flood of {FLOOD} connections: state program {state_runs} runs, {dropped} ring-buffer \
          drops, {misses} recursion misses"

@@ -1,5 +1,5 @@
 //! The kernel's own accounting of tcpwatch's programs: run time, run count and recursion
-//! misses from `bpf_prog_info` (`BPF_OBJ_GET_INFO_BY_FD`), as ebpf_exporter reads them.
+//! misses from `bpf_prog_info` (`BPF_OBJ_GET_INFO_BY_FD`), as `ebpf_exporter` reads them.
 //!
 //! aya 0.14's `ProgramInfo` has run time and count but not `recursion_misses`, so the info is
 //! read with the syscall directly. Run time and count are only counted while run-time

@@ -189,7 +189,12 @@ pub fn markdown(r: &Results) -> String {
          Overhead rounds alternate without/with the tool (order swapped every round); the \
          ratio is with/without of the same round and the table gives the median. Kernel cost \
          is measured with `kernel.bpf_stats_enabled=1` (only during that phase) under churn \
-         and under bulk with 1 % of the data segments dropped by an nftables input-hook rule. \
+         and under bulk with 1 % of the data segments dropped by an nftables input-hook rule, \
+         per program, next to a reference the bench loads for the same window: a bpftrace \
+         program that only counts (`@c = count()`) on each tracepoint tcpwatch hooks, so both \
+         run for the same events; the goals are at most 2x the reference on the program's hook \
+         and at most 150 ns/event. The daemon itself keeps run-time statistics on while it runs \
+         (`BPF_ENABLE_STATS`, for `tcpwatch_bpf_program_*`). \
          Sweep time is `sweep.duration_ms` of `tcpwatch snapshot --json` (all namespaces) \
          against `ss -N NS -tani` of the bench namespace, compared in-process and wall clock \
          (labelled in the table). Achieved state-change rates are the daemon's own counters \

@@ -1,4 +1,4 @@
-//! The kernel's accounting of tcpwatch's own programs (as ebpf_exporter exports it) and the
+//! The kernel's accounting of tcpwatch's own programs (as `ebpf_exporter` exports it) and the
 //! lost-event accounting: ring-buffer drops next to recursion misses, so no loss is silent.
 use prometheus::{CounterVec, Opts};
 use tcpwatch_core::api::ProgramsStatus;

@@ -265,6 +265,21 @@ fn pods_label_sockets_and_flagged_connections() {
 
 /// 20 000 connections over 2 000 local ports in 100 namespaces, many of them flagged:
 /// the series count stays under the documented bound.
+/// More programs than the cap of their series (tcpwatch loads 7).
+fn more_programs_than_the_cap() -> std::sync::Arc<tcpwatch_core::api::ProgramsStatus> {
+    let programs = (0..super::bpf_programs::MAX_PROGRAMS + 3)
+        .map(|i| tcpwatch_core::api::ProgramStats {
+            program: format!("prog_{i}"),
+            run_count: 1,
+            ..Default::default()
+        })
+        .collect();
+    std::sync::Arc::new(tcpwatch_core::api::ProgramsStatus {
+        programs,
+        ..Default::default()
+    })
+}
+
 #[test]
 fn cardinality_is_bounded() {
     let mut sweeps = Vec::new();
@@ -309,18 +324,7 @@ fn cardinality_is_bounded() {
             reset_reasons: reasons,
             ..Default::default()
         });
-    // More programs than the cap (tcpwatch loads 7).
-    let programs: Vec<_> = (0..super::bpf_programs::MAX_PROGRAMS + 3)
-        .map(|i| tcpwatch_core::api::ProgramStats {
-            program: format!("prog_{i}"),
-            run_count: 1,
-            ..Default::default()
-        })
-        .collect();
-    s.programs = std::sync::Arc::new(tcpwatch_core::api::ProgramsStatus {
-        programs,
-        ..Default::default()
-    });
+    s.programs = more_programs_than_the_cap();
     assert!(
         s.detectors.open_count() >= 2_000,
         "{}",
