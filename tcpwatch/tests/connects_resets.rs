@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, privileged, wait_for};
+use support::{Daemon, Netns, nstat, privileged, wait_for};
 
 /// The open finding of `kind` whose subject's remote endpoint is `remote`.
 fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
@@ -23,14 +23,6 @@ fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
         .iter()
         .find(|f| f["kind"] == kind && f["subject"]["remote"] == remote.to_string())
         .cloned()
-}
-
-/// A sample of the daemon's `/metrics` (0 when absent).
-fn metric(d: &Daemon, series: &str) -> f64 {
-    let (_, body) = support::http_get(d.port, "/metrics").unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn ev(f: &Value, key: &str) -> f64 {
@@ -125,17 +117,9 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     assert_eq!(f["subject"]["owner"]["pid"].as_f64(), Some(pid), "{f:#}");
 }
 
-/// `Tcp: OutRsts` of the namespace (`/proc/net/snmp`).
+/// `TcpOutRsts` of the namespace (`Tcp: OutRsts` of its `/proc/net/snmp`).
 fn out_rsts(ns: &Netns) -> u64 {
-    let snmp = ns.exec("cat", &["/proc/net/snmp"]);
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "OutRsts")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap()
+    nstat(ns, "TcpOutRsts")
 }
 
 /// A listener on `addr` in `ns` (`SO_REUSEADDR`, as servers do to restart on their port).
@@ -223,18 +207,12 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     );
     // The old instance's FIN-WAIT-2 orphans (timewait minisockets) sent the resets, with the
     // kernel's reason where it has one (Linux 6.10+).
-    let tw = metric(
-        &d,
-        "tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}",
-    );
+    let tw = d.metric("tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}");
     assert!(tw >= 8.0, "timewait resets: {tw}");
     if std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
         .is_ok_and(|f| f.contains("reason"))
     {
-        let n = metric(
-            &d,
-            "tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}",
-        );
+        let n = d.metric("tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}");
         assert!(n >= 8.0, "TCP_TIMEWAIT_SOCKET resets: {n}");
     }
 }

@@ -14,8 +14,8 @@ use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::proofs::{StreamLog, linger_zero, nstat};
-use support::{Daemon, Netns, SsRow, connect, listener, privileged, ss, wait_for};
+use support::proofs::{StreamLog, linger_zero};
+use support::{Daemon, Netns, SsRow, connect, listener, nstat, privileged, ss, wait_for};
 
 const SWEEP_MS: u64 = 300;
 

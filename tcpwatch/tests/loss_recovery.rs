@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Daemon, Netns, parse_ss, privileged, run};
+use support::{Daemon, Netns, nstat_all, parse_ss, privileged, run};
 
 /// How long the lossy upload runs before the blackhole.
 const LOSSY_RUN: Duration = Duration::from_mins(5);
@@ -93,29 +93,7 @@ impl LossyPath {
 }
 
 fn nft(ns: &Netns, rules: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft failed: {rules}");
-}
-
-/// Absolute TCP counters of a namespace, by name (`nstat -asz`, history not touched).
-fn nstat(ns: &Netns) -> BTreeMap<String, u64> {
-    ns.exec("nstat", &["-asz"])
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
-        })
-        .collect()
+    ns.nft(rules).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Every `retransmit_chain` / `send_queue_growing` finding (open or recently resolved) about
@@ -249,7 +227,7 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let counters = nstat(&path.a);
+    let counters = nstat_all(&path.a);
     let moved = up.received.load(Ordering::Relaxed);
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     eprintln!(

@@ -1,6 +1,5 @@
-//! Helpers of the IPv6, real-detector and false-positive tests: threads that live in a
-//! namespace, IPv6 sockets, a veth link between two namespaces, `nstat` counters, and a
-//! reader of the daemon's `/api/v1/stream` that keeps every event for the whole run.
+//! Helpers of the IPv6, real-detector and false-positive tests: a veth link between two
+//! namespaces, a daemon logging findings to a file, and a reader of the daemon's `/api/v1/stream` that keeps every event for the whole run.
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd as _;
@@ -12,39 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
-use super::{Netns, run};
-
-/// Spawns a thread that enters `ns` first: every socket it creates lives there. Unlike
-/// `Netns::enter` the thread keeps running (a load generator or a server).
-pub fn spawn_in<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: valid fd; affects only this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-/// A listening socket bound to `addr` (IPv4 or IPv6) inside `ns`. `v6only = false` on `[::]`
-/// makes a dual-stack listener that accepts IPv4 peers as `::ffff:a.b.c.d`.
-pub fn listener_at(ns: &Netns, addr: &str, backlog: i32, v6only: bool) -> (Socket, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.enter(move || {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-        if addr.is_ipv6() {
-            s.set_only_v6(v6only).unwrap();
-        }
-        s.bind(&addr.into()).unwrap();
-        s.listen(backlog).unwrap();
-        let local = s.local_addr().unwrap().as_socket().unwrap();
-        (s, local)
-    })
-}
+use super::{Netns, daemon, run};
 
 /// Two namespaces joined by a veth pair with static IPv6 addresses (`nodad`: usable at once)
 /// `fd00:7477::1` (a) and `fd00:7477::2` (b), and IPv4 `10.77.0.1` / `10.77.0.2`.
@@ -90,18 +57,6 @@ impl Link {
         }
         Self { a, b }
     }
-}
-
-/// An absolute counter of `nstat` (e.g. `TcpOutRsts`) in `ns`, without touching nstat's
-/// history file.
-pub fn nstat(ns: &Netns, name: &str) -> u64 {
-    let out = ns.exec("nstat", &["-asz", name]);
-    out.lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("nstat has no {name}: {out}"))
 }
 
 /// Every event of the daemon's `/api/v1/stream`, read by a thread from the moment of
@@ -298,39 +253,21 @@ pub fn linger_zero(s: &impl std::os::fd::AsRawFd) {
 /// finding lifecycle change (`tcpwatch::finding`, logged at debug) and warnings. Unlike the stream,
 /// the log is written for every change and drops nothing.
 pub fn daemon_logging_to(extra: &[&str], log: &std::path::Path) -> super::Daemon {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let pin_dir = format!(
-        "/sys/fs/bpf/tcpwatch-test-{}-log{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let port = super::free_port();
     let file = std::fs::File::create(log).unwrap();
-    let mut cmd = std::process::Command::new(super::BIN);
-    cmd.arg("daemon").arg("--pin-dir").arg(&pin_dir);
-    cmd.arg("--set")
-        .arg(format!("daemon.listen=\"127.0.0.1:{port}\""));
-    cmd.arg("--set").arg("daemon.log_format=\"json\"");
-    for s in extra {
-        cmd.arg("--set").arg(s);
-    }
-    let child = cmd
-        .env("TCPWATCH_LOG", "warn,tcpwatch::finding=debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let d = super::Daemon {
-        child,
-        port,
-        pin_dir,
-        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-    };
-    let ready = super::wait_for(Duration::from_secs(20), || {
-        (super::http_get(d.port, "/readyz").map(|(s, _)| s) == Some(200)).then_some(())
-    });
-    assert!(ready.is_some(), "daemon not ready within 20 s");
-    d
+    let mut sets = vec!["daemon.log_format=\"json\"".to_owned()];
+    sets.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut d = daemon::Daemon::spawn(
+        std::path::Path::new(super::BIN),
+        daemon::pin_dir("log"),
+        super::free_port(),
+        sets,
+        |cmd| {
+            cmd.env("TCPWATCH_LOG", "warn,tcpwatch::finding=debug")
+                .stderr(file);
+        },
+    );
+    d.wait_api_ready();
+    super::Daemon::from_kit(d)
 }
 
 /// The finding lifecycle lines of a JSON daemon log (`change`, `kind`, `cause`, `id`,
