@@ -230,3 +230,20 @@ pub fn nstat(ns: &Netns, name: &str) -> u64 {
         })
         .unwrap_or_else(|| panic!("nstat has no {name}: {out}"))
 }
+
+/// Writes to `stream` (made non-blocking) in 64 KiB chunks until the kernel refuses more
+/// (`WouldBlock`: the peer does not read and the send buffer is full), at most 10 000
+/// chunks; the bytes written.
+pub fn fill_send_buffer(stream: &mut TcpStream) -> std::io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let chunk = vec![0x5a_u8; 65_536];
+    let mut written = 0_usize;
+    for _ in 0..10_000 {
+        match std::io::Write::write(stream, &chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::proofs::{StreamLog, linger_zero};
-use support::{Daemon, Netns, SsRow, connect, listener, nstat, privileged, ss, wait_for};
+use support::{
+    Daemon, Netns, SsRow, connect, fill_send_buffer, listener, nstat, privileged, ss, wait_for,
+};
 
 const SWEEP_MS: u64 = 300;
 
@@ -342,17 +344,8 @@ fn peer_not_reading_gives_send_queue_growing_with_a_zero_window() {
     let (l, addr) = listener(&ns, 16);
     let mut client = connect(&ns, addr);
     let (_server, _) = l.accept().unwrap();
-    client.set_nonblocking(true).unwrap();
-    let chunk = vec![0x5a_u8; 65_536];
-    let mut written = 0_usize;
     // The server never reads: its receive buffer fills and it advertises a zero window.
-    for _ in 0..10_000 {
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
+    let written = fill_send_buffer(&mut client).expect("write");
     assert!(written > 0);
     let caddr = client.local_addr().unwrap();
     let f = wait_for(Duration::from_secs_f64(window + 10.0), || {

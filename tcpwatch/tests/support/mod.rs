@@ -23,7 +23,7 @@ use serde_json::Value;
 
 pub use tcpwatch_testkit::http::http_get;
 pub use tcpwatch_testkit::netns::{
-    Netns, connect, listener, listener_at, nstat, nstat_all, spawn_in,
+    Netns, connect, fill_send_buffer, listener, listener_at, nstat, nstat_all, spawn_in,
 };
 pub use tcpwatch_testkit::process::{Service, TempDir, run_ok};
 pub use tcpwatch_testkit::snapshot::{conns_in, find};
