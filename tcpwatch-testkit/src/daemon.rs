@@ -173,6 +173,16 @@ impl Daemon {
         metrics::sum(&self.metrics(), prefix)
     }
 
+    /// `tcpwatch_sockets_by_netns` of the namespace with inode `inode`, if listed.
+    #[must_use]
+    pub fn sockets_in_netns(&self, inode: u64) -> Option<f64> {
+        let (_, body) = http_get(self.port, "/metrics")?;
+        let line = body.lines().find(|l| {
+            l.starts_with("tcpwatch_sockets_by_netns{") && l.contains(&format!("netns=\"{inode}\""))
+        })?;
+        line.rsplit(' ').next()?.parse::<f64>().ok()
+    }
+
     /// `connections` of `/api/v1/connections?<query>`.
     #[must_use]
     pub fn connections(&self, query: &str) -> Vec<Value> {

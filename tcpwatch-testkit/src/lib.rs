@@ -129,3 +129,22 @@ pub fn installed(tool: &str) -> bool {
     eprintln!("\n!!!!!!!! SKIPPED: {tool} is not installed !!!!!!!!\n");
     false
 }
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; panics when the hard limit is below
+/// `need` (the test could not open its descriptors).
+pub fn raise_fd_limit(need: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    assert!(
+        lim.rlim_max >= need,
+        "hard fd limit {} too low",
+        lim.rlim_max
+    );
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: raising the soft limit up to the hard limit is always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+}

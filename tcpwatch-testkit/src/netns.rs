@@ -247,3 +247,25 @@ pub fn fill_send_buffer(stream: &mut TcpStream) -> std::io::Result<usize> {
     }
     Ok(written)
 }
+
+/// In `ns`: `listeners` listeners on 127.0.0.1 (backlog 64) and `clients` connections spread
+/// over them, never accepted: `listeners + 2 × clients` sockets, `listeners + clients`
+/// descriptors (the server ends wait in the accept queues).
+#[must_use]
+pub fn unaccepted_sockets(
+    ns: &Netns,
+    listeners: usize,
+    clients: usize,
+) -> (Vec<Socket>, Vec<TcpStream>) {
+    let (socks, addrs): (Vec<Socket>, Vec<SocketAddr>) = ns.enter(move || {
+        (0..listeners)
+            .map(|_| listen_on(SocketAddr::from(([127, 0, 0, 1], 0)), 64, false).unwrap())
+            .unzip()
+    });
+    let conns = ns.enter(move || {
+        (0..clients)
+            .map(|i| TcpStream::connect(addrs[i % addrs.len()]).unwrap())
+            .collect()
+    });
+    (socks, conns)
+}

@@ -15,8 +15,11 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, connect, http_get, listener, privileged, run, ss, wait_for};
+use socket2::Socket;
+use support::{
+    Daemon, Netns, connect, listener, privileged, raise_fd_limit, run, ss, unaccepted_sockets,
+    wait_for,
+};
 use tcpwatch_common::SockState;
 
 fn conns(d: &Daemon, query: &str) -> Vec<Value> {
@@ -396,49 +399,14 @@ fn sweep_of_twenty_thousand_sockets_reports_no_write_failures() {
     if !privileged() {
         return;
     }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit out-pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
-    assert!(
-        lim.rlim_max >= 12_000,
-        "hard fd limit {} too low",
-        lim.rlim_max
-    );
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: raising the soft limit up to the hard limit is always allowed.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    raise_fd_limit(12_000);
     let ns = Netns::new("writes");
     let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
     // 2 000 listeners + 9 000 never-accepted connections (both ends): 20 000 sockets, 11 000
     // descriptors.
-    let (listeners, addrs): (Vec<Socket>, Vec<SocketAddr>) = ns.enter(|| {
-        (0..2000)
-            .map(|_| {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-                    .unwrap();
-                s.listen(64).unwrap();
-                let a = s.local_addr().unwrap().as_socket().unwrap();
-                (s, a)
-            })
-            .unzip()
-    });
-    let clients: Vec<TcpStream> = ns.enter(move || {
-        (0..9000)
-            .map(|i| TcpStream::connect(addrs[i % addrs.len()]).unwrap())
-            .collect()
-    });
+    let (listeners, clients) = unaccepted_sockets(&ns, 2000, 9000);
     let inode = ns.inode;
-    let in_table = || {
-        let (_, body) = http_get(d.port, "/metrics")?;
-        let line = body.lines().find(|l| {
-            l.starts_with("tcpwatch_sockets_by_netns{") && l.contains(&format!("netns=\"{inode}\""))
-        })?;
-        line.rsplit(' ').next()?.parse::<f64>().ok()
-    };
+    let in_table = || d.sockets_in_netns(inode);
     let seen = wait_for(Duration::from_secs(30), || {
         in_table().filter(|&n| n >= 20_000.0)
     });

@@ -24,13 +24,14 @@ use serde_json::Value;
 pub use tcpwatch_testkit::http::http_get;
 pub use tcpwatch_testkit::netns::{
     Netns, connect, fill_send_buffer, listener, listener_at, nstat, nstat_all, spawn_in,
+    unaccepted_sockets,
 };
 pub use tcpwatch_testkit::process::{Service, TempDir, run_ok};
 pub use tcpwatch_testkit::snapshot::{conns_in, find};
 pub use tcpwatch_testkit::ss::{SsRow, parse_ss, ss};
 pub use tcpwatch_testkit::{
-    alertmanager, daemon, free_port, installed, metrics, pki, privileged, prometheus, run,
-    wait_for, webhook,
+    alertmanager, daemon, free_port, installed, metrics, pki, privileged, prometheus,
+    raise_fd_limit, run, wait_for, webhook,
 };
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tcpwatch");
