@@ -156,7 +156,7 @@ impl Kernel {
         for a in &attached {
             features.record_attached(a.tracepoint, a.variant);
         }
-        features.log();
+        crate::kernel::probe::log(&features);
         Ok(Self {
             ebpf,
             features,
