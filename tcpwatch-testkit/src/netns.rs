@@ -269,3 +269,16 @@ pub fn unaccepted_sockets(
     });
     (socks, conns)
 }
+
+/// One HTTP exchange on an open connection, both ends held by the test: `client` sends
+/// `request`, `server` reads it and answers `200 OK` with an empty body, `client` reads the
+/// answer (a keep-alive connection, used once and left open).
+pub fn exchange_once(client: &mut TcpStream, server: &mut TcpStream, request: &[u8]) {
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    client.write_all(request).unwrap();
+    let mut buf = vec![0_u8; request.len()];
+    std::io::Read::read_exact(server, &mut buf).unwrap();
+    server.write_all(ANSWER).unwrap();
+    let mut resp = [0_u8; ANSWER.len()];
+    std::io::Read::read_exact(client, &mut resp).unwrap();
+}

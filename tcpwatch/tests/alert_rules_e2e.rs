@@ -62,7 +62,10 @@ use serde_json::Value;
 use socket2::SockRef;
 use support::prom_alerts::{RULES, scale_for};
 use support::prometheus::{self, Prometheus};
-use support::{Daemon, Netns, connect, installed, listener, nstat, privileged, spawn_in, wait_for};
+use support::{
+    Daemon, Netns, connect, exchange_once, installed, listener, nstat, privileged, spawn_in,
+    wait_for,
+};
 
 /// THE test knob: seconds of test time per minute of a shipped `for:` (see the header).
 const SECS_PER_MINUTE: u64 = 5;
@@ -177,13 +180,7 @@ fn stale_pool_across_restart(ns: &Netns, addr: SocketAddr) -> u32 {
     });
     let mut accepted: Vec<TcpStream> = (0..8).map(|_| l.accept().unwrap().0).collect();
     for (c, s) in pool.iter_mut().zip(accepted.iter_mut()) {
-        c.write_all(REQUEST).unwrap();
-        let mut buf = vec![0_u8; REQUEST.len()];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        let mut resp = [0_u8; 38];
-        c.read_exact(&mut resp).unwrap();
+        exchange_once(c, s, REQUEST);
     }
     drop(accepted);
     drop(l);

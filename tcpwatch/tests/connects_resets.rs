@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, connect, listener, nstat, privileged, ss, wait_for};
+use support::{Daemon, Netns, connect, exchange_once, listener, nstat, privileged, ss, wait_for};
 use tcpwatch_core::model::mono_now;
 
 /// The open finding of `kind` whose subject's remote endpoint is `remote`.
@@ -160,13 +160,7 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     });
     let mut accepted: Vec<TcpStream> = (0..8).map(|_| l.accept().unwrap().0.into()).collect();
     for (c, s) in pool.iter_mut().zip(accepted.iter_mut()) {
-        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let mut buf = [0_u8; 18];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        let mut resp = [0_u8; 38];
-        c.read_exact(&mut resp).unwrap();
+        exchange_once(c, s, b"GET / HTTP/1.1\r\n\r\n");
     }
     // Restart: the old instance exits (its sockets close), a new one listens on the port.
     drop(accepted);

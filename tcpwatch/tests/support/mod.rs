@@ -23,8 +23,8 @@ use serde_json::Value;
 
 pub use tcpwatch_testkit::http::http_get;
 pub use tcpwatch_testkit::netns::{
-    Netns, connect, fill_send_buffer, listener, listener_at, nstat, nstat_all, spawn_in,
-    unaccepted_sockets,
+    Netns, connect, exchange_once, fill_send_buffer, listener, listener_at, nstat, nstat_all,
+    spawn_in, unaccepted_sockets,
 };
 pub use tcpwatch_testkit::process::{Service, TempDir, run_ok};
 pub use tcpwatch_testkit::snapshot::{conns_in, find};
