@@ -3,7 +3,6 @@
 //! `tcpwatch` binary of this build and the daemon started from it.
 #![allow(
     dead_code,
-    unused_imports,
     reason = "each test binary uses a different subset of the helpers"
 )]
 #![allow(
@@ -21,14 +20,20 @@ use std::process::Command;
 
 use serde_json::Value;
 
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::http::http_get;
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::netns::{
     Netns, connect, exchange_once, fill_send_buffer, listener, listener_at, nstat, nstat_all,
     spawn_in, unaccepted_sockets,
 };
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::process::{Service, TempDir, run_ok};
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::snapshot::{conns_in, find};
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::ss::{SsRow, parse_ss, ss};
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::{
     alertmanager, daemon, free_port, installed, metrics, pki, privileged, prometheus,
     raise_fd_limit, run, wait_for, webhook,

@@ -1,15 +1,13 @@
 //! Helpers of the IPv6, real-detector and false-positive tests: a veth link between two
 //! namespaces, a daemon logging findings to a file, and a reader of the daemon's `/api/v1/stream` that keeps every event for the whole run.
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd as _;
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 
 use super::{Netns, daemon, run};
 
