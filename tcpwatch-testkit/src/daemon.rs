@@ -5,6 +5,7 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::http::http_get;
+use crate::snapshot::{finding_at, finding_to};
 use crate::{free_port, metrics, wait_for};
 
 /// How long a daemon may take to answer `/readyz`.
@@ -190,6 +192,18 @@ impl Daemon {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// The open finding of `kind` whose subject's local address is `local`.
+    #[must_use]
+    pub fn open_finding_at(&self, kind: &str, local: &SocketAddr) -> Option<Value> {
+        finding_at(&self.open_findings(), kind, local).cloned()
+    }
+
+    /// The open finding of `kind` whose subject's remote endpoint is `remote`.
+    #[must_use]
+    pub fn open_finding_to(&self, kind: &str, remote: &SocketAddr) -> Option<Value> {
+        finding_to(&self.open_findings(), kind, remote).cloned()
     }
 
     /// The open findings (`open` of `/api/v1/findings`).

@@ -1,5 +1,6 @@
 //! Readers of the daemon's answers (`tcpwatch snapshot --json`, `/api/v1/connections`):
-//! the connections of one namespace, one connection by state and addresses.
+//! the connections of one namespace, one connection by state and addresses, one finding by
+//! kind and endpoint.
 use std::net::SocketAddr;
 
 use serde_json::Value;
@@ -32,6 +33,22 @@ pub fn find<'a>(
     })
 }
 
+/// The finding of `kind` whose subject's local address is `local`.
+#[must_use]
+pub fn finding_at<'a>(findings: &'a [Value], kind: &str, local: &SocketAddr) -> Option<&'a Value> {
+    findings
+        .iter()
+        .find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
+}
+
+/// The finding of `kind` whose subject's remote endpoint is `remote`.
+#[must_use]
+pub fn finding_to<'a>(findings: &'a [Value], kind: &str, remote: &SocketAddr) -> Option<&'a Value> {
+    findings
+        .iter()
+        .find(|f| f["kind"] == kind && f["subject"]["remote"] == remote.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +64,20 @@ mod tests {
         assert!(find(&conns, "LISTEN", &l, None).is_some());
         assert!(find(&conns, "ESTABLISHED", &l, Some(&r)).is_some());
         assert!(find(&conns, "ESTABLISHED", &r, Some(&l)).is_none());
+    }
+
+    #[test]
+    fn finds_findings_by_kind_and_endpoint() {
+        let l = SocketAddr::from(([127, 0, 0, 1], 80));
+        let r = SocketAddr::from(([127, 0, 0, 1], 5000));
+        let fs = vec![
+            serde_json::json!({"kind": "a", "subject": {"local": "127.0.0.1:80", "remote": "127.0.0.1:5000"}}),
+            serde_json::json!({"kind": "b", "subject": {"local": "127.0.0.1:5000"}}),
+        ];
+        assert!(finding_at(&fs, "a", &l).is_some());
+        assert!(finding_at(&fs, "b", &l).is_none());
+        assert!(finding_to(&fs, "a", &r).is_some());
+        assert!(finding_to(&fs, "a", &l).is_none());
     }
 
     #[test]

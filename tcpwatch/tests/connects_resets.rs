@@ -24,15 +24,6 @@ use socket2::{Domain, Socket, Type};
 use support::{Daemon, Netns, connect, exchange_once, listener, nstat, privileged, ss, wait_for};
 use tcpwatch_core::model::mono_now;
 
-/// The open finding of `kind` whose subject's remote endpoint is `remote`.
-fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()?
-        .iter()
-        .find(|f| f["kind"] == kind && f["subject"]["remote"] == remote.to_string())
-        .cloned()
-}
-
 fn ev(f: &Value, key: &str) -> f64 {
     f["evidence"][key]
         .as_f64()
@@ -77,7 +68,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     });
     let t0 = Instant::now();
     let f = wait_for(Duration::from_secs(6), || {
-        open_finding(&d, "connect_failing", &black)
+        d.open_finding_to("connect_failing", &black)
     })
     .expect("connect_failing for the blackholed address while its SYN is retried");
     let opened_after = t0.elapsed();
@@ -100,7 +91,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     eprintln!("blackhole: opened after {opened_after:?}, gave up after {took:?}: {diag}");
     // After the give-up the timed-out connect is counted.
     let f = wait_for(Duration::from_secs(5), || {
-        open_finding(&d, "connect_failing", &black)
+        d.open_finding_to("connect_failing", &black)
             .filter(|f| f["evidence"]["connects_timed_out"].as_f64() >= Some(1.0))
     })
     .expect("the timed-out connect is counted");
@@ -117,7 +108,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     });
     assert_eq!(kinds, vec![ErrorKind::ConnectionRefused; 3]);
     let f = wait_for(Duration::from_secs(5), || {
-        open_finding(&d, "connect_failing", &closed)
+        d.open_finding_to("connect_failing", &closed)
     })
     .expect("connect_failing for the closed port");
     assert_eq!(f["cause"], "refused", "{f:#}");
@@ -190,7 +181,7 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     assert_eq!(out_rsts(&ns) - rsts_before, 8, "RSTs sent in the namespace");
     assert_eq!(resets, 8);
     let f = wait_for(Duration::from_secs(10), || {
-        open_finding(&d, "stale_connection_reuse", &addr)
+        d.open_finding_to("stale_connection_reuse", &addr)
             .filter(|f| f["evidence"]["stale_requests"].as_f64() == Some(8.0))
     })
     .expect("stale_connection_reuse for the pool");

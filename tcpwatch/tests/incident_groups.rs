@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::alertmanager::Alertmanager;
-use support::{Daemon, Netns, connect, listener, privileged, ss, wait_for};
+use support::{Daemon, Netns, connect, finding_at, listener, privileged, ss, wait_for};
 
 /// Bound of every wait on the daemon.
 const WAIT: Duration = Duration::from_secs(45);
@@ -395,12 +395,6 @@ fn incident_chain_is_one_incident_and_unrelated_problems_stay_apart() {
     drop(server);
 }
 
-/// The open finding of `kind` whose subject's local address is `local`.
-fn finding<'a>(open: &'a [Value], kind: &str, local: &SocketAddr) -> Option<&'a Value> {
-    open.iter()
-        .find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
-}
-
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -478,12 +472,13 @@ fn incidents_become_findings_and_healthy_traffic_stays_silent() {
     let mut open: Vec<Value> = Vec::new();
     let wanted = |open: &[Value]| {
         [
-            finding(open, "close_wait_stuck", &owned_addr).is_some_and(|f| f["cause"] == "owned"),
-            finding(open, "close_wait_stuck", &full_addr)
+            finding_at(open, "close_wait_stuck", &owned_addr)
+                .is_some_and(|f| f["cause"] == "owned"),
+            finding_at(open, "close_wait_stuck", &full_addr)
                 .is_some_and(|f| f["cause"] == "unaccepted"),
-            finding(open, "accept_backlog_filling", &full_addr).is_some(),
-            finding(open, "retransmit_chain", &writer_addr).is_some(),
-            finding(open, "send_queue_growing", &writer_addr)
+            finding_at(open, "accept_backlog_filling", &full_addr).is_some(),
+            finding_at(open, "retransmit_chain", &writer_addr).is_some(),
+            finding_at(open, "send_queue_growing", &writer_addr)
                 .is_some_and(|f| f["cause"] == "peer_unreachable"),
         ]
     };
@@ -516,12 +511,12 @@ fn incidents_become_findings_and_healthy_traffic_stays_silent() {
     for (ok, name) in got.iter().zip(names) {
         assert!(ok, "{name} not reported within threshold + 10 s");
     }
-    let owned = finding(&open, "close_wait_stuck", &owned_addr).unwrap();
+    let owned = finding_at(&open, "close_wait_stuck", &owned_addr).unwrap();
     assert!(
         owned["diagnosis"].as_str().unwrap().contains("close()"),
         "{owned}"
     );
-    let unacc = finding(&open, "close_wait_stuck", &full_addr).unwrap();
+    let unacc = finding_at(&open, "close_wait_stuck", &full_addr).unwrap();
     assert!(
         unacc["diagnosis"].as_str().unwrap().contains("accept()"),
         "{unacc}"

@@ -110,15 +110,6 @@ fn chain_or_queue_findings(d: &Daemon, inodes: &[u64]) -> Vec<Value> {
         .collect()
 }
 
-fn open_finding(d: &Daemon, kind: &str, local: SocketAddr) -> Option<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
-}
-
 struct Upload {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
@@ -291,11 +282,11 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
                 rto_chain_at = Some(now);
             }
         }
-        if chain_at.is_none() && open_finding(&d, "retransmit_chain", victim).is_some() {
+        if chain_at.is_none() && d.open_finding_at("retransmit_chain", &victim).is_some() {
             chain_at = Some(now);
         }
         if queue_at.is_none()
-            && open_finding(&d, "send_queue_growing", victim)
+            && d.open_finding_at("send_queue_growing", &victim)
                 .is_some_and(|f| f["cause"] == "peer_unreachable")
         {
             queue_at = Some(now);

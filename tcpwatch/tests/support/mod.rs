@@ -30,7 +30,7 @@ pub use tcpwatch_testkit::netns::{
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::process::{Service, TempDir, run_ok};
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
-pub use tcpwatch_testkit::snapshot::{conns_in, find};
+pub use tcpwatch_testkit::snapshot::{conns_in, find, finding_at, finding_to};
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::ss::{SsRow, parse_ss, ss};
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
