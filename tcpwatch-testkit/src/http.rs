@@ -43,6 +43,27 @@ pub fn get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// `GET http://127.0.0.1:<port><path>` of a stream (`Accept: text/event-stream`): returns
+/// once the headers arrived, with the status and a reader of the body as it comes (chunks
+/// decoded). No read timeout: a stream may be quiet for long.
+pub fn get_stream(port: u16, path: &str) -> Result<(u16, impl std::io::Read + Send + 'static)> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_recv_response(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let resp = agent
+        .get(&url)
+        .header("Accept", "text/event-stream")
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.into_body().into_reader()))
+}
+
 /// [`get`] for polling loops: `None` when there was no answer (not listening yet, reset,
 /// timeout).
 #[must_use]

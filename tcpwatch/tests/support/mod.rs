@@ -35,7 +35,7 @@ pub use tcpwatch_testkit::snapshot::{conns_in, find, finding_at, finding_to};
 pub use tcpwatch_testkit::ss::{SsRow, parse_ss, ss};
 #[allow(unused_imports, reason = "each test binary uses a different subset")]
 pub use tcpwatch_testkit::{
-    alertmanager, daemon, free_port, installed, metrics, pki, privileged, prometheus,
+    alertmanager, daemon, free_port, http, installed, metrics, pki, privileged, prometheus,
     raise_fd_limit, run, wait_for, webhook,
 };
 
