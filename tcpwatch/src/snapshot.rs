@@ -17,7 +17,7 @@ use crate::host::netns::Home;
 use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::sweep_all;
 use crate::kernel::Kernel;
-use crate::state::mono_now;
+use crate::state::{Shared, mono_now};
 
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotArgs {
@@ -82,6 +82,21 @@ fn incident_lines(incidents: &[&Incident]) -> String {
     out
 }
 
+/// `tcpwatch snapshot --exposure`: the audit of the swept connections, as text or JSON.
+fn print_exposure(shared: &Shared, conns: &[&ConnRecord], json: bool) -> anyhow::Result<()> {
+    let report = tcpwatch_core::exposure::audit(
+        conns.iter().copied(),
+        &shared.netns,
+        shared.exposure_threshold_s,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", tcpwatch_core::exposure::render::text(&report));
+    }
+    Ok(())
+}
+
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
@@ -106,17 +121,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
     if args.exposure {
-        let report = tcpwatch_core::exposure::audit(
-            conns.iter().copied(),
-            &shared.netns,
-            shared.exposure_threshold_s,
-        );
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", tcpwatch_core::exposure::render::text(&report));
-        }
-        return Ok(());
+        return print_exposure(&shared, &conns, args.json);
     }
     let findings: Vec<Finding> = shared
         .detectors
