@@ -23,7 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Netns, connect, free_port, http_get, listener, privileged, wait_for};
+use support::{
+    Netns, TempDir, connect, free_port, http_get, installed, listener, privileged, wait_for,
+};
 
 const ALERTMANAGER: &str = "prometheus-alertmanager";
 /// Bound of every wait on an external effect.
@@ -31,56 +33,6 @@ const WAIT: Duration = Duration::from_mins(1);
 const USER: &str = "tcpwatch";
 const PASSWORD: &str = "right-horse-battery";
 const WRONG_PASSWORD: &str = "wrong-staple-4711";
-
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
-/// Whether a tool is installed. Missing: a loud skip, except in CI (`cargo xtask setup
-/// --test-deps` installs them there).
-fn have(tool: &str) -> bool {
-    if which(tool) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{tool} is not installed (cargo xtask setup --test-deps)"
-    );
-    eprintln!("\n!!!!!!!! SKIPPED: {tool} is not installed !!!!!!!!\n");
-    false
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "tcpwatch-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -124,18 +76,18 @@ fn make_ca_and_server_cert(tmp: &TempDir) {
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
     ]);
-    openssl(&tmp.0, &ca);
+    openssl(tmp.root(), &ca);
     let mut csr = vec!["req", "-new", "-subj", "/CN=127.0.0.1"];
     csr.extend(ec);
     csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&tmp.0, &csr);
+    openssl(tmp.root(), &csr);
     tmp.write(
         "server.ext",
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
          keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
     );
     openssl(
-        &tmp.0,
+        tmp.root(),
         &[
             "x509",
             "-req",
@@ -429,7 +381,7 @@ fn check_refused(d: &LoggedDaemon, am: &Am, wants: &[&str]) {
 
 #[test]
 fn daemon_pushes_to_alertmanager_over_tls_and_with_basic_auth() {
-    if !privileged() || !have(ALERTMANAGER) || !have("openssl") {
+    if !privileged() || !installed(ALERTMANAGER) || !installed("openssl") {
         return;
     }
     let t0 = Instant::now();

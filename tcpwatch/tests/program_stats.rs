@@ -17,31 +17,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{BIN, Daemon, Netns, connect, http_get, listener, privileged, wait_for};
+use support::{Daemon, Netns, connect, listener, privileged, wait_for};
 
 const SWEEP_MS: u64 = 500;
 const FLOOD: usize = 3000;
-
-/// A daemon with a one-page ring buffer (about 30 events): floods overflow it.
-fn tiny_ring_daemon() -> Daemon {
-    let mut d = Daemon::start(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")]);
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let port = support::free_port();
-    d.child = std::process::Command::new(BIN)
-        .args(["daemon", "--ringbuf-bytes", "4096", "--pin-dir", &d.pin_dir])
-        .args(["--set", &format!("daemon.listen=\"127.0.0.1:{port}\"")])
-        .args(["--set", &format!("daemon.sweep_interval_ms={SWEEP_MS}")])
-        .env("TCPWATCH_LOG", "warn")
-        .spawn()
-        .unwrap();
-    d.port = port;
-    wait_for(Duration::from_secs(20), || {
-        (http_get(port, "/readyz").map(|r| r.0) == Some(200)).then_some(())
-    })
-    .expect("ready");
-    d
-}
 
 /// One program's figures: (run count, run time ns, recursion misses).
 type Figures = (u64, u64, u64);
@@ -134,10 +113,6 @@ fn pad(key: &Value) -> Value {
     Value::from(k)
 }
 
-fn metrics(d: &Daemon) -> String {
-    http_get(d.port, "/metrics").unwrap().1
-}
-
 /// A series' integer value (`name{labels}` exactly as exposed, or an unlabelled name).
 fn series(text: &str, name: &str) -> Option<u64> {
     text.lines()
@@ -167,7 +142,7 @@ fn program_figures(status: &Value) -> BTreeMap<String, (u64, Figures)> {
 fn status_and_metrics(d: &Daemon) -> (Value, String) {
     wait_for(Duration::from_secs(10), || {
         let st = d.get_json("/api/v1/status");
-        let m = metrics(d);
+        let m = d.metrics();
         let same = program_figures(&st).iter().all(|(name, (_, f))| {
             let label = format!("{{program=\"{name}\"}}");
             series(&m, &format!("tcpwatch_bpf_program_runs_total{label}")) == Some(f.0)
@@ -227,7 +202,7 @@ fn program_run_counters_and_lost_events_match_the_kernel() {
         return;
     }
     let ns = Netns::new("progstat");
-    let d = tiny_ring_daemon();
+    let d = Daemon::with_tiny_ring(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")]);
     let (st0, m0) = status_and_metrics(&d);
     assert_eq!(
         st0["run_stats_enabled"], true,
