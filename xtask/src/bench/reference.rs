@@ -158,6 +158,9 @@ pub fn goals(r: &Results, g: &mut Vec<Goal>) {
                     c.ns_per_event,
                     ratio.unwrap_or(0.0)
                 ),
+                (true, None) if hook.is_none() => {
+                    format!("{:.0} ns; no event hook (iter/tcp)", p.ns_per_event)
+                }
                 (true, None) => format!("{:.0} ns; reference not measured", p.ns_per_event),
             },
             pass: ratio.map(|x| x <= MAX_RATIO),
