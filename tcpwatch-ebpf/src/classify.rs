@@ -20,9 +20,10 @@ use aya_ebpf::{
 use tcpwatch_common::{
     PortKey,
     endpoints::{
-        ENDPOINTS_MAX, EndpointCounts, EndpointKey, LISTENS_MAX, ListenInfo, ListenKey,
-        RESET_REASONS_MAX, ResetTpOffsets, SERVER_RESETS_MAX, ServerResets, class_counter,
+        EndpointCounts, EndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX, ResetTpOffsets,
+        ServerResets, class_counter,
     },
+    hooks::map_size,
     tcp_state,
 };
 
@@ -33,24 +34,27 @@ const STALE_TUPLE_MAX_AGE_NS: u64 = 2_000_000_000;
 
 #[map]
 static ENDPOINTS: LruPerCpuHashMap<EndpointKey, EndpointCounts> =
-    LruPerCpuHashMap::with_max_entries(ENDPOINTS_MAX, 0);
+    LruPerCpuHashMap::with_max_entries(map_size::ENDPOINTS, 0);
 
 #[map]
 static SERVER_RESETS: LruPerCpuHashMap<PortKey, ServerResets> =
-    LruPerCpuHashMap::with_max_entries(SERVER_RESETS_MAX, 0);
+    LruPerCpuHashMap::with_max_entries(map_size::SERVER_RESETS, 0);
 
 #[map]
-static LISTENS: LruHashMap<ListenKey, ListenInfo> = LruHashMap::with_max_entries(LISTENS_MAX, 0);
+static LISTENS: LruHashMap<ListenKey, ListenInfo> =
+    LruHashMap::with_max_entries(map_size::LISTENS, 0);
 
 /// Connects in progress, keyed by socket address.
 #[map]
-static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(16_384, 0);
+static CONNECTING: LruHashMap<u64, Connecting> =
+    LruHashMap::with_max_entries(map_size::CONNECTING, 0);
 
 /// RSTs this host just sent from a closed socket, keyed by the receiver's view of the tuple
 /// (local = the peer that will receive it), valued with the time: a receiver on this host
 /// classifies the RST as stale.
 #[map]
-static STALE_TUPLES: LruHashMap<TupleKey, u64> = LruHashMap::with_max_entries(4_096, 0);
+static STALE_TUPLES: LruHashMap<TupleKey, u64> =
+    LruHashMap::with_max_entries(map_size::STALE_TUPLES, 0);
 
 /// The tuple of an orphaned socket that is aborting on data, saved by `tcp_reset()`'s
 /// tracepoint right before the RST goes out: by then the socket is `CLOSE` and its local

@@ -38,7 +38,9 @@ pub fn load_options(cfg: &Config, opts: DaemonOptions) -> LoadOptions {
         max_sockets: u32::try_from(cfg.daemon.max_connections)
             .unwrap_or(u32::MAX)
             .max(1024),
-        ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(4 << 20),
+        ringbuf_bytes: opts
+            .ringbuf_bytes
+            .unwrap_or(tcpwatch_common::hooks::map_size::EVENTS_BYTES),
         pin_dir: opts.pin,
         pretend_no_iter: opts.pretend_no_iter,
     }

@@ -17,13 +17,8 @@ use tcpwatch_core::offsets;
 /// The oldest kernel tcpwatch supports (and tests: `cargo xtask vm-test`).
 pub const MIN_KERNEL: &str = "6.1";
 
-/// The tracepoints tcpwatch attaches to (as in `kernel::HOOKS`).
-pub const TRACEPOINTS: &[&str] = &[
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-];
+/// The tracepoints tcpwatch attaches to (those of `hooks::HOOKS`).
+pub use tcpwatch_common::hooks::TRACEPOINTS;
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
