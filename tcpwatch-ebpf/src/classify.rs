@@ -27,6 +27,7 @@ use tcpwatch_common::{
     tcp_state,
 };
 
+use super::diag::{self, kind};
 use super::{SOCKS, Tuple, ktime, netns_of, offsets, rd, rd_ptr, tuple_of};
 
 /// A `STALE_TUPLES` entry older than this is not matched to a received RST.
@@ -107,6 +108,13 @@ fn class_count(idx: u32) {
     }
 }
 
+/// A failed insert: counted, and noted for the log the first time.
+#[inline(always)]
+fn class_full(idx: u32, kind: u32) {
+    class_count(idx);
+    diag::note(kind, 0);
+}
+
 /// The `ENDPOINTS` value of a remote endpoint as seen by `pid`, created if missing.
 #[inline(always)]
 fn endpoint(
@@ -129,7 +137,7 @@ fn endpoint(
             ..EndpointCounts::default()
         };
         if ENDPOINTS.insert(key, v, 0).is_err() {
-            class_count(class_counter::ENDPOINTS_FULL);
+            class_full(class_counter::ENDPOINTS_FULL, kind::ENDPOINTS_FULL);
             return None;
         }
     }
@@ -225,7 +233,7 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
             .insert(key, ServerResets::default(), 0)
             .is_err()
     {
-        class_count(class_counter::SERVER_RESETS_FULL);
+        class_full(class_counter::SERVER_RESETS_FULL, kind::SERVER_RESETS_FULL);
     }
     if let Some(p) = SERVER_RESETS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.
@@ -246,7 +254,7 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
         pad: 0,
     };
     if STALE_TUPLES.insert(tk, now, 0).is_err() {
-        class_count(class_counter::STALE_TUPLES_FULL);
+        class_full(class_counter::STALE_TUPLES_FULL, kind::STALE_TUPLES_FULL);
     }
 }
 
@@ -351,7 +359,7 @@ pub(super) fn on_state(sk: *const u8, oldstate: u8, newstate: u8) {
             comm: bpf_get_current_comm().unwrap_or_default(),
         };
         if CONNECTING.insert(key, c, 0).is_err() {
-            class_count(class_counter::CONNECTING_FULL);
+            class_full(class_counter::CONNECTING_FULL, kind::CONNECTING_FULL);
         }
     } else if oldstate == tcp_state::SYN_SENT {
         connect_done(sk, newstate);
@@ -436,7 +444,7 @@ fn listen_started(sk: *const u8) {
         ..ListenInfo::default()
     };
     if LISTENS.insert(lk, v, 0).is_err() {
-        class_count(class_counter::LISTENS_FULL);
+        class_full(class_counter::LISTENS_FULL, kind::LISTENS_FULL);
     }
 }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use tcpwatch_common::{AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING};
 
-use super::offsets;
+use super::{diag, offsets};
 
 /// Reads a `T` at `base + off`; 0 when the field is missing on this kernel or unreadable.
 #[inline(always)]
@@ -15,6 +15,26 @@ pub(super) fn rd<T: Default>(base: *const u8, off: u32) -> T {
     // SAFETY: bpf_probe_read_kernel validates the address; a fault yields an error, not a crash.
     unsafe {
         bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default()
+    }
+}
+
+/// [`rd`] through a pointer that was itself read from a socket (`struct net`, the socket's
+/// inode). A read at a wrong offset inside the socket still succeeds (it reads other bytes of
+/// the same object); a pointer read that way is garbage and the read through it faults: the
+/// sign that an offset is wrong for this kernel, noted for the log (`diag`). Only here, so
+/// the many plain field reads keep no extra code on their error branch.
+#[inline(always)]
+pub(super) fn rd_through<T: Default>(base: *const u8, off: u32) -> T {
+    if off == OFFSET_MISSING || base.is_null() {
+        return T::default();
+    }
+    // SAFETY: as in `rd`.
+    match unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()) } {
+        Ok(v) => v,
+        Err(_) => {
+            diag::note(diag::kind::READ_FAILED, u64::from(off));
+            T::default()
+        }
     }
 }
 
@@ -136,15 +156,23 @@ pub(super) fn tuple_of(sk: *const u8) -> Tuple {
     tuple(Live(sk), offsets())
 }
 
-/// Network namespace of a socket: (cookie, inode). The `struct net` is always read live.
+/// Network namespace of a socket: (cookie, inode). The `struct net` is always read live; a
+/// failed read of its cookie is noted for the log (see [`rd_through`]).
 #[inline(always)]
 pub(super) fn netns<F: Fields>(f: F, o: &KernelOffsets) -> (u64, u32) {
     let net = f.get::<u64>(o.skc_net) as *const u8;
-    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
+    (
+        rd_through::<u64>(net, o.net_cookie),
+        rd::<u32>(net, o.net_ns_inum),
+    )
 }
 
-/// [`netns`] read from the socket itself.
+/// [`netns`] of the socket itself, without noting a failure: the reset and retransmit hooks
+/// (their call chain is at Linux 6.1's 512-byte stack limit). The state program and the sweep
+/// read the same pointer of every socket and note it.
 #[inline(always)]
 pub(super) fn netns_of(sk: *const u8) -> (u64, u32) {
-    netns(Live(sk), offsets())
+    let o = offsets();
+    let net = rd_ptr(sk, o.skc_net);
+    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
 }

@@ -40,12 +40,14 @@ use tcpwatch_common::{
 
 #[path = "classify.rs"]
 mod classify;
+#[path = "diag.rs"]
+mod diag;
 #[path = "fields.rs"]
 mod fields;
 
 use fields::{
-    Copied, Fields, Live, Tuple, TupleOut, bfn, netns, netns_of, rd, rd_ptr, read_tuple, tuple,
-    tuple_of,
+    Copied, Fields, Live, Tuple, TupleOut, bfn, netns, netns_of, rd, rd_ptr, rd_through,
+    read_tuple, tuple, tuple_of,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -125,6 +127,13 @@ fn count(idx: u32) {
     }
 }
 
+/// A failed insert or reserve: counted, and noted for the log the first time.
+#[inline(always)]
+fn full(idx: u32, kind: u32) {
+    count(idx);
+    diag::note(kind, 0);
+}
+
 #[inline(always)]
 fn ktime() -> u64 {
     // SAFETY: helper without arguments.
@@ -183,6 +192,7 @@ unsafe fn fill_common(ev: *mut StateEvent, sk: *const u8) {
         unsafe { write_common(ev, Copied::<EVENT_COPY_LEN>(buf.cast()), o) };
         return;
     }
+    diag::note(diag::kind::COPY_FAILED, u64::from(len));
     // SAFETY: as this function's (caller).
     unsafe { write_common(ev, Live(sk), o) };
 }
@@ -302,7 +312,7 @@ fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u
         st.pid = pid;
         st.comm = comm;
         if SOCKS.insert(key, &*st, 0).is_err() {
-            count(counter::SOCKS_FULL);
+            full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
         }
     }
     if newstate == tcp_state::CLOSE {
@@ -333,7 +343,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
-        count(counter::EVENTS_DROPPED);
+        full(counter::EVENTS_DROPPED, diag::kind::EVENTS_FULL);
         return;
     };
     let ev: *mut StateEvent = slot.as_mut_ptr();
@@ -388,7 +398,7 @@ fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut So
     st.netns_cookie = netns_of(sk).0;
     st.state = state;
     if SOCKS.insert(key, &*st, 0).is_err() {
-        count(counter::SOCKS_FULL);
+        full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
         return None;
     }
     SOCKS.get_ptr_mut(key)
@@ -479,7 +489,7 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
     if PORT_RESETS.get_ptr_mut(key).is_none()
         && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
     {
-        count(counter::PORT_RESETS_FULL);
+        full(counter::PORT_RESETS_FULL, diag::kind::PORT_RESETS_FULL);
     }
     if let Some(p) = PORT_RESETS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.

@@ -41,6 +41,10 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     };
     // A header starts the output; the final call (sk == NULL) writes one too, because a
     // namespace without sockets has no first call (userspace keeps the first header).
+    if seq_num == 0 {
+        // Once per namespace sweep, never on a per-event hook: see diag.rs.
+        diag::flush();
+    }
     if seq_num == 0 || sk.is_null() {
         let hdr = rec.cast::<SweepHeader>();
         // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
@@ -95,6 +99,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     }
     // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
     if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
+        diag::note(diag::kind::COPY_FAILED, u64::from(len));
         return false;
     }
     let copy = Copied::<SOCK_COPY_LEN>(buf);
@@ -123,7 +128,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
         r.flags |= record_flags::HAS_SOCKET;
         if o.socket_alloc_vfs_inode != OFFSET_MISSING {
             let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
-            r.inode = rd(inode, o.inode_i_ino);
+            r.inode = rd_through(inode, o.inode_i_ino);
         }
     }
     r.write_seq = bf(buf, o.write_seq);

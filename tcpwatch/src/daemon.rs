@@ -237,6 +237,8 @@ async fn on_sweep(
 pub struct Prepared {
     kernel: Kernel,
     ring: RingBuf<MapData>,
+    /// The kernel programs' diagnostics (None: the object has no log map).
+    kernel_log: Option<crate::kernel::log::KernelLog>,
     clock: KernelClock,
 }
 
@@ -265,11 +267,13 @@ pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
     let ring = kernel.take_events()?;
+    let kernel_log = kernel.take_log();
     let clock = calibrate(&mut kernel)?;
     tracing::info!(hz = clock.hz, "kernel clock calibrated");
     Ok(Prepared {
         kernel,
         ring,
+        kernel_log,
         clock,
     })
 }
@@ -278,6 +282,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let Prepared {
         kernel,
         ring,
+        kernel_log,
         clock,
     } = prepared;
     let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
@@ -294,6 +299,13 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         })
         .context("starting the sweeper thread")?;
     let events = tokio::spawn(read_events(ring, shared.clone()));
+    if let Some(l) = kernel_log {
+        tokio::spawn(async move {
+            if let Err(e) = crate::kernel::log::forward(l).await {
+                tracing::warn!(error = %format!("{e:#}"), "kernel diagnostics no longer forwarded");
+            }
+        });
+    }
     let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);

@@ -17,6 +17,7 @@ use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
 mod endpoints;
+pub mod log;
 pub mod probe;
 
 /// The eBPF object built by build.rs.
@@ -50,6 +51,8 @@ pub struct Kernel {
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
     prev_sweep_start: HashMap<u64, u64>,
+    /// The programs' diagnostics (aya-log), until the daemon takes it to forward them.
+    log: Option<log::KernelLog>,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -111,6 +114,8 @@ impl Kernel {
                      with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
             )
         })?;
+        // Before the programs load: it holds the log ring buffer's fd they refer to.
+        let log = log::init(&mut ebpf);
         let mut attached = Vec::new();
         for h in HOOKS {
             attached.push(attach_hook(
@@ -142,7 +147,14 @@ impl Kernel {
             attached,
             missing_optional: resolved.missing_optional,
             prev_sweep_start: HashMap::new(),
+            log,
         })
+    }
+
+    /// The programs' diagnostics, to forward with [`log::forward`] (can be taken once; left
+    /// in place, nothing reads them: one-shot commands).
+    pub fn take_log(&mut self) -> Option<log::KernelLog> {
+        self.log.take()
     }
 
     /// The ring buffer of state events (can be taken once).

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--smoke]` (root): tcpwatch's reproducible performance suite.
+//! `cargo xtask bench [--smoke] [--phase P]` (root): tcpwatch's reproducible performance suite.
 //!
 //! Builds the release daemon, then measures, each phase in a network namespace of its own:
 //! kernel cost per event (`bpf_stats`, only during that phase), fast-path overhead on
@@ -87,7 +87,12 @@ pub struct Env {
     pub log: PathBuf,
 }
 
-pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result<()> {
+pub fn run(
+    smoke: bool,
+    phase: Option<&str>,
+    pool_helper: Option<&str>,
+    privs: &Privileges,
+) -> Result<()> {
     if let Some(spec) = pool_helper {
         return load::pool_helper(spec);
     }
@@ -97,6 +102,11 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
              RLIMIT_NOFILE): run `cargo xtask bench` as root"
         );
     }
+    if let Some(p) = phase
+        && !phases::PHASES.contains(&p)
+    {
+        bail!("no bench phase `{p}`: one of {}", phases::PHASES.join(", "));
+    }
     let started = Instant::now();
     sys::install_signal_handlers();
     sys::Netns::remove_stale();
@@ -105,7 +115,12 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     let env = prepare(&root, privs)?;
 
     let mut r = report::Results {
-        mode: if smoke { "smoke" } else { "full" }.into(),
+        mode: match (smoke, phase) {
+            (true, None) => "smoke".into(),
+            (false, None) => "full".into(),
+            (true, Some(p)) => format!("smoke, phase {p}"),
+            (false, Some(p)) => format!("phase {p}"),
+        },
         machine: machine(),
         started_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -116,29 +131,30 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     };
     sys::raise_nofile(65_536)?;
 
-    phases::run_all(&plan, &env, &mut r)?;
+    phases::run_all(&plan, &env, &mut r, phase)?;
 
     r.wall_seconds = started.elapsed().as_secs_f64();
     r.goals = report::goals(&r);
     let tables = table::tables(&r);
     println!("\n{tables}");
-    std::fs::write(
-        env.out_dir.join("bench.json"),
-        serde_json::to_string_pretty(&r)?,
-    )?;
-    // Only a full run replaces the committed table; a smoke run (CI, `cargo xtask test`)
-    // writes its own next to bench.json.
-    let md = if smoke {
-        env.out_dir.join("performance-smoke.md")
-    } else {
-        root.join("docs/performance.md")
+    let json = match phase {
+        Some(p) => env.out_dir.join(format!("bench-{p}.json")),
+        None => env.out_dir.join("bench.json"),
+    };
+    std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+    // Only a full run of every phase replaces the committed table; a smoke run (CI, `cargo
+    // xtask test`) or a single phase writes its own next to the JSON.
+    let md = match (smoke, phase) {
+        (_, Some(p)) => env.out_dir.join(format!("performance-{p}.md")),
+        (true, None) => env.out_dir.join("performance-smoke.md"),
+        (false, None) => root.join("docs/performance.md"),
     };
     std::fs::write(&md, table::markdown(&r))?;
     eprintln!(
         "bench: {} mode finished in {:.0} s; wrote {} and {}",
         r.mode,
         r.wall_seconds,
-        env.out_dir.join("bench.json").display(),
+        json.display(),
         md.display()
     );
     if !r.errors.is_empty() {
@@ -150,8 +166,8 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     }
     let missed = r.goals.iter().filter(|g| g.pass == Some(false)).count();
     if missed > 0 {
-        if smoke {
-            eprintln!("bench: {missed} goal(s) missed (not enforced in --smoke mode)");
+        if smoke || phase.is_some() {
+            eprintln!("bench: {missed} goal(s) missed (not enforced in --smoke or --phase mode)");
         } else {
             bail!("{missed} goal(s) missed; see the table above and docs/performance.md");
         }
