@@ -68,6 +68,9 @@ enum Command {
         /// go to target/bench/ only (docs/performance.md is not replaced), goals not enforced.
         #[arg(long, value_name = "PHASE")]
         phase: Option<String>,
+        /// Measure this tcpwatch binary instead of building one (A/B comparisons).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<std::path::PathBuf>,
         /// Internal: hold `NETNS_PATH:SOCKETS` idle connections until stdin closes.
         #[arg(long, hide = true, value_name = "NETNS_PATH:SOCKETS")]
         pool_helper: Option<String>,
@@ -97,8 +100,13 @@ fn main() -> ExitCode {
         Command::Bench {
             smoke,
             phase,
+            bin,
             pool_helper,
-        } => bench::run(smoke, phase.as_deref(), pool_helper.as_deref(), &privs),
+        } => bench::run(
+            &bench::Options { smoke, phase, bin },
+            pool_helper.as_deref(),
+            &privs,
+        ),
         Command::VmTest { quick, kernel } => vmtest::run(
             &vmtest::Options {
                 quick,

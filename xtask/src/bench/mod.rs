@@ -87,12 +87,18 @@ pub struct Env {
     pub log: PathBuf,
 }
 
-pub fn run(
-    smoke: bool,
-    phase: Option<&str>,
-    pool_helper: Option<&str>,
-    privs: &Privileges,
-) -> Result<()> {
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub smoke: bool,
+    /// Only this phase (one of `phases::PHASES`).
+    pub phase: Option<String>,
+    /// A tcpwatch binary to measure instead of a fresh release build.
+    pub bin: Option<PathBuf>,
+}
+
+pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Result<()> {
+    let (smoke, phase) = (opts.smoke, opts.phase.as_deref());
     if let Some(spec) = pool_helper {
         return load::pool_helper(spec);
     }
@@ -112,7 +118,7 @@ pub fn run(
     sys::Netns::remove_stale();
     let plan = Plan::new(smoke);
     let root = workspace_root();
-    let env = prepare(&root, privs)?;
+    let env = prepare(&root, opts.bin.as_deref(), privs)?;
 
     let mut r = report::Results {
         mode: match (smoke, phase) {
@@ -176,16 +182,20 @@ pub fn run(
 }
 
 /// Setup, bench packages, release build; the paths the phases use.
-fn prepare(root: &Path, privs: &Privileges) -> Result<Env> {
+fn prepare(root: &Path, given: Option<&Path>, privs: &Privileges) -> Result<Env> {
     setup::run(setup::Options::default(), privs)?;
     ensure_packages()?;
-    Cmd::new(cargo())
-        .args(["build", "--release", "-p", "tcpwatch"])
-        .dir(root)
-        .run()?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release").join("tcpwatch");
+    let bin = if let Some(b) = given {
+        b.to_path_buf()
+    } else {
+        Cmd::new(cargo())
+            .args(["build", "--release", "-p", "tcpwatch"])
+            .dir(root)
+            .run()?;
+        target.join("release").join("tcpwatch")
+    };
     if !bin.is_file() {
         bail!("{} was not built", bin.display());
     }
