@@ -360,7 +360,7 @@ fn kernel_diagnostic_reaches_the_log_once() {
     .expect("ready");
     // Other sockets of the host may fill the one-page ring first: the line may already be
     // there; what matters is that it is there after a flood, once.
-    const WHAT: &str = "EVENTS ring buffer full";
+    let what = "EVENTS ring buffer full";
 
     let (l, addr) = listener(&ns, 4096);
     let flood = || {
@@ -378,7 +378,7 @@ fn kernel_diagnostic_reaches_the_log_once() {
     );
     // The sweep writes the record; the daemon forwards it as it arrives.
     let lines = wait_for(Duration::from_secs(10), || {
-        let v = kernel_log_lines(&log_path, WHAT);
+        let v = kernel_log_lines(&log_path, what);
         (!v.is_empty()).then_some(v)
     })
     .unwrap_or_else(|| {
@@ -397,7 +397,7 @@ fn kernel_diagnostic_reaches_the_log_once() {
     assert!(metric(&d, "tcpwatch_ringbuf_dropped_events_total") > dropped);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
-        kernel_log_lines(&log_path, WHAT).len(),
+        kernel_log_lines(&log_path, what).len(),
         1,
         "logged once:\n{}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
