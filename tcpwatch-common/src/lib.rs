@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod endpoints;
+pub mod hooks;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
 pub const ABI_VERSION: u32 = 4;

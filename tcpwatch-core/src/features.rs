@@ -16,13 +16,8 @@ use crate::offsets;
 /// The oldest kernel tcpwatch supports (and tests: `cargo xtask vm-test`).
 pub const MIN_KERNEL: &str = "6.1";
 
-/// The tracepoints tcpwatch attaches to (as in `kernel::HOOKS`).
-pub const TRACEPOINTS: &[&str] = &[
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-];
+/// The tracepoints tcpwatch attaches to (those of `tcpwatch_common::hooks::HOOKS`).
+pub use tcpwatch_common::hooks::TRACEPOINTS;
 
 /// Whether the kernel offers something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -41,6 +41,10 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     };
     // A header starts the output; the final call (sk == NULL) writes one too, because a
     // namespace without sockets has no first call (userspace keeps the first header).
+    if seq_num == 0 {
+        // Once per namespace sweep, never on a per-event hook: see diag.rs.
+        diag::flush();
+    }
     if seq_num == 0 || sk.is_null() {
         let hdr = rec.cast::<SweepHeader>();
         // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
@@ -72,29 +76,6 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
     bfn::<SOCK_COPY_LEN, T>(buf, off)
 }
 
-/// Tuple from an `N`-byte copy of a socket (same as [`tuple_of`], without helper calls).
-#[inline(always)]
-fn tuple_from<const N: usize>(buf: *const u8, o: &KernelOffsets) -> Tuple {
-    let family: u16 = bfn::<N, _>(buf, o.skc_family);
-    let mut t = Tuple {
-        family,
-        sport: bfn::<N, _>(buf, o.skc_num),
-        dport: u16::from_be(bfn::<N, _>(buf, o.skc_dport)),
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET6 {
-        t.saddr = bfn::<N, _>(buf, o.skc_v6_rcv_saddr);
-        t.daddr = bfn::<N, _>(buf, o.skc_v6_daddr);
-    } else if family == AF_INET {
-        let s: [u8; 4] = bfn::<N, _>(buf, o.skc_rcv_saddr);
-        let d: [u8; 4] = bfn::<N, _>(buf, o.skc_daddr);
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
-    }
-    t
-}
-
 /// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
 /// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
 /// are picked from the copy: one helper call instead of one per field.
@@ -118,15 +99,17 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     }
     // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
     if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
+        diag::note(diag::kind::COPY_FAILED, u64::from(len));
         return false;
     }
-    let t = tuple_from::<SOCK_COPY_LEN>(buf, o);
-    let net = bf::<u64>(buf, o.skc_net) as *const u8;
+    let copy = Copied::<SOCK_COPY_LEN>(buf);
+    let t = tuple(copy, o);
+    let (netns_cookie, netns_ino) = netns(copy, o);
     *r = SockRecord {
         skaddr: sk as u64,
         cookie: cookie_of::<true>(sk),
-        netns_cookie: rd(net, o.net_cookie),
-        netns_ino: rd(net, o.net_ns_inum),
+        netns_cookie,
+        netns_ino,
         uid,
         family: t.family,
         sport: t.sport,
@@ -145,7 +128,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
         r.flags |= record_flags::HAS_SOCKET;
         if o.socket_alloc_vfs_inode != OFFSET_MISSING {
             let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
-            r.inode = rd(inode, o.inode_i_ino);
+            r.inode = rd_through(inode, o.inode_i_ino);
         }
     }
     r.write_seq = bf(buf, o.write_seq);

@@ -12,6 +12,7 @@ use tcpwatch_common::endpoints::{
     EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX,
     ResetTpOffsets, ServerResets, class_counter,
 };
+use tcpwatch_common::hooks::{RESET_REASON_CATEGORY, RESET_REASON_PROGRAM, tracepoint};
 use tcpwatch_common::{AF_INET6, PortKey};
 use tcpwatch_core::endpoints::{
     ClassCounters, EndpointFacts, EndpointKey, EndpointStats, ListenerHistory, ServerPortResets,
@@ -61,11 +62,11 @@ pub(super) fn attach_reset_reasons(ebpf: &mut Ebpf, tp: ResetTpOffsets) -> Optio
     }
     let mut attach = || -> anyhow::Result<()> {
         let prog: &mut TracePoint = ebpf
-            .program_mut("tp_tcp_send_reset_reason")
-            .context("program tp_tcp_send_reset_reason missing")?
+            .program_mut(RESET_REASON_PROGRAM)
+            .with_context(|| format!("program {RESET_REASON_PROGRAM} missing"))?
             .try_into()?;
         prog.load()?;
-        prog.attach("tcp", "tcp_send_reset")?;
+        prog.attach(RESET_REASON_CATEGORY, tracepoint::TCP_SEND_RESET)?;
         Ok(())
     };
     attach()

@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
+use tcpwatch_common::hooks::{HOOKS, SWEEP_PROGRAM, map_size};
 use tcpwatch_common::{
     ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState,
     SweepHeader, counter,
@@ -17,40 +18,13 @@ use tcpwatch_core::offsets;
 
 mod btf;
 mod endpoints;
+pub mod log;
 pub mod probe;
 
 pub use btf::KernelBtf;
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
-
-/// The tracepoints tcpwatch attaches to: (`tp_btf` program, `raw_tp` program, tracepoint).
-const HOOKS: &[(&str, &str, &str)] = &[
-    (
-        "tp_inet_sock_set_state",
-        "raw_inet_sock_set_state",
-        "inet_sock_set_state",
-    ),
-    (
-        "tp_tcp_retransmit_skb",
-        "raw_tcp_retransmit_skb",
-        "tcp_retransmit_skb",
-    ),
-    ("tp_tcp_send_reset", "raw_tcp_send_reset", "tcp_send_reset"),
-    (
-        "tp_tcp_receive_reset",
-        "raw_tcp_receive_reset",
-        "tcp_receive_reset",
-    ),
-    // Connect/listener classification: its own program (stack limit of Linux < 6.13).
-    (
-        "tp_classify_state",
-        "raw_classify_state",
-        "inet_sock_set_state",
-    ),
-];
-
-const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
 
 /// Sizes of the kernel maps.
 #[derive(Clone, Debug)]
@@ -80,6 +54,8 @@ pub struct Kernel {
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
     prev_sweep_start: HashMap<u64, u64>,
+    /// The programs' diagnostics (aya-log), until the daemon takes it to forward them.
+    log: Option<log::KernelLog>,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -145,9 +121,17 @@ impl Kernel {
                      with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
             )
         })?;
+        // Before the programs load: it holds the log ring buffer's fd they refer to.
+        let log = log::init(&mut ebpf);
         let mut attached = Vec::new();
-        for &(tp_btf, raw_tp, tracepoint) in HOOKS {
-            attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
+        for h in HOOKS {
+            attached.push(attach_hook(
+                &mut ebpf,
+                &btf,
+                h.tp_btf,
+                h.raw_tp,
+                h.tracepoint,
+            )?);
         }
         if let Some(e) = endpoints::attach_reset_reasons(&mut ebpf, reset_tp) {
             tracing::warn!("optional hook not attached (reset reasons not reported): {e}");
@@ -170,7 +154,14 @@ impl Kernel {
             attached,
             missing_optional: resolved.missing_optional,
             prev_sweep_start: HashMap::new(),
+            log,
         })
+    }
+
+    /// The programs' diagnostics, to forward with [`log::forward`] (can be taken once; left
+    /// in place, nothing reads them: one-shot commands).
+    pub fn take_log(&mut self) -> Option<log::KernelLog> {
+        self.log.take()
     }
 
     /// The ring buffer of state events (can be taken once).
@@ -304,7 +295,7 @@ fn pinned_maps(max_sockets: u32) -> [(&'static str, u32, u32, u32); 2] {
     let ports = (size_of::<PortKey>() as u32, size_of::<PortResets>() as u32);
     [
         ("SOCKS", socks.0, socks.1, max_sockets),
-        ("PORT_RESETS", ports.0, ports.1, 16_384),
+        ("PORT_RESETS", ports.0, ports.1, map_size::PORT_RESETS),
     ]
 }
 
@@ -466,6 +457,10 @@ pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
     })?;
     Ok(Sweep { header, records })
 }
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod object_tests;
 
 #[cfg(test)]
 mod tests {
