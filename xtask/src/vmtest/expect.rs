@@ -32,6 +32,7 @@ fn family(kernel: &str) -> &str {
     match kernel {
         k if k == "6.12" || k.starts_with("linux-image-6.12.") => "6.12",
         k if k == "6.1" || k.starts_with("linux-image-6.1.") => "6.1",
+        k if k == "5.10" || k.starts_with("linux-image-5.10.") => "5.10",
         k => k,
     }
 }
