@@ -7,6 +7,7 @@ pub mod config;
 pub mod config_http;
 pub mod detect;
 pub mod endpoints;
+pub mod fallbacks;
 pub mod features;
 pub mod incident;
 pub mod k8s;

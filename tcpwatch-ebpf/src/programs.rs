@@ -30,7 +30,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcpwatch_common::{
-    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING, PortKey, PortResets,
+    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, NETNS_INODE_TAG, OFFSET_MISSING, PortKey, PortResets,
     SOCK_COPY_LEN, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader,
     counter, event_kind, record_flags, tcp_state,
 };
@@ -175,7 +175,19 @@ fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockStat
 fn netns_of(sk: *const u8) -> (u64, u32) {
     let o = offsets();
     let net = rd_ptr(sk, o.skc_net);
-    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
+    let ino = rd::<u32>(net, o.net_ns_inum);
+    (netns_cookie(net, ino), ino)
+}
+
+/// The namespace's cookie, or its tagged inode where the kernel has no cookie to read.
+#[inline(always)]
+fn netns_cookie(net: *const u8, ino: u32) -> u64 {
+    let o = offsets();
+    if o.net_cookie == OFFSET_MISSING {
+        NETNS_INODE_TAG | u64::from(ino)
+    } else {
+        rd(net, o.net_cookie)
+    }
 }
 
 /// Family, local and remote address and ports (local host order, remote converted to host).
@@ -241,8 +253,9 @@ unsafe fn fill_common(ev: *mut StateEvent, sk: *const u8) {
                 (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
                 (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
             }
-            (*ev).netns_cookie = rd(net, o.net_cookie);
-            (*ev).netns_ino = rd(net, o.net_ns_inum);
+            let ino = rd(net, o.net_ns_inum);
+            (*ev).netns_cookie = netns_cookie(net, ino);
+            (*ev).netns_ino = ino;
         }
         return;
     }

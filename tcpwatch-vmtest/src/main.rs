@@ -23,13 +23,14 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
+mod fallbacks;
 mod setup;
 use setup::{host_setup, power_off, vm_setup};
 
 /// The tcpwatch binary inside the VM.
 const VM_TCPWATCH: &str = "/bin/tcpwatch";
 /// The message of the refusal path (`--pretend-no-iter`), see docs/kernels.md.
-const REFUSAL_TEXT: &str = "Minimum kernel: 6.1";
+const REFUSAL_TEXT: &str = "Minimum kernel: 5.10";
 
 enum Outcome {
     Pass(String),
@@ -98,6 +99,7 @@ fn run_all(ctx: &Ctx) -> bool {
         ),
         ("send_q_peer_never_reads", send_q_peer_never_reads),
         ("blackholed_peer", blackholed_peer),
+        ("fallbacks_reported", fallbacks::fallbacks_reported),
     ];
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
     for (name, f) in scenarios {

@@ -47,7 +47,10 @@ const HOOKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The sweep program, and its variant without socket cookies (kernels whose iterator programs
+/// may not call `bpf_get_socket_cookie`, before Linux 5.12).
 const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
+const SWEEP_PROGRAM_NOCOOKIE: &str = "tcpwatch_sweep_nocookie";
 
 /// Sizes of the kernel maps.
 #[derive(Clone, Debug)]
@@ -77,6 +80,8 @@ pub struct Kernel {
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
     prev_sweep_start: HashMap<u64, u64>,
+    /// The loaded `iter/tcp` program ([`SWEEP_PROGRAM`] or its variant without cookies).
+    sweep_program: &'static str,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -114,7 +119,14 @@ impl Kernel {
             .context("reading /sys/kernel/btf/vmlinux (kernel BTF)")?;
         let parsed = tcpwatch_core::btf::Btf::parse(&raw)
             .context("parsing the kernel's BTF from /sys/kernel/btf/vmlinux")?;
-        let resolved = offsets::resolve(&parsed)?;
+        let mut resolved = offsets::resolve(&parsed)?;
+        if features
+            .get("netns_cookie")
+            .is_none_or(|f| f.support != probe::Support::Yes)
+        {
+            // No namespace cookies: the programs use the tagged inode, as userspace does.
+            resolved.offsets.net_cookie = tcpwatch_common::OFFSET_MISSING;
+        }
         let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for program attach")?;
         let pins = opts
             .pin_dir
@@ -142,17 +154,10 @@ impl Kernel {
         for &(tp_btf, raw_tp, tracepoint) in HOOKS {
             attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
         }
-        if let Some(e) = endpoints::attach_reset_reasons(&mut ebpf, reset_tp) {
-            tracing::warn!("optional hook not attached (reset reasons not reported): {e}");
-        }
-        let it: &mut Iter = program(&mut ebpf, SWEEP_PROGRAM)?.try_into()?;
-        it.load("tcp", &btf).map_err(|e| {
-            anyhow!(
-                "loading the iter/tcp sweep program failed: {e:#}. BPF iterators over TCP \
-                 sockets need Linux 5.9+ (tcpwatch supports 6.1+); if the verifier refused it, \
-                 report the log above"
-            )
-        })?;
+        features.push(tcpwatch_core::fallbacks::reset_reason(
+            endpoints::attach_reset_reasons(&mut ebpf, reset_tp),
+        ));
+        let sweep_program = load_sweep(&mut ebpf, &btf, &mut features)?;
         for a in &attached {
             features.record_attached(a.tracepoint, a.variant);
         }
@@ -163,6 +168,7 @@ impl Kernel {
             attached,
             missing_optional: resolved.missing_optional,
             prev_sweep_start: HashMap::new(),
+            sweep_program,
         })
     }
 
@@ -268,7 +274,7 @@ impl Kernel {
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
     /// iterator captures the namespace of the task that creates it).
     pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
-        let it: &mut Iter = program(&mut self.ebpf, SWEEP_PROGRAM)?.try_into()?;
+        let it: &mut Iter = program(&mut self.ebpf, self.sweep_program)?.try_into()?;
         let link_id = it.attach().context("attaching the iter/tcp sweep")?;
         let link = it.take_link(link_id)?;
         let mut file = link.into_file().context("creating a sweep iterator")?;
@@ -376,6 +382,37 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type == BPF_FS_MAGIC
 }
 
+/// Loads the `iter/tcp` sweep: the variant with socket cookies, or, when the verifier refuses
+/// it, the one without (the probe's decision, recorded as the `socket_cookie` feature).
+fn load_sweep(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    features: &mut probe::Features,
+) -> anyhow::Result<&'static str> {
+    let first = {
+        let it: &mut Iter = program(ebpf, SWEEP_PROGRAM)?.try_into()?;
+        it.load("tcp", btf)
+    };
+    let Err(cookie_err) = first else {
+        features.push(tcpwatch_core::fallbacks::socket_cookie(Ok(())));
+        return Ok(SWEEP_PROGRAM);
+    };
+    let it: &mut Iter = program(ebpf, SWEEP_PROGRAM_NOCOOKIE)?.try_into()?;
+    match it.load("tcp", btf) {
+        Ok(()) => {
+            features.push(tcpwatch_core::fallbacks::socket_cookie(Err(format!(
+                "the verifier refused the sweep that reads them: {cookie_err:#}"
+            ))));
+            Ok(SWEEP_PROGRAM_NOCOOKIE)
+        }
+        Err(e) => Err(anyhow!(
+            "loading the iter/tcp sweep program failed: {e:#} (with socket cookies: \
+             {cookie_err:#}). BPF iterators over TCP sockets need Linux 5.9+ (tcpwatch is \
+             tested on 5.10+); if the verifier refused it, report the log above"
+        )),
+    }
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object (build mismatch)"))
@@ -410,7 +447,7 @@ fn attach_hook(
         }
         Err(raw_err) => Err(anyhow!(
             "attaching to tracepoint {tracepoint} failed: as tp_btf: {btf_err}; as raw_tp: \
-             {raw_err}. The tracepoint exists since Linux 4.16-5.x (tcpwatch supports 6.1+); \
+             {raw_err}. The tracepoint exists since Linux 4.16-5.x (tcpwatch is tested on 5.10+); \
              check that BPF is not restricted by lockdown or an LSM"
         )),
     }
