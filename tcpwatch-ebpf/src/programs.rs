@@ -30,9 +30,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcpwatch_common::{
-    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, NETNS_INODE_TAG, OFFSET_MISSING, PortKey, PortResets,
-    SOCK_COPY_LEN, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader,
-    counter, event_kind, record_flags, tcp_state,
+    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, NETNS_INODE_TAG, OFFSET_MISSING, PortKey,
+    PortResets, SOCK_COPY_LEN, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent,
+    SweepHeader, counter, event_kind, record_flags, tcp_state,
 };
 
 #[path = "classify.rs"]

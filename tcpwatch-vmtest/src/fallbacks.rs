@@ -23,7 +23,11 @@ pub(crate) fn fallbacks_reported(ctx: &Ctx) -> Result<Outcome> {
         .with_context(|| format!("cannot start {}", ctx.tcpwatch.display()))?;
     let log = String::from_utf8_lossy(&out.stderr);
     let log = strip_ansi(&log);
-    ensure!(out.status.success(), "snapshot failed ({}): {log}", out.status);
+    ensure!(
+        out.status.success(),
+        "snapshot failed ({}): {log}",
+        out.status
+    );
     let summary = log
         .lines()
         .find(|l| l.contains("kernel features probed"))
@@ -46,7 +50,10 @@ pub(crate) fn fallbacks_reported(ctx: &Ctx) -> Result<Outcome> {
     }
     let truth = netns_cookies_work();
     ensure!(
-        summary.contains(&format!("netns_cookie={}", if truth { "yes" } else { "no" })),
+        summary.contains(&format!(
+            "netns_cookie={}",
+            if truth { "yes" } else { "no" }
+        )),
         "getsockopt(SO_NETNS_COOKIE) {} here, but tcpwatch says: {summary}",
         if truth { "works" } else { "fails" }
     );
@@ -98,6 +105,9 @@ fn strip_ansi(s: &str) -> String {
 mod tests {
     #[test]
     fn strips_colours() {
-        assert_eq!(super::strip_ansi("\u{1b}[33m WARN\u{1b}[0m x=1"), " WARN x=1");
+        assert_eq!(
+            super::strip_ansi("\u{1b}[33m WARN\u{1b}[0m x=1"),
+            " WARN x=1"
+        );
     }
 }

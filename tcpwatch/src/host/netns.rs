@@ -176,8 +176,8 @@ pub fn so_netns_cookie() -> std::io::Result<u64> {
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut cookie: u64 = 0;
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>())
-        .map_err(std::io::Error::other)?;
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<u64>()).map_err(std::io::Error::other)?;
     // SAFETY: cookie and len are valid for writes of the sizes given.
     let rc = unsafe {
         libc::getsockopt(

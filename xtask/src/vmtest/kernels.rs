@@ -184,7 +184,10 @@ pub fn fetch(spec: &str, vm_dir: &Path, privs: &Privileges) -> Result<Kernel> {
         eprintln!("vm-test: kernel {p}: apt-get download failed, trying the next candidate");
     }
     let package = chosen.with_context(|| {
-        format!("apt-get download failed for every candidate: {}", candidates.join(", "))
+        format!(
+            "apt-get download failed for every candidate: {}",
+            candidates.join(", ")
+        )
     })?;
     let dest = vm_dir.join("kernels").join(&package);
     let deb = find_deb(&debs, &package)?;
