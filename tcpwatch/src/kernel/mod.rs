@@ -400,8 +400,15 @@ fn load_sweep(
     let it: &mut Iter = program(ebpf, SWEEP_PROGRAM_NOCOOKIE)?.try_into()?;
     match it.load("tcp", btf) {
         Ok(()) => {
+            // The verifier's log is long: its line naming the refused helper says it all.
+            let full = format!("{cookie_err:#}");
+            let why = full
+                .lines()
+                .find(|l| l.contains("unknown func"))
+                .unwrap_or_else(|| full.lines().next().unwrap_or_default());
             features.push(tcpwatch_core::fallbacks::socket_cookie(Err(format!(
-                "the verifier refused the sweep that reads them: {cookie_err:#}"
+                "the verifier refused the sweep that reads them: {}",
+                why.trim()
             ))));
             Ok(SWEEP_PROGRAM_NOCOOKIE)
         }
