@@ -1,6 +1,6 @@
 //! tcpwatch-vmtest: the scenario runner of `cargo xtask vm-test`.
 //!
-//! - As PID 1 of a test VM (the initramfs' `/init`): mounts devtmpfs, proc, sysfs and bpffs,
+//! - As PID 1 of a test VM (the initramfs' `/init`): mounts devtmpfs, proc, sysfs, bpffs, tracefs,
 //!   loads the kernel modules listed in `/etc/vmtest-modules`, brings up `lo`, runs the
 //!   scenarios with `/bin/tcpwatch`, then powers the VM off.
 //! - On the host (`tcpwatch-vmtest --host --tcpwatch <binary>`): enters a network namespace of

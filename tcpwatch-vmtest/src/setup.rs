@@ -1,5 +1,5 @@
 //! Environment set-up of the runner: its own network namespace on the host; as PID 1 of a
-//! test VM, file systems, console, kernel modules and loopback; power-off at the end.
+//! test VM, file systems (devtmpfs, proc, sysfs, bpffs, tracefs), console, kernel modules and loopback; power-off at the end.
 
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
@@ -36,6 +36,8 @@ pub(crate) fn vm_setup() {
         mount("proc", "/proc", "proc"),
         mount("sysfs", "/sys", "sysfs"),
         mount("bpf", "/sys/fs/bpf", "bpf"),
+        // The format of tcp:tcp_send_reset (its `reason`, Linux 6.10+) is read from tracefs.
+        mount("tracefs", "/sys/kernel/tracing", "tracefs"),
     ];
     for e in steps.into_iter().filter_map(Result::err) {
         println!("VMTEST-LOG {}", one_line(&format!("{e:#}")));
