@@ -9,7 +9,7 @@
 pub mod endpoints;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -57,6 +57,8 @@ pub struct KernelOffsets {
     pub sk_sndbuf: u32,
     pub sk_wmem_queued: u32,
     pub sk_protocol: u32,
+    /// `sock.sk_flags` (`__sk_common.skc_flags`): bit [`SOCK_KEEPOPEN`] is `SO_KEEPALIVE`.
+    pub sk_flags: u32,
     // struct inet_sock: the bound local port, still set after `inet_put_port()` cleared
     // `skc_num` (a socket closed with SO_LINGER 0 or unread data sends its RST after that)
     pub inet_sport: u32,
@@ -83,6 +85,11 @@ pub struct KernelOffsets {
     pub rcv_tstamp: u32,
     pub data_segs_in: u32,
     pub data_segs_out: u32,
+    /// `tcp_sock.keepalive_time` / `keepalive_intvl` (jiffies) and `keepalive_probes`:
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL`, `TCP_KEEPCNT` (0 = the namespace's default).
+    pub keepalive_time: u32,
+    pub keepalive_intvl: u32,
+    pub keepalive_probes: u32,
     /// Bytes from the start of a full socket that cover every field above read from it (the
     /// sweep copies them in one read, then picks the fields out).
     pub full_read_len: u32,
@@ -91,6 +98,10 @@ pub struct KernelOffsets {
     /// Non-zero once userspace has patched real offsets in.
     pub valid: u32,
 }
+
+/// The bit of `sock.sk_flags` set by `SO_KEEPALIVE`: `SOCK_KEEPOPEN` of the kernel's
+/// `enum sock_flags` (3 since Linux 2.6; checked against the BTF of 6.1 and 6.18).
+pub const SOCK_KEEPOPEN: u32 = 3;
 
 /// Size of the sweep's per-CPU copy of one socket; `full_read_len` must not exceed it.
 pub const SOCK_COPY_LEN: usize = 4096;
@@ -124,6 +135,7 @@ impl KernelOffsets {
         sk_sndbuf: OFFSET_MISSING,
         sk_wmem_queued: OFFSET_MISSING,
         sk_protocol: OFFSET_MISSING,
+        sk_flags: OFFSET_MISSING,
         inet_sport: OFFSET_MISSING,
         socket_alloc_vfs_inode: OFFSET_MISSING,
         inode_i_ino: OFFSET_MISSING,
@@ -145,6 +157,9 @@ impl KernelOffsets {
         rcv_tstamp: OFFSET_MISSING,
         data_segs_in: OFFSET_MISSING,
         data_segs_out: OFFSET_MISSING,
+        keepalive_time: OFFSET_MISSING,
+        keepalive_intvl: OFFSET_MISSING,
+        keepalive_probes: OFFSET_MISSING,
         full_read_len: 0,
         common_read_len: 0,
         valid: 0,
@@ -237,6 +252,8 @@ pub mod record_flags {
     pub const TRACKED: u8 = 2;
     /// The socket has a `struct socket` (0 = no owner: orphaned or still in an accept queue).
     pub const HAS_SOCKET: u8 = 4;
+    /// `SO_KEEPALIVE` is on (`SOCK_KEEPOPEN` in `sk_flags`).
+    pub const KEEPALIVE: u8 = 8;
 }
 
 /// Magic of the header record that starts each sweep's output.
@@ -310,6 +327,10 @@ pub struct SockRecord {
     /// never sent data / we never did).
     pub data_segs_in: u32,
     pub data_segs_out: u32,
+    /// `tcp_sock.keepalive_time` / `keepalive_intvl` in jiffies (0 = the namespace's
+    /// `tcp_keepalive_time` / `tcp_keepalive_intvl`).
+    pub keepalive_time_jiffies: u32,
+    pub keepalive_intvl_jiffies: u32,
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
@@ -318,7 +339,9 @@ pub struct SockRecord {
     pub backoff: u8,
     pub retransmits: u8,
     pub probes_out: u8,
-    pub pad: [u8; 5],
+    /// `tcp_sock.keepalive_probes` (0 = the namespace's `tcp_keepalive_probes`).
+    pub keepalive_probes: u8,
+    pub pad: [u8; 4],
 }
 
 pub const SOCK_RECORD_SIZE: usize = core::mem::size_of::<SockRecord>();
@@ -397,10 +420,10 @@ mod tests {
         );
         assert_eq!(
             core::mem::size_of::<SockRecord>(),
-            10 * 8 + 3 * 16 + 26 * 4 + 3 * 2 + 5 + 5
+            10 * 8 + 3 * 16 + 28 * 4 + 3 * 2 + 6 + 4
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 41 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 45 * 4);
     }
 }

@@ -48,3 +48,7 @@ pub struct IncidentsBody {
     pub open: Vec<Incident>,
     pub recently_resolved: Vec<Incident>,
 }
+
+/// `GET /api/v1/exposure` and `tcpwatch snapshot --exposure --json`: the exposure audit
+/// (`docs/exposure.md`), per process and remote endpoint, most exposed first.
+pub type ExposureBody = crate::exposure::ExposureReport;

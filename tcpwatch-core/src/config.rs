@@ -5,11 +5,9 @@
 //! Units: intervals of the daemon and of Alertmanager are integer milliseconds (`*_ms`);
 //! detector thresholds and windows are seconds as floats (`*_seconds`, `30` and `30.0` both
 //! work).
-use std::net::SocketAddr;
-
 use serde::{Deserialize, Serialize};
 
-use crate::model::{MonoNs, Severity};
+use crate::model::MonoNs;
 
 /// The embedded default configuration (`tcpwatch config --print-default`). It parses to
 /// exactly [`Config::default`].
@@ -80,6 +78,7 @@ pub struct Config {
     pub incidents: IncidentConfig,
     pub alertmanager: AlertmanagerConfig,
     pub http: crate::config_http::HttpConfig,
+    pub exposure: crate::config_exposure::ExposureConfig,
 }
 
 /// Bounds of the incident layer (`docs/incidents.md`). Its hysteresis is the findings'
@@ -123,404 +122,6 @@ impl IncidentConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DaemonConfig {
-    /// Address of the API listener (per-connection detail, and `/metrics`).
-    pub listen: SocketAddr,
-    /// Address of the metrics listener (`/metrics`, `/healthz`, `/readyz` only); empty: none.
-    pub metrics_listen: String,
-    /// Web configuration (TLS, authentication) of the API listener; empty: plain HTTP.
-    pub web_config_file: String,
-    /// Web configuration of the metrics listener; empty: plain HTTP.
-    pub metrics_web_config_file: String,
-    /// Period of the full socket sweep (`iter/tcp`).
-    pub sweep_interval_ms: u64,
-    /// Most connections kept in the table.
-    pub max_connections: u64,
-    /// Samples kept per connection.
-    pub history_len: u32,
-    pub log_format: LogFormat,
-    /// Period of the `/proc/*/fd` scan that finds socket owners.
-    pub owner_scan_interval_ms: u64,
-    /// Connections shown per category in summaries and metrics.
-    pub top_k: u32,
-}
-
-impl Default for DaemonConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
-            metrics_listen: String::new(),
-            web_config_file: String::new(),
-            metrics_web_config_file: String::new(),
-            sweep_interval_ms: 1000,
-            max_connections: 200_000,
-            history_len: 32,
-            log_format: LogFormat::Text,
-            owner_scan_interval_ms: 2000,
-            top_k: 10,
-        }
-    }
-}
-
-/// Settings of all detectors: the shared lifecycle (hysteresis) and one section per rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectorConfig {
-    /// An open finding resolves only after its condition has been false this long.
-    pub resolve_after_seconds: f64,
-    /// After a finding resolved, the same finding re-opens only once its condition has held
-    /// this long again (unless it comes back later than this after the resolution).
-    pub reopen_after_seconds: f64,
-    /// `Updated` changes for evidence moves (not severity / cause changes) are emitted at most
-    /// this often per finding.
-    pub min_update_interval_seconds: f64,
-    /// Resolved findings kept for the API.
-    pub recently_resolved: u32,
-    /// Most findings open at once; further ones are counted and not opened.
-    pub max_open_findings: u32,
-    pub close_wait: CloseWaitConfig,
-    pub send_queue: SendQueueConfig,
-    pub retransmit: RetransmitConfig,
-    pub accept_backlog: AcceptBacklogConfig,
-    pub awaiting_response: AwaitingResponseConfig,
-    pub reset_burst: ResetBurstConfig,
-    pub stale_connection_reuse: StaleReuseConfig,
-    pub connect_failing: ConnectFailingConfig,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            resolve_after_seconds: 3.0,
-            reopen_after_seconds: 10.0,
-            min_update_interval_seconds: 30.0,
-            recently_resolved: 256,
-            max_open_findings: 10_000,
-            close_wait: CloseWaitConfig::default(),
-            send_queue: SendQueueConfig::default(),
-            retransmit: RetransmitConfig::default(),
-            accept_backlog: AcceptBacklogConfig::default(),
-            awaiting_response: AwaitingResponseConfig::default(),
-            reset_burst: ResetBurstConfig::default(),
-            stale_connection_reuse: StaleReuseConfig::default(),
-            connect_failing: ConnectFailingConfig::default(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CloseWaitConfig {
-    pub enabled: bool,
-    /// A socket in `CLOSE_WAIT` longer than this is stuck.
-    pub threshold_seconds: f64,
-}
-
-impl Default for CloseWaitConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold_seconds: 30.0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SendQueueConfig {
-    pub enabled: bool,
-    /// Send-Q at or above this many bytes is watched.
-    pub min_bytes: u32,
-    /// Send-Q must not drain (no ACK progress) for this long.
-    pub window_seconds: f64,
-}
-
-impl Default for SendQueueConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            min_bytes: 1,
-            window_seconds: 10.0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetransmitConfig {
-    pub enabled: bool,
-    /// Consecutive retransmissions without ACK progress that open a finding.
-    pub min_chain: u32,
-    /// RTO backoff exponent that opens a finding.
-    pub min_backoff: u32,
-    /// RTO backoff exponent from which the finding is critical.
-    pub critical_backoff: u32,
-}
-
-impl Default for RetransmitConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            min_chain: 3,
-            min_backoff: 4,
-            critical_backoff: 6,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AcceptBacklogConfig {
-    pub enabled: bool,
-    /// Accept queue / limit at or above which a listener is filling.
-    pub fill_fraction: f64,
-    /// The queue must stay that full for this long.
-    pub window_seconds: f64,
-}
-
-impl Default for AcceptBacklogConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            fill_fraction: 0.8,
-            window_seconds: 5.0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AwaitingResponseConfig {
-    pub enabled: bool,
-    /// Nothing received this long after our (acknowledged) send.
-    pub threshold_seconds: f64,
-    /// Local ports never reported (long-poll, streaming).
-    pub ignore_local_ports: Vec<u16>,
-    /// Remote ports never reported (long-poll, streaming, message brokers).
-    pub ignore_remote_ports: Vec<u16>,
-}
-
-impl Default for AwaitingResponseConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            threshold_seconds: 60.0,
-            ignore_local_ports: Vec::new(),
-            ignore_remote_ports: Vec::new(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ResetBurstConfig {
-    pub enabled: bool,
-    /// Resets (sent + received) on one local port within the window that open a finding.
-    pub min_resets: u32,
-    pub window_seconds: f64,
-}
-
-impl Default for ResetBurstConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            min_resets: 10,
-            window_seconds: 10.0,
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertmanagerConfig {
-    /// Base URL of Alertmanager (`http://127.0.0.1:9093`); unset = no alerts are sent.
-    pub url: Option<String>,
-    /// Findings below this severity are not sent.
-    pub min_severity: Severity,
-    /// Timeout of one POST.
-    pub timeout_ms: u64,
-    /// Firing alerts are re-sent this often (Alertmanager expires silent alerts).
-    pub resend_interval_ms: u64,
-    /// Also push one alert per finding (default: one alert per incident only).
-    pub per_finding_alerts: bool,
-}
-
-impl Default for AlertmanagerConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            min_severity: Severity::Warning,
-            timeout_ms: 5000,
-            resend_interval_ms: 60_000,
-            per_finding_alerts: false,
-        }
-    }
-}
-
-impl AlertmanagerConfig {
-    #[must_use]
-    pub fn enabled(&self) -> bool {
-        self.url.is_some()
-    }
-}
-
-impl DaemonConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        range_u64(
-            "daemon.sweep_interval_ms",
-            self.sweep_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        range_u64(
-            "daemon.max_connections",
-            self.max_connections,
-            1,
-            100_000_000,
-        )?;
-        range_u64("daemon.history_len", u64::from(self.history_len), 1, 4096)?;
-        range_u64(
-            "daemon.owner_scan_interval_ms",
-            self.owner_scan_interval_ms,
-            10,
-            3_600_000,
-        )?;
-        range_u64("daemon.top_k", u64::from(self.top_k), 1, 10_000)?;
-        crate::config_http::validate_daemon(self)
-    }
-}
-
-impl DetectorConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        seconds(
-            "detectors.resolve_after_seconds",
-            self.resolve_after_seconds,
-            true,
-        )?;
-        seconds(
-            "detectors.reopen_after_seconds",
-            self.reopen_after_seconds,
-            true,
-        )?;
-        seconds(
-            "detectors.min_update_interval_seconds",
-            self.min_update_interval_seconds,
-            true,
-        )?;
-        range_u64(
-            "detectors.recently_resolved",
-            u64::from(self.recently_resolved),
-            0,
-            65_536,
-        )?;
-        let max_open = u64::from(self.max_open_findings);
-        range_u64("detectors.max_open_findings", max_open, 1, 10_000_000)?;
-
-        let cw = &self.close_wait;
-        seconds(
-            "detectors.close_wait.threshold_seconds",
-            cw.threshold_seconds,
-            false,
-        )?;
-
-        let sq = &self.send_queue;
-        at_least("detectors.send_queue.min_bytes", u64::from(sq.min_bytes), 1)?;
-        seconds(
-            "detectors.send_queue.window_seconds",
-            sq.window_seconds,
-            false,
-        )?;
-
-        let rt = &self.retransmit;
-        range_u64(
-            "detectors.retransmit.min_chain",
-            u64::from(rt.min_chain),
-            1,
-            255,
-        )?;
-        range_u64(
-            "detectors.retransmit.min_backoff",
-            u64::from(rt.min_backoff),
-            1,
-            255,
-        )?;
-        let critical = u64::from(rt.critical_backoff);
-        range_u64("detectors.retransmit.critical_backoff", critical, 1, 255)?;
-
-        let ab = &self.accept_backlog;
-        let fill = ab.fill_fraction;
-        if !(fill.is_finite() && fill > 0.0 && fill <= 1.0) {
-            return Err(ConfigError::invalid(
-                "detectors.accept_backlog.fill_fraction",
-                format!("must be > 0 and <= 1, got {fill}"),
-            ));
-        }
-        seconds(
-            "detectors.accept_backlog.window_seconds",
-            ab.window_seconds,
-            false,
-        )?;
-
-        let aw = &self.awaiting_response;
-        seconds(
-            "detectors.awaiting_response.threshold_seconds",
-            aw.threshold_seconds,
-            false,
-        )?;
-        ports(
-            "detectors.awaiting_response.ignore_local_ports",
-            &aw.ignore_local_ports,
-        )?;
-        ports(
-            "detectors.awaiting_response.ignore_remote_ports",
-            &aw.ignore_remote_ports,
-        )?;
-
-        let rb = &self.reset_burst;
-        at_least(
-            "detectors.reset_burst.min_resets",
-            u64::from(rb.min_resets),
-            1,
-        )?;
-        seconds(
-            "detectors.reset_burst.window_seconds",
-            rb.window_seconds,
-            false,
-        )?;
-        endpoints::validate(&self.stale_connection_reuse, &self.connect_failing)
-    }
-}
-
-impl AlertmanagerConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError::invalid(
-                "alertmanager.url",
-                format!("must start with http:// or https://, got {url:?}"),
-            ));
-        }
-        range_u64("alertmanager.timeout_ms", self.timeout_ms, 1, 600_000)?;
-        range_u64(
-            "alertmanager.resend_interval_ms",
-            self.resend_interval_ms,
-            1000,
-            86_400_000,
-        )
-    }
-}
-
 impl Config {
     /// Parses and validates a configuration file's text.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
@@ -542,6 +143,7 @@ impl Config {
         self.detectors.validate()?;
         self.incidents.validate()?;
         self.alertmanager.validate()?;
+        self.exposure.validate()?;
         self.http.validate()
     }
 
@@ -569,161 +171,6 @@ impl Config {
         *self = cfg;
         Ok(())
     }
-}
-
-/// Every key with a value (options filled) so that the serialized table lists all keys.
-fn schema_sample() -> toml::Table {
-    let mut cfg = Config::default();
-    cfg.alertmanager.url = Some(String::new());
-    toml::Table::try_from(&cfg).unwrap_or_default()
-}
-
-fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
-/// Rejects keys that are not in the schema, naming the first one by its dotted path.
-fn check_known_keys(
-    user: &toml::Table,
-    schema: &toml::Table,
-    prefix: &str,
-) -> Result<(), ConfigError> {
-    for (k, v) in user {
-        let path = join(prefix, k);
-        match schema.get(k) {
-            None => {
-                let known = schema
-                    .keys()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(ConfigError::UnknownKey { key: path, known });
-            }
-            Some(toml::Value::Table(sub)) => match v {
-                toml::Value::Table(user_sub) => check_known_keys(user_sub, sub, &path)?,
-                other => {
-                    return Err(ConfigError::invalid(
-                        &path,
-                        format!("expected a table, got {}", other.type_str()),
-                    ));
-                }
-            },
-            Some(scalar) => {
-                if let toml::Value::Table(_) = v {
-                    return Err(ConfigError::invalid(
-                        &path,
-                        format!("expected {}, got a table", scalar.type_str()),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Deserializes; on error finds the key at fault by applying the user's keys one at a time
-/// to the defaults (the serde error of a whole document does not carry the key path).
-fn deserialize_table(table: &toml::Table) -> Result<Config, ConfigError> {
-    let err = match toml::Value::Table(table.clone()).try_into::<Config>() {
-        Ok(cfg) => return Ok(cfg),
-        Err(e) => e,
-    };
-    let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
-    let mut leaves = Vec::new();
-    collect_leaves(table, "", &mut leaves);
-    for (path, value) in leaves {
-        let mut probe = defaults.clone();
-        let parts: Vec<&str> = path.split('.').collect();
-        set_path(&mut probe, &parts, value, &path)?;
-        if let Err(e) = toml::Value::Table(probe).try_into::<Config>() {
-            return Err(ConfigError::invalid(&path, one_line(e.message())));
-        }
-    }
-    Err(ConfigError::invalid("config", one_line(err.message())))
-}
-
-fn collect_leaves(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
-    for (k, v) in table {
-        let path = join(prefix, k);
-        match v {
-            toml::Value::Table(sub) => collect_leaves(sub, &path, out),
-            other => out.push((path, other.clone())),
-        }
-    }
-}
-
-fn set_path(
-    table: &mut toml::Table,
-    path: &[&str],
-    value: toml::Value,
-    key: &str,
-) -> Result<(), ConfigError> {
-    let Some((last, parents)) = path.split_last() else {
-        return Err(ConfigError::invalid(key, "empty key"));
-    };
-    let mut cur = table;
-    for (i, p) in parents.iter().enumerate() {
-        let entry = cur
-            .entry((*p).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = match entry {
-            toml::Value::Table(t) => t,
-            other => {
-                return Err(ConfigError::invalid(
-                    &path[..=i].join("."),
-                    format!("is a {}, not a table", other.type_str()),
-                ));
-            }
-        };
-    }
-    cur.insert((*last).to_owned(), value);
-    Ok(())
-}
-
-fn parse_override_value(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) if t.len() == 1 => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
-        _ => toml::Value::String(raw.to_owned()),
-    }
-}
-
-fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
-    let (line, column) = e
-        .span()
-        .map_or((0, 0), |span| line_column(text, span.start));
-    let message = one_line(e.message());
-    ConfigError::Syntax {
-        line,
-        column,
-        message,
-    }
-}
-
-/// A multi-line parser message on one line.
-fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    parts.join("; ")
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, column)
 }
 
 fn range_u64(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
@@ -772,6 +219,24 @@ fn ports(key: &str, list: &[u16]) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[path = "config_daemon.rs"]
+mod daemon;
+pub use daemon::{AlertmanagerConfig, DaemonConfig, LogFormat};
+
+#[path = "config_detectors.rs"]
+mod detectors;
+pub use detectors::{
+    AcceptBacklogConfig, AwaitingResponseConfig, CloseWaitConfig, DetectorConfig, ResetBurstConfig,
+    RetransmitConfig, SendQueueConfig,
+};
+
+#[path = "config_toml.rs"]
+mod toml_io;
+use toml_io::{
+    check_known_keys, deserialize_table, parse_override_value, schema_sample, set_path,
+    syntax_error,
+};
 
 #[path = "config_endpoints.rs"]
 mod endpoints;

@@ -1,5 +1,7 @@
 //! Unit tests of `config`.
+use super::toml_io::collect_leaves;
 use super::*;
+use crate::model::Severity;
 
 fn err(text: &str) -> ConfigError {
     Config::from_toml_str(text).unwrap_err()

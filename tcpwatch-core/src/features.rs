@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::btf::Btf;
+use crate::btf::{Btf, BtfError};
 use crate::offsets;
 
 /// The oldest kernel tcpwatch supports (and tests: `cargo xtask vm-test`).
@@ -108,11 +108,27 @@ pub struct ProbeOptions {
 }
 
 /// The BTF-derived part of the probe (pure: no syscalls), `btf` being the raw contents of
-/// `/sys/kernel/btf/vmlinux` if readable.
+/// `/sys/kernel/btf/vmlinux` if readable. Parses them; [`from_parsed`] takes them parsed.
 #[must_use]
 pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Features {
     let parsed = btf.map(Btf::parse);
-    let strings = btf.and_then(btf_strings);
+    from_parsed(
+        release,
+        btf.zip(parsed.as_ref()).map(|(raw, p)| (raw, p.as_ref())),
+        opts,
+    )
+}
+
+/// [`from_btf`] on BTF read and parsed once by the caller: `btf` is the raw contents of
+/// `/sys/kernel/btf/vmlinux` (if readable) with the result of [`Btf::parse`] on them.
+#[must_use]
+pub fn from_parsed(
+    release: &str,
+    btf: Option<(&[u8], Result<&Btf, &BtfError>)>,
+    opts: ProbeOptions,
+) -> Features {
+    let strings = btf.and_then(|(raw, _)| btf_strings(raw));
+    let parsed = btf.map(|(_, p)| p);
     let mut f = Features {
         kernel_release: release.to_owned(),
         kernel_version: parse_release(release),
@@ -148,9 +164,7 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         (Some(_), true) => Support::Yes,
         (Some(_), false) => Support::No,
     };
-    let iter = parsed
-        .as_ref()
-        .is_some_and(|b| b.has_struct("bpf_iter__tcp"));
+    let iter = parsed.is_some_and(|b| b.has_struct("bpf_iter__tcp"));
     f.push(Feature {
         name: "iter_tcp",
         support: if opts.pretend_no_iter {
@@ -198,7 +212,7 @@ pub fn from_btf(release: &str, btf: Option<&[u8]>, opts: ProbeOptions) -> Featur
         detail: String::new(),
         affects: "",
     });
-    push_fields(&mut f, parsed.as_ref());
+    push_fields(&mut f, parsed);
     f
 }
 

@@ -2,11 +2,15 @@
 //! byte slices handed in) or the wall clock: time is always passed in as [`model::MonoNs`],
 //! so every rule is testable with a fake clock and no root.
 pub mod api;
+pub mod api_times;
 pub mod btf;
 pub mod config;
+pub mod config_exposure;
 pub mod config_http;
+pub mod decode;
 pub mod detect;
 pub mod endpoints;
+pub mod exposure;
 pub mod fallbacks;
 pub mod features;
 pub mod incident;

@@ -222,6 +222,23 @@ pub struct TcpInfo {
     pub data_segs_in: u32,
     #[serde(default)]
     pub data_segs_out: u32,
+    /// The socket's keepalive settings (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`).
+    #[serde(default)]
+    pub keepalive: KeepaliveOpts,
+}
+
+/// A socket's keepalive settings as the kernel holds them: 0 means "the namespace's
+/// `tcp_keepalive_*` sysctl" (the kernel's `keepalive_time_when()` and friends).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepaliveOpts {
+    /// `SO_KEEPALIVE` is on.
+    pub enabled: bool,
+    /// `TCP_KEEPIDLE` in ms (0 = namespace default).
+    pub time_ms: u64,
+    /// `TCP_KEEPINTVL` in ms (0 = namespace default).
+    pub intvl_ms: u64,
+    /// `TCP_KEEPCNT` (0 = namespace default).
+    pub probes: u8,
 }
 
 /// Retransmissions as tcpwatch's tracepoint saw them.
@@ -290,6 +307,10 @@ pub struct ConnRecord {
     /// Recent samples, oldest first, bounded by the table's history length.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub history: Vec<Sample>,
+    /// RFC 3339 twins of the times above (`state_since_time`, ...), filled where the record
+    /// leaves the daemon (`crate::api_times`); absent inside the table.
+    #[serde(flatten)]
+    pub wall: Option<Box<crate::api_times::ConnTimes>>,
 }
 
 impl ConnRecord {
@@ -326,6 +347,7 @@ impl ConnRecord {
             resets: ResetCounts::default(),
             full_sock: true,
             history: Vec::new(),
+            wall: None,
         }
     }
 
@@ -365,6 +387,26 @@ pub struct NetnsInfo {
     /// sysctl).
     #[serde(default)]
     pub tcp_syn_linear_timeouts: Option<u32>,
+    /// `net.ipv4.tcp_keepalive_time` / `tcp_keepalive_intvl` (seconds) and
+    /// `tcp_keepalive_probes` of that namespace: the keepalive of a socket that sets none.
+    #[serde(default = "default_keepalive_time")]
+    pub tcp_keepalive_time_s: u32,
+    #[serde(default = "default_keepalive_intvl")]
+    pub tcp_keepalive_intvl_s: u32,
+    #[serde(default = "default_keepalive_probes")]
+    pub tcp_keepalive_probes: u32,
+}
+
+fn default_keepalive_time() -> u32 {
+    7200
+}
+
+fn default_keepalive_intvl() -> u32 {
+    75
+}
+
+fn default_keepalive_probes() -> u32 {
+    9
 }
 
 fn default_syn_retries() -> u32 {
@@ -382,6 +424,9 @@ impl NetnsInfo {
             listen_drops: 0,
             tcp_syn_retries: default_syn_retries(),
             tcp_syn_linear_timeouts: None,
+            tcp_keepalive_time_s: default_keepalive_time(),
+            tcp_keepalive_intvl_s: default_keepalive_intvl(),
+            tcp_keepalive_probes: default_keepalive_probes(),
         }
     }
 }
@@ -514,6 +559,10 @@ pub struct Finding {
     /// layer; detectors leave it empty).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub incident_id: Option<String>,
+    /// RFC 3339 twins of the times above (`since_time`, `opened_time`, ...), filled where the
+    /// finding leaves the daemon (`crate::api_times`).
+    #[serde(flatten)]
+    pub wall: Option<Box<crate::api_times::FindingTimes>>,
 }
 
 /// A lifecycle change of a finding: what the log, the stream and Alertmanager receive.

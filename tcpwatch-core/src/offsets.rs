@@ -65,6 +65,7 @@ fields! {
     sk_sndbuf: "sock"."sk_sndbuf", Some(4), false, "send buffer size";
     sk_wmem_queued: "sock"."sk_wmem_queued", Some(4), false, "send buffer use";
     sk_protocol: "sock"."sk_protocol", Some(2), true, "TCP filter on state changes";
+    sk_flags: "sock"."__sk_common.skc_flags", Some(8), false, "SO_KEEPALIVE (exposure audit)";
     inet_sport: "inet_sock"."inet_sport", Some(2), false, "local port of a reset sent after close";
     socket_alloc_vfs_inode: "socket_alloc"."vfs_inode", None, true, "owner (socket inode)";
     inode_i_ino: "inode"."i_ino", Some(8), true, "owner (socket inode)";
@@ -86,6 +87,9 @@ fields! {
     rcv_tstamp: "tcp_sock"."rcv_tstamp", Some(4), false, "time of last ACK received";
     data_segs_in: "tcp_sock"."data_segs_in", Some(4), false, "whether the peer ever sent data (awaiting_response)";
     data_segs_out: "tcp_sock"."data_segs_out", Some(4), false, "whether we ever sent data (awaiting_response)";
+    keepalive_time: "tcp_sock"."keepalive_time", Some(4), false, "TCP_KEEPIDLE (exposure audit)";
+    keepalive_intvl: "tcp_sock"."keepalive_intvl", Some(4), false, "TCP_KEEPINTVL (exposure audit)";
+    keepalive_probes: "tcp_sock"."keepalive_probes", Some(1), false, "TCP_KEEPCNT (exposure audit)";
 }
 
 /// Structs that must start with the one before them (tcpwatch reads `tcp_sock`,

@@ -166,6 +166,7 @@ mod tests {
             resets: ResetCounts::default(),
             full_sock: true,
             history: Vec::new(),
+            wall: None,
         }
     }
 

@@ -489,13 +489,8 @@ fn other_socket(known: u64, seen: u64) -> bool {
     known != 0 && seen != 0 && known != seen
 }
 
-#[path = "table_age.rs"]
-mod age;
-
-#[path = "table_convert.rs"]
-mod convert;
-pub use convert::{KernelClock, record_from_sweep};
-use convert::{addr, comm_str};
+pub use crate::decode::{KernelClock, record_from_sweep};
+use crate::decode::{addr, comm_str};
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

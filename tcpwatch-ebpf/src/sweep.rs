@@ -189,6 +189,12 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
     r.probes_out = bf(buf, o.icsk_probes_out);
     r.data_segs_in = bf(buf, o.data_segs_in);
     r.data_segs_out = bf(buf, o.data_segs_out);
+    r.keepalive_time_jiffies = bf(buf, o.keepalive_time);
+    r.keepalive_intvl_jiffies = bf(buf, o.keepalive_intvl);
+    r.keepalive_probes = bf(buf, o.keepalive_probes);
+    if bf::<u64>(buf, o.sk_flags) & (1 << tcpwatch_common::SOCK_KEEPOPEN) != 0 {
+        r.flags |= record_flags::KEEPALIVE;
+    }
     r.seen_ns = ktime();
     // SAFETY: helper without arguments.
     let jiffies = unsafe { bpf_jiffies64() } as u32;

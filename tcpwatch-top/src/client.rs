@@ -25,6 +25,8 @@ pub enum ClientMsg {
     /// A stream event that did not parse (the error), counted and shown by the UI.
     BadEvent(String),
     Status(String),
+    /// A fresh exposure audit (polled: it is not on the stream).
+    Exposure(Box<tcpwatch_core::api::ExposureBody>),
 }
 
 /// The error shown when nothing answers at `addr`.
@@ -188,11 +190,45 @@ pub fn load(addr: &str) -> anyhow::Result<Snapshot> {
     let f: FindingsBody = serde_json::from_slice(&get(addr, "/api/v1/findings")?)
         .context("parsing /api/v1/findings")?;
     let incidents = parse_incidents(get_any(addr, "/api/v1/incidents")?)?;
+    let exposure = parse_exposure(get_any(addr, "/api/v1/exposure")?)?;
     Ok(Snapshot {
         conns: c.connections,
         findings: f.open,
         incidents,
+        exposure,
     })
+}
+
+/// The answer to `GET /api/v1/exposure`: `None` for a 404 (a daemon from before the audit).
+pub fn parse_exposure(
+    (status, body): (u16, Vec<u8>),
+) -> anyhow::Result<Option<tcpwatch_core::api::ExposureBody>> {
+    match status {
+        200 => Ok(Some(
+            serde_json::from_slice(&body).context("parsing /api/v1/exposure")?,
+        )),
+        404 => Ok(None),
+        s => bail!(
+            "GET /api/v1/exposure: HTTP {s}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+    }
+}
+
+/// How often `top` asks for a fresh exposure audit.
+pub const EXPOSURE_POLL: Duration = Duration::from_secs(5);
+
+/// Polls the exposure audit every [`EXPOSURE_POLL`] until the receiver is gone (a failed poll
+/// is retried at the next turn: the stream's status line reports a daemon that went away).
+pub fn poll_exposure(addr: &str, tx: &Sender<ClientMsg>) {
+    loop {
+        std::thread::sleep(EXPOSURE_POLL);
+        if let Ok(Some(e)) = get_any(addr, "/api/v1/exposure").and_then(parse_exposure)
+            && tx.send(ClientMsg::Exposure(Box::new(e))).is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// The answer to `GET /api/v1/incidents`: the open incidents, `None` for a 404 (a daemon from

@@ -61,10 +61,15 @@ pub fn run(opts: TopOptions) -> anyhow::Result<()> {
     }
     app.status = "live".into();
     let (tx, rx) = mpsc::channel();
+    let (poll_addr, poll_tx) = (addr.clone(), tx.clone());
     std::thread::Builder::new()
         .name("top-client".into())
         .spawn(move || client::follow(&addr, &tx))
         .context("starting the client thread")?;
+    std::thread::Builder::new()
+        .name("top-exposure".into())
+        .spawn(move || client::poll_exposure(&poll_addr, &poll_tx))
+        .context("starting the exposure poller")?;
     interactive(&mut app, &rx)
 }
 
@@ -83,6 +88,7 @@ fn write_once(app: &mut App, json: bool) -> std::io::Result<()> {
             "connections": app.all_connections(),
             "findings": app.all_findings(),
             "incidents": app.all_incidents(),
+            "exposure": app.exposure(),
         });
         serde_json::to_writer(&mut out, &v)?;
         writeln!(out)?;
@@ -160,6 +166,7 @@ fn interactive(app: &mut App, rx: &mpsc::Receiver<ClientMsg>) -> anyhow::Result<
                 ClientMsg::Event(e) => app.apply_stream_event(e),
                 ClientMsg::BadEvent(e) => app.note_bad_event(e),
                 ClientMsg::Status(s) => app.status = s,
+                ClientMsg::Exposure(e) => app.apply_exposure(*e),
             }
         }
         if changed || last_draw.is_none_or(|t| t.elapsed() >= TICK) {

@@ -19,6 +19,7 @@ use tcpwatch_core::incident::Incident;
 use tcpwatch_core::model::{ConnKey, ConnRecord, Finding};
 
 mod detail;
+mod exposure;
 mod keys;
 mod order;
 mod store;
@@ -26,6 +27,7 @@ mod view;
 pub mod wire;
 
 pub use detail::{finding_age, incident_age};
+pub use exposure::exposure_key;
 pub use order::{
     accept_fill, incident_port, incident_process, incident_remote, subject_key, subject_local,
     subject_owner, subject_remote,
@@ -39,7 +41,7 @@ pub enum Action {
     Quit,
 }
 
-/// The five views, in `Tab` order; top opens on the first.
+/// The six views, in `Tab` order; top opens on the first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum View {
     Incidents,
@@ -47,15 +49,18 @@ pub enum View {
     Connections,
     Listeners,
     Owners,
+    /// The exposure audit (`docs/exposure.md`).
+    Exposure,
 }
 
 impl View {
-    pub const ALL: [View; 5] = [
+    pub const ALL: [View; 6] = [
         View::Incidents,
         View::Findings,
         View::Connections,
         View::Listeners,
         View::Owners,
+        View::Exposure,
     ];
 
     #[must_use]
@@ -66,6 +71,7 @@ impl View {
             Self::Connections => "Connections",
             Self::Listeners => "Listeners",
             Self::Owners => "Owners",
+            Self::Exposure => "Exposure",
         }
     }
 
@@ -76,6 +82,7 @@ impl View {
             Self::Connections => 2,
             Self::Listeners => 3,
             Self::Owners => 4,
+            Self::Exposure => 5,
         }
     }
 }
@@ -130,6 +137,12 @@ impl Pane {
                 SortKey::SendQ,
                 SortKey::Owner,
             ],
+            Self::View(View::Exposure) => &[
+                SortKey::Worst,
+                SortKey::Exposed,
+                SortKey::Owner,
+                SortKey::Remote,
+            ],
         }
     }
 }
@@ -156,6 +169,8 @@ pub enum SortKey {
     Sockets,
     StuckCloseWait,
     Members,
+    Worst,
+    Exposed,
 }
 
 impl SortKey {
@@ -179,6 +194,8 @@ impl SortKey {
             Self::Sockets => "sockets",
             Self::StuckCloseWait => "stuck CLOSE_WAIT",
             Self::Members => "members",
+            Self::Worst => "worst case",
+            Self::Exposed => "exposed",
         }
     }
 }
@@ -190,6 +207,8 @@ pub enum RowId {
     Finding(String),
     Conn(ConnKey),
     Owner(String),
+    /// An Exposure row: [`exposure_key`] of its group.
+    Exposure(String),
 }
 
 /// One line of the Owners view.
@@ -215,6 +234,8 @@ struct Rows {
     ids: Vec<RowId>,
     /// Owners view only: the aggregated rows, parallel to `ids`.
     owners: Vec<OwnerRow>,
+    /// Exposure view only: the audit's groups, parallel to `ids`.
+    exposure: Vec<tcpwatch_core::exposure::ExposureGroup>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -262,6 +283,8 @@ pub struct App {
     incidents: HashMap<String, Incident>,
     /// `false` when the daemon answered 404 to `/api/v1/incidents` (older daemon).
     incidents_served: bool,
+    /// The last exposure audit (`None`: not received, or not served by this daemon).
+    exposure: Option<tcpwatch_core::api::ExposureBody>,
     bad_events: BadEvents,
     view: View,
     /// The incident whose members the Incidents view shows (Enter on an incident).
@@ -292,6 +315,7 @@ impl App {
             findings: HashMap::new(),
             incidents: HashMap::new(),
             incidents_served: true,
+            exposure: None,
             bad_events: BadEvents::default(),
             view: View::Incidents,
             focus: None,
@@ -318,3 +342,7 @@ pub(crate) mod tests;
 #[cfg(test)]
 #[path = "state_incidents_tests.rs"]
 pub(crate) mod incidents_tests;
+
+#[cfg(test)]
+#[path = "state_exposure_tests.rs"]
+pub(crate) mod exposure_tests;

@@ -79,6 +79,7 @@ pub(crate) fn listener_story() -> App {
         conns,
         findings,
         incidents: Some(vec![small, big]),
+        exposure: None,
     });
     app
 }
@@ -246,6 +247,7 @@ fn an_older_daemon_without_incidents_is_said_so() {
         conns: Vec::new(),
         findings: Vec::new(),
         incidents: None,
+        exposure: None,
     });
     assert!(!app.incidents_served());
     assert_eq!(app.row_count(), 0);

@@ -16,6 +16,7 @@ pub(crate) fn snap(conns: Vec<ConnRecord>, findings: Vec<Finding>) -> Snapshot {
         conns,
         findings,
         incidents: Some(Vec::new()),
+        exposure: None,
     }
 }
 
@@ -125,6 +126,7 @@ pub(crate) fn finding_on(c: &ConnRecord, kind: FindingKind, sev: Severity, since
         resolved_at: None,
         evidence: BTreeMap::from([("age_seconds".to_owned(), 42.0)]),
         incident_id: None,
+        wall: None,
     }
 }
 
@@ -178,6 +180,7 @@ fn sample() -> App {
         conns: vec![a, b, l, u],
         findings: vec![f1, f2],
         incidents: Some(vec![i1, i2]),
+        exposure: None,
     });
     // Most tests here are about the per-socket views.
     app.set_view(View::Findings);
@@ -239,11 +242,15 @@ fn tab_cycles_views_and_connections_sort() {
     app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.view(), View::Owners);
     app.handle_key(key(KeyCode::Tab));
+    assert_eq!(app.view(), View::Exposure);
+    app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.view(), View::Incidents);
     app.handle_key(key(KeyCode::Tab));
     assert_eq!(app.view(), View::Findings);
     app.handle_key(key(KeyCode::BackTab));
     assert_eq!(app.view(), View::Incidents);
+    app.handle_key(key(KeyCode::BackTab));
+    assert_eq!(app.view(), View::Exposure);
     app.handle_key(key(KeyCode::BackTab));
     assert_eq!(app.view(), View::Owners);
 }

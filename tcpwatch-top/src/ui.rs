@@ -203,6 +203,7 @@ fn draw_table(frame: &mut Frame<'_>, app: &mut App, now: MonoNs, area: Rect) {
             Pane::View(View::Incidents) => "no open incidents",
             Pane::View(View::Findings) => "no open findings",
             Pane::View(View::Connections | View::Listeners | View::Owners) => "no connections",
+            Pane::View(View::Exposure) => ui_exposure::EXPOSURE_EMPTY,
         };
         let r = Rect {
             y: area.y + 1,
@@ -233,6 +234,7 @@ fn columns(pane: Pane, wide: bool) -> (Vec<&'static str>, Vec<Constraint>) {
     };
     match (view, wide) {
         (View::Incidents, _) => incident_columns(wide),
+        (View::Exposure, _) => ui_exposure::columns(wide),
         (View::Findings, true) => (
             vec!["Sev", "Kind", "Age", "Local", "Owner", "Diagnosis"],
             vec![
@@ -344,6 +346,9 @@ fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Ce
                 (cells, None)
             }
         }
+        RowId::Exposure(_) => app
+            .exposure_row(index)
+            .map_or((Vec::new(), None), |g| ui_exposure::cells(g, wide)),
         RowId::Owner(_) => app.owner_row(index).map_or((Vec::new(), None), |r| {
             (
                 vec![
@@ -433,7 +438,7 @@ const HELP: &[&str] = &[
     "tcpwatch top keys",
     "",
     "Tab / Shift-Tab   next / previous view (Incidents, Findings, Connections, Listeners,",
-    "                  Owners)",
+    "                  Owners, Exposure: how long connections would wait for a dead peer)",
     "Up/Down, j/k      move the selection",
     "PgUp/PgDn         move by one page",
     "Home/End, g/G     first / last row",
@@ -486,6 +491,9 @@ pub fn buffer_lines(buf: &Buffer) -> Vec<String> {
 
 #[path = "ui_incidents.rs"]
 mod incidents;
+
+#[path = "ui_exposure.rs"]
+mod ui_exposure;
 
 #[cfg(test)]
 #[path = "ui_tests.rs"]

@@ -58,6 +58,7 @@ pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
     shared.features = Some(kernel.features.clone());
     shared.missing_optional.clone_from(&kernel.missing_optional);
     shared.clock = clock;
+    shared.exposure_threshold_s = cfg.exposure.threshold_seconds;
     shared
 }
 
@@ -249,7 +250,8 @@ pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
     if !kernel.missing_optional.is_empty() {
         tracing::warn!(fields = ?kernel.missing_optional, "kernel lacks optional fields; they read as 0");
     }
-    // The kernel's BTF (several MB, parsed twice during load) is gone: give the memory back.
+    // The kernel's BTF (several MB, read once and parsed by tcpwatch's and aya's parsers during
+    // load, see kernel/btf.rs) is gone: give the memory back.
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory to the system.
     unsafe {

@@ -66,6 +66,10 @@ enum Command {
         /// Only sockets with this local or remote port.
         #[arg(long)]
         port: Option<u16>,
+        /// Print the exposure audit instead (`docs/exposure.md`): how long each process's
+        /// connections would wait for a vanished peer.
+        #[arg(long)]
+        exposure: bool,
     },
     /// Validate the configuration (file and --set overrides) and print the effective one.
     CheckConfig,
@@ -251,11 +255,17 @@ fn main() -> ExitCode {
             }
             Err(e) => Err(e),
         },
-        Command::Snapshot { json, state, port } => {
+        Command::Snapshot {
+            json,
+            state,
+            port,
+            exposure,
+        } => {
             let args = snapshot::SnapshotArgs {
                 json: *json,
                 state: *state,
                 port: *port,
+                exposure: *exposure,
             };
             snapshot::run(&cfg, &args, opts.clone())
         }

@@ -24,6 +24,8 @@ pub struct SnapshotArgs {
     pub json: bool,
     pub state: Option<TcpState>,
     pub port: Option<u16>,
+    /// Print the exposure audit of the selected connections instead.
+    pub exposure: bool,
 }
 
 #[derive(Serialize)]
@@ -47,10 +49,12 @@ struct SweptNamespace {
 struct Output<'a> {
     /// `CLOCK_MONOTONIC` ns at which the snapshot was taken (the base of `state_since` etc.).
     now_ns: u64,
+    /// `now_ns` as RFC 3339 (every time below has such a `*_time` twin, docs/api.md).
+    now_time: String,
     sweep: SweepSummary,
     /// Open incidents, worst first.
     incidents: Vec<&'a Incident>,
-    connections: Vec<&'a ConnRecord>,
+    connections: Vec<ConnRecord>,
     findings: Vec<Finding>,
 }
 
@@ -78,6 +82,25 @@ fn incident_lines(incidents: &[&Incident]) -> String {
     out
 }
 
+/// `snapshot --exposure`: the exposure audit of the listed connections.
+fn print_exposure(
+    conns: &[&ConnRecord],
+    shared: &crate::state::Shared,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report = tcpwatch_core::exposure::audit(
+        conns.iter().copied(),
+        &shared.netns,
+        shared.exposure_threshold_s,
+    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", tcpwatch_core::exposure::render::text(&report));
+    }
+    Ok(())
+}
+
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
@@ -101,6 +124,9 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         })
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
+    if args.exposure {
+        return print_exposure(&conns, &shared, args.json);
+    }
     let findings: Vec<Finding> = shared
         .detectors
         .open()
@@ -113,8 +139,10 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let open: Vec<&Incident> = shared.incidents.open().collect();
     let incidents = crate::serve::metrics::incidents::worst_first(&open);
     if args.json {
+        let wall = WallClock::now();
         let out = Output {
             now_ns: now,
+            now_time: wall.rfc3339(now),
             sweep: SweepSummary {
                 namespaces: batch.namespaces.len(),
                 sockets: batch.sockets(),
@@ -131,8 +159,21 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
                     .collect(),
             },
             incidents,
-            connections: conns,
-            findings,
+            connections: conns
+                .iter()
+                .map(|&c| {
+                    let mut c = c.clone();
+                    c.fill_wall_times(&wall);
+                    c
+                })
+                .collect(),
+            findings: findings
+                .into_iter()
+                .map(|mut f| {
+                    f.fill_wall_times(&wall);
+                    f
+                })
+                .collect(),
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

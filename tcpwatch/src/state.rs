@@ -9,7 +9,7 @@ use tcpwatch_core::api::StreamEvent;
 use tcpwatch_core::config::IncidentConfig;
 use tcpwatch_core::detect::{DetectContext, Detectors};
 use tcpwatch_core::incident::{IncidentBook, IncidentChange, IncidentContext, IncidentKind};
-use tcpwatch_core::model::{FindingChange, Lifecycle, MonoNs, NetnsInfo, ResetCounts};
+use tcpwatch_core::model::{FindingChange, FindingKind, Lifecycle, MonoNs, NetnsInfo, ResetCounts};
 use tcpwatch_core::table::{ConnTable, Delta, KernelClock};
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast;
@@ -77,6 +77,8 @@ pub struct Shared {
     pub changes: broadcast::Sender<StreamEvent>,
     /// Namespaces missing from sweeps: their records leave once they are gone.
     pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
+    /// `exposure.threshold_seconds` (the exposure audit, `docs/exposure.md`).
+    pub exposure_threshold_s: u64,
 }
 
 impl Shared {
@@ -104,7 +106,15 @@ impl Shared {
             stream,
             changes,
             netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
+            exposure_threshold_s: tcpwatch_core::config_exposure::ExposureConfig::default()
+                .threshold_seconds,
         }
+    }
+
+    /// The exposure audit of the current table (`GET /api/v1/exposure`).
+    #[must_use]
+    pub fn exposure(&self) -> tcpwatch_core::api::ExposureBody {
+        tcpwatch_core::exposure::audit(self.table.iter(), &self.netns, self.exposure_threshold_s)
     }
 
     pub fn apply_event(&mut self, ev: &StateEvent) {
@@ -189,7 +199,16 @@ impl Shared {
         };
         let mut findings = self.detectors.evaluate(now, self.table.iter(), &ctx);
         self.enforce_bound();
-        let ictx = IncidentContext::from_conns(self.table.iter());
+        let mut ictx = IncidentContext::from_conns(self.table.iter());
+        // Upstream incidents name the process's exposure (only audited when one may open).
+        if self.detectors.open().any(|f| {
+            matches!(
+                f.kind,
+                FindingKind::RetransmitChain | FindingKind::AwaitingResponse
+            )
+        }) {
+            ictx.exposure = Some(self.exposure());
+        }
         let incidents = self
             .incidents
             .update(now, wall, self.detectors.open(), &ictx);

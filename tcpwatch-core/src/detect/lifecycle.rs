@@ -243,6 +243,7 @@ impl FindingBook {
             resolved_at: None,
             evidence: c.evidence,
             incident_id: None,
+            wall: None,
         };
         changes.push(FindingChange {
             change: Lifecycle::Opened,

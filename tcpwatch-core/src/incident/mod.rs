@@ -30,7 +30,7 @@ mod group;
 mod text;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 /// The namespace of an incident with no member to take it from (never in practice).
 pub(crate) const NO_NETNS: NetnsId = NetnsId {
@@ -154,6 +154,10 @@ pub struct ListenerFacts {
 pub struct IncidentContext {
     /// Listening sockets by (netns cookie, local port).
     pub listeners: HashMap<(u64, u16), ListenerFacts>,
+    /// The exposure audit (`docs/exposure.md`), when an upstream incident may need it: the
+    /// diagnosis of `upstream_unreachable` / `upstream_not_responding` adds how the process's
+    /// other connections to the peer would fare.
+    pub exposure: Option<crate::exposure::ExposureReport>,
 }
 
 impl IncidentContext {
@@ -169,7 +173,10 @@ impl IncidentContext {
                     accept_limit: c.queues.accept_limit,
                 });
         }
-        Self { listeners }
+        Self {
+            listeners,
+            exposure: None,
+        }
     }
 
     /// Whether (netns cookie, port) is a listening port (a socket on it is server side).

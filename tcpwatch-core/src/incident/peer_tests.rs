@@ -26,6 +26,7 @@ fn peer_finding(kind: FindingKind, cause: &str, ns: NetnsId, pid: u32, remote: &
         resolved_at: None,
         evidence: BTreeMap::new(),
         incident_id: None,
+        wall: None,
     }
 }
 

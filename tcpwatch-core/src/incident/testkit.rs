@@ -83,6 +83,7 @@ pub(crate) fn conn_finding(
         resolved_at: None,
         evidence: BTreeMap::new(),
         incident_id: None,
+        wall: None,
     }
 }
 
@@ -171,6 +172,7 @@ pub(crate) fn backlog(ns: NetnsId, port: u16, owner: Option<(u32, &str)>, cause:
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
         incident_id: None,
+        wall: None,
     }
 }
 
@@ -189,6 +191,7 @@ pub(crate) fn resets(ns: NetnsId, port: u16, cause: &str) -> Finding {
         resolved_at: None,
         evidence: BTreeMap::new(),
         incident_id: None,
+        wall: None,
     }
 }
 
@@ -211,6 +214,7 @@ pub(crate) fn ctx(listeners: &[ListenerSpec<'_>]) -> IncidentContext {
                 )
             })
             .collect(),
+        exposure: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! group of findings. Pure; `now` is only used for ages.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use super::group::{BaseKey, Group, Part, not_responding};
 use super::{IncidentContext, IncidentKind, IncidentRoot, ProcessRef};
@@ -426,7 +427,24 @@ fn single(p: &Part<'_>, ctx: &IncidentContext, now: MonoNs) -> (String, Incident
             {
                 root.local_port = Some(local.port());
             }
-            (upstream_cause(p), root, upstream_text(p, now))
+            let mut text = upstream_text(p, now);
+            if !*server_side && let (Some(report), Some(proc)) = (&ctx.exposure, &p.process) {
+                let members: Vec<SocketAddr> = p
+                    .members
+                    .iter()
+                    .filter_map(|f| match &f.subject {
+                        Subject::Connection { local, .. } => Some(*local),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(line) =
+                    crate::exposure::process_line(report, proc.pid, *remote, &members)
+                {
+                    text.push_str("; ");
+                    text.push_str(&line);
+                }
+            }
+            (upstream_cause(p), root, text)
         }
         BaseKey::Resets { .. } | BaseKey::PeerResets { .. } => {
             if let BaseKey::PeerResets { remote, .. } = &p.key {

@@ -60,6 +60,7 @@ impl App {
                 Some(d)
             }
             RowId::Owner(name) => self.owner_detail(&name, now),
+            RowId::Exposure(key) => self.exposure_detail(&key),
         }
     }
 

@@ -19,7 +19,11 @@ impl App {
             conns,
             findings,
             incidents,
+            exposure,
         } = snap;
+        if exposure.is_some() {
+            self.exposure = exposure;
+        }
         self.conns = conns.into_iter().map(|c| (c.key, c)).collect();
         self.findings = findings
             .into_iter()

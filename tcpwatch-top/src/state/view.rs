@@ -164,6 +164,7 @@ impl App {
         let filter = self.filter.to_lowercase();
         let sort = self.sort_key();
         let mut owners = Vec::new();
+        let mut exposure = Vec::new();
         let ids: Vec<RowId> = match pane {
             Pane::View(View::Incidents) => {
                 let mut v: Vec<&Incident> = self
@@ -211,8 +212,21 @@ impl App {
                 owners = v;
                 ids
             }
+            Pane::View(View::Exposure) => {
+                let v = self.exposure_rows(&filter, sort);
+                let ids = v
+                    .iter()
+                    .map(|g| RowId::Exposure(super::exposure_key(g)))
+                    .collect();
+                exposure = v;
+                ids
+            }
         };
-        self.rows = Rows { ids, owners };
+        self.rows = Rows {
+            ids,
+            owners,
+            exposure,
+        };
         self.rows_pane = Some(pane);
         self.dirty = false;
         // Keep the selection on the same row when it is still there.

@@ -13,6 +13,8 @@ pub struct Snapshot {
     pub findings: Vec<Finding>,
     /// `None` when the daemon does not serve `/api/v1/incidents` (HTTP 404: an older daemon).
     pub incidents: Option<Vec<Incident>>,
+    /// The exposure audit; `None` when the daemon does not serve `/api/v1/exposure`.
+    pub exposure: Option<tcpwatch_core::api::ExposureBody>,
 }
 
 /// Longest parse error kept for the status line.

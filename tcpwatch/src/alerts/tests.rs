@@ -39,6 +39,7 @@ fn finding(kind: FindingKind, severity: Severity, cause: &str) -> Finding {
         resolved_at: None,
         evidence: BTreeMap::new(),
         incident_id: None,
+        wall: None,
     }
 }
 

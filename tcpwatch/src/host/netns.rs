@@ -99,6 +99,28 @@ impl std::fmt::Display for Vanished {
 
 impl std::error::Error for Vanished {}
 
+/// The calling thread could not return to its own namespace after visiting `inode`: it is
+/// stranded there. The sweeper stops the batch (the namespaces left are reported unreadable,
+/// their records kept) and tries to return home before the next one.
+#[derive(Debug)]
+pub struct NotHome {
+    pub inode: u32,
+    pub detail: String,
+}
+
+impl std::fmt::Display for NotHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "returning to tcpwatch's own network namespace after visiting net:[{}] failed ({}); \
+             the sweeper thread is stranded there and stops this sweep",
+            self.inode, self.detail
+        )
+    }
+}
+
+impl std::error::Error for NotHome {}
+
 /// The calling thread's namespace, to return to after visiting others.
 pub struct Home(File);
 
@@ -109,8 +131,16 @@ impl Home {
         ))
     }
 
+    /// Enters the home namespace (a no-op when the thread is there): recovers a thread that a
+    /// failed return ([`NotHome`]) left elsewhere.
+    pub fn enter(&self) -> anyhow::Result<()> {
+        setns(&self.0).context("entering tcpwatch's own network namespace")
+    }
+
     /// Runs `f` with the calling thread inside `ns`, then returns home. An error entering
-    /// the namespace is returned; failing to return home is fatal for the thread and reported.
+    /// the namespace is returned; failing to return home returns [`NotHome`] (whatever `f`
+    /// read is dropped): the caller must stop visiting and call [`Home::enter`] before it
+    /// sweeps again.
     pub fn visit<T>(
         &self,
         ns: &NetnsHandle,
@@ -142,7 +172,13 @@ impl Home {
             )
         })?;
         let out = f();
-        setns(&self.0).context("returning to tcpwatch's own network namespace")?;
+        if let Err(e) = setns(&self.0) {
+            return Err(NotHome {
+                inode: ns.inode,
+                detail: e.to_string(),
+            }
+            .into());
+        }
         out
     }
 }
@@ -194,8 +230,8 @@ pub fn so_netns_cookie() -> std::io::Result<u64> {
     Ok(cookie)
 }
 
-/// Reads `tcp_retries2`, `tcp_orphan_retries`, `tcp_syn_retries`, `tcp_syn_linear_timeouts`
-/// and ListenOverflows/ListenDrops of the calling thread's namespace (a sysctl that cannot be
+/// Reads `tcp_retries2`, `tcp_orphan_retries`, `tcp_syn_retries`, `tcp_syn_linear_timeouts`,
+/// `tcp_keepalive_time/intvl/probes` and ListenOverflows/ListenDrops of the calling thread's namespace (a sysctl that cannot be
 /// read keeps the kernel's default).
 #[must_use]
 pub fn current_info(id: NetnsId) -> NetnsInfo {
@@ -208,6 +244,15 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     }
     if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_syn_retries") {
         info.tcp_syn_retries = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_time") {
+        info.tcp_keepalive_time_s = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_intvl") {
+        info.tcp_keepalive_intvl_s = v;
+    }
+    if let Some(v) = read_sysctl("/proc/sys/net/ipv4/tcp_keepalive_probes") {
+        info.tcp_keepalive_probes = v;
     }
     // Linux 6.7+ only: absent elsewhere (None).
     info.tcp_syn_linear_timeouts = read_sysctl("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");

@@ -76,11 +76,30 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
     let mut errors = Vec::new();
     let mut vanished = 0;
     let mut unreadable = HashSet::new();
+    // A thread that a failed return left in another namespace must not sweep as if at home:
+    // it returns first, and if it cannot, this batch sweeps nothing.
+    let mut stranded = match home.enter() {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sweeper thread is not in tcpwatch's own network namespace: sweep skipped");
+            errors.push(format!("sweep skipped: {e:#}"));
+            true
+        }
+    };
     for h in netns::discover() {
+        if stranded {
+            // Not swept: keep its records as they are (not treated as gone).
+            unreadable.insert(h.inode);
+            continue;
+        }
         match sweep_one(kernel, home, &h) {
             Ok(ns) => namespaces.push(ns),
             Err(e) if e.downcast_ref::<netns::Vanished>().is_some() => vanished += 1,
             Err(e) => {
+                if e.downcast_ref::<netns::NotHome>().is_some() {
+                    tracing::error!(error = %e, "sweep stopped");
+                    stranded = true;
+                }
                 unreadable.insert(h.inode);
                 errors.push(format!("net:[{}]: {e:#}", h.inode));
             }

@@ -15,8 +15,11 @@ use tcpwatch_common::{
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
+mod btf;
 mod endpoints;
 pub mod probe;
+
+pub use btf::KernelBtf;
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
@@ -109,17 +112,18 @@ pub fn preflight() -> anyhow::Result<()> {
 impl Kernel {
     pub fn load(opts: &LoadOptions) -> anyhow::Result<Self> {
         preflight()?;
-        let mut features = crate::kernel::probe::probe(crate::kernel::probe::ProbeOptions {
-            pretend_no_iter: opts.pretend_no_iter,
-        });
+        // Read and parsed once, for the probe, the offsets and (parsed by aya) the loader.
+        let kernel_btf = KernelBtf::read();
+        let mut features = crate::kernel::probe::probe(
+            crate::kernel::probe::ProbeOptions {
+                pretend_no_iter: opts.pretend_no_iter,
+            },
+            &kernel_btf,
+        );
         if let Some(msg) = features.refusal() {
             bail!(msg);
         }
-        let raw = std::fs::read("/sys/kernel/btf/vmlinux")
-            .context("reading /sys/kernel/btf/vmlinux (kernel BTF)")?;
-        let parsed = tcpwatch_core::btf::Btf::parse(&raw)
-            .context("parsing the kernel's BTF from /sys/kernel/btf/vmlinux")?;
-        let mut resolved = offsets::resolve(&parsed)?;
+        let mut resolved = offsets::resolve(kernel_btf.offsets_btf()?)?;
         if features
             .get("netns_cookie")
             .is_none_or(|f| f.support != probe::Support::Yes)
@@ -127,14 +131,17 @@ impl Kernel {
             // No namespace cookies: the programs use the tagged inode, as userspace does.
             resolved.offsets.net_cookie = tcpwatch_common::OFFSET_MISSING;
         }
-        let btf = aya::Btf::from_sys_fs().context("loading kernel BTF for program attach")?;
+        let btf = kernel_btf.into_aya()?;
         let pins = opts
             .pin_dir
             .as_deref()
             .and_then(|dir| prepare_pins(dir, opts.max_sockets));
         let reset_tp = endpoints::reset_tp_offsets();
+        // aya's `EbpfLoader::new` reads and parses the kernel's BTF once more on its own (aya
+        // 0.14 offers no way around it); the parse made above replaces it at once.
         let mut loader = EbpfLoader::new();
         loader
+            .btf(Some(&btf))
             .override_global("OFFSETS", &resolved.offsets, true)
             .override_global("RESET_TP", &reset_tp, true)
             .map_max_entries("SOCKS", opts.max_sockets)

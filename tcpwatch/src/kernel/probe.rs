@@ -6,18 +6,21 @@
 //! The static facts come from the kernel's BTF, analysed by the pure
 //! `tcpwatch_core::features`. The dynamic ones here ask the `bpf()` syscall through aya's probes
 //! (they need `CAP_BPF`; without it they read `unknown`).
-pub use tcpwatch_core::features::{Feature, Features, ProbeOptions, Support, from_btf};
+use tcpwatch_core::features::from_parsed;
+pub use tcpwatch_core::features::{Feature, Features, ProbeOptions, Support};
+
+use super::btf::KernelBtf;
 
 const VMLINUX: &str = tcpwatch_core::btf::VMLINUX_BTF_PATH;
 
-/// Probes the running kernel. Never fails: what cannot be probed reads `unknown`.
+/// Probes the running kernel, its BTF read and parsed once by the caller. Never fails: what
+/// cannot be probed reads `unknown`.
 #[must_use]
-pub fn probe(opts: ProbeOptions) -> Features {
+pub fn probe(opts: ProbeOptions, btf: &KernelBtf) -> Features {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
-    let raw = std::fs::read(VMLINUX);
-    let mut f = from_btf(&release, raw.as_deref().ok(), opts);
-    if let Err(e) = &raw {
+    let mut f = from_parsed(&release, btf.for_probe(), opts);
+    if let Some(e) = btf.read_error() {
         f.set_detail("btf", format!("{VMLINUX}: {e}"));
     }
     f.push(syscall_feature(

@@ -84,7 +84,7 @@ impl Frames {
                 ev = events.recv() => (ev, true),
             };
             let frame = match got {
-                Ok(ev) => match serde_json::to_string(&ev) {
+                Ok(ev) => match encode_event(ev) {
                     Ok(json) => Frame::Json(json.into()),
                     Err(e) => {
                         tracing::warn!(error = %e, "stream event not encodable; skipped");
@@ -117,4 +117,11 @@ impl Frames {
         }
         *self.running.lock().await = false;
     }
+}
+
+/// One stream event as JSON, with the wall-clock twins of its times from one reading
+/// (docs/api.md).
+fn encode_event(mut ev: tcpwatch_core::api::StreamEvent) -> serde_json::Result<String> {
+    ev.fill_wall_times(&tcpwatch_core::wall::WallClock::now());
+    serde_json::to_string(&ev)
 }

@@ -8,6 +8,7 @@
 //! | `GET /api/v1/connections` | `ConnectionsBody` `{"connections":[ConnRecord...]}`, filters in [`crate::serve::api::ConnFilter`] |
 //! | `GET /api/v1/findings` | `FindingsBody` `{"open":[...],"recently_resolved":[...]}` (each finding with its `incident_id`, `netns_name`, `since_seconds_ago`), filters `kind`, `severity` |
 //! | `GET /api/v1/incidents` | `IncidentsBody` `{"open":[Incident...],"recently_resolved":[...]}`, open worst first, filters `kind`, `severity` |
+//! | `GET /api/v1/exposure` | `ExposureBody`: the exposure audit per process and remote endpoint (`docs/exposure.md`); the filters of `/api/v1/connections` narrow the connections audited |
 //! | `GET /api/v1/status` | attached programs, kernel features, table, counters, incident counts |
 //! | `GET /api/v1/stream` | Server-Sent Events, one JSON `tcpwatch_core::api::StreamEvent` per event (`conn`, `finding`, `incident`, `lagged`) |
 //!
@@ -30,13 +31,14 @@ use futures_util::Stream;
 use serde::Serialize;
 use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
+use tcpwatch_core::wall::WallClock;
 use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
 use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
-use crate::state::{Shared, mono_now};
+use crate::state::Shared;
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +92,7 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
             .route("/api/v1/connections", get(connections))
             .route("/api/v1/findings", get(findings))
             .route("/api/v1/incidents", get(incidents))
+            .route("/api/v1/exposure", get(exposure))
             .route("/api/v1/status", get(status))
             .route("/api/v1/stream", get(stream));
     }
@@ -225,7 +228,7 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    let body = ConnectionsBody {
+    let mut body = ConnectionsBody {
         connections: s
             .table
             .iter()
@@ -235,13 +238,27 @@ async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, Ba
             .collect(),
     };
     drop(s);
+    body.fill_wall_times(&WallClock::now());
     Ok(json_response(&body))
 }
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
     let s = app.shared.lock().await;
-    Ok(json_response(&findings_body(&s, &f, mono_now())))
+    Ok(json_response(&findings_body(&s, &f, WallClock::now())))
+}
+
+async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
+    // The connection filters of /api/v1/connections narrow the connections audited.
+    let f = ConnFilter::from_query(q)?;
+    let s = app.shared.lock().await;
+    let body = tcpwatch_core::exposure::audit(
+        s.table.iter().filter(|c| f.matches(c, &s.detectors)),
+        &s.netns,
+        s.exposure_threshold_s,
+    );
+    drop(s);
+    Ok(json_response(&body))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
@@ -290,6 +307,10 @@ mod fuzz;
 #[cfg(test)]
 #[path = "http_incidents_tests.rs"]
 mod incident_tests;
+
+#[cfg(test)]
+#[path = "http_times_tests.rs"]
+mod times_tests;
 
 #[cfg(test)]
 mod tests {

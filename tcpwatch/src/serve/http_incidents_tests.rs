@@ -1,5 +1,5 @@
 //! Tests of `/api/v1/incidents`, the incident ids of findings, the core body contract, the
-//! incident counts of `/api/v1/status` and incident events on the stream.
+//! incident counts of `/api/v1/status` and incident events on the stream; `/api/v1/exposure`.
 use axum::body::Body;
 use axum::extract::Request;
 use futures_util::StreamExt as _;
@@ -96,7 +96,11 @@ async fn bodies_follow_the_core_contract() {
     // The findings keep their two extra fields for people; clients parse the core type.
     let v = json(&sh, "/api/v1/findings").await;
     assert_eq!(v["open"][0]["netns_name"], "blue");
-    let f: FindingsBody = serde_json::from_value(v).unwrap();
+    let mut f: FindingsBody = serde_json::from_value(v).unwrap();
+    // The API adds the wall-clock twins (checked in http_times_tests.rs); the rest is the state's.
+    for got in &mut f.open {
+        assert!(got.wall.take().is_some(), "{got:?}");
+    }
     let s = sh.lock().await;
     let mut want: Vec<_> = s.detectors.open().cloned().collect();
     for w in &mut want {
@@ -155,4 +159,22 @@ async fn stream_sends_incident_changes_after_their_findings() {
     );
     assert_eq!(i.change, tcpwatch_core::model::Lifecycle::Opened);
     assert!(i.incident.members.contains(&f.finding.id));
+}
+
+/// `GET /api/v1/exposure`: the audit of the table, narrowed by the connection filters.
+#[tokio::test]
+async fn exposure_audits_the_table_with_the_connection_filters() {
+    let shared = fixture();
+    let (status, body) = get(&shared, "/api/v1/exposure").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let all: tcpwatch_core::api::ExposureBody = serde_json::from_str(&body).unwrap();
+    // Three ESTABLISHED sockets, idle, no keepalive: all would wait forever.
+    assert_eq!((all.connections, all.never, all.exposed), (3, 3, 3));
+    assert_eq!(all.threshold_seconds, 300);
+    let (_, body) = get(&shared, "/api/v1/exposure?port=443").await;
+    let some: tcpwatch_core::api::ExposureBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(some.connections, 2);
+    assert_eq!(some.groups.len(), 1);
+    let (status, body) = get(&shared, "/api/v1/exposure?port=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use tcpwatch_core::api::IncidentsBody;
 use tcpwatch_core::incident::{Incident, IncidentKind};
-use tcpwatch_core::model::{Finding, MonoNs, NS_PER_SEC, Severity, Subject};
+use tcpwatch_core::model::{Finding, NS_PER_SEC, Severity, Subject};
+use tcpwatch_core::wall::WallClock;
 
 use crate::serve::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
 use crate::state::Shared;
@@ -68,7 +69,8 @@ pub struct FindingsView<'a> {
     pub recently_resolved: Vec<FindingView<'a>>,
 }
 
-fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
+fn view<'a>(s: &'a Shared, f: &Finding, wall: &WallClock) -> FindingView<'a> {
+    let now = wall.mono;
     let cookie = match &f.subject {
         Subject::Connection { netns, .. }
         | Subject::Listener { netns, .. }
@@ -81,6 +83,7 @@ fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
     )]
     let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
     let mut finding = f.clone();
+    finding.fill_wall_times(wall);
     if finding.incident_id.is_none() {
         finding.incident_id = s.incidents.incident_of(&f.id).map(str::to_owned);
     }
@@ -91,20 +94,21 @@ fn view<'a>(s: &'a Shared, f: &Finding, now: MonoNs) -> FindingView<'a> {
     }
 }
 
-/// The findings body at `now`, each open finding carrying its open incident's id.
-pub fn findings_body<'a>(s: &'a Shared, f: &FindingFilter, now: MonoNs) -> FindingsView<'a> {
+/// The findings body at `wall`'s monotonic time, each open finding carrying its open
+/// incident's id and the wall-clock twins of its times.
+pub fn findings_body<'a>(s: &'a Shared, f: &FindingFilter, wall: WallClock) -> FindingsView<'a> {
     FindingsView {
         open: s
             .detectors
             .open()
             .filter(|x| f.matches(x))
-            .map(|x| view(s, x, now))
+            .map(|x| view(s, x, &wall))
             .collect(),
         recently_resolved: s
             .detectors
             .recently_resolved()
             .filter(|x| f.matches(x))
-            .map(|x| view(s, x, now))
+            .map(|x| view(s, x, &wall))
             .collect(),
     }
 }

@@ -5,7 +5,9 @@ use std::io::Cursor;
 use tcpwatch_common::tcp_state;
 use tcpwatch_core::model::Owner;
 
+use super::client::{list_url, valid_node_name, watch_url};
 use super::*;
+use tcpwatch_core::model::PodRef;
 
 const POD_LIST: &str = include_str!("fixtures/pod_list.json");
 const METADATA_LIST: &str = include_str!("fixtures/pod_metadata_list.json");

@@ -1,9 +1,8 @@
 //! `/metrics`: Prometheus text exposition, rebuilt from [`Shared`] at every scrape.
 //!
 //! Cardinality is bounded whatever the number of connections: every labelled family has a
-//! fixed label set or an explicit cap, and the only per-connection family
-//! (`tcpwatch_flagged_connection`) is capped to `daemon.top_k`. [`series_bound`] is the bound
-//! documented in `docs/metrics.md`.
+//! fixed label set or a cap (per connection, incident or owner: `daemon.top_k`).
+//! [`series_bound`] is the bound documented in `docs/metrics.md`.
 use std::collections::HashMap;
 
 use prometheus::core::Collector;
@@ -58,8 +57,7 @@ pub fn series_bound(top_k: usize) -> usize {
     let findings = FindingKind::ALL.len() * SEVERITIES.len();
     // events_received, events_malformed, kernel_events_submitted, ringbuf_dropped,
     // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
-    // alertmanager_alerts_sent, alertmanager_alerts_failed,
-    // sweep_duration,
+    // alertmanager_alerts_sent, alertmanager_alerts_failed, sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
@@ -77,12 +75,14 @@ pub fn series_bound(top_k: usize) -> usize {
         + findings
         + self_metrics
         + endpoints::SERIES
+        + exposure::series(top_k)
         + top_k
         + crate::serve::metrics::incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
 
 mod endpoints;
+mod exposure;
 pub mod incidents;
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
@@ -148,6 +148,7 @@ pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
     table(&b, s)?;
     programs(&b, s)?;
     endpoints::endpoints(&b, s)?;
+    exposure::exposure(&b, &s.exposure(), top_k)?;
     Ok(b.reg)
 }
 

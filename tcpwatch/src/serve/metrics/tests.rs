@@ -335,6 +335,8 @@ fn cardinality_is_bounded() {
         let count = |n: &str| m.iter().filter(|x| x.0 == n).count();
         assert_eq!(count("tcpwatch_flagged_connection"), top_k);
         assert_eq!(count("tcpwatch_incident"), top_k);
+        assert_eq!(count("tcpwatch_exposure_owner_exposed_connections"), top_k);
+        assert_eq!(count("tcpwatch_exposure_owner_worst_case_seconds"), top_k);
         assert!(s.incidents.open_count() > top_k);
         assert_eq!(count("tcpwatch_listener_backlog"), MAX_LISTENER_PORTS);
         assert_eq!(count("tcpwatch_sockets_by_netns"), MAX_NETNS_SERIES + 1);
@@ -366,5 +368,5 @@ fn cardinality_is_bounded() {
         );
     }
     // The number documented in docs/metrics.md.
-    assert_eq!(series_bound(10), 609);
+    assert_eq!(series_bound(10), 647);
 }

@@ -1,12 +1,14 @@
-//! Conversion of kernel sweep records into table records: clock, addresses, ages.
+//! Decoding of kernel records (`tcpwatch_common`'s `SockRecord`, `StateEvent`, `SweepHeader`)
+//! into the model's types: the kernel clock (jiffies to ms with a calibrated `HZ`), addresses,
+//! task names, queues from sequence numbers, and how long a socket has been in its state. The
+//! table ([`crate::table`]) merges what comes out of here.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tcpwatch_common::{AF_INET6, SockRecord, SweepHeader, record_flags};
 
-use super::age;
 use crate::model::{
-    ConnKey, ConnRecord, MonoNs, NS_PER_MS, NetnsId, Queues, ResetCounts, RetransInfo, TcpInfo,
-    TcpState,
+    ConnKey, ConnRecord, KeepaliveOpts, MonoNs, NS_PER_MS, NetnsId, Queues, ResetCounts,
+    RetransInfo, TcpInfo, TcpState,
 };
 
 /// Kernel clock facts needed to turn jiffies into milliseconds.
@@ -50,7 +52,7 @@ impl Default for KernelClock {
     }
 }
 
-pub(super) fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
+pub(crate) fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
     let ip = if family == AF_INET6 {
         IpAddr::V6(Ipv6Addr::from(*raw))
     } else {
@@ -59,7 +61,7 @@ pub(super) fn addr(family: u16, raw: &[u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-pub(super) fn comm_str(raw: &[u8; 16]) -> Option<String> {
+pub(crate) fn comm_str(raw: &[u8; 16]) -> Option<String> {
     let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
     (end > 0).then(|| String::from_utf8_lossy(&raw[..end]).into_owned())
 }
@@ -104,6 +106,12 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
             last_recv_age_ms: clock.jiffies_to_ms(r.lrcv_age_jiffies),
             data_segs_in: r.data_segs_in,
             data_segs_out: r.data_segs_out,
+            keepalive: KeepaliveOpts {
+                enabled: r.flags & record_flags::KEEPALIVE != 0,
+                time_ms: clock.jiffies_to_ms(r.keepalive_time_jiffies),
+                intvl_ms: clock.jiffies_to_ms(r.keepalive_intvl_jiffies),
+                probes: r.keepalive_probes,
+            },
         };
     }
     let (state_since, exact) = age::state_since(
@@ -162,5 +170,9 @@ pub fn record_from_sweep(r: &SockRecord, clock: KernelClock, now: MonoNs) -> Con
         },
         full_sock: full,
         history: Vec::new(),
+        wall: None,
     }
 }
+
+#[path = "decode_age.rs"]
+mod age;
