@@ -17,7 +17,7 @@ use crate::host::netns::Home;
 use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::sweep_all;
 use crate::kernel::Kernel;
-use crate::state::mono_now;
+use crate::state::{Shared, mono_now};
 
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotArgs {
@@ -82,12 +82,8 @@ fn incident_lines(incidents: &[&Incident]) -> String {
     out
 }
 
-/// `snapshot --exposure`: the exposure audit of the listed connections.
-fn print_exposure(
-    conns: &[&ConnRecord],
-    shared: &crate::state::Shared,
-    json: bool,
-) -> anyhow::Result<()> {
+/// `tcpwatch snapshot --exposure`: the audit of the swept connections, as text or JSON.
+fn print_exposure(shared: &Shared, conns: &[&ConnRecord], json: bool) -> anyhow::Result<()> {
     let report = tcpwatch_core::exposure::audit(
         conns.iter().copied(),
         &shared.netns,
@@ -125,7 +121,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         .collect();
     conns.sort_by_key(|c| (c.netns.inode, c.state, c.local, c.remote));
     if args.exposure {
-        return print_exposure(&conns, &shared, args.json);
+        return print_exposure(&shared, &conns, args.json);
     }
     let findings: Vec<Finding> = shared
         .detectors
