@@ -1,7 +1,10 @@
 //! The daemon: loads the programs, reads state events as they come, sweeps every namespace
 //! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
-//! API. The event reader and the sweep loop feed the same [`Shared`] state.
+//! API. The event reader and the sweep loop feed the same [`Shared`] state; after each sweep,
+//! and when a reader asks after events, a [`crate::view::View`] of it is published, and
+//! everything that reads (API, `/metrics`) reads that view, never the lock.
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +25,7 @@ use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
 use crate::state::{Shared, mono_now};
+use crate::view::{Pending, Publisher};
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -104,7 +108,36 @@ const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
-async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
+/// At most one view is published per this interval (a flood of events or of readers costs
+/// one table-sized list of references per interval at most).
+const PUBLISH_EVERY: Duration = Duration::from_millis(25);
+
+/// Publishes a view whenever asked (after a sweep, or by a reader when events arrived since
+/// the last view), at most once per [`PUBLISH_EVERY`]: the first request after a quiet spell
+/// is served at once, the requests during the following interval together at its end. The
+/// lock is held only to take the list of references; the old view is released after it.
+async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher) {
+    let pending = publisher.pending();
+    loop {
+        pending.wake.notified().await;
+        let started = tokio::time::Instant::now();
+        let judged = pending.judged.swap(false, Ordering::Relaxed);
+        let old = {
+            let s = shared.lock().await;
+            // Cleared under the lock: events applied after this are not in the view.
+            pending.events.store(false, Ordering::Relaxed);
+            publisher.publish(&s, judged)
+        };
+        drop(old);
+        tokio::time::sleep_until(started + PUBLISH_EVERY).await;
+    }
+}
+
+async fn read_events(
+    ring: RingBuf<MapData>,
+    shared: Arc<Mutex<Shared>>,
+    pending: Arc<Pending>,
+) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
     // lives; the AsyncFd owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register(ring) }
@@ -130,6 +163,8 @@ async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyh
         for ev in batch.drain(..) {
             s.apply_event(&ev);
         }
+        drop(s);
+        pending.events();
     }
 }
 
@@ -211,6 +246,7 @@ async fn on_sweep(
     pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();
     owners.retain(&live);
+    s.owner_stats = owners.stats;
     let changes = s.evaluate(now, WallClock::now());
     if !s.ready {
         s.ready = true;
@@ -280,7 +316,11 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         ring,
         clock,
     } = prepared;
-    let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
+    let shared = new_shared(&cfg, &kernel, clock);
+    let (publisher, hub) = Publisher::new(&shared);
+    let shared = Arc::new(Mutex::new(shared));
+    let pending = publisher.pending();
+    tokio::spawn(publish_views(shared.clone(), publisher));
 
     // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.
     let (tx, mut rx) = mpsc::channel::<SweepBatch>(1);
@@ -293,8 +333,8 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
             }
         })
         .context("starting the sweeper thread")?;
-    let events = tokio::spawn(read_events(ring, shared.clone()));
-    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
+    let events = tokio::spawn(read_events(ring, shared.clone(), pending.clone()));
+    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), hub));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
@@ -309,6 +349,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
                 on_sweep(&batch, &shared, &mut owners, &pods, alerts.as_ref()).await;
+                pending.judged();
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

@@ -9,6 +9,7 @@ mod kernel;
 mod serve;
 mod snapshot;
 mod state;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
