@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 use tcpwatch_testkit::find_program;
 use tcpwatch_testkit::netns::{fill_send_buffer, listen_on};
 use tcpwatch_testkit::snapshot::find;
