@@ -71,6 +71,9 @@ pub const RESET_REASON_CATEGORY: &str = "tcp";
 
 /// The `iter/tcp` sweep program.
 pub const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
+/// Its variant without socket cookies, for kernels whose iterator programs may not call
+/// `bpf_get_socket_cookie` (before Linux 5.12); chosen by the start-up probe.
+pub const SWEEP_PROGRAM_NOCOOKIE: &str = "tcpwatch_sweep_nocookie";
 
 /// Sizes of the kernel maps (entries; bytes for the ring buffer).
 pub mod map_size {

@@ -2,7 +2,7 @@
 //! copy of it made with one helper call. The address reader ([`tuple`]) and the namespace
 //! reader ([`netns`]) are written once, for both sources.
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use tcpwatch_common::{AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING};
+use tcpwatch_common::{AF_INET, AF_INET6, KernelOffsets, NETNS_INODE_TAG, OFFSET_MISSING};
 
 use super::{diag, offsets};
 
@@ -161,10 +161,14 @@ pub(super) fn tuple_of(sk: *const u8) -> Tuple {
 #[inline(always)]
 pub(super) fn netns<F: Fields>(f: F, o: &KernelOffsets) -> (u64, u32) {
     let net = f.get::<u64>(o.skc_net) as *const u8;
-    (
-        rd_through::<u64>(net, o.net_cookie),
-        rd::<u32>(net, o.net_ns_inum),
-    )
+    let ino = rd::<u32>(net, o.net_ns_inum);
+    let cookie = if o.net_cookie == OFFSET_MISSING {
+        // No namespace cookie on this kernel (before 5.14): the tagged inode stands for it.
+        NETNS_INODE_TAG | u64::from(ino)
+    } else {
+        rd_through::<u64>(net, o.net_cookie)
+    };
+    (cookie, ino)
 }
 
 /// [`netns`] of the socket itself, without noting a failure: the reset and retransmit hooks
@@ -174,5 +178,11 @@ pub(super) fn netns<F: Fields>(f: F, o: &KernelOffsets) -> (u64, u32) {
 pub(super) fn netns_of(sk: *const u8) -> (u64, u32) {
     let o = offsets();
     let net = rd_ptr(sk, o.skc_net);
-    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
+    let ino = rd::<u32>(net, o.net_ns_inum);
+    let cookie = if o.net_cookie == OFFSET_MISSING {
+        NETNS_INODE_TAG | u64::from(ino)
+    } else {
+        rd::<u64>(net, o.net_cookie)
+    };
+    (cookie, ino)
 }

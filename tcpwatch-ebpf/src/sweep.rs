@@ -32,6 +32,27 @@ fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: as this function's contract.
+    unsafe { sweep::<true>(ctx) }
+}
+
+/// The sweep for kernels whose iterator programs may not call `bpf_get_socket_cookie`
+/// (before Linux 5.12): records carry cookie 0 ("not known"). The loader picks it when the
+/// verifier refuses [`tcpwatch_sweep`], and reports `socket_cookie` unavailable.
+///
+/// # Safety
+/// Called by the kernel with a valid `bpf_iter__tcp` context.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub unsafe extern "C" fn tcpwatch_sweep_nocookie(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: as this function's contract.
+    unsafe { sweep::<false>(ctx) }
+}
+
+/// # Safety
+/// `ctx` is a valid `bpf_iter__tcp` context.
+#[inline(always)]
+unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
     // SAFETY: the kernel passes a valid context; meta is never NULL.
     let (meta, sk, uid) = unsafe { ((*ctx).meta, (*ctx).sk_common, (*ctx).uid) };
     // SAFETY: as above.
@@ -61,7 +82,7 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     }
     // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
     let r = unsafe { &mut *rec };
-    if fill_record(r, sk, uid) {
+    if fill_record::<COOKIE>(r, sk, uid) {
         seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
     } else {
         // Not expected (the copy stays inside the socket object); counted, never silent.
@@ -80,7 +101,7 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
 /// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
 /// are picked from the copy: one helper call instead of one per field.
 #[inline(always)]
-fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
+fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     let o = offsets();
     let state: u8 = rd(sk, o.skc_state);
     let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
@@ -107,7 +128,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     let (netns_cookie, netns_ino) = netns(copy, o);
     *r = SockRecord {
         skaddr: sk as u64,
-        cookie: cookie_of::<true>(sk),
+        cookie: cookie_of::<COOKIE>(sk),
         netns_cookie,
         netns_ino,
         uid,

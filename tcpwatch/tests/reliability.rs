@@ -164,7 +164,7 @@ fn hostile_environment_gives_one_clear_message() {
     let (code, msg) = run_bin(&["--pretend-no-iter", "snapshot"]);
     assert_eq!(code, 1, "{msg}");
     assert!(
-        msg.contains("iter/tcp") && msg.contains("Minimum kernel: 6.1"),
+        msg.contains("iter/tcp") && msg.contains("Minimum kernel: 5.10"),
         "{msg}"
     );
     // Not root, no capabilities: names what is missing.

@@ -2,7 +2,8 @@
 //! in `tcpwatch-ebpf` take string literals, so this is where a mismatch shows before a load.
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 use tcpwatch_common::hooks::{
-    HOOKS, RESET_REASON_CATEGORY, RESET_REASON_PROGRAM, SWEEP_PROGRAM, tracepoint,
+    HOOKS, RESET_REASON_CATEGORY, RESET_REASON_PROGRAM, SWEEP_PROGRAM, SWEEP_PROGRAM_NOCOOKIE,
+    tracepoint,
 };
 
 use super::OBJECT;
@@ -36,6 +37,10 @@ fn object_has_every_hook() {
         );
     }
     assert_eq!(section_of(SWEEP_PROGRAM).as_deref(), Some("iter/tcp"));
+    assert_eq!(
+        section_of(SWEEP_PROGRAM_NOCOOKIE).as_deref(),
+        Some("iter/tcp")
+    );
     // aya-ebpf's `#[tracepoint]` names the section `tracepoint`; the loader attaches it to
     // RESET_REASON_CATEGORY:TCP_SEND_RESET.
     assert_eq!(
