@@ -76,12 +76,13 @@ enum Command {
         pool_helper: Option<String>,
     },
     /// Run the privileged scenarios on the host's kernel and on Debian kernels booted under
-    /// QEMU (6.1 from bookworm, 6.12 from bookworm-backports); cached in target/vm-test/.
+    /// QEMU (5.10 from bullseye, 6.1 from bookworm, 6.12 from bookworm-backports); cached in
+    /// target/vm-test/.
     VmTest {
-        /// Only the host kernel and 6.1 (CI-sized).
+        /// Only the host kernel and 5.10, the oldest (CI-sized).
         #[arg(long)]
         quick: bool,
-        /// Kernels to test instead of the default set: host, 6.1, 6.12 or a package name
+        /// Kernels to test instead of the default set: host, 5.10, 6.1, 6.12 or a package name
         /// (repeatable).
         #[arg(long)]
         kernel: Vec<String>,

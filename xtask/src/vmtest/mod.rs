@@ -4,8 +4,8 @@
 //! scenario runner (`tcpwatch-vmtest`). Kernel packages and logs are kept under
 //! `target/vm-test/`. See docs/kernels.md.
 //!
-//! Kernels: `host`, `6.1` (bookworm), `6.12` (bookworm-backports), or a package name. Default:
-//! all three; `--quick`: `host` and `6.1`.
+//! Kernels: `host`, `5.10` (bullseye), `6.1` (bookworm), `6.12` (bookworm-backports), or a
+//! package name. Default: all four; `--quick`: `host` and `5.10` (the oldest).
 
 mod expect;
 mod initramfs;
