@@ -1,7 +1,7 @@
 //! Kernel programs: they only sample and count.
 //!
 //! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time in `SOCKS`,
-//!   one `StateEvent` per change through the `EVENTS` ring buffer.
+//!   one `StateEvent` per change through the `EVENTS` ring buffer, read in batches (`wakeup`).
 //! - `tcp_retransmit_skb` (tp_btf, raw_tp fallback): retransmission totals and chains.
 //! - `tcp_send_reset` / `tcp_receive_reset` (tp_btf, raw_tp fallback): resets per socket and per
 //!   local port.
@@ -37,6 +37,8 @@ use tcpwatch_common::{
 
 #[path = "classify.rs"]
 mod classify;
+#[path = "wakeup.rs"]
+mod wakeup;
 
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_F_NO_PREALLOC`: memory follows the number of sockets instead of the map's maximum.
@@ -416,7 +418,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).resets_received = tracked.resets_received;
         (*ev).pad = [0; 3];
     }
-    slot.submit(0);
+    slot.submit(wakeup::submit_flags());
     count(counter::EVENTS_SUBMITTED);
 }
 

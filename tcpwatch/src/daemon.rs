@@ -1,19 +1,18 @@
-//! The daemon: loads the programs, reads state events as they come, sweeps every namespace
-//! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
-//! API. The event reader and the sweep loop feed the same [`Shared`] state.
+//! The daemon: loads the programs, reads state events in timed batches (`event_reader`),
+//! sweeps every namespace periodically on a dedicated thread, attributes owners, runs the
+//! detectors and serves the API. The event reader and the sweep loop feed the same [`Shared`]
+//! state.
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use tcpwatch_common::StateEvent;
 use tcpwatch_core::config::Config;
 use tcpwatch_core::detect::Detectors;
 use tcpwatch_core::incident::IncidentChange;
 use tcpwatch_core::model::FindingChange;
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tcpwatch_core::wall::WallClock;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::host::k8s::PodIndex;
@@ -103,35 +102,6 @@ const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
-
-async fn read_events(ring: RingBuf<MapData>, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
-    // lives; the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with epoll: {e}"))?;
-    let mut batch: Vec<StateEvent> = Vec::with_capacity(256);
-    loop {
-        let mut guard = fd.readable_mut().await?;
-        let mut malformed = 0_u64;
-        {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                if item.len() == size_of::<StateEvent>() {
-                    // SAFETY: the item is exactly one StateEvent of plain old data.
-                    batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-                } else {
-                    malformed += 1;
-                }
-            }
-        }
-        guard.clear_ready();
-        let mut s = shared.lock().await;
-        s.stats.events_malformed += malformed;
-        for ev in batch.drain(..) {
-            s.apply_event(&ev);
-        }
-    }
-}
 
 /// Writes one structured debug line per finding lifecycle change (the per-socket detail of
 /// the incidents).
@@ -293,7 +263,11 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
             }
         })
         .context("starting the sweeper thread")?;
-    let events = tokio::spawn(read_events(ring, shared.clone()));
+    let events = tokio::spawn(crate::event_reader::read_events(
+        ring,
+        shared.clone(),
+        Duration::from_millis(cfg.daemon.event_drain_interval_ms),
+    ));
     let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
