@@ -129,6 +129,7 @@ impl Config {
         check_known_keys(&table, &schema_sample(), "")?;
         let cfg = deserialize_table(&table)?;
         cfg.validate()?;
+        crate::config_alertmanager::validate_access(&cfg.alertmanager)?;
         Ok(cfg)
     }
 

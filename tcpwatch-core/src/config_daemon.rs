@@ -73,6 +73,15 @@ pub struct AlertmanagerConfig {
     pub resend_interval_ms: u64,
     /// Also push one alert per finding (default: one alert per incident only).
     pub per_finding_alerts: bool,
+    /// PEM bundle of the CAs that sign an `https://` Alertmanager's certificate (unset: the
+    /// Mozilla roots bundled with the client). See `config_alertmanager.rs`.
+    pub ca_file: Option<String>,
+    /// HTTP basic auth user (with `basic_auth_password_file`).
+    pub basic_auth_user: Option<String>,
+    /// File holding the basic auth password (read at start and before each push).
+    pub basic_auth_password_file: Option<String>,
+    /// File holding a bearer token (read at start and before each push).
+    pub bearer_token_file: Option<String>,
 }
 
 impl Default for AlertmanagerConfig {
@@ -83,6 +92,10 @@ impl Default for AlertmanagerConfig {
             timeout_ms: 5000,
             resend_interval_ms: 60_000,
             per_finding_alerts: false,
+            ca_file: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            bearer_token_file: None,
         }
     }
 }
@@ -142,6 +155,7 @@ impl AlertmanagerConfig {
             self.resend_interval_ms,
             1000,
             86_400_000,
-        )
+        )?;
+        crate::config_alertmanager::validate_keys(self)
     }
 }

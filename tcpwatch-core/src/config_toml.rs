@@ -6,6 +6,10 @@ use super::{Config, ConfigError};
 pub(super) fn schema_sample() -> toml::Table {
     let mut cfg = Config::default();
     cfg.alertmanager.url = Some(String::new());
+    cfg.alertmanager.ca_file = Some(String::new());
+    cfg.alertmanager.basic_auth_user = Some(String::new());
+    cfg.alertmanager.basic_auth_password_file = Some(String::new());
+    cfg.alertmanager.bearer_token_file = Some(String::new());
     toml::Table::try_from(&cfg).unwrap_or_default()
 }
 

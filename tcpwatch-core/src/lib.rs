@@ -5,6 +5,7 @@ pub mod api;
 pub mod api_times;
 pub mod btf;
 pub mod config;
+pub mod config_alertmanager;
 pub mod config_exposure;
 pub mod config_http;
 pub mod decode;

@@ -10,6 +10,7 @@
 //!   [`ConnTable::enforce_bound`] (minisockets first, then the least recently confirmed
 //!   connections, never flagged ones), and every eviction is counted.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tcpwatch_common::{SockRecord, StateEvent};
@@ -71,7 +72,9 @@ pub struct SweepOutcome {
 #[derive(Debug, Default)]
 pub struct ConnTable {
     cfg: TableConfig,
-    conns: HashMap<ConnKey, ConnRecord>,
+    /// Records are shared with published views (`Arc`): a view holds the records as they
+    /// were, and a record is copied only when it changes while a view still holds it.
+    conns: HashMap<ConnKey, Arc<ConnRecord>>,
     /// ktime of the last event applied to each socket (protects event-created sockets from a
     /// sweep that started before them).
     last_event: HashMap<ConnKey, MonoNs>,
@@ -117,10 +120,16 @@ impl ConnTable {
 
     #[must_use]
     pub fn get(&self, key: &ConnKey) -> Option<&ConnRecord> {
-        self.conns.get(key)
+        self.conns.get(key).map(Arc::as_ref)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ConnRecord> {
+        self.conns.values().map(Arc::as_ref)
+    }
+
+    /// The records as shared handles: a published view clones these (a reference count each),
+    /// not the records.
+    pub fn shared_records(&self) -> impl Iterator<Item = &Arc<ConnRecord>> {
         self.conns.values()
     }
 
@@ -153,7 +162,7 @@ impl ConnTable {
         }
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
-            ConnRecord::new(
+            Arc::new(ConnRecord::new(
                 key,
                 NetnsId {
                     cookie: ev.netns_cookie,
@@ -163,8 +172,9 @@ impl ConnTable {
                 addr(ev.family, &ev.daddr, ev.dport),
                 state,
                 ev.ts_ns,
-            )
+            ))
         });
+        let rec = Arc::make_mut(rec);
         if ev.cookie != 0 {
             rec.cookie = ev.cookie;
         }
@@ -227,10 +237,11 @@ impl ConnTable {
                         conn: Box::new(fresh.clone()),
                     });
                 }
-                *rec = fresh;
+                *rec = Arc::new(fresh);
                 self.stats.replaced += 1;
                 out.updated += 1;
             } else if let Some(rec) = self.conns.get_mut(&key) {
+                let rec = Arc::make_mut(rec);
                 let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
                 out.updated += 1;
@@ -250,7 +261,7 @@ impl ConnTable {
                         conn: Box::new(fresh.clone()),
                     });
                 }
-                self.conns.insert(key, fresh);
+                self.conns.insert(key, Arc::new(fresh));
                 self.stats.inserted += 1;
                 out.added += 1;
             }
@@ -322,15 +333,18 @@ impl ConnTable {
     /// Returns the inodes that still have no owner.
     pub fn attach_owners(&mut self, lookup: impl Fn(u64) -> Option<Owner>) -> Vec<u64> {
         let mut missing = Vec::new();
+        // A record is written (and copied, if a view holds it) only when its owner changes.
         for rec in self.conns.values_mut() {
             if rec.inode == 0 {
-                rec.owner = None;
+                if rec.owner.is_some() {
+                    Arc::make_mut(rec).owner = None;
+                }
                 continue;
             }
             if rec.owner.is_none() {
-                rec.owner = lookup(rec.inode);
-                if rec.owner.is_none() {
-                    missing.push(rec.inode);
+                match lookup(rec.inode) {
+                    Some(owner) => Arc::make_mut(rec).owner = Some(owner),
+                    None => missing.push(rec.inode),
                 }
             }
         }
@@ -344,8 +358,8 @@ impl ConnTable {
         }
         let set: std::collections::HashSet<u64> = inodes.iter().copied().collect();
         for rec in self.conns.values_mut() {
-            if set.contains(&rec.inode) {
-                rec.owner = None;
+            if set.contains(&rec.inode) && rec.owner.is_some() {
+                Arc::make_mut(rec).owner = None;
             }
         }
     }
@@ -355,9 +369,13 @@ impl ConnTable {
     pub fn attach_pods(&mut self, lookup: impl Fn(&str) -> Option<crate::model::PodRef>) -> usize {
         let mut filled = 0;
         for rec in self.conns.values_mut() {
-            if let Some(pod) = rec.owner.as_mut().and_then(|o| o.pod.as_mut())
+            if let Some(pod) = rec.owner.as_ref().and_then(|o| o.pod.as_ref())
                 && pod.name.is_empty()
                 && let Some(found) = lookup(&pod.uid)
+                && let Some(pod) = Arc::make_mut(rec)
+                    .owner
+                    .as_mut()
+                    .and_then(|o| o.pod.as_mut())
             {
                 *pod = found;
                 filled += 1;

@@ -1,7 +1,8 @@
-//! Talking to the daemon over loopback: a minimal HTTP/1.1 GET and a Server-Sent Events reader
-//! on `std::net::TcpStream` (no HTTP library: the daemon is local and the needs are small).
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+//! Talking to the daemon: whole-body GETs and a Server-Sent Events reader over ureq (the
+//! daemon's HTTP client too), the stream read incrementally from the response body.
+use std::io::{BufRead, BufReader, Read as _};
+use std::net::{SocketAddr, ToSocketAddrs as _};
+use std::sync::OnceLock;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use anyhow::{Context as _, anyhow, bail};
 use tcpwatch_core::incident::Incident;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// A whole snapshot of 100k connections is large: allow time for it.
+/// Longest silence of one read of a response (a snapshot of 100k connections takes the
+/// daemon a while to serialize).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The daemon sends an SSE keep-alive comment every 15 s: silence longer than this is a drop.
 const STREAM_IDLE: Duration = Duration::from_secs(45);
@@ -45,110 +47,60 @@ fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("daemon address `{addr}` resolves to nothing"))
 }
 
-fn connect(addr: &str) -> anyhow::Result<TcpStream> {
-    let sa = resolve(addr)?;
-    let s = TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT)
-        .map_err(|e| anyhow!("{} ({e})", no_daemon_message(addr)))?;
-    s.set_read_timeout(Some(READ_TIMEOUT))?;
-    s.set_write_timeout(Some(READ_TIMEOUT))?;
-    Ok(s)
+/// A ureq agent for the daemon on loopback: no proxy, every status returned as an answer,
+/// `read_timeout` as the longest silence of one read.
+fn agent(read_timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(read_timeout))
+        .timeout_per_write(Some(READ_TIMEOUT))
+        .user_agent(concat!("tcpwatch-top/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
-/// Response head: status and whether the body is chunked / its length.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Head {
-    pub status: u16,
-    pub chunked: bool,
-    pub content_length: Option<usize>,
+/// The agent of the whole-body GETs (kept: its connections are reused between them).
+fn get_agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| agent(READ_TIMEOUT))
 }
 
-/// Reads the status line and headers.
-pub fn read_head(r: &mut impl BufRead) -> anyhow::Result<Head> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
-    let mut head = Head {
-        status,
-        chunked: false,
-        content_length: None,
-    };
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            bail!("connection closed in the response headers");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            return Ok(head);
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let k = k.trim().to_ascii_lowercase();
-            let v = v.trim();
-            if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                head.chunked = true;
-            } else if k == "content-length" {
-                head.content_length = v.parse().ok();
-            }
-        }
+/// Whether a request error means nothing answers at the address.
+fn is_unreachable(e: &ureq::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            K::ConnectionRefused | K::AddrNotAvailable | K::NetworkUnreachable | K::HostUnreachable
+        ),
+        ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound
+        | ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
+        _ => false,
     }
 }
 
-/// Decodes `Transfer-Encoding: chunked` from the inner reader.
-pub struct Chunked<R> {
-    inner: R,
-    left: usize,
-    done: bool,
-}
-
-impl<R: BufRead> Chunked<R> {
-    pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            left: 0,
-            done: false,
-        }
-    }
-}
-
-impl<R: BufRead> Read for Chunked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.done || buf.is_empty() {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut line = String::new();
-            // Skip the CRLF that ends the previous chunk, then read the size line.
-            while line.trim().is_empty() {
-                line.clear();
-                if self.inner.read_line(&mut line)? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
+/// `GET path` on the daemon: the answer, whatever its status.
+fn request(
+    agent: &ureq::Agent,
+    addr: &str,
+    path: &str,
+    accept: &str,
+) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+    resolve(addr)?;
+    agent
+        .get(&format!("http://{addr}{path}"))
+        .header("accept", accept)
+        .call()
+        .map_err(|e| {
+            if is_unreachable(&e) {
+                anyhow!("{} ({e})", no_daemon_message(addr))
+            } else {
+                anyhow!("GET {path}: {e}")
             }
-            let size = line.trim().split(';').next().unwrap_or("");
-            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("bad chunk size {size:?}"),
-                )
-            })?;
-            if n == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-            self.left = n;
-        }
-        let want = buf.len().min(self.left);
-        let got = self.inner.read(&mut buf[..want])?;
-        if got == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.left -= got;
-        Ok(got)
-    }
+        })
 }
 
 /// `GET path`, whole body. Non-200 answers are errors carrying the body.
@@ -163,22 +115,17 @@ pub fn get(addr: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     Ok(body)
 }
 
-/// `GET path`: the status and the whole body, whatever the status.
+/// `GET path`: the status and the whole body (no size limit: 100 000 connections are tens of
+/// megabytes), whatever the status.
 pub fn get_any(addr: &str, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
-    let mut s = connect(addr)?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut r = BufReader::with_capacity(1 << 16, s);
-    let head = read_head(&mut r).with_context(|| format!("GET {path}"))?;
+    let mut resp = request(get_agent(), addr, path, "application/json")?;
+    let status = resp.status().as_u16();
     let mut body = Vec::new();
-    if head.chunked {
-        Chunked::new(r).read_to_end(&mut body)?;
-    } else if let Some(n) = head.content_length {
-        r.take(n as u64).read_to_end(&mut body)?;
-    } else {
-        r.read_to_end(&mut body)?;
-    }
-    Ok((head.status, body))
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .with_context(|| format!("GET {path}: reading the body"))?;
+    Ok((status, body))
 }
 
 /// The whole state: every connection (up to 100 000), the open findings and the open
@@ -292,23 +239,16 @@ impl<R: BufRead> SseReader<R> {
     }
 }
 
-/// Opens `/api/v1/stream`; returns a reader of its events.
+/// Opens `/api/v1/stream`; returns a reader of its events, read as they arrive (a silence
+/// longer than [`STREAM_IDLE`] is an error: the daemon sends keep-alives).
 pub fn open_stream(addr: &str) -> anyhow::Result<SseReader<Box<dyn BufRead + Send>>> {
-    let mut s = connect(addr)?;
-    s.set_read_timeout(Some(STREAM_IDLE))?;
-    let req =
-        format!("GET /api/v1/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
-    s.write_all(req.as_bytes())?;
-    let mut r = BufReader::new(s);
-    let head = read_head(&mut r).context("GET /api/v1/stream")?;
-    if head.status != 200 {
-        bail!("GET /api/v1/stream: HTTP {}", head.status);
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    let agent = AGENT.get_or_init(|| agent(STREAM_IDLE));
+    let resp = request(agent, addr, "/api/v1/stream", "text/event-stream")?;
+    if resp.status() != 200 {
+        bail!("GET /api/v1/stream: HTTP {}", resp.status().as_u16());
     }
-    let body: Box<dyn BufRead + Send> = if head.chunked {
-        Box::new(BufReader::new(Chunked::new(r)))
-    } else {
-        Box::new(r)
-    };
+    let body: Box<dyn BufRead + Send> = Box::new(BufReader::new(resp.into_body().into_reader()));
     Ok(SseReader::new(body))
 }
 
@@ -380,50 +320,16 @@ fn follow_once(addr: &str, tx: &Sender<ClientMsg>) -> anyhow::Result<Stop> {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Cursor;
+    use std::io::{Cursor, Read as _, Write as _};
     use std::net::TcpListener;
 
     use super::*;
 
     #[test]
-    fn chunked_bodies_decode() {
-        let raw = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n";
-        let mut out = String::new();
-        Chunked::new(Cursor::new(&raw[..]))
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, "hello, world");
-        let bad = b"zz\r\nhello\r\n";
-        assert!(
-            Chunked::new(Cursor::new(&bad[..]))
-                .read_to_string(&mut out)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn heads_parse() {
-        let mut r = Cursor::new(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nrest"[..]);
-        assert_eq!(
-            read_head(&mut r).unwrap(),
-            Head {
-                status: 200,
-                chunked: true,
-                content_length: None
-            }
-        );
-        let mut r = Cursor::new(&b"HTTP/1.1 404 Not Found\r\ncontent-length: 3\r\n\r\n"[..]);
-        assert_eq!(read_head(&mut r).unwrap().content_length, Some(3));
-        assert!(read_head(&mut Cursor::new(&b"garbage\r\n"[..])).is_err());
-    }
-
-    #[test]
-    fn sse_events_split_through_chunks() {
-        // Events split across chunk boundaries, with a keep-alive comment in between.
+    fn sse_events_split_across_reads() {
+        // Events split across reads (a tiny buffer), with a keep-alive comment in between.
         let body = "data: {\"a\":1}\n\n:\n\ndata: two\ndata: lines\n\n";
-        let (x, y) = body.split_at(9);
-        let raw = format!("{:x}\r\n{x}\r\n{:x}\r\n{y}\r\n0\r\n\r\n", x.len(), y.len());
-        let mut sse = SseReader::new(BufReader::new(Chunked::new(Cursor::new(raw.into_bytes()))));
+        let mut sse = SseReader::new(BufReader::with_capacity(3, Cursor::new(body.as_bytes())));
         assert_eq!(sse.next_data().unwrap().as_deref(), Some("{\"a\":1}"));
         assert_eq!(sse.next_data().unwrap().as_deref(), Some("two\nlines"));
         assert_eq!(sse.next_data().unwrap(), None);
@@ -496,6 +402,52 @@ mod tests {
             .unwrap();
         });
         assert_eq!(get(&addr, "/x").unwrap(), b"abc");
+        srv.join().unwrap();
+    }
+
+    /// Reads one request's head from a test server's socket.
+    fn read_request(s: &mut std::net::TcpStream) -> String {
+        let mut req = Vec::new();
+        let mut buf = [0_u8; 1024];
+        while !req.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            req.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(req).unwrap()
+    }
+
+    #[test]
+    fn stream_events_arrive_while_the_stream_stays_open() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let srv = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let req = read_request(&mut s);
+            assert!(req.starts_with("GET /api/v1/stream HTTP/1.1"), "{req}");
+            let ev = "data: {\"type\":\"lagged\",\"missed\":1}\n\n";
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                 transfer-encoding: chunked\r\n\r\n{:x}\r\n{ev}\r\n",
+                ev.len()
+            )
+            .unwrap();
+            s.flush().unwrap();
+            // Keep the stream open until the client has read the event.
+            done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        });
+        let mut sse = open_stream(&addr).unwrap();
+        let data = sse.next_data().unwrap().unwrap();
+        assert_eq!(
+            parse_event(&data).unwrap(),
+            StreamEvent::Lagged {
+                missed: 1,
+                conn_only: false
+            }
+        );
+        done_tx.send(()).unwrap();
         srv.join().unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! - [`state`]: the pure UI state (views, sort, filter, selection, keys), tested without a
 //!   terminal;
 //! - [`ui`]: rendering with ratatui;
-//! - [`client`]: a minimal HTTP/1.1 + Server-Sent Events client for the daemon on loopback.
+//! - [`client`]: the daemon's API and Server-Sent Events stream, over ureq.
 pub mod client;
 pub mod state;
 pub mod ui;

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
+use tcpwatch_testkit::find_program;
+use tcpwatch_testkit::netns::{fill_send_buffer, listen_on};
+use tcpwatch_testkit::snapshot::find;
 
 /// The tcpwatch binary inside the VM.
 const VM_TCPWATCH: &str = "/bin/tcpwatch";
@@ -274,16 +277,7 @@ fn send_q_peer_never_reads(ctx: &Ctx) -> Result<Outcome> {
     let (l, addr) = listener(16)?;
     let mut client = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     let (server, _) = l.accept()?;
-    client.set_nonblocking(true)?;
-    let chunk = vec![0x5a_u8; 65_536];
-    let mut written = 0_usize;
-    for _ in 0..10_000 {
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e).context("write"),
-        }
-    }
+    let written = fill_send_buffer(&mut client).context("write")?;
     ensure!(written > 0, "could not write");
     let queues = || -> Result<(u64, u64)> {
         Ok((
@@ -450,28 +444,10 @@ fn num(v: &Value) -> Option<u64> {
     v.as_u64()
 }
 
-fn find<'a>(
-    conns: &'a [Value],
-    state: &str,
-    local: &SocketAddr,
-    remote: Option<&SocketAddr>,
-) -> Option<&'a Value> {
-    conns.iter().find(|c| {
-        c["state"] == state
-            && c["local"] == local.to_string()
-            && remote.is_none_or(|r| c["remote"] == r.to_string())
-    })
-}
-
 /// An IPv4 loopback listener with an explicit backlog (std always uses 128).
 fn listener(backlog: i32) -> Result<(TcpListener, SocketAddr)> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    s.bind(&any.into())?;
-    s.listen(backlog)?;
-    let l: TcpListener = s.into();
-    let addr = l.local_addr()?;
-    Ok((l, addr))
+    let (s, addr) = listen_on(SocketAddr::from(([127, 0, 0, 1], 0)), backlog, false)?;
+    Ok((s.into(), addr))
 }
 
 /// `ioctl(fd, req, &int)` for SIOCINQ (FIONREAD) / SIOCOUTQ (TIOCOUTQ).
@@ -483,13 +459,6 @@ fn sock_ioctl(fd: RawFd, req: libc::Ioctl) -> Result<u64> {
         return Err(std::io::Error::last_os_error()).context("socket queue ioctl");
     }
     u64::try_from(v).context("negative queue length")
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 fn kernel_release() -> String {
@@ -639,18 +608,5 @@ mod tests {
         let long = "é".repeat(400);
         let s = one_line(&long);
         assert!(s.ends_with("...") && s.len() <= 604);
-    }
-
-    #[test]
-    fn find_matches_state_and_addresses() {
-        let l: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        let r: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let conns = vec![
-            serde_json::json!({"state": "LISTEN", "local": "127.0.0.1:80", "remote": "0.0.0.0:0"}),
-            serde_json::json!({"state": "ESTABLISHED", "local": "127.0.0.1:80", "remote": "127.0.0.1:5000"}),
-        ];
-        assert!(find(&conns, "LISTEN", &l, None).is_some());
-        assert!(find(&conns, "ESTABLISHED", &l, Some(&r)).is_some());
-        assert!(find(&conns, "ESTABLISHED", &r, Some(&l)).is_none());
     }
 }

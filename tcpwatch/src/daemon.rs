@@ -1,8 +1,10 @@
 //! The daemon: loads the programs, reads state events in timed batches (`event_reader`),
 //! sweeps every namespace periodically on a dedicated thread, attributes owners, runs the
 //! detectors and serves the API. The event reader and the sweep loop feed the same [`Shared`]
-//! state.
+//! state; after each sweep, and when a reader asks after events, a [`crate::view::View`] of it
+//! is published, and everything that reads (API, `/metrics`) reads that view, never the lock.
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,6 +23,7 @@ use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
 use crate::state::{Shared, mono_now};
+use crate::view::Publisher;
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -103,6 +106,31 @@ const OWNER_REVALIDATE_PER_SWEEP: usize = 2048;
 /// A namespace whose sweep takes longer than this is logged (100k sockets take ~100 ms).
 const SLOW_NAMESPACE_SWEEP: Duration = Duration::from_millis(250);
 
+/// At most one view is published per this interval (a flood of events or of readers costs
+/// one table-sized list of references per interval at most).
+const PUBLISH_EVERY: Duration = Duration::from_millis(25);
+
+/// Publishes a view whenever asked (after a sweep, or by a reader when events arrived since
+/// the last view), at most once per [`PUBLISH_EVERY`]: the first request after a quiet spell
+/// is served at once, the requests during the following interval together at its end. The
+/// lock is held only to take the list of references; the old view is released after it.
+async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher) {
+    let pending = publisher.pending();
+    loop {
+        pending.wake.notified().await;
+        let started = tokio::time::Instant::now();
+        let judged = pending.judged.swap(false, Ordering::Relaxed);
+        let old = {
+            let s = shared.lock().await;
+            // Cleared under the lock: events applied after this are not in the view.
+            pending.events.store(false, Ordering::Relaxed);
+            publisher.publish(&s, judged)
+        };
+        drop(old);
+        tokio::time::sleep_until(started + PUBLISH_EVERY).await;
+    }
+}
+
 /// Writes one structured debug line per finding lifecycle change (the per-socket detail of
 /// the incidents).
 pub fn log_changes(changes: &[FindingChange]) {
@@ -181,6 +209,7 @@ async fn on_sweep(
     pods.attach(&mut s.table);
     let live = s.table.iter().map(|c| c.inode).collect();
     owners.retain(&live);
+    s.owner_stats = owners.stats;
     let changes = s.evaluate(now, WallClock::now());
     if !s.ready {
         s.ready = true;
@@ -250,7 +279,11 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         ring,
         clock,
     } = prepared;
-    let shared = Arc::new(Mutex::new(new_shared(&cfg, &kernel, clock)));
+    let shared = new_shared(&cfg, &kernel, clock);
+    let (publisher, hub) = Publisher::new(&shared);
+    let shared = Arc::new(Mutex::new(shared));
+    let pending = publisher.pending();
+    tokio::spawn(publish_views(shared.clone(), publisher));
 
     // One batch in flight: a sweep of 100k sockets is ~20 MB until applied.
     let (tx, mut rx) = mpsc::channel::<SweepBatch>(1);
@@ -266,9 +299,10 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let events = tokio::spawn(crate::event_reader::read_events(
         ring,
         shared.clone(),
+        pending.clone(),
         Duration::from_millis(cfg.daemon.event_drain_interval_ms),
     ));
-    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), shared.clone()));
+    let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), hub));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);
 
@@ -283,6 +317,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
                     anyhow::bail!("the sweeper thread stopped (see the error above)");
                 };
                 on_sweep(&batch, &shared, &mut owners, &pods, alerts.as_ref()).await;
+                pending.judged();
             }
             r = &mut Box::pin(tokio::signal::ctrl_c()) => {
                 r?;

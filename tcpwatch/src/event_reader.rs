@@ -15,11 +15,13 @@ use tokio::sync::Mutex;
 use tokio::time::MissedTickBehavior;
 
 use crate::state::Shared;
+use crate::view::Pending;
 
 /// Reads and applies state events until the ring buffer's fd fails.
 pub async fn read_events(
     ring: RingBuf<MapData>,
     shared: Arc<Mutex<Shared>>,
+    pending: Arc<Pending>,
     drain_every: Duration,
 ) -> anyhow::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
@@ -46,6 +48,8 @@ pub async fn read_events(
         for ev in batch.drain(..) {
             s.apply_event(&ev);
         }
+        drop(s);
+        pending.events();
     }
 }
 

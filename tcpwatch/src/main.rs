@@ -10,6 +10,7 @@ mod kernel;
 mod serve;
 mod snapshot;
 mod state;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,16 +131,16 @@ fn embedded_daemon(cfg: &Config, opts: daemon::DaemonOptions) -> anyhow::Result<
 }
 
 fn embedded_ready(port: u16) -> bool {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut buf = [0_u8; 12];
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .is_ok()
-        && s.read_exact(&mut buf).is_ok()
-        && buf.ends_with(b"200")
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(2)))
+        .build()
+        .into();
+    agent
+        .get(&format!("http://127.0.0.1:{port}/readyz"))
+        .call()
+        .is_ok_and(|r| r.status() == 200)
 }
 
 fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
@@ -177,7 +178,13 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         cfg.apply_override(k.trim(), v.trim())
             .map_err(|e| anyhow::anyhow!("--set {o}: {e}"))?;
     }
-    alerts::check_config(&cfg.alertmanager)?;
+    // The pushing commands also read `ca_file` and the credential files.
+    let pushes = match &cli.command {
+        Command::Daemon { .. } | Command::CheckConfig => true,
+        Command::Top { standalone, .. } => *standalone,
+        Command::Snapshot { .. } => false,
+    };
+    alerts::check_config(&cfg.alertmanager, pushes)?;
     Ok(cfg)
 }
 

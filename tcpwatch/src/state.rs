@@ -41,7 +41,8 @@ pub struct DaemonStats {
     pub last_sweep_seconds: f64,
     pub last_sweep_sockets: u64,
     pub last_sweep_namespaces: u64,
-    /// Stream events lost by slow subscribers.
+    /// Stream events lost by slow subscribers (counted by the readers' hub, added to this in
+    /// the published view).
     pub stream_lagged: u64,
 }
 
@@ -62,6 +63,8 @@ pub struct Shared {
     pub port_resets: HashMap<(u64, u16), ResetCounts>,
     pub kernel_counters: [u64; counter::COUNT as usize],
     pub stats: DaemonStats,
+    /// The `/proc` owner scans' accounting, as of the last sweep.
+    pub owner_stats: crate::host::owners::OwnerStats,
     /// Problems of the last sweep that had any (bounded), for `/api/v1/status`.
     pub last_sweep_errors: Vec<String>,
     pub attached: Vec<Attached>,
@@ -97,6 +100,7 @@ impl Shared {
             port_resets: HashMap::new(),
             kernel_counters: [0; counter::COUNT as usize],
             stats: DaemonStats::default(),
+            owner_stats: crate::host::owners::OwnerStats::default(),
             last_sweep_errors: Vec::new(),
             attached: Vec::new(),
             features: None,
@@ -230,11 +234,6 @@ impl Shared {
             findings,
             incidents,
         }
-    }
-
-    /// Incidents opened since start, per kind.
-    pub fn incidents_opened(&self) -> impl Iterator<Item = (IncidentKind, u64)> + '_ {
-        IncidentKind::ALL.into_iter().zip(self.incidents_opened)
     }
 }
 

@@ -50,10 +50,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,8 +60,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::SockRef;
-use support::prometheus::{self, Prometheus, RULES, scale_for};
-use support::{Daemon, Netns, connect, listener, privileged, wait_for};
+use support::prom_alerts::{RULES, scale_for};
+use support::prometheus::{self, Prometheus};
+use support::{
+    Daemon, Netns, connect, exchange_once, installed, listener, nstat, privileged, spawn_in,
+    wait_for,
+};
 
 /// THE test knob: seconds of test time per minute of a shipped `for:` (see the header).
 const SECS_PER_MINUTE: u64 = 5;
@@ -117,21 +119,6 @@ fn shipped_for_minutes(text: &str) -> HashMap<String, u64> {
     out
 }
 
-/// A thread running `f` inside `ns`.
-fn spawn_in<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; setns only affects this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
 fn bind_in(ns: &Netns) -> (TcpListener, SocketAddr) {
     let l = ns.enter(|| TcpListener::bind("127.0.0.1:0").unwrap());
     let a = l.local_addr().unwrap();
@@ -145,13 +132,7 @@ fn abort(s: &TcpStream) {
 
 /// The namespace's absolute `TcpOutRsts` (nstat, history not updated).
 fn out_rsts(ns: &Netns) -> u64 {
-    let text = ns.exec("nstat", &["-saz", "TcpOutRsts"]);
-    text.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("TcpOutRsts")).then(|| w.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no TcpOutRsts in nstat output: {text}"))
+    nstat(ns, "TcpOutRsts")
 }
 
 /// Port of the server whose connections are reset.
@@ -199,13 +180,7 @@ fn stale_pool_across_restart(ns: &Netns, addr: SocketAddr) -> u32 {
     });
     let mut accepted: Vec<TcpStream> = (0..8).map(|_| l.accept().unwrap().0).collect();
     for (c, s) in pool.iter_mut().zip(accepted.iter_mut()) {
-        c.write_all(REQUEST).unwrap();
-        let mut buf = vec![0_u8; REQUEST.len()];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        let mut resp = [0_u8; 38];
-        c.read_exact(&mut resp).unwrap();
+        exchange_once(c, s, REQUEST);
     }
     drop(accepted);
     drop(l);
@@ -315,7 +290,7 @@ fn wait_all_firing(
     reason = "one scenario: six incidents at once, fired, resolved, then the daemon killed"
 )]
 fn every_incident_rule_fires_through_a_real_prometheus_with_scaled_for() {
-    if !privileged() || !prometheus::available() {
+    if !privileged() || !installed(prometheus::BIN) {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -338,7 +313,7 @@ fn every_incident_rule_fires_through_a_real_prometheus_with_scaled_for() {
         "detectors.awaiting_response.threshold_seconds=3",
         "detectors.min_update_interval_seconds=1",
     ]);
-    let prom = Prometheus::start(&rules, d.port);
+    let prom = Prometheus::with_rules(&rules, d.port);
     eprintln!(
         "daemon and prometheus up after {:?} ({})",
         t0.elapsed(),

@@ -12,26 +12,25 @@
 mod support;
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd as _;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::alertmanager::{self, Alertmanager};
 use support::prom_alerts::{check_one_alert_per_incident, prometheus_firing, wait_firing};
-use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
+use support::prometheus::{self, Prometheus};
+use support::webhook::Webhook;
+use support::{Daemon, Netns, TempDir, connect, installed, listener, privileged, run_ok, wait_for};
 
 const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/tcpwatch-rules.test.yml";
 const K8S_RULES: &str = "deploy/kubernetes/prometheusrule.yaml";
 const K8S_GEN: &str = "deploy/kubernetes/gen-prometheusrule.sh";
-const ALERTMANAGER: &str = "prometheus-alertmanager";
 /// Bound of every wait on an external effect.
 const WAIT: Duration = Duration::from_mins(1);
 
@@ -40,72 +39,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-/// Whether a tool is installed. Missing: a loud skip, except in CI (`cargo xtask setup
-/// --test-deps` installs prometheus and prometheus-alertmanager there).
-fn have(tool: &str) -> bool {
-    if which(tool) {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{tool} is not installed (cargo xtask setup --test-deps)"
-    );
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: {tool} is not installed (apt-get install prometheus prometheus-alertmanager) !!!!!!!!\n"
-    );
-    false
-}
-
-fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "tcpwatch-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The rules file without its header and the `spec:` of the `PrometheusRule`, de-indented.
@@ -164,7 +97,7 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
         }
     }
 
-    if !have("promtool") {
+    if !installed("promtool") {
         return;
     }
     let tmp = TempDir::new("promtool");
@@ -188,162 +121,6 @@ fn shipped_rules_pass_promtool_and_match_the_kubernetes_copy() {
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
-/// A process started by the test: killed on drop; its log is printed if the test fails.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(name: &'static str, bin: &str, args: &[String], log: PathBuf) -> Self {
-        let out = File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{bin}: {e}"));
-        Self { name, child, log }
-    }
-
-    /// Waits for `GET /-/ready` to answer 200.
-    fn wait_ready(&mut self, port: u16) {
-        let ok = wait_for(WAIT, || {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{} exited with {st}:\n{}", self.name, self.log_text());
-            }
-            (http_get(port, "/-/ready").map(|x| x.0) == Some(200)).then_some(())
-        });
-        assert!(
-            ok.is_some(),
-            "{} not ready within {WAIT:?}:\n{}",
-            self.name,
-            self.log_text()
-        );
-    }
-
-    fn log_text(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- {} log (last lines) ----\n{}",
-                self.name,
-                self.log_text()
-            );
-        }
-    }
-}
-
-/// An HTTP server that records request bodies (Alertmanager's webhook receiver).
-struct Webhook {
-    port: u16,
-    bodies: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Webhook {
-    fn start() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
-        let port = l.local_addr().unwrap().port();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (bodies.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match l.accept() {
-                    Ok((conn, _)) => {
-                        if let Some(body) = serve_one(conn) {
-                            b.lock().unwrap().push(body);
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Self {
-            port,
-            bodies,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// (alertname, status, labels) of every alert of every notification so far.
-    fn alerts(&self) -> Vec<(String, String, Value)> {
-        let bodies = self.bodies.lock().unwrap().clone();
-        let mut out = Vec::new();
-        for b in bodies {
-            let v: Value = serde_json::from_str(&b).unwrap_or(Value::Null);
-            for a in v["alerts"].as_array().into_iter().flatten() {
-                let name = a["labels"]["alertname"].as_str().unwrap_or("").to_owned();
-                let status = a["status"].as_str().unwrap_or("").to_owned();
-                out.push((name, status, a["labels"].clone()));
-            }
-        }
-        out
-    }
-
-    fn has(&self, alertname: &str, status: &str) -> bool {
-        self.alerts()
-            .iter()
-            .any(|(n, s, _)| n == alertname && s == status)
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Reads one HTTP request, answers 200 and closes; returns the body.
-fn serve_one(mut conn: TcpStream) -> Option<String> {
-    conn.set_nonblocking(false).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0_u8; 16_384];
-    let body = loop {
-        let n = conn.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                break body.to_owned();
-            }
-        }
-    };
-    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-    Some(body)
-}
-
 /// The shipped rules with every `for:` set to 0s, so that the end-to-end test does not wait
 /// minutes for them (what is tested here is the wiring; the `for:` durations are covered by
 /// the promtool unit tests).
@@ -360,17 +137,6 @@ fn rules_without_for(text: &str) -> String {
         }
     }
     out
-}
-
-/// Active alerts in Alertmanager's `/api/v2/alerts` (resolved ones are not listed).
-fn alertmanager_alerts(port: u16) -> Vec<Value> {
-    let Some((200, body)) = http_get(port, "/api/v2/alerts") else {
-        return Vec::new();
-    };
-    serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
 }
 
 /// The daemon's own per-finding alerts about the test namespace, of `kind`.
@@ -394,12 +160,7 @@ fn pushed_as(alerts: &[Value], alertname: &str, netns: u64, kind: &str) -> Vec<V
 /// Keeps trying to connect to a full listener (short timeouts) so that the namespace's
 /// `ListenOverflows` keeps rising, until `stop`.
 fn overflow_attempts(ns: &Netns, addr: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<u32> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = File::open(&path).unwrap();
-        // SAFETY: a valid namespace fd; setns only affects this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+    ns.spawn_in(move || {
         let mut failed = 0;
         while !stop.load(Ordering::Relaxed) {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -414,9 +175,9 @@ fn overflow_attempts(ns: &Netns, addr: SocketAddr, stop: Arc<AtomicBool>) -> Joi
 /// The daemon's own push: one `TcpwatchIncident` per cause (the leaking listener and the full
 /// one) and, opted in, `TcpwatchFinding` alerts about the test namespace in Alertmanager, with
 /// their labels and annotations.
-fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr, full_addr: SocketAddr) {
+fn check_daemon_push(am: &Alertmanager, netns: u64, owned_addr: SocketAddr, full_addr: SocketAddr) {
     let incidents = wait_for(WAIT, || {
-        let alerts = alertmanager_alerts(am_port);
+        let alerts = am.alerts();
         let leak = pushed_as(&alerts, "TcpwatchIncident", netns, "close_wait_leak");
         let full = pushed_as(&alerts, "TcpwatchIncident", netns, "listener_not_accepting");
         (leak.len() == 1 && full.len() == 1).then_some((leak, full))
@@ -424,7 +185,7 @@ fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr, full_addr
     let (leak, full) = incidents.unwrap_or_else(|| {
         panic!(
             "not one TcpwatchIncident per cause for netns {netns} within {WAIT:?}: {:?}",
-            alertmanager_alerts(am_port)
+            am.alerts()
         )
     });
     assert_eq!(
@@ -439,7 +200,7 @@ fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr, full_addr
         "{full:?}"
     );
     let pushed_now = wait_for(WAIT, || {
-        let alerts = alertmanager_alerts(am_port);
+        let alerts = am.alerts();
         let cw = pushed(&alerts, netns, "close_wait_stuck");
         let bl = pushed(&alerts, netns, "accept_backlog_filling");
         (!cw.is_empty() && !bl.is_empty()).then_some(cw)
@@ -448,7 +209,7 @@ fn check_daemon_push(am_port: u16, netns: u64, owned_addr: SocketAddr, full_addr
         pushed_now.is_some(),
         "no TcpwatchFinding for netns {} in Alertmanager within {WAIT:?}: {:?}",
         netns,
-        alertmanager_alerts(am_port)
+        am.alerts()
     );
     let cw = pushed_now.unwrap();
     let owned = cw
@@ -498,10 +259,10 @@ fn wait_webhook(hook: &Webhook, names: &[&str], status: &str) {
 
 /// The daemon resolved its own alerts too: none about the namespace is active any more, and
 /// the webhook saw them resolved.
-fn check_daemon_resolved(am_port: u16, hook: &Webhook, netns: u64) {
+fn check_daemon_resolved(am: &Alertmanager, hook: &Webhook, netns: u64) {
     let inode = netns.to_string();
     let gone = wait_for(WAIT, || {
-        let alerts = alertmanager_alerts(am_port);
+        let alerts = am.alerts();
         let active = pushed(&alerts, netns, "close_wait_stuck").len()
             + pushed(&alerts, netns, "accept_backlog_filling").len()
             + pushed_as(&alerts, "TcpwatchIncident", netns, "close_wait_leak").len()
@@ -516,78 +277,31 @@ fn check_daemon_resolved(am_port: u16, hook: &Webhook, netns: u64) {
         gone.is_some(),
         "the daemon's alerts for netns {} did not resolve within {WAIT:?}: {:?}",
         netns,
-        pushed(&alertmanager_alerts(am_port), netns, "close_wait_stuck")
+        pushed(&am.alerts(), netns, "close_wait_stuck")
     );
-}
-
-/// Alertmanager: one group per alertname, flushed every second, to the webhook.
-fn start_alertmanager(tmp: &TempDir, hook_port: u16) -> (Proc, u16) {
-    let am_port = free_port();
-    let am_cfg = tmp.write(
-        "alertmanager.yml",
-        &format!(
-            "route:\n  receiver: hook\n  group_by: ['alertname']\n  group_wait: 1s\n  \
-             group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: hook\n    webhook_configs:\n      - url: 'http://127.0.0.1:{hook_port}/'\n        \
-             send_resolved: true\n"
-        ),
-    );
-    std::fs::create_dir_all(tmp.path("am-data")).unwrap();
-    let mut am = Proc::start(
-        "alertmanager",
-        ALERTMANAGER,
-        &[
-            format!("--config.file={}", am_cfg.display()),
-            format!("--storage.path={}", tmp.path("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".to_owned(),
-        ],
-        tmp.path("alertmanager.log"),
-    );
-    am.wait_ready(am_port);
-
-    (am, am_port)
 }
 
 /// Prometheus scraping the daemon every second with the shipped rules (`for: 0s`, see
 /// [`rules_without_for`]), sending to Alertmanager.
-fn start_prometheus(tmp: &TempDir, am_port: u16, daemon_port: u16) -> (Proc, u16) {
+fn start_prometheus(am_port: u16, daemon_port: u16) -> Prometheus {
     let shipped = std::fs::read_to_string(repo_root().join(RULES)).unwrap();
-    tmp.write("rules.yml", &rules_without_for(&shipped));
-    let prom_port = free_port();
-    let prom_cfg = tmp.write(
-        "prometheus.yml",
-        &format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - rules.yml\n\
-             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\n\
-             scrape_configs:\n  - job_name: tcpwatch\n    static_configs:\n      - targets: ['127.0.0.1:{daemon_port}']\n"
-        ),
-    );
-    let mut prom = Proc::start(
-        "prometheus",
-        "prometheus",
-        &[
-            format!("--config.file={}", prom_cfg.display()),
-            format!("--storage.tsdb.path={}", tmp.path("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        tmp.path("prometheus.log"),
-    );
-    prom.wait_ready(prom_port);
-    (prom, prom_port)
+    Prometheus::start(
+        &prometheus::scrape_config(daemon_port, true, Some(am_port)),
+        &[("rules.yml", &rules_without_for(&shipped))],
+    )
 }
 
 #[test]
 fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
-    if !privileged() || !have("prometheus") || !have(ALERTMANAGER) {
+    if !privileged() || !installed(prometheus::BIN) || !installed(alertmanager::BIN) {
         return;
     }
     let t0 = Instant::now();
-    let tmp = TempDir::new("alerting");
     let hook = Webhook::start();
 
-    let (am, am_port) = start_alertmanager(&tmp, hook.port);
+    // Alertmanager: one group per alertname, flushed every second, to the webhook.
+    let am = Alertmanager::with_config(&alertmanager::webhook_config(hook.port));
+    let am_port = am.port;
 
     // The daemon, short detector windows, pushing to that Alertmanager: one alert per
     // incident and, opted in, one per finding.
@@ -599,7 +313,8 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
         "alertmanager.per_finding_alerts=true",
     ]);
 
-    let (prom, prom_port) = start_prometheus(&tmp, am_port, d.port);
+    let prom = start_prometheus(am_port, d.port);
+    let prom_port = prom.port;
     eprintln!(
         "alertmanager, daemon and prometheus up after {:?}",
         t0.elapsed()
@@ -644,7 +359,7 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
     wait_webhook(&hook, &wanted, "firing");
     eprintln!("webhook got them firing after {:?}", t_incident.elapsed());
 
-    check_daemon_push(am_port, ns.inode, owned_addr, full_addr);
+    check_daemon_push(&am, ns.inode, owned_addr, full_addr);
     eprintln!(
         "daemon's TcpwatchFinding alerts in Alertmanager after {:?}",
         t_incident.elapsed()
@@ -678,7 +393,7 @@ fn rules_fire_and_resolve_through_prometheus_and_alertmanager() {
     );
     eprintln!("resolution reached the webhook after {:?}", t_fix.elapsed());
 
-    check_daemon_resolved(am_port, &hook, ns.inode);
+    check_daemon_resolved(&am, &hook, ns.inode);
     eprintln!(
         "daemon's alerts resolved after {:?}; total {:?}",
         t_fix.elapsed(),

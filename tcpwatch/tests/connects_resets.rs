@@ -1,6 +1,13 @@
-//! Privileged end-to-end tests of issue 13: failing connects (blackholed address, closed port)
-//! and a client pool that reuses keep-alive connections across a server restart, in
-//! namespaces the tests create, against a real daemon.
+//! Privileged end-to-end tests of how connections fail and end, in namespaces the tests
+//! create, against a real daemon:
+//! - issue 13: failing connects (blackholed address, closed port), a client pool that reuses
+//!   keep-alive connections across a server restart, and client resets from one server;
+//! - the give-up projection of an orphaned socket: a client writes data to a peer that vanished
+//!   (every packet dropped) and calls `close()`; its socket lives on in `FIN_WAIT1` with no
+//!   process (`SOCK_DEAD`), and the kernel gives up on it after
+//!   `net.ipv4.tcp_orphan_retries` retransmissions, not `tcp_retries2`. The
+//!   `retransmit_chain` finding must project that, and the kernel's abort (the socket leaves
+//!   `ss`) must land within 10 % of the projection.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -14,24 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, privileged, wait_for};
-
-/// The open finding of `kind` whose subject's remote endpoint is `remote`.
-fn open_finding(d: &Daemon, kind: &str, remote: &SocketAddr) -> Option<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()?
-        .iter()
-        .find(|f| f["kind"] == kind && f["subject"]["remote"] == remote.to_string())
-        .cloned()
-}
-
-/// A sample of the daemon's `/metrics` (0 when absent).
-fn metric(d: &Daemon, series: &str) -> f64 {
-    let (_, body) = support::http_get(d.port, "/metrics").unwrap();
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+use support::{Daemon, Netns, connect, exchange_once, listener, nstat, privileged, ss, wait_for};
+use tcpwatch_core::model::mono_now;
 
 fn ev(f: &Value, key: &str) -> f64 {
     f["evidence"][key]
@@ -77,7 +68,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     });
     let t0 = Instant::now();
     let f = wait_for(Duration::from_secs(6), || {
-        open_finding(&d, "connect_failing", &black)
+        d.open_finding_to("connect_failing", &black)
     })
     .expect("connect_failing for the blackholed address while its SYN is retried");
     let opened_after = t0.elapsed();
@@ -100,7 +91,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     eprintln!("blackhole: opened after {opened_after:?}, gave up after {took:?}: {diag}");
     // After the give-up the timed-out connect is counted.
     let f = wait_for(Duration::from_secs(5), || {
-        open_finding(&d, "connect_failing", &black)
+        d.open_finding_to("connect_failing", &black)
             .filter(|f| f["evidence"]["connects_timed_out"].as_f64() >= Some(1.0))
     })
     .expect("the timed-out connect is counted");
@@ -117,7 +108,7 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     });
     assert_eq!(kinds, vec![ErrorKind::ConnectionRefused; 3]);
     let f = wait_for(Duration::from_secs(5), || {
-        open_finding(&d, "connect_failing", &closed)
+        d.open_finding_to("connect_failing", &closed)
     })
     .expect("connect_failing for the closed port");
     assert_eq!(f["cause"], "refused", "{f:#}");
@@ -125,17 +116,9 @@ fn connect_failing_names_blackhole_give_up_and_refused_port() {
     assert_eq!(f["subject"]["owner"]["pid"].as_f64(), Some(pid), "{f:#}");
 }
 
-/// `Tcp: OutRsts` of the namespace (`/proc/net/snmp`).
+/// `TcpOutRsts` of the namespace (`Tcp: OutRsts` of its `/proc/net/snmp`).
 fn out_rsts(ns: &Netns) -> u64 {
-    let snmp = ns.exec("cat", &["/proc/net/snmp"]);
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "OutRsts")
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap()
+    nstat(ns, "TcpOutRsts")
 }
 
 /// A listener on `addr` in `ns` (`SO_REUSEADDR`, as servers do to restart on their port).
@@ -168,13 +151,7 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     });
     let mut accepted: Vec<TcpStream> = (0..8).map(|_| l.accept().unwrap().0.into()).collect();
     for (c, s) in pool.iter_mut().zip(accepted.iter_mut()) {
-        c.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        let mut buf = [0_u8; 18];
-        s.read_exact(&mut buf).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        let mut resp = [0_u8; 38];
-        c.read_exact(&mut resp).unwrap();
+        exchange_once(c, s, b"GET / HTTP/1.1\r\n\r\n");
     }
     // Restart: the old instance exits (its sockets close), a new one listens on the port.
     drop(accepted);
@@ -204,7 +181,7 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     assert_eq!(out_rsts(&ns) - rsts_before, 8, "RSTs sent in the namespace");
     assert_eq!(resets, 8);
     let f = wait_for(Duration::from_secs(10), || {
-        open_finding(&d, "stale_connection_reuse", &addr)
+        d.open_finding_to("stale_connection_reuse", &addr)
             .filter(|f| f["evidence"]["stale_requests"].as_f64() == Some(8.0))
     })
     .expect("stale_connection_reuse for the pool");
@@ -223,18 +200,12 @@ fn pool_reusing_connections_across_a_server_restart_is_named() {
     );
     // The old instance's FIN-WAIT-2 orphans (timewait minisockets) sent the resets, with the
     // kernel's reason where it has one (Linux 6.10+).
-    let tw = metric(
-        &d,
-        "tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}",
-    );
+    let tw = d.metric("tcpwatch_closed_connection_resets_sent_total{socket=\"timewait\"}");
     assert!(tw >= 8.0, "timewait resets: {tw}");
     if std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
         .is_ok_and(|f| f.contains("reason"))
     {
-        let n = metric(
-            &d,
-            "tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}",
-        );
+        let n = d.metric("tcpwatch_resets_sent_by_reason_total{reason=\"TCP_TIMEWAIT_SOCKET\"}");
         assert!(n >= 8.0, "TCP_TIMEWAIT_SOCKET resets: {n}");
     }
 }
@@ -288,5 +259,85 @@ fn client_resets_from_one_server_form_a_burst_keyed_by_the_remote_endpoint() {
     assert_eq!(
         f["subject"]["owner"]["pid"].as_f64(),
         Some(f64::from(std::process::id()))
+    );
+}
+
+const ORPHAN_RETRIES: u32 = 3;
+
+#[test]
+fn orphaned_fin_wait1_gives_up_after_tcp_orphan_retries_as_projected() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("orphan");
+    ns.sysctl("net.ipv4.tcp_orphan_retries", &ORPHAN_RETRIES.to_string());
+    // tcp_retries2 stays at its default (15: ~15 minutes): a projection from it is far off.
+    let d = Daemon::start(&["daemon.sweep_interval_ms=200"]);
+    let (l, addr) = listener(&ns, 16);
+    let mut client = connect(&ns, addr);
+    let (_server, _) = l.accept().unwrap();
+    let local = client.local_addr().unwrap();
+    ns.blackhole_port(addr.port());
+    client.write_all(&[7_u8; 4096]).unwrap();
+    let closed_at = mono_now();
+    drop(client);
+
+    // Ground truth: an orphan (no inode) in FIN_WAIT1.
+    let row = ss(&ns).into_iter().find(|r| r.local == local).unwrap();
+    assert_eq!(row.state, "FIN-WAIT-1", "{row:?}");
+    assert_eq!(row.field("ino").as_deref(), Some("0"), "{row:?}");
+
+    // The first projection the daemon makes, and its evaluation time (`updated_at` is
+    // refreshed at every evaluation; both are CLOCK_MONOTONIC).
+    let first: Value = wait_for(Duration::from_secs(15), || {
+        d.get_json("/api/v1/findings?kind=retransmit_chain")["open"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|f| f["subject"]["local"] == local.to_string())
+                    .cloned()
+            })
+    })
+    .expect("no retransmit_chain finding for the orphaned socket");
+    let ev = &first["evidence"];
+    let evaluated = first["updated_at"].as_u64().unwrap();
+    let gives_up_in = ev["gives_up_in_seconds"].as_f64().unwrap();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a few seconds in ns"
+    )]
+    let projected = evaluated + (gives_up_in * 1e9) as u64;
+    eprintln!("first projection: {first}");
+    assert_eq!(first["subject"]["state"], "FIN_WAIT1", "{first}");
+    // The kernel's abort: the socket leaves `ss` (bounded wait).
+    let aborted_at = wait_for(Duration::from_mins(1), || {
+        (!ss(&ns).iter().any(|r| r.local == local)).then(mono_now)
+    })
+    .expect("the orphaned socket was not aborted within 60 s");
+    #[expect(clippy::cast_precision_loss, reason = "seconds for display and ratios")]
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let horizon = secs(projected.saturating_sub(closed_at));
+    let error = secs(aborted_at.abs_diff(projected));
+    eprintln!(
+        "close() -> abort {:.3}s, projected {horizon:.3}s, error {error:.3}s",
+        secs(aborted_at - closed_at)
+    );
+    assert!(
+        error <= 0.10 * horizon,
+        "the kernel gave up {:.3}s after close(), the projection said {horizon:.3}s: off by \
+         {error:.3}s (more than 10 %)",
+        secs(aborted_at - closed_at)
+    );
+    assert_eq!(ev["orphan"].as_f64(), Some(1.0), "{first}");
+    assert_eq!(
+        ev["tcp_orphan_retries"].as_f64(),
+        Some(f64::from(ORPHAN_RETRIES)),
+        "{first}"
+    );
+    let diagnosis = first["diagnosis"].as_str().unwrap();
+    assert!(
+        diagnosis.contains(&format!("tcp_orphan_retries={ORPHAN_RETRIES}")),
+        "{diagnosis}"
     );
 }

@@ -10,13 +10,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Daemon, Netns, connect, free_port, http_get, listener, privileged, wait_for};
+use support::prometheus::{self, Prometheus};
+use support::{Daemon, Netns, connect, listener, privileged, wait_for};
 
 const DASHBOARDS: [&str; 3] = [
     "fleet-overview.json",
@@ -213,78 +212,12 @@ fn dashboards_are_well_formed_and_use_real_metrics() {
     }
 }
 
-/// Prometheus started by the test, killed on drop with its temp directory.
-struct Prometheus {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(target_port: u16) -> Self {
-        let dir = std::env::temp_dir().join(format!("tcpwatch-dashboards-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
-             - job_name: tcpwatch\n    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
-        );
-        let cfg = dir.join("prometheus.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("log")).unwrap()))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting prometheus (cargo xtask setup --test-deps): {e}"));
-        let p = Self { child, dir, port };
-        let up = wait_for(Duration::from_secs(30), || {
-            (http_get(p.port, "/-/ready").map(|x| x.0) == Some(200)).then_some(())
-        });
-        assert!(up.is_some(), "prometheus not ready: {}", p.log());
-        p
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
-    /// An instant query: (status field, number of result series, raw body).
-    fn query(&self, expr: &str) -> (String, usize, String) {
-        let (_, body) = http_get(self.port, &format!("/api/v1/query?query={}", encode(expr)))
-            .unwrap_or_default();
-        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        let status = v["status"].as_str().unwrap_or("no answer").to_owned();
-        let n = v["data"]["result"].as_array().map_or(0, Vec::len);
-        (status, n, body)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Percent-encoding of everything but unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+/// An instant query: (status field, number of result series, raw body).
+fn query(prom: &Prometheus, expr: &str) -> (String, usize, String) {
+    let v = prom.query(expr);
+    let status = v["status"].as_str().unwrap_or("no answer").to_owned();
+    let n = v["data"]["result"].as_array().map_or(0, Vec::len);
+    (status, n, v.to_string())
 }
 
 #[test]
@@ -296,7 +229,7 @@ fn every_panel_query_runs_against_prometheus_scraping_the_daemon() {
         "daemon.sweep_interval_ms=500",
         "detectors.close_wait.threshold_seconds=2",
     ]);
-    let prom = Prometheus::start(daemon.port);
+    let prom = Prometheus::start(&prometheus::scrape_config(daemon.port, false, None), &[]);
     // An incident for the incident panels: a CLOSE_WAIT this process leaks (close_wait_leak).
     let ns = Netns::new("dash");
     let (l, addr) = listener(&ns, 4);
@@ -305,17 +238,17 @@ fn every_panel_query_runs_against_prometheus_scraping_the_daemon() {
     drop(client);
     // rate() needs two samples in its window: wait for a few scrapes.
     let scraped = wait_for(Duration::from_secs(40), || {
-        let (_, n, _) = prom.query("count_over_time(tcpwatch_ready[1m]) >= 4");
+        let (_, n, _) = query(&prom, "count_over_time(tcpwatch_ready[1m]) >= 4");
         (n > 0).then_some(())
     });
     assert!(
         scraped.is_some(),
         "prometheus did not scrape the daemon: {}",
-        prom.log()
+        prom.log_tail()
     );
     let port = addr.port();
     let incident = wait_for(Duration::from_secs(40), || {
-        let (_, n, _) = prom.query(&format!("tcpwatch_incident{{port=\"{port}\"}}"));
+        let (_, n, _) = query(&prom, &format!("tcpwatch_incident{{port=\"{port}\"}}"));
         (n > 0).then_some(())
     });
     assert!(
@@ -330,7 +263,7 @@ fn every_panel_query_runs_against_prometheus_scraping_the_daemon() {
         let d = load(name);
         let (queries, var_queries) = check_and_extract(name, &d);
         for sel in var_queries {
-            let (status, n, body) = prom.query(&substitute(&sel));
+            let (status, n, body) = query(&prom, &substitute(&sel));
             if status != "success" || n == 0 {
                 failures.push(format!(
                     "{name} variable {sel}: {status}, {n} series: {body}"
@@ -340,7 +273,7 @@ fn every_panel_query_runs_against_prometheus_scraping_the_daemon() {
         }
         for q in queries {
             let expr = substitute(&q.expr);
-            let (status, n, body) = prom.query(&expr);
+            let (status, n, body) = query(&prom, &expr);
             let may_be_empty = MAY_BE_EMPTY.contains(&(q.uid.as_str(), q.panel.as_str()));
             if status != "success" || (n == 0 && !may_be_empty) {
                 failures.push(format!(

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use support::{
-    Daemon, Netns, connect, conns_in, find, listener, privileged, snapshot, ss, wait_for,
+    Daemon, Netns, connect, conns_in, fill_send_buffer, find, listener, privileged, snapshot, ss,
+    wait_for,
 };
 
 fn u(v: &Value) -> u64 {
@@ -102,16 +103,7 @@ fn peer_that_never_reads_fills_send_q() {
     let (l, addr) = listener(&ns, 16);
     let mut client = connect(&ns, addr);
     let (_server, _) = l.accept().unwrap();
-    client.set_nonblocking(true).unwrap();
-    let chunk = vec![0x5a_u8; 65_536];
-    let mut written = 0_usize;
-    for _ in 0..10_000 {
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
+    let written = fill_send_buffer(&mut client).expect("write");
     assert!(written > 0);
     let caddr = client.local_addr().unwrap();
     // Ground truth must bracket the snapshot: a zero-window probe can still move the queues,

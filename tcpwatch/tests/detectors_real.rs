@@ -14,20 +14,12 @@ use std::os::fd::AsRawFd as _;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::proofs::{StreamLog, linger_zero, nstat};
-use support::{Daemon, Netns, SsRow, connect, listener, privileged, ss, wait_for};
+use support::proofs::{StreamLog, linger_zero};
+use support::{
+    Daemon, Netns, SsRow, connect, fill_send_buffer, listener, nstat, privileged, ss, wait_for,
+};
 
 const SWEEP_MS: u64 = 300;
-
-/// The open finding of `kind` whose subject's local address is `local`.
-fn open_finding(d: &Daemon, kind: &str, local: &SocketAddr) -> Option<Value> {
-    d.get_json(&format!("/api/v1/findings?kind={kind}"))["open"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["subject"]["local"] == local.to_string())
-        .cloned()
-}
 
 fn ev(f: &Value, name: &str) -> f64 {
     f["evidence"][name]
@@ -73,13 +65,15 @@ fn awaiting_response_on_a_request_the_server_never_answers() {
     let caddr = client.local_addr().unwrap();
 
     let f = wait_for(Duration::from_secs_f64(threshold + 8.0), || {
-        open_finding(&d, "awaiting_response", &caddr)
+        d.open_finding_at("awaiting_response", &caddr)
     })
     .expect("awaiting_response opened within threshold + 8 s");
     // Compare the evidence with `ss -i` taken just before and after reading it. The evidence
     // is from the last evaluation, at most one sweep interval before the read.
     let before = ss_row(&ns, &caddr);
-    let f2 = open_finding(&d, "awaiting_response", &caddr).expect("still open");
+    let f2 = d
+        .open_finding_at("awaiting_response", &caddr)
+        .expect("still open");
     let after = ss_row(&ns, &caddr);
     eprintln!("finding: {f2}\nss before: {before:?}\nss after: {after:?}");
     assert_eq!(f["cause"], "no_response");
@@ -123,7 +117,7 @@ fn awaiting_response_on_a_request_the_server_never_answers() {
         client.read(&mut [0_u8; 16]).is_err(),
         "no response was sent"
     );
-    assert!(open_finding(&d, "awaiting_response", &addr).is_none());
+    assert!(d.open_finding_at("awaiting_response", &addr).is_none());
 }
 
 /// `n` connections to a listener in a fresh namespace, each aborted with `SO_LINGER 0` by
@@ -250,7 +244,7 @@ fn awaiting_response_for_a_request_sent_right_after_connect() {
     });
     let caddr = same.expect("a request sent in the connection's jiffy within 50 tries");
     let f = wait_for(Duration::from_secs(8), || {
-        open_finding(&d, "awaiting_response", &caddr)
+        d.open_finding_at("awaiting_response", &caddr)
     });
     assert!(
         f.is_some(),
@@ -342,21 +336,12 @@ fn peer_not_reading_gives_send_queue_growing_with_a_zero_window() {
     let (l, addr) = listener(&ns, 16);
     let mut client = connect(&ns, addr);
     let (_server, _) = l.accept().unwrap();
-    client.set_nonblocking(true).unwrap();
-    let chunk = vec![0x5a_u8; 65_536];
-    let mut written = 0_usize;
     // The server never reads: its receive buffer fills and it advertises a zero window.
-    for _ in 0..10_000 {
-        match client.write(&chunk) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("write: {e}"),
-        }
-    }
+    let written = fill_send_buffer(&mut client).expect("write");
     assert!(written > 0);
     let caddr = client.local_addr().unwrap();
     let f = wait_for(Duration::from_secs_f64(window + 10.0), || {
-        open_finding(&d, "send_queue_growing", &caddr)
+        d.open_finding_at("send_queue_growing", &caddr)
     })
     .expect("send_queue_growing opened within window + 10 s");
     assert_eq!(f["cause"], "peer_not_reading", "{f}");
@@ -366,7 +351,9 @@ fn peer_not_reading_gives_send_queue_growing_with_a_zero_window() {
     for _ in 0..10 {
         let before = ss_row(&ns, &caddr);
         std::thread::sleep(Duration::from_millis(2 * SWEEP_MS + 100));
-        let f = open_finding(&d, "send_queue_growing", &caddr).expect("still open");
+        let f = d
+            .open_finding_at("send_queue_growing", &caddr)
+            .expect("still open");
         let after = ss_row(&ns, &caddr);
         if before.send_q == after.send_q {
             compared = Some((f, after));

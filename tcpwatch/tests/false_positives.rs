@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::proofs::{
     LINK_V6_B, Link, StreamLog, daemon_logging_to, finding_log, finding_netns, linger_zero,
-    listener_at, spawn_in,
 };
-use support::{Daemon, Netns, http_get, privileged, wait_for};
+use support::{Daemon, Netns, http_get, listener_at, privileged, spawn_in, wait_for};
 
 const REQ: usize = 16;
 

@@ -14,7 +14,8 @@ use std::os::fd::AsRawFd as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::proofs::{LINK_V6_B, Link, listener_at};
+use support::listener_at;
+use support::proofs::{LINK_V6_B, Link};
 use support::{BIN, Daemon, Netns, conns_in, privileged, snapshot, wait_for};
 
 /// One row of `ss -tanipeH`, with the addresses exactly as `ss` prints them.

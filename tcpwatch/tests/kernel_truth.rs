@@ -1,6 +1,6 @@
 //! Privileged tests of what the table claims against what the kernel holds (issue 18): deleted
-//! namespaces, ages of states entered while tcpwatch was down, sockets at reused addresses, and
-//! the sweep's write accounting at scale.
+//! namespaces, sockets at reused addresses, and the sweep's write accounting at scale. (Ages of
+//! states entered while tcpwatch was down or whose event was dropped: `reliability.rs`.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,45 +15,19 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, connect, http_get, listener, privileged, run, ss, wait_for};
+use socket2::Socket;
+use support::{
+    Daemon, Netns, connect, listener, privileged, raise_fd_limit, run, ss, unaccepted_sockets,
+    wait_for,
+};
 use tcpwatch_common::SockState;
 
 fn conns(d: &Daemon, query: &str) -> Vec<Value> {
-    d.get_json(&format!("/api/v1/connections?limit=100000&{query}"))["connections"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn metric(d: &Daemon, name: &str) -> f64 {
-    let (_, body) = http_get(d.port, "/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn open_findings(d: &Daemon) -> Vec<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns` and of the daemon's times.
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap() * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap()
+    d.connections(&format!("limit=100000&{query}"))
 }
 
 fn sweeps(d: &Daemon) -> f64 {
-    metric(d, "tcpwatch_sweeps_total")
+    d.metric_sum("tcpwatch_sweeps_total")
 }
 
 /// Keys and values of the daemon's pinned `SOCKS` map.
@@ -128,7 +102,7 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
         .unwrap()["key"]["skaddr"]
         .as_u64()
         .unwrap();
-    let gone_before = metric(&d, "tcpwatch_table_removed_total{reason=\"netns_gone\"}");
+    let gone_before = d.metric_sum("tcpwatch_table_removed_total{reason=\"netns_gone\"}");
 
     run("ip", &["netns", "del", &ns.name]);
     std::mem::forget(ns); // deleted: nothing left for its Drop to remove
@@ -148,7 +122,7 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
         "records left {} sweeps after the deletion (2, +1 for a sweep in progress)",
         left - sweeps_at_delete
     );
-    let gone_after = metric(&d, "tcpwatch_table_removed_total{reason=\"netns_gone\"}");
+    let gone_after = d.metric_sum("tcpwatch_table_removed_total{reason=\"netns_gone\"}");
     assert!(
         gone_after - gone_before >= f64::from(u32::try_from(before.len()).unwrap()),
         "netns_gone counted {} of {} records",
@@ -157,7 +131,8 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
     );
     // The orphan lives on in the kernel, unreachable: its findings must not stay frozen.
     std::thread::sleep(Duration::from_secs(1));
-    let frozen: Vec<Value> = open_findings(&d)
+    let frozen: Vec<Value> = d
+        .open_findings()
         .into_iter()
         .filter(|f| f["subject"]["netns"]["cookie"] == cookie)
         .collect();
@@ -186,99 +161,6 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
         entries.len()
     );
     drop((est_c, est_s));
-}
-
-const THRESHOLD_MS: u64 = 8000;
-const SWEEP_MS: u64 = 300;
-/// `lastack` is in ms of jiffies (4 ms at HZ=250).
-const JIFFY_SLACK_NS: u64 = 10_000_000;
-
-#[test]
-fn close_wait_entered_during_a_restart_gets_its_age_from_the_fin() {
-    if !privileged() {
-        return;
-    }
-    let ns = Netns::new("cwage");
-    let d = Daemon::start(&[
-        &format!("daemon.sweep_interval_ms={SWEEP_MS}"),
-        "detectors.close_wait.threshold_seconds=8.0",
-    ]);
-    let (l, addr) = listener(&ns, 8);
-    let c = connect(&ns, addr);
-    let (server, peer) = l.accept().unwrap();
-    let peer = peer.as_socket().unwrap();
-    let find = |d: &Daemon, state: &str| {
-        conns(d, &format!("port={}&state={state}", addr.port()))
-            .into_iter()
-            .find(|c| c["remote"] == peer.to_string() && c["local"] == addr.to_string())
-    };
-    wait_for(Duration::from_secs(5), || find(&d, "ESTABLISHED")).expect("tracked");
-    // Tracked for longer than the threshold: its whole tracked life must not become its age.
-    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 2000));
-    let d = d.kill9_and_restart_after(move || {
-        drop(c); // the peer closes while tcpwatch is down: CLOSE_WAIT unseen
-        std::thread::sleep(Duration::from_secs(3));
-    });
-    let stuck = |d: &Daemon| {
-        open_findings(d)
-            .into_iter()
-            .any(|f| f["kind"] == "close_wait_stuck" && f["subject"]["remote"] == peer.to_string())
-    };
-    let lastack = |ns: &Netns| -> u64 {
-        let rows = ss(ns);
-        let r = rows
-            .iter()
-            .find(|r| r.local == addr && r.peer == peer.to_string())
-            .expect("ss lists the CLOSE_WAIT socket");
-        assert_eq!(r.state, "CLOSE-WAIT");
-        r.field("lastack").unwrap().parse().unwrap()
-    };
-    let t0 = Instant::now();
-    let mut compared = 0;
-    let mut opened_at = None;
-    while t0.elapsed() < Duration::from_millis(THRESHOLD_MS + 8000) {
-        // The FIN arrived `lastack` before ss ran, somewhere between these two times.
-        let t0 = mono_ns();
-        let lastack_ns = lastack(&ns) * 1_000_000;
-        let fin_lo = t0 - lastack_ns - JIFFY_SLACK_NS;
-        let fin_hi = mono_ns() - lastack_ns + JIFFY_SLACK_NS;
-        let rec = find(&d, "CLOSE_WAIT");
-        let is_stuck = stuck(&d);
-        let t_stuck = mono_ns();
-        if let Some(rec) = rec {
-            let since = rec["state_since"].as_u64().unwrap();
-            assert!(
-                since + SWEEP_MS * 1_000_000 >= fin_lo && since <= fin_hi + SWEEP_MS * 1_000_000,
-                "reported CLOSE_WAIT since {since}, ss lastack puts the FIN in [{fin_lo}, \
-                 {fin_hi}]: off by more than a sweep interval: {rec}"
-            );
-            assert_eq!(
-                rec["state_since_exact"], false,
-                "not seen entering the state"
-            );
-            compared += 1;
-        }
-        if is_stuck {
-            // The finding may only open once the FIN is really threshold old.
-            let real_ms = (t_stuck - fin_lo) / 1_000_000;
-            assert!(
-                real_ms + SWEEP_MS >= THRESHOLD_MS,
-                "close_wait_stuck open while the socket is at most {real_ms} ms in CLOSE_WAIT"
-            );
-            if opened_at.is_none() {
-                eprintln!("close_wait_stuck open, FIN at most {real_ms} ms old");
-                opened_at = Some(real_ms);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    assert!(compared >= 10, "compared {compared} times");
-    // Liveness (the rule was not just silenced); how soon depends on the machine's load.
-    assert!(
-        opened_at.is_some(),
-        "close_wait_stuck opens once the threshold is really reached"
-    );
-    drop(server);
 }
 
 /// The kernel's (hashed, but stable) socket pointer and inode of every TCP socket of the
@@ -517,49 +399,14 @@ fn sweep_of_twenty_thousand_sockets_reports_no_write_failures() {
     if !privileged() {
         return;
     }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit out-pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
-    assert!(
-        lim.rlim_max >= 12_000,
-        "hard fd limit {} too low",
-        lim.rlim_max
-    );
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: raising the soft limit up to the hard limit is always allowed.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    raise_fd_limit(12_000);
     let ns = Netns::new("writes");
     let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
     // 2 000 listeners + 9 000 never-accepted connections (both ends): 20 000 sockets, 11 000
     // descriptors.
-    let (listeners, addrs): (Vec<Socket>, Vec<SocketAddr>) = ns.enter(|| {
-        (0..2000)
-            .map(|_| {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-                    .unwrap();
-                s.listen(64).unwrap();
-                let a = s.local_addr().unwrap().as_socket().unwrap();
-                (s, a)
-            })
-            .unzip()
-    });
-    let clients: Vec<TcpStream> = ns.enter(move || {
-        (0..9000)
-            .map(|i| TcpStream::connect(addrs[i % addrs.len()]).unwrap())
-            .collect()
-    });
+    let (listeners, clients) = unaccepted_sockets(&ns, 2000, 9000);
     let inode = ns.inode;
-    let in_table = || {
-        let (_, body) = http_get(d.port, "/metrics")?;
-        let line = body.lines().find(|l| {
-            l.starts_with("tcpwatch_sockets_by_netns{") && l.contains(&format!("netns=\"{inode}\""))
-        })?;
-        line.rsplit(' ').next()?.parse::<f64>().ok()
-    };
+    let in_table = || d.sockets_in_netns(inode);
     let seen = wait_for(Duration::from_secs(30), || {
         in_table().filter(|&n| n >= 20_000.0)
     });
@@ -570,103 +417,10 @@ fn sweep_of_twenty_thousand_sockets_reports_no_write_failures() {
     })
     .expect("two more sweeps");
     assert_eq!(in_table(), Some(20_000.0), "every sweep lists all of them");
-    let failed = metric(&d, "tcpwatch_sweep_write_failed_total");
+    let failed = d.metric_sum("tcpwatch_sweep_write_failed_total");
     assert!(
         failed < 0.5,
         "sweeps of 20 000 sockets reported {failed} write failures (retried writes lose nothing)"
     );
     drop((listeners, clients));
-}
-
-/// A daemon with a one-page ring buffer (about 30 events): floods overflow it.
-fn tiny_ring_daemon() -> Daemon {
-    let mut d = Daemon::start(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")]);
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let port = support::free_port();
-    d.child = std::process::Command::new(support::BIN)
-        .args(["daemon", "--ringbuf-bytes", "4096", "--pin-dir", &d.pin_dir])
-        .args(["--set", &format!("daemon.listen=\"127.0.0.1:{port}\"")])
-        .args(["--set", &format!("daemon.sweep_interval_ms={SWEEP_MS}")])
-        .env("TCPWATCH_LOG", "warn")
-        .spawn()
-        .unwrap();
-    d.port = port;
-    wait_for(Duration::from_secs(20), || {
-        (http_get(port, "/readyz").map(|r| r.0) == Some(200)).then_some(())
-    })
-    .expect("ready");
-    d
-}
-
-#[test]
-fn close_wait_age_is_right_when_its_event_was_dropped() {
-    if !privileged() {
-        return;
-    }
-    let ns = Netns::new("cwdrop");
-    let d = tiny_ring_daemon();
-    let (l, addr) = listener(&ns, 4096);
-    let mut pairs: Vec<(TcpStream, Socket)> = (0..40)
-        .map(|_| {
-            let c = connect(&ns, addr);
-            (c, l.accept().unwrap().0)
-        })
-        .collect();
-    let established = |d: &Daemon| {
-        conns(d, &format!("port={}&state=ESTABLISHED", addr.port()))
-            .into_iter()
-            .filter(|c| c["local"] == addr.to_string())
-            .count()
-    };
-    wait_for(Duration::from_secs(10), || {
-        (established(&d) >= 40).then_some(())
-    })
-    .expect("40 server sockets tracked");
-    let dropped0 = metric(&d, "tcpwatch_ringbuf_dropped_events_total");
-    // A flood of state events, with the 40 peers closing in the middle of it (long enough to
-    // overflow the one-page ring even when other tests share the CPUs).
-    let mut servers = Vec::new();
-    for i in 0..4000 {
-        let c = connect(&ns, addr);
-        let (s, _) = l.accept().unwrap();
-        drop((c, s));
-        if i % 30 == 0
-            && let Some((c, s)) = pairs.pop()
-        {
-            drop(c);
-            servers.push(s);
-        }
-    }
-    let dropped = metric(&d, "tcpwatch_ringbuf_dropped_events_total") - dropped0;
-    assert!(dropped > 0.0, "the flood overflowed the ring buffer");
-    std::thread::sleep(Duration::from_millis(3 * SWEEP_MS));
-    let t0 = mono_ns();
-    let truth: Vec<(String, u64)> = ss(&ns)
-        .into_iter()
-        .filter(|r| r.local == addr && r.state == "CLOSE-WAIT")
-        .map(|r| (r.peer.clone(), r.field("lastack").unwrap().parse().unwrap()))
-        .collect();
-    let t1 = mono_ns();
-    let ours = conns(&d, &format!("port={}&state=CLOSE_WAIT", addr.port()));
-    assert_eq!(
-        truth.len(),
-        servers.len(),
-        "ground truth: every server in CLOSE_WAIT"
-    );
-    for (peer, lastack_ms) in &truth {
-        let rec = ours
-            .iter()
-            .find(|c| c["remote"] == *peer && c["local"] == addr.to_string())
-            .unwrap_or_else(|| panic!("CLOSE_WAIT from {peer} missing ({dropped} drops)"));
-        let since = rec["state_since"].as_u64().unwrap();
-        let fin_lo = t0 - lastack_ms * 1_000_000 - JIFFY_SLACK_NS;
-        let fin_hi = t1 - lastack_ms * 1_000_000 + JIFFY_SLACK_NS;
-        assert!(
-            since + SWEEP_MS * 1_000_000 >= fin_lo && since <= fin_hi + SWEEP_MS * 1_000_000,
-            "CLOSE_WAIT since {since}, ss lastack puts the FIN in [{fin_lo}, {fin_hi}]: {rec}"
-        );
-        assert_eq!(rec["state_since_exact"], true, "the kernel saw it: {rec}");
-    }
-    drop((pairs, servers));
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Daemon, Netns, parse_ss, privileged, run};
+use support::{Daemon, Netns, nstat_all, parse_ss, privileged, run};
 
 /// How long the lossy upload runs before the blackhole.
 const LOSSY_RUN: Duration = Duration::from_mins(5);
@@ -93,29 +93,7 @@ impl LossyPath {
 }
 
 fn nft(ns: &Netns, rules: &str) {
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .as_mut()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft failed: {rules}");
-}
-
-/// Absolute TCP counters of a namespace, by name (`nstat -asz`, history not touched).
-fn nstat(ns: &Netns) -> BTreeMap<String, u64> {
-    ns.exec("nstat", &["-asz"])
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_owned(), f.next()?.parse().ok()?))
-        })
-        .collect()
+    ns.nft(rules).unwrap_or_else(|e| panic!("{e:#}"));
 }
 
 /// Every `retransmit_chain` / `send_queue_growing` finding (open or recently resolved) about
@@ -130,15 +108,6 @@ fn chain_or_queue_findings(d: &Daemon, inodes: &[u64]) -> Vec<Value> {
                 && inodes.contains(&f["subject"]["netns"]["inode"].as_u64().unwrap_or(0))
         })
         .collect()
-}
-
-fn open_finding(d: &Daemon, kind: &str, local: SocketAddr) -> Option<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|f| f["kind"] == kind && f["subject"]["local"] == local.to_string())
 }
 
 struct Upload {
@@ -249,7 +218,7 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let counters = nstat(&path.a);
+    let counters = nstat_all(&path.a);
     let moved = up.received.load(Ordering::Relaxed);
     let get = |k: &str| counters.get(k).copied().unwrap_or(0);
     eprintln!(
@@ -313,11 +282,11 @@ fn lossy_upload_raises_nothing_and_a_vanished_peer_still_does() {
                 rto_chain_at = Some(now);
             }
         }
-        if chain_at.is_none() && open_finding(&d, "retransmit_chain", victim).is_some() {
+        if chain_at.is_none() && d.open_finding_at("retransmit_chain", &victim).is_some() {
             chain_at = Some(now);
         }
         if queue_at.is_none()
-            && open_finding(&d, "send_queue_growing", victim)
+            && d.open_finding_at("send_queue_growing", &victim)
                 .is_some_and(|f| f["cause"] == "peer_unreachable")
         {
             queue_at = Some(now);

@@ -9,12 +9,10 @@
 mod support;
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-use support::{Daemon, Netns, http_get, privileged, wait_for};
+use support::{Daemon, Netns, http_get, privileged, raise_fd_limit, unaccepted_sockets, wait_for};
 
 /// docs/metrics.md: at most 589 + 2 × `top_k` series per node (`top_k` = 10 by default).
 const SERIES_BOUND: usize = 609;
@@ -26,51 +24,17 @@ fn scrape_under_load_passes_promtool_and_stays_bounded() {
     }
     // 11 000 fds are needed (2 000 listeners + 9 000 clients; the server sides wait in the
     // accept queues and hold none): within the 20 000 hard limit of this machine kind.
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit out-pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
-    assert!(
-        lim.rlim_max >= 12_000,
-        "hard fd limit {} too low",
-        lim.rlim_max
-    );
-    lim.rlim_cur = lim.rlim_max;
-    // SAFETY: raising the soft limit up to the hard limit is always allowed.
-    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    raise_fd_limit(12_000);
     let ns = Netns::new("scrape");
     let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
     let t0 = Instant::now();
-    let (listeners, addrs): (Vec<Socket>, Vec<SocketAddr>) = ns.enter(|| {
-        (0..2000)
-            .map(|_| {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-                    .unwrap();
-                s.listen(64).unwrap();
-                let a = s.local_addr().unwrap().as_socket().unwrap();
-                (s, a)
-            })
-            .unzip()
-    });
     // 9 000 connections, never accepted: 18 000 sockets, plus the 2 000 listeners = 20 000.
-    let conns: Vec<TcpStream> = ns.enter(move || {
-        (0..9000)
-            .map(|i| TcpStream::connect(addrs[i % addrs.len()]).unwrap())
-            .collect()
-    });
+    let (listeners, conns) = unaccepted_sockets(&ns, 2000, 9000);
     eprintln!("load ready in {:?}", t0.elapsed());
     // Wait until the daemon's table holds them all.
     let inode = ns.inode;
     let seen = wait_for(Duration::from_secs(20), || {
-        let (_, body) = http_get(d.port, "/metrics")?;
-        let line = body.lines().find(|l| {
-            l.starts_with("tcpwatch_sockets_by_netns{") && l.contains(&format!("netns=\"{inode}\""))
-        })?;
-        let n: f64 = line.rsplit(' ').next()?.parse().ok()?;
-        (n >= 20_000.0).then_some(n)
+        d.sockets_in_netns(inode).filter(|&n| n >= 20_000.0)
     });
     assert!(seen.is_some(), "daemon tracks the 20 000 sockets");
 

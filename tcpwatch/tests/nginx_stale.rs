@@ -176,13 +176,7 @@ fn workers(master: u32) -> Vec<u32> {
 }
 
 fn stale_finding(d: &Daemon, remote: SocketAddr) -> Option<Value> {
-    d.get_json("/api/v1/findings")["open"]
-        .as_array()?
-        .iter()
-        .find(|f| {
-            f["kind"] == "stale_connection_reuse" && f["subject"]["remote"] == remote.to_string()
-        })
-        .cloned()
+    d.open_finding_to("stale_connection_reuse", &remote)
 }
 
 #[test]

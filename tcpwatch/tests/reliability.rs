@@ -1,5 +1,7 @@
-//! Privileged reliability tests: restart without amnesia, event floods repaired by the sweep,
-//! and clear refusals in a hostile environment.
+//! Privileged reliability tests: restart without amnesia (a `CLOSE_WAIT` keeps its age across
+//! `kill -9`, and one entered while tcpwatch was down or whose event was dropped gets its age
+//! from the FIN), event floods repaired by the sweep, and clear refusals in a hostile
+//! environment.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -12,24 +14,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use socket2::{Domain, Socket, Type};
-use support::{BIN, Daemon, Netns, http_get, listener, privileged, ss, wait_for};
-
-fn conns(d: &Daemon, query: &str) -> Vec<Value> {
-    d.get_json(&format!("/api/v1/connections?{query}"))["connections"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn metric(d: &Daemon, name: &str) -> f64 {
-    let (_, body) = http_get(d.port, "/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use support::{BIN, Daemon, Netns, connect, http_get, listener, privileged, ss, wait_for};
+use tcpwatch_core::model::mono_now;
 
 #[test]
 fn close_wait_age_survives_kill_9() {
@@ -44,7 +31,7 @@ fn close_wait_age_survives_kill_9() {
     let peer = peer.as_socket().unwrap();
     drop(c);
     let find_cw = |d: &Daemon| {
-        conns(d, &format!("port={}&state=CLOSE_WAIT", addr.port()))
+        d.connections(&format!("port={}&state=CLOSE_WAIT", addr.port()))
             .into_iter()
             .find(|c| c["remote"] == peer.to_string())
     };
@@ -73,23 +60,8 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
     }
     let ns = Netns::new("flood");
     // One page of ring buffer holds ~30 events: the churn below overflows it many times.
-    let mut d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
-    let _ = d.child.kill();
-    let _ = d.child.wait();
-    let pin = d.pin_dir.clone();
-    let port = support::free_port();
-    let child = Command::new(BIN)
-        .args(["daemon", "--ringbuf-bytes", "4096", "--pin-dir", &pin])
-        .args(["--set", &format!("daemon.listen=\"127.0.0.1:{port}\"")])
-        .args(["--set", "daemon.sweep_interval_ms=500"])
-        .spawn()
-        .unwrap();
-    d.child = child;
-    d.port = port;
-    wait_for(Duration::from_secs(20), || {
-        (http_get(port, "/readyz").map(|r| r.0) == Some(200)).then_some(())
-    })
-    .expect("ready");
+    let d = Daemon::with_tiny_ring(&["daemon.sweep_interval_ms=500"]);
+    let port = d.port;
 
     let (l, addr) = listener(&ns, 4096);
     let t0 = Instant::now();
@@ -112,7 +84,7 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
             break;
         }
     }
-    let dropped = metric(&d, "tcpwatch_ringbuf_dropped_events_total");
+    let dropped = d.metric_sum("tcpwatch_ringbuf_dropped_events_total");
     eprintln!(
         "churn took {:?}; ring buffer drops counted: {dropped}; slowest /healthz {slowest_health:?}",
         t0.elapsed()
@@ -125,7 +97,7 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
     // After the flood, sweeps repair the table: it matches ss exactly (no ghosts, none missing).
     let key = |state: &str, local: &str, peer: &str| format!("{state} {local} {peer}");
     let ours = || -> BTreeSet<String> {
-        conns(&d, &format!("netns={}&limit=100000", ns.inode))
+        d.connections(&format!("netns={}&limit=100000", ns.inode))
             .iter()
             .filter(|c| c["state"] != "TIME_WAIT")
             .map(|c| {
@@ -254,14 +226,14 @@ fn daemon_keeps_only_runtime_capabilities_and_still_sweeps() {
         assert_eq!(field("CapAmb:"), 0, "ambient set of thread {comm}");
         assert_eq!(field("CapInh:"), 0, "inheritable set of thread {comm}");
     }
-    let sweeps = metric(&d, "tcpwatch_sweeps_total");
+    let sweeps = d.metric_sum("tcpwatch_sweeps_total");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        metric(&d, "tcpwatch_sweeps_total") >= sweeps + 3.0,
+        d.metric_sum("tcpwatch_sweeps_total") >= sweeps + 3.0,
         "still sweeping"
     );
     assert!(
-        metric(&d, "tcpwatch_sweep_errors_total") < 1.0,
+        d.metric_sum("tcpwatch_sweep_errors_total") < 1.0,
         "no sweep errors with the reduced set: {}",
         d.get_json("/api/v1/status")["last_sweep_errors"]
     );
@@ -305,19 +277,195 @@ fn table_bound_evicts_by_policy_counts_and_keeps_flagged() {
             .collect()
     });
     let evicted = wait_for(Duration::from_secs(10), || {
-        let e = metric(&d, "tcpwatch_table_evictions_total");
+        let e = d.metric_sum("tcpwatch_table_evictions_total");
         (e >= 2000.0).then_some(e)
     })
     .expect("evictions counted");
-    let size = metric(&d, "tcpwatch_table_connections");
+    let size = d.metric_sum("tcpwatch_table_connections");
     eprintln!("table size {size}, evictions {evicted}");
     // The bound, plus the 1/64 that state events may add between eviction passes.
     assert!(size <= 1000.0 + 1000.0 / 64.0 + 1.0, "bounded: {size}");
-    let still = conns(&d, &format!("port={}&state=CLOSE_WAIT", addr.port()));
+    let still = d.connections(&format!("port={}&state=CLOSE_WAIT", addr.port()));
     assert!(
         still.iter().any(|c| c["remote"] == peer.to_string()),
         "flagged connection kept"
     );
     assert!(flagged(), "finding still open");
     drop(many);
+}
+
+const THRESHOLD_MS: u64 = 8000;
+const SWEEP_MS: u64 = 300;
+/// `lastack` is in ms of jiffies (4 ms at HZ=250).
+const JIFFY_SLACK_NS: u64 = 10_000_000;
+
+#[test]
+fn close_wait_entered_during_a_restart_gets_its_age_from_the_fin() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cwage");
+    let d = Daemon::start(&[
+        &format!("daemon.sweep_interval_ms={SWEEP_MS}"),
+        "detectors.close_wait.threshold_seconds=8.0",
+    ]);
+    let (l, addr) = listener(&ns, 8);
+    let c = connect(&ns, addr);
+    let (server, peer) = l.accept().unwrap();
+    let peer = peer.as_socket().unwrap();
+    let find = |d: &Daemon, state: &str| {
+        d.connections(&format!("limit=100000&port={}&state={state}", addr.port()))
+            .into_iter()
+            .find(|c| c["remote"] == peer.to_string() && c["local"] == addr.to_string())
+    };
+    wait_for(Duration::from_secs(5), || find(&d, "ESTABLISHED")).expect("tracked");
+    // Tracked for longer than the threshold: its whole tracked life must not become its age.
+    std::thread::sleep(Duration::from_millis(THRESHOLD_MS + 2000));
+    let d = d.kill9_and_restart_after(move || {
+        drop(c); // the peer closes while tcpwatch is down: CLOSE_WAIT unseen
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let stuck = |d: &Daemon| {
+        d.open_findings()
+            .into_iter()
+            .any(|f| f["kind"] == "close_wait_stuck" && f["subject"]["remote"] == peer.to_string())
+    };
+    let lastack = |ns: &Netns| -> u64 {
+        let rows = ss(ns);
+        let r = rows
+            .iter()
+            .find(|r| r.local == addr && r.peer == peer.to_string())
+            .expect("ss lists the CLOSE_WAIT socket");
+        assert_eq!(r.state, "CLOSE-WAIT");
+        r.field("lastack").unwrap().parse().unwrap()
+    };
+    let t0 = Instant::now();
+    let mut compared = 0;
+    let mut opened_at = None;
+    while t0.elapsed() < Duration::from_millis(THRESHOLD_MS + 8000) {
+        // The FIN arrived `lastack` before ss ran, somewhere between these two times.
+        let t0 = mono_now();
+        let lastack_ns = lastack(&ns) * 1_000_000;
+        let fin_lo = t0 - lastack_ns - JIFFY_SLACK_NS;
+        let fin_hi = mono_now() - lastack_ns + JIFFY_SLACK_NS;
+        let rec = find(&d, "CLOSE_WAIT");
+        let is_stuck = stuck(&d);
+        let t_stuck = mono_now();
+        if let Some(rec) = rec {
+            let since = rec["state_since"].as_u64().unwrap();
+            assert!(
+                since + SWEEP_MS * 1_000_000 >= fin_lo && since <= fin_hi + SWEEP_MS * 1_000_000,
+                "reported CLOSE_WAIT since {since}, ss lastack puts the FIN in [{fin_lo}, \
+                 {fin_hi}]: off by more than a sweep interval: {rec}"
+            );
+            assert_eq!(
+                rec["state_since_exact"], false,
+                "not seen entering the state"
+            );
+            compared += 1;
+        }
+        if is_stuck {
+            // The finding may only open once the FIN is really threshold old.
+            let real_ms = (t_stuck - fin_lo) / 1_000_000;
+            assert!(
+                real_ms + SWEEP_MS >= THRESHOLD_MS,
+                "close_wait_stuck open while the socket is at most {real_ms} ms in CLOSE_WAIT"
+            );
+            if opened_at.is_none() {
+                eprintln!("close_wait_stuck open, FIN at most {real_ms} ms old");
+                opened_at = Some(real_ms);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(compared >= 10, "compared {compared} times");
+    // Liveness (the rule was not just silenced); how soon depends on the machine's load.
+    assert!(
+        opened_at.is_some(),
+        "close_wait_stuck opens once the threshold is really reached"
+    );
+    drop(server);
+}
+
+/// A daemon with a one-page ring buffer (about 30 events): floods overflow it.
+fn tiny_ring_daemon() -> Daemon {
+    Daemon::with_tiny_ring(&[&format!("daemon.sweep_interval_ms={SWEEP_MS}")])
+}
+
+#[test]
+fn close_wait_age_is_right_when_its_event_was_dropped() {
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new("cwdrop");
+    let d = tiny_ring_daemon();
+    let (l, addr) = listener(&ns, 4096);
+    let mut pairs: Vec<(TcpStream, Socket)> = (0..40)
+        .map(|_| {
+            let c = connect(&ns, addr);
+            (c, l.accept().unwrap().0)
+        })
+        .collect();
+    let established = |d: &Daemon| {
+        d.connections(&format!(
+            "limit=100000&port={}&state=ESTABLISHED",
+            addr.port()
+        ))
+        .into_iter()
+        .filter(|c| c["local"] == addr.to_string())
+        .count()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (established(&d) >= 40).then_some(())
+    })
+    .expect("40 server sockets tracked");
+    let dropped0 = d.metric_sum("tcpwatch_ringbuf_dropped_events_total");
+    // A flood of state events, with the 40 peers closing in the middle of it (long enough to
+    // overflow the one-page ring even when other tests share the CPUs).
+    let mut servers = Vec::new();
+    for i in 0..4000 {
+        let c = connect(&ns, addr);
+        let (s, _) = l.accept().unwrap();
+        drop((c, s));
+        if i % 30 == 0
+            && let Some((c, s)) = pairs.pop()
+        {
+            drop(c);
+            servers.push(s);
+        }
+    }
+    let dropped = d.metric_sum("tcpwatch_ringbuf_dropped_events_total") - dropped0;
+    assert!(dropped > 0.0, "the flood overflowed the ring buffer");
+    std::thread::sleep(Duration::from_millis(3 * SWEEP_MS));
+    let t0 = mono_now();
+    let truth: Vec<(String, u64)> = ss(&ns)
+        .into_iter()
+        .filter(|r| r.local == addr && r.state == "CLOSE-WAIT")
+        .map(|r| (r.peer.clone(), r.field("lastack").unwrap().parse().unwrap()))
+        .collect();
+    let t1 = mono_now();
+    let ours = d.connections(&format!(
+        "limit=100000&port={}&state=CLOSE_WAIT",
+        addr.port()
+    ));
+    assert_eq!(
+        truth.len(),
+        servers.len(),
+        "ground truth: every server in CLOSE_WAIT"
+    );
+    for (peer, lastack_ms) in &truth {
+        let rec = ours
+            .iter()
+            .find(|c| c["remote"] == *peer && c["local"] == addr.to_string())
+            .unwrap_or_else(|| panic!("CLOSE_WAIT from {peer} missing ({dropped} drops)"));
+        let since = rec["state_since"].as_u64().unwrap();
+        let fin_lo = t0 - lastack_ms * 1_000_000 - JIFFY_SLACK_NS;
+        let fin_hi = t1 - lastack_ms * 1_000_000 + JIFFY_SLACK_NS;
+        assert!(
+            since + SWEEP_MS * 1_000_000 >= fin_lo && since <= fin_hi + SWEEP_MS * 1_000_000,
+            "CLOSE_WAIT since {since}, ss lastack puts the FIN in [{fin_lo}, {fin_hi}]: {rec}"
+        );
+        assert_eq!(rec["state_since_exact"], true, "the kernel saw it: {rec}");
+    }
+    drop((pairs, servers));
 }

@@ -17,11 +17,15 @@ mod support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{BIN, Daemon, free_port, http_get, privileged, wait_for};
+use support::pki::{make_ca, make_cert};
+use support::prometheus::{self, Prometheus};
+use support::{
+    BIN, Daemon, TempDir, daemon, free_port, http_get, installed, metrics, privileged, wait_for,
+};
 
 /// No extra `curl` arguments.
 const NONE: &[&str] = &[];
@@ -30,150 +34,15 @@ const USER: &str = "prom";
 const PASSWORD: &str = "s3cret-pass";
 const TOKEN: &str = "tok-0123456789abcdef";
 
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "tcpwatch-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn openssl(dir: &TempDir, args: &[&str]) {
-    run(Command::new("openssl").current_dir(&dir.0).args(args));
-}
-
-/// A CA (`{ca}.crt/.key`).
-fn make_ca(dir: &TempDir, ca: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.crt"),
-        ],
-    );
-}
-
-/// A certificate `{name}.crt/.key` signed by `ca`, for 127.0.0.1 (server) or a client.
-fn make_cert(dir: &TempDir, ca: &str, name: &str, cn: &str, server: bool) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={cn}"),
-            "-keyout",
-            &format!("{name}.key.tmp"),
-            "-out",
-            &format!("{name}.csr"),
-        ],
-    );
-    let ext = if server {
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-    } else {
-        "extendedKeyUsage=clientAuth\n"
-    };
-    dir.write(&format!("{name}.ext"), ext);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt.tmp"),
-        ],
-    );
-    // Replace atomically: the daemon may be watching these files.
-    std::fs::rename(
-        dir.path(&format!("{name}.key.tmp")),
-        dir.path(&format!("{name}.key")),
-    )
-    .unwrap();
-    std::fs::rename(
-        dir.path(&format!("{name}.crt.tmp")),
-        dir.path(&format!("{name}.crt")),
-    )
-    .unwrap();
-}
-
 /// Certificates, a bearer token and two web configurations: the API listener requires a
 /// client certificate from `ca` plus basic auth or the token; the metrics listener requires
 /// basic auth over TLS.
 fn setup(dir: &TempDir) -> (PathBuf, PathBuf) {
-    make_ca(dir, "ca");
-    make_ca(dir, "evil-ca");
-    make_cert(dir, "ca", "server", "tcpwatch-1", true);
-    make_cert(dir, "ca", "client", "operator", false);
-    make_cert(dir, "evil-ca", "evil", "operator", false);
+    make_ca(dir.root(), "ca");
+    make_ca(dir.root(), "evil-ca");
+    make_cert(dir.root(), "ca", "server", "tcpwatch-1", true);
+    make_cert(dir.root(), "ca", "client", "operator", false);
+    make_cert(dir.root(), "evil-ca", "evil", "operator", false);
     dir.write("token", &format!("{TOKEN}\n"));
     let hash = bcrypt::hash(PASSWORD, 10).unwrap();
     let api = dir.write(
@@ -241,56 +110,30 @@ fn client_cert(dir: &TempDir, name: &str) -> Vec<String> {
 /// Starts a daemon with a metrics listener and waits until it is ready, checking readiness
 /// through the metrics listener (`/readyz` needs no credentials; TLS when `tls_ca` is set).
 fn start(sets: &[String], metrics_port: u16, tls: Option<&TempDir>) -> Daemon {
-    let pin_dir = format!(
-        "/sys/fs/bpf/tcpwatch-test-sec-{}-{}",
-        std::process::id(),
-        free_port()
-    );
-    let api_port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.arg("daemon").arg("--pin-dir").arg(&pin_dir);
-    cmd.arg("--set")
-        .arg(format!("daemon.listen=\"127.0.0.1:{api_port}\""));
-    cmd.arg("--set").arg(format!(
+    let mut extra = vec![format!(
         "daemon.metrics_listen=\"127.0.0.1:{metrics_port}\""
-    ));
-    for s in sets {
-        cmd.arg("--set").arg(s);
-    }
-    if std::env::var_os("TCPWATCH_LOG").is_none() {
-        cmd.env("TCPWATCH_LOG", "warn");
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut d = Daemon {
-        child,
-        port: api_port,
-        pin_dir,
-        extra: Vec::new(),
-    };
-    let ready = wait_for(WAIT, || {
-        if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("daemon exited: {st}");
-        }
+    )];
+    extra.extend(sets.iter().cloned());
+    let mut d = daemon::Daemon::spawn(
+        Path::new(BIN),
+        daemon::pin_dir("sec"),
+        free_port(),
+        extra,
+        |_| {},
+    );
+    d.wait_ready(WAIT, || {
         let code = match tls {
             Some(dir) => curl(dir, metrics_port, "/readyz", NONE).0,
             None => http_get(metrics_port, "/readyz").map_or(0, |x| x.0),
         };
-        (code == 200).then_some(())
+        code == 200
     });
-    assert!(ready.is_some(), "daemon not ready within {WAIT:?}");
-    d
+    Daemon::from_kit(d)
 }
 
 /// The value of a sample `name{labels}` in Prometheus text.
 fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    metrics::sample(text, &format!("{name}{{{labels}}}"))
 }
 
 #[test]
@@ -424,7 +267,7 @@ fn tls_and_credentials_guard_both_listeners() {
                 "openssl s_client -connect 127.0.0.1:{port} -CAfile ca.crt </dev/null 2>/dev/null \
                  | openssl x509 -noout -subject"
             ))
-            .current_dir(&dir.0)
+            .current_dir(dir.root())
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -434,7 +277,7 @@ fn tls_and_credentials_guard_both_listeners() {
         "{}",
         subject(metrics_port)
     );
-    make_cert(&dir, "ca", "server", "tcpwatch-2", true);
+    make_cert(dir.root(), "ca", "server", "tcpwatch-2", true);
     let rotated = wait_for(Duration::from_secs(10), || {
         subject(metrics_port).contains("tcpwatch-2").then_some(())
     });
@@ -502,22 +345,9 @@ fn check_config_names_a_bad_key_or_an_unreadable_file() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("api listener"));
 }
 
-fn have_prometheus() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "prometheus is not installed (cargo xtask setup --test-deps)"
-        );
-        eprintln!("\n!!!!!!!! SKIPPED: prometheus is not installed !!!!!!!!\n");
-    }
-    found
-}
-
 #[test]
 fn prometheus_scrapes_the_metrics_listener_over_tls_with_basic_auth() {
-    if !privileged() || !have_prometheus() {
+    if !privileged() || !installed(prometheus::BIN) {
         return;
     }
     let dir = TempDir::new("sec-prom");
@@ -531,9 +361,7 @@ fn prometheus_scrapes_the_metrics_listener_over_tls_with_basic_auth() {
         metrics_port,
         Some(&dir),
     );
-    let prom_port = free_port();
-    let cfg = dir.write(
-        "prometheus.yml",
+    let prom = Prometheus::start(
         &format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
              scrape_configs:\n  - job_name: tcpwatch\n    scheme: https\n    tls_config:\n      \
@@ -541,32 +369,19 @@ fn prometheus_scrapes_the_metrics_listener_over_tls_with_basic_auth() {
              static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n",
             dir.s("ca.crt")
         ),
+        &[],
     );
-    let log = std::fs::File::create(dir.path("prometheus.log")).unwrap();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.s("prom-data")))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
     let up = wait_for(WAIT, || {
-        let (_, body) = http_get(
-            prom_port,
-            "/api/v1/query?query=up%7Bjob%3D%22tcpwatch%22%7D",
-        )?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let r = v["data"]["result"].as_array()?.first()?.clone();
+        let r = prom.query("up{job=\"tcpwatch\"}")["data"]["result"]
+            .as_array()?
+            .first()?
+            .clone();
         (r["value"][1] == "1").then_some(r)
     });
-    let log_text = std::fs::read_to_string(dir.path("prometheus.log")).unwrap_or_default();
-    let _ = prom.kill();
-    let _ = prom.wait();
     assert!(
         up.is_some(),
-        "up != 1 within {WAIT:?}; prometheus log:\n{log_text}"
+        "up != 1 within {WAIT:?}; prometheus log:\n{}",
+        prom.log_tail()
     );
     // And the scraped series are tcpwatch's.
     drop(d);

@@ -274,12 +274,7 @@ pub fn effective_uid(status: &str) -> Option<u32> {
 }
 
 /// Looks a program up in `PATH`.
-pub fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
+pub use tcpwatch_testkit::find_program as find_in_path;
 
 /// The cargo that runs this xtask (`$CARGO`), else `cargo` from `PATH`.
 pub fn cargo() -> OsString {

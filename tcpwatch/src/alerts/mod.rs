@@ -39,10 +39,7 @@ use tcpwatch_core::model::{
 };
 use tokio::sync::mpsc;
 
-pub use crate::alerts::http::Endpoint;
-use crate::alerts::http::post_json;
-#[cfg(test)]
-use crate::alerts::http::{request, status_of};
+pub use crate::alerts::http::{Client, Endpoint};
 use crate::alerts::incidents::{incident_annotations, incident_labels};
 use crate::state::mono_now;
 
@@ -177,11 +174,17 @@ impl AlertSender {
     }
 }
 
-/// Checks the parts of `[alertmanager]` the configuration validation leaves to the sender
-/// (the URL scheme and form). Called at startup so that a bad URL is a configuration error.
-pub fn check_config(cfg: &AlertmanagerConfig) -> anyhow::Result<()> {
+/// Checks the parts of `[alertmanager]` the configuration validation leaves to the sender:
+/// the keys that go together (once all `--set` are applied), the URL's form and, with
+/// `read_files` (commands that push), `ca_file` and the credential files. Called at startup so
+/// that these are configuration errors.
+pub fn check_config(cfg: &AlertmanagerConfig, read_files: bool) -> anyhow::Result<()> {
+    tcpwatch_core::config_alertmanager::validate_access(cfg)?;
     if let Some(url) = &cfg.url {
         Endpoint::parse(url).map_err(|e| anyhow::anyhow!(e))?;
+        if read_files {
+            Client::new(cfg).map_err(|e| anyhow::anyhow!(e))?;
+        }
     }
     Ok(())
 }
@@ -191,8 +194,8 @@ pub fn check_config(cfg: &AlertmanagerConfig) -> anyhow::Result<()> {
 #[must_use]
 pub fn spawn(cfg: &AlertmanagerConfig) -> Option<AlertSender> {
     let url = cfg.url.as_ref()?;
-    let endpoint = match Endpoint::parse(url) {
-        Ok(e) => e,
+    let client = match Client::new(cfg) {
+        Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "alertmanager disabled");
             return None;
@@ -201,7 +204,7 @@ pub fn spawn(cfg: &AlertmanagerConfig) -> Option<AlertSender> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     let counters = Arc::new(Counters::default());
     let task = Task {
-        endpoint,
+        client,
         cfg: cfg.clone(),
         node: node_name(),
         counters: counters.clone(),
@@ -213,6 +216,14 @@ pub fn spawn(cfg: &AlertmanagerConfig) -> Option<AlertSender> {
         url = %url,
         min_severity = cfg.min_severity.name(),
         per_finding_alerts = cfg.per_finding_alerts,
+        ca_file = cfg.ca_file.as_deref().unwrap_or("-"),
+        auth = if cfg.basic_auth_user.is_some() {
+            "basic"
+        } else if cfg.bearer_token_file.is_some() {
+            "bearer"
+        } else {
+            "none"
+        },
         "pushing incidents to alertmanager"
     );
     tokio::spawn(task.run(rx));
@@ -239,7 +250,7 @@ fn node_name() -> String {
 
 /// The sender task's state.
 struct Task {
-    endpoint: Endpoint,
+    client: Client,
     cfg: AlertmanagerConfig,
     node: String,
     counters: Arc<Counters>,
@@ -365,9 +376,13 @@ impl Task {
         let n = alerts.len() as u64;
         let body = Value::Array(alerts.iter().map(|a| a.alert.clone()).collect()).to_string();
         let timeout = Duration::from_millis(self.cfg.timeout_ms);
-        let result = match tokio::time::timeout(timeout, post_json(&self.endpoint, &body)).await {
+        let result = match tokio::time::timeout(timeout, self.client.post_json(body)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("timed out after {} ms", self.cfg.timeout_ms)),
+            Err(_) => Err(format!(
+                "POST {}: timed out after {} ms (check that Alertmanager runs, or raise \
+                 alertmanager.timeout_ms)",
+                self.client.endpoint.url, self.cfg.timeout_ms
+            )),
         };
         match result {
             Ok(()) => {
@@ -382,8 +397,8 @@ impl Task {
                 if self.failing == 0 {
                     tracing::warn!(
                         error = %e,
-                        host = %self.endpoint.host,
-                        port = self.endpoint.port,
+                        url = %self.client.endpoint.url,
+                        alerts = n,
                         "cannot push alerts to alertmanager (logged once until it works again)"
                     );
                 }
@@ -558,37 +573,7 @@ pub fn wall_of(t: MonoNs, mono_now: MonoNs, wall_now: SystemTime) -> SystemTime 
 /// RFC 3339 in UTC with milliseconds: `2023-11-14T22:13:20.123Z`.
 #[must_use]
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ fn finding(kind: FindingKind, severity: Severity, cause: &str) -> Finding {
 /// A sender task with per-finding alerts on.
 pub(super) fn task(min: Severity) -> Task {
     Task {
-        endpoint: Endpoint::parse("http://127.0.0.1:9093").unwrap(),
+        client: client_for(9093),
         cfg: AlertmanagerConfig {
             min_severity: min,
             per_finding_alerts: true,
@@ -58,6 +58,15 @@ pub(super) fn task(min: Severity) -> Task {
         pending_resolved: Vec::new(),
         failing: 0,
     }
+}
+
+/// A push client to a plain-HTTP Alertmanager on a loopback port.
+pub(super) fn client_for(port: u16) -> Client {
+    Client::new(&AlertmanagerConfig {
+        url: Some(format!("http://127.0.0.1:{port}")),
+        ..AlertmanagerConfig::default()
+    })
+    .unwrap()
 }
 
 /// Mono 200 s = wall 2023-11-14T22:13:20Z.
@@ -111,29 +120,93 @@ fn endpoint_parsing() {
     assert_eq!(
         e,
         Endpoint {
-            host: "am.monitoring".into(),
-            port: 9093,
-            path: "/api/v2/alerts".into()
+            url: "http://am.monitoring:9093/api/v2/alerts".into(),
+            https: false,
         }
     );
-    let e = Endpoint::parse("http://am/prefix/am").unwrap();
-    assert_eq!((e.port, e.path.as_str()), (80, "/prefix/am/api/v2/alerts"));
+    let e = Endpoint::parse("https://am/prefix/am?x=1").unwrap();
+    assert_eq!(e.url, "https://am/prefix/am/api/v2/alerts");
+    assert!(e.https);
     let e = Endpoint::parse("http://[::1]:9093").unwrap();
-    assert_eq!(
-        (e.host.as_str(), e.connect_host(), e.port),
-        ("[::1]", "::1", 9093)
-    );
-    let err = Endpoint::parse("https://am:9093").unwrap_err();
-    assert!(err.contains("https:// is not supported"), "{err}");
-    assert!(Endpoint::parse("http://:9093").is_err());
-    assert!(Endpoint::parse("http://am:x").is_err());
-    assert!(Endpoint::parse("http://u:p@am:9093").is_err());
-    let cfg = AlertmanagerConfig {
-        url: Some("https://x".into()),
+    assert_eq!(e.url, "http://[::1]:9093/api/v2/alerts");
+    for bad in [
+        "http://:9093",
+        "http://am:x",
+        "ftp://am",
+        "am:9093",
+        "http://am:0",
+    ] {
+        let err = Endpoint::parse(bad).unwrap_err();
+        assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+    }
+    let err = Endpoint::parse("http://u:p@am:9093").unwrap_err();
+    assert!(err.contains("basic_auth_user"), "{err}");
+    assert!(check_config(&AlertmanagerConfig::default(), true).is_ok());
+    let https = AlertmanagerConfig {
+        url: Some("https://am:9093".into()),
         ..AlertmanagerConfig::default()
     };
-    assert!(check_config(&cfg).is_err());
-    assert!(check_config(&AlertmanagerConfig::default()).is_ok());
+    assert!(check_config(&https, true).is_ok(), "https:// is supported");
+}
+
+/// A unique scratch file path.
+fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tcpwatch-alerts-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn unusable_ca_and_secret_files_are_named_without_their_content() {
+    let missing = AlertmanagerConfig {
+        url: Some("https://am:9093".into()),
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..AlertmanagerConfig::default()
+    };
+    assert!(
+        check_config(&missing, false).is_ok(),
+        "files are read only by the commands that push"
+    );
+    let e = check_config(&missing, true).unwrap_err().to_string();
+    assert!(
+        e.contains("alertmanager.ca_file /nonexistent/ca.pem: cannot read"),
+        "{e}"
+    );
+    let not_pem = scratch("not-pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    let cfg = AlertmanagerConfig {
+        ca_file: Some(not_pem.display().to_string()),
+        ..missing
+    };
+    let e = check_config(&cfg, true).unwrap_err().to_string();
+    assert!(e.contains("no PEM certificate"), "{e}");
+    let _ = std::fs::remove_file(&not_pem);
+
+    let pw = scratch("pw");
+    std::fs::write(&pw, "").unwrap();
+    let basic = AlertmanagerConfig {
+        url: Some("http://am:9093".into()),
+        basic_auth_user: Some("u".into()),
+        basic_auth_password_file: Some(pw.display().to_string()),
+        ..AlertmanagerConfig::default()
+    };
+    let e = check_config(&basic, true).unwrap_err().to_string();
+    assert!(
+        e.contains("alertmanager.basic_auth_password_file") && e.contains("empty"),
+        "{e}"
+    );
+    std::fs::write(&pw, "s3cr3t-pw\n").unwrap();
+    let c = Client::new(&basic).unwrap();
+    assert!(!format!("{c:?}").contains("s3cr3t"), "{c:?}");
+    let _ = std::fs::remove_file(&pw);
+    let token = AlertmanagerConfig {
+        url: Some("http://am:9093".into()),
+        bearer_token_file: Some("/nonexistent/token".into()),
+        ..AlertmanagerConfig::default()
+    };
+    let e = check_config(&token, true).unwrap_err().to_string();
+    assert!(
+        e.contains("alertmanager.bearer_token_file /nonexistent/token"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -254,23 +327,6 @@ fn port_and_listener_subjects_label_what_they_have() {
 }
 
 #[test]
-fn http_request_and_status() {
-    let ep = Endpoint::parse("http://am:9093/x").unwrap();
-    let r = request(&ep, "[]");
-    assert!(
-        r.starts_with("POST /x/api/v2/alerts HTTP/1.1\r\nHost: am:9093\r\n"),
-        "{r}"
-    );
-    assert!(
-        r.contains("Content-Length: 2\r\n") && r.ends_with("\r\n\r\n[]"),
-        "{r}"
-    );
-    assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n\r\n"), Some(200));
-    assert_eq!(status_of(b"HTTP/1.0 400 Bad Request\r\n"), Some(400));
-    assert_eq!(status_of(b"garbage"), None);
-}
-
-#[test]
 fn finding_alerts_are_opt_in() {
     let mut t = task(Severity::Info);
     t.cfg.per_finding_alerts = false;
@@ -297,7 +353,11 @@ pub(super) async fn fake_am(status: u16) -> (u16, tokio::task::JoinHandle<String
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then_some(value.trim())
+                    })
                     .unwrap()
                     .parse()
                     .unwrap();
@@ -317,19 +377,24 @@ pub(super) async fn fake_am(status: u16) -> (u16, tokio::task::JoinHandle<String
 async fn post_counts_success_and_failure_and_keeps_resolutions() {
     let (port, h) = fake_am(200).await;
     let mut t = task(Severity::Warning);
-    t.endpoint = Endpoint::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+    t.client = client_for(port);
     let mut f = finding(FindingKind::CloseWaitStuck, Severity::Warning, "owned");
     let alerts = t.apply(&[change(Lifecycle::Opened, &f)], clocks());
     t.post(alerts, false).await;
     let req = h.await.unwrap();
     assert!(req.starts_with("POST /api/v2/alerts HTTP/1.1"), "{req}");
+    assert!(
+        req.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{req}"
+    );
     let body: Value = serde_json::from_str(req.split_once("\r\n\r\n").unwrap().1).unwrap();
     assert_eq!(body[0]["labels"]["alertname"], "TcpwatchFinding");
     assert_eq!(t.counters.sent.load(Ordering::Relaxed), 1);
 
     // Alertmanager refuses: counted, and the resolution is kept for the next re-send.
     let (port, h) = fake_am(400).await;
-    t.endpoint.port = port;
+    t.client = client_for(port);
     f.resolved_at = Some(199 * NS_PER_SEC);
     let alerts = t.apply(&[change(Lifecycle::Resolved, &f)], clocks());
     t.post(alerts, false).await;
@@ -339,17 +404,17 @@ async fn post_counts_success_and_failure_and_keeps_resolutions() {
     assert_eq!(t.pending_resolved.len(), 1);
 
     // Nothing listens: the re-send fails too, and still keeps the resolution.
-    t.endpoint.port = {
+    t.client = client_for({
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
-    };
+    });
     t.post(Vec::new(), true).await;
     assert_eq!(t.counters.failed.load(Ordering::Relaxed), 2);
     assert_eq!(t.pending_resolved.len(), 1);
 
     // Back up: the pending resolution goes out with the re-send.
     let (port, h) = fake_am(200).await;
-    t.endpoint.port = port;
+    t.client = client_for(port);
     t.post(Vec::new(), true).await;
     let req = h.await.unwrap();
     assert!(
@@ -401,4 +466,34 @@ async fn sender_never_blocks_and_delivers() {
 /// A per-finding alert's finding, for the incident tests.
 pub(super) fn finding_for_incident_tests() -> Finding {
     finding(FindingKind::CloseWaitStuck, Severity::Warning, "owned")
+}
+
+#[tokio::test]
+async fn credentials_are_sent_and_a_refusal_says_what_to_check() {
+    let (port, h) = fake_am(401).await;
+    let pw = scratch("pw-401");
+    std::fs::write(&pw, "hunter2\n").unwrap();
+    let c = Client::new(&AlertmanagerConfig {
+        url: Some(format!("http://127.0.0.1:{port}")),
+        basic_auth_user: Some("tcpwatch".into()),
+        basic_auth_password_file: Some(pw.display().to_string()),
+        ..AlertmanagerConfig::default()
+    })
+    .unwrap();
+    let e = c.post_json("[]".into()).await.unwrap_err();
+    let req = h.await.unwrap().to_ascii_lowercase();
+    // base64("tcpwatch:hunter2")
+    assert!(
+        req.contains("authorization: basic dgnwd2f0y2g6ahvudgvymg=="),
+        "{req}"
+    );
+    assert!(
+        e.contains(&format!(
+            "POST http://127.0.0.1:{port}/api/v2/alerts answered 401"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("basic_auth_password_file"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let _ = std::fs::remove_file(&pw);
 }

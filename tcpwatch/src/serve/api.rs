@@ -4,8 +4,9 @@ use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tcpwatch_core::detect::Detectors;
-use tcpwatch_core::model::{ConnRecord, Finding, FindingKind, Severity, TcpState};
+use std::collections::HashSet;
+
+use tcpwatch_core::model::{ConnKey, ConnRecord, Finding, FindingKind, Severity, TcpState};
 
 /// Default and largest `limit` of `/api/v1/connections`.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -157,17 +158,15 @@ impl ConnFilter {
     }
 
     /// `port` matches either end; `flagged` keeps connections with (true) or without (false)
-    /// an open finding.
-    pub fn matches(&self, c: &ConnRecord, detectors: &Detectors) -> bool {
+    /// an open finding (`flagged`: the sockets that have one).
+    pub fn matches(&self, c: &ConnRecord, flagged: &HashSet<ConnKey>) -> bool {
         self.state.is_none_or(|st| c.state == st)
             && self
                 .port
                 .is_none_or(|p| c.local.port() == p || c.remote.port() == p)
             && self.netns.is_none_or(|n| c.netns.inode == n)
             && self.owner.as_ref().is_none_or(|o| o.matches(c))
-            && self
-                .flagged
-                .is_none_or(|f| detectors.is_flagged(&c.key) == f)
+            && self.flagged.is_none_or(|f| flagged.contains(&c.key) == f)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{Mutex, broadcast};
 
-use crate::state::Shared;
+use crate::view::Hub;
 
 /// Frames queued per subscriber (a slower one is told how many it missed).
 const CAPACITY: usize = 8192;
@@ -53,19 +53,16 @@ impl Default for Frames {
 
 impl Frames {
     /// Receivers of every event from now on (starts the encoding task if needed).
-    pub async fn subscribe(&self, shared: &Arc<Mutex<Shared>>) -> Subscription {
+    pub async fn subscribe(&self, hub: &Hub) -> Subscription {
         let mut running = self.running.lock().await;
         let sub = Subscription {
             conns: self.tx.subscribe(),
             changes: self.changes_tx.subscribe(),
         };
         if !*running {
-            let (events, changes) = {
-                let s = shared.lock().await;
-                (s.stream.subscribe(), s.changes.subscribe())
-            };
+            let (events, changes) = (hub.stream.subscribe(), hub.changes.subscribe());
             *running = true;
-            tokio::spawn(self.clone().encode(events, changes, shared.clone()));
+            tokio::spawn(self.clone().encode(events, changes, hub.clone()));
         }
         sub
     }
@@ -74,7 +71,7 @@ impl Frames {
         self,
         mut events: broadcast::Receiver<tcpwatch_core::api::StreamEvent>,
         mut changes: broadcast::Receiver<tcpwatch_core::api::StreamEvent>,
-        shared: Arc<Mutex<Shared>>,
+        hub: Hub,
     ) {
         loop {
             // Changes first: they are few and must not wait behind a flood of deltas.
@@ -92,7 +89,7 @@ impl Frames {
                     }
                 },
                 Err(RecvError::Lagged(missed)) => {
-                    shared.lock().await.stats.stream_lagged += missed;
+                    hub.add_lagged(missed);
                     Frame::Lagged {
                         missed,
                         conn_only: conn,

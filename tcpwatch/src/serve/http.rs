@@ -14,6 +14,9 @@
 //!
 //! The bodies are the types of `tcpwatch_core::api`, the contract `tcpwatch top` parses.
 //!
+//! Every answer is a function of the last published [`crate::view::View`]: no handler takes
+//! the daemon's lock, so a slow client or a large body never delays the event path.
+//!
 //! Every route is GET only; bad query parameters get a 400 naming the parameter, unknown paths
 //! a 404, and a request that waits longer than [`REQUEST_TIMEOUT`] for its answer a 503.
 use std::sync::Arc;
@@ -31,23 +34,26 @@ use futures_util::Stream;
 use serde::Serialize;
 use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
+use tcpwatch_core::model::ConnRecord;
 use tcpwatch_core::wall::WallClock;
-use tokio::sync::Mutex;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::serve::api::{BadRequest, ConnFilter, FindingFilter, RawQuery, no_params};
 use crate::serve::fanout::Frame;
 use crate::serve::incidents_api::{IncidentFilter, findings_body, incidents_body};
-use crate::state::Shared;
+use crate::view::Hub;
 
 /// Longest a request may take to produce its response headers (a stream's body is not bounded).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct App {
-    shared: Arc<Mutex<Shared>>,
-    /// `daemon.top_k`: series of `tcpwatch_flagged_connection`.
-    top_k: usize,
+    hub: Hub,
+    /// The registry `/metrics` gathers: one long-lived [`crate::serve::metrics::SelfCollector`].
+    metrics: Arc<(
+        prometheus::Registry,
+        Arc<crate::serve::metrics::SelfCollector>,
+    )>,
     /// Stream events encoded once for all subscribers.
     frames: crate::serve::fanout::Frames,
 }
@@ -60,12 +66,12 @@ struct App {
         reason = "serve() passes its configuration; tests use the defaults"
     )
 )]
-pub fn router(shared: Arc<Mutex<Shared>>) -> Router {
-    router_with(shared, &DaemonConfig::default())
+pub fn router(hub: Hub) -> Router {
+    router_with(hub, &DaemonConfig::default())
 }
 
-fn router_with(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig) -> Router {
-    routes(shared, cfg, Paths::All)
+fn router_with(hub: Hub, cfg: &DaemonConfig) -> Router {
+    routes(hub, cfg, Paths::All)
 }
 
 /// Which routes a listener serves.
@@ -77,10 +83,18 @@ enum Paths {
     Aggregate,
 }
 
-fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Router {
+fn routes(hub: Hub, cfg: &DaemonConfig, paths: Paths) -> Router {
+    let top_k = usize::try_from(cfg.top_k).unwrap_or(usize::MAX);
+    let collector = Arc::new(crate::serve::metrics::SelfCollector::new(
+        hub.clone(),
+        top_k,
+    ));
+    let registry = prometheus::Registry::new();
+    // An unchecked collector (no descriptors) always registers.
+    let _ = registry.register(Box::new(Registered(collector.clone())));
     let app = App {
-        shared,
-        top_k: usize::try_from(cfg.top_k).unwrap_or(usize::MAX),
+        hub,
+        metrics: Arc::new((registry, collector)),
         frames: crate::serve::fanout::Frames::default(),
     };
     let mut r = Router::new()
@@ -105,14 +119,14 @@ fn routes(shared: Arc<Mutex<Shared>>, cfg: &DaemonConfig, paths: Paths) -> Route
 /// (`daemon.metrics_listen`), each with its web configuration and bounds (see
 /// [`crate::serve`]). Fails at start when a listener cannot bind or a web configuration
 /// cannot be loaded.
-pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()> {
+pub async fn serve(cfg: Config, hub: Hub) -> anyhow::Result<()> {
     let file = |s: &str| (!s.trim().is_empty()).then(|| std::path::PathBuf::from(s.trim()));
     let mut specs = vec![crate::serve::ListenerSpec {
         name: crate::serve::API,
         key: "daemon.listen",
         addr: cfg.daemon.listen,
         web_config: file(&cfg.daemon.web_config_file),
-        router: routes(shared.clone(), &cfg.daemon, Paths::All),
+        router: routes(hub.clone(), &cfg.daemon, Paths::All),
     }];
     if let Some(addr) = tcpwatch_core::config_http::metrics_listen(&cfg.daemon)? {
         specs.push(crate::serve::ListenerSpec {
@@ -120,12 +134,26 @@ pub async fn serve(cfg: Config, shared: Arc<Mutex<Shared>>) -> anyhow::Result<()
             key: "daemon.metrics_listen",
             addr,
             web_config: file(&cfg.daemon.metrics_web_config_file),
-            router: routes(shared, &cfg.daemon, Paths::Aggregate),
+            router: routes(hub, &cfg.daemon, Paths::Aggregate),
         });
     }
     crate::serve::run(specs, &cfg.http)
         .await
         .context("HTTP server failed")
+}
+
+/// The collector as the registry holds it (a registry owns its collectors; the scrape also
+/// asks the collector for its last error).
+struct Registered(Arc<crate::serve::metrics::SelfCollector>);
+
+impl prometheus::core::Collector for Registered {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
+    }
 }
 
 async fn timeout(req: Request, next: Next) -> Response {
@@ -153,8 +181,9 @@ async fn healthz(q: RawQuery) -> Result<&'static str, BadRequest> {
 
 async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, String), BadRequest> {
     no_params(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.fresh().await;
     let kernel = s
+        .startup
         .features
         .as_ref()
         .map(crate::kernel::probe::Features::summary)
@@ -172,29 +201,30 @@ async fn readyz(State(app): State<App>, q: RawQuery) -> Result<(StatusCode, Stri
 /// What is attached and how, the last sweep's problems and the daemon's counters.
 async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.fresh().await;
+    let j = &s.judged;
     let mut by_kind = serde_json::Map::new();
     for k in tcpwatch_core::incident::IncidentKind::ALL {
-        let n = s.incidents.open().filter(|i| i.kind == k).count();
+        let n = j.incidents_open.iter().filter(|i| i.kind == k).count();
         by_kind.insert(k.name().to_owned(), n.into());
     }
     Ok(json_response(&serde_json::json!({
         "ready": s.ready,
         "version": env!("CARGO_PKG_VERSION"),
-        "attached": s.attached,
-        "kernel": s.features,
-        "kernel_fields_missing": s.missing_optional,
-        "kernel_hz": s.clock.hz,
-        "table": { "connections": s.table.len(), "stats": s.table.stats() },
+        "attached": s.startup.attached,
+        "kernel": s.startup.features,
+        "kernel_fields_missing": s.startup.missing_optional,
+        "kernel_hz": s.startup.kernel_hz,
+        "table": { "connections": s.conns.len(), "stats": s.table_stats },
         "stats": s.stats,
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
-        "findings_open": s.detectors.open_count(),
+        "findings_open": j.findings_open.len(),
         "incidents": {
-            "open": s.incidents.open_count(),
+            "open": j.incidents_open.len(),
             "open_by_kind": by_kind,
-            "overflowed": s.incidents.overflowed(),
-            "opened_total": s.incidents_opened().map(|(_, n)| n).sum::<u64>(),
+            "overflowed": j.incidents_overflowed,
+            "opened_total": j.incidents_opened().map(|(_, n)| n).sum::<u64>(),
         },
     })))
 }
@@ -212,10 +242,10 @@ fn json_response<T: Serialize>(v: &T) -> Response {
 
 async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     no_params(q)?;
-    // Gather under the lock, encode after releasing it.
-    let reg = crate::serve::metrics::build(&*app.shared.lock().await, app.top_k);
-    let reg = reg.and_then(|r| crate::serve::stats::register(&r).map(|()| r));
-    Ok(match reg.and_then(|r| crate::serve::metrics::encode(&r)) {
+    // The collector reads the current view: make it one with every event applied.
+    app.hub.fresh().await;
+    let (registry, collector) = &*app.metrics;
+    Ok(match collector.scrape(registry) {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -227,43 +257,57 @@ async fn metrics(State(app): State<App>, q: RawQuery) -> Result<Response, BadReq
 
 async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = ConnFilter::from_query(q)?;
-    let s = app.shared.lock().await;
-    let mut body = ConnectionsBody {
-        connections: s
-            .table
-            .iter()
-            .filter(|c| f.matches(c, &s.detectors))
-            .take(f.limit)
-            .cloned()
-            .collect(),
+    let s = app.hub.fresh().await;
+    // Copying and encoding up to 100 000 records is CPU work: off the runtime's worker
+    // threads, which carry the event reader and the stream.
+    let encode = move || {
+        let mut body = ConnectionsBody {
+            connections: s
+                .conns
+                .iter()
+                .filter(|c| f.matches(c, &s.judged.flagged))
+                .take(f.limit)
+                .map(|c| ConnRecord::clone(c))
+                .collect(),
+        };
+        drop(s);
+        body.fill_wall_times(&WallClock::now());
+        json_response(&body)
     };
-    drop(s);
-    body.fill_wall_times(&WallClock::now());
-    Ok(json_response(&body))
+    let encoded = tokio::task::spawn_blocking(encode).await;
+    Ok(encoded.unwrap_or_else(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding connections: {e}\n"),
+        )
+            .into_response()
+    }))
 }
 
 async fn findings(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = FindingFilter::from_query(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.fresh().await;
     Ok(json_response(&findings_body(&s, &f, WallClock::now())))
 }
 
 async fn exposure(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     // The connection filters of /api/v1/connections narrow the connections audited.
     let f = ConnFilter::from_query(q)?;
-    let s = app.shared.lock().await;
+    let s = app.hub.fresh().await;
     let body = tcpwatch_core::exposure::audit(
-        s.table.iter().filter(|c| f.matches(c, &s.detectors)),
+        s.conns
+            .iter()
+            .filter(|c| f.matches(c, &s.judged.flagged))
+            .map(AsRef::as_ref),
         &s.netns,
         s.exposure_threshold_s,
     );
-    drop(s);
     Ok(json_response(&body))
 }
 
 async fn incidents(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequest> {
     let f = IncidentFilter::from_query(q)?;
-    let body = incidents_body(&*app.shared.lock().await, &f);
+    let body = incidents_body(&*app.hub.fresh().await, &f);
     Ok(json_response(&body))
 }
 
@@ -272,8 +316,8 @@ async fn stream(
     q: RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, BadRequest> {
     no_params(q)?;
-    let sub = app.frames.subscribe(&app.shared).await;
-    let events = futures_util::stream::unfold((sub, app.shared), |(mut sub, shared)| async move {
+    let sub = app.frames.subscribe(&app.hub).await;
+    let events = futures_util::stream::unfold((sub, app.hub), |(mut sub, hub)| async move {
         // Finding and incident changes first, then connection deltas.
         let (got, conn) = tokio::select! {
             biased;
@@ -286,7 +330,7 @@ async fn stream(
                 Event::default().json_data(StreamEvent::Lagged { missed, conn_only })
             }
             Err(RecvError::Lagged(missed)) => {
-                shared.lock().await.stats.stream_lagged += missed;
+                hub.add_lagged(missed);
                 Event::default().json_data(StreamEvent::Lagged {
                     missed,
                     conn_only: conn,
@@ -294,7 +338,7 @@ async fn stream(
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((ev, (sub, shared)))
+        Some((ev, (sub, hub)))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -323,8 +367,9 @@ mod tests {
 
     use super::*;
     use crate::serve::metrics::tests::{evaluate_at, parse, shared_with, sock};
+    use crate::view::Live;
 
-    pub(super) fn fixture() -> Arc<Mutex<Shared>> {
+    pub(super) fn fixture() -> Live {
         let mut cw = sock(3, 1, tcp_state::CLOSE_WAIT, 8080, 40001);
         cw.pid = 77;
         cw.comm = *b"stuckapp\0\0\0\0\0\0\0\0";
@@ -347,12 +392,12 @@ mod tests {
         ]);
         s.netns_names.insert(1, "blue".into());
         evaluate_at(&mut s, 60);
-        Arc::new(Mutex::new(s))
+        Live::new(s)
     }
 
-    pub(super) async fn get(shared: &Arc<Mutex<Shared>>, uri: &str) -> (StatusCode, String) {
+    pub(super) async fn get(shared: &Live, uri: &str) -> (StatusCode, String) {
         let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
-        let resp = router(shared.clone()).oneshot(req).await.unwrap();
+        let resp = router(shared.hub().await).oneshot(req).await.unwrap();
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -360,7 +405,7 @@ mod tests {
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    async fn conns(shared: &Arc<Mutex<Shared>>, query: &str) -> Vec<ConnRecord> {
+    async fn conns(shared: &Live, query: &str) -> Vec<ConnRecord> {
         let (st, body) = get(shared, &format!("/api/v1/connections{query}")).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         let mut v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -424,7 +469,7 @@ mod tests {
             .uri("/api/v1/connections")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
@@ -463,7 +508,7 @@ mod tests {
             .uri("/metrics")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(
             resp.headers()[header::CONTENT_TYPE]
@@ -500,7 +545,7 @@ mod tests {
             .uri("/api/v1/stream")
             .body(Body::empty())
             .unwrap();
-        let resp = router(sh.clone()).oneshot(req).await.unwrap();
+        let resp = router(sh.hub().await).oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert!(
             resp.headers()[header::CONTENT_TYPE]
@@ -528,7 +573,7 @@ mod tests {
             first,
             "data: {\"type\":\"lagged\",\"missed\":10,\"conn_only\":true}\n\n"
         );
-        assert_eq!(sh.lock().await.stats.stream_lagged, 10);
+        assert_eq!(sh.hub().await.view().stats.stream_lagged, 10);
         let second = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
         assert!(
             second.starts_with("data: {\"type\":\"conn\",\"op\":\"remove\""),

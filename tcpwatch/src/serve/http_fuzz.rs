@@ -1,22 +1,19 @@
 //! Fuzzing of the HTTP API's query parsing through the real router: the committed corpus of
 //! hostile URIs first, then random query strings. The property: every answer is 200, 400 or
 //! 404 with a non-empty reason, never a panic or a 500.
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use proptest::prelude::*;
 use tcpwatch_common::tcp_state;
-use tokio::sync::Mutex;
 use tower::ServiceExt as _;
 
 use super::router;
 use crate::serve::metrics::tests::{evaluate_at, shared_with, sock};
-use crate::state::Shared;
+use crate::view::Live;
 
 const CORPUS: &str = include_str!("../../fuzz-corpus/api-queries.txt");
 
-fn fixture() -> Arc<Mutex<Shared>> {
+fn fixture() -> Live {
     let mut s = shared_with(&[(
         1,
         vec![
@@ -25,10 +22,10 @@ fn fixture() -> Arc<Mutex<Shared>> {
         ],
     )]);
     evaluate_at(&mut s, 60);
-    Arc::new(Mutex::new(s))
+    Live::new(s)
 }
 
-fn status_of(shared: &Arc<Mutex<Shared>>, uri: &str) -> Option<(StatusCode, String)> {
+fn status_of(shared: &Live, uri: &str) -> Option<(StatusCode, String)> {
     // An URI the HTTP layer itself refuses never reaches the API: nothing to check.
     let req = Request::builder().uri(uri).body(Body::empty()).ok()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -36,14 +33,14 @@ fn status_of(shared: &Arc<Mutex<Shared>>, uri: &str) -> Option<(StatusCode, Stri
         .build()
         .ok()?;
     rt.block_on(async {
-        let resp = router(shared.clone()).oneshot(req).await.ok()?;
+        let resp = router(shared.hub().await).oneshot(req).await.ok()?;
         let status = resp.status();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.ok()?;
         Some((status, String::from_utf8_lossy(&body).into_owned()))
     })
 }
 
-fn check(shared: &Arc<Mutex<Shared>>, uri: &str) {
+fn check(shared: &Live, uri: &str) {
     if uri.contains("/stream") && !uri.contains('?') {
         return; // an endless SSE stream: not a query-parsing case
     }

@@ -10,8 +10,9 @@ use tower::ServiceExt as _;
 use super::tests::{fixture, get};
 use super::*;
 use crate::serve::metrics::tests::{evaluate_at, shared_with, sock};
+use crate::view::Live;
 
-async fn json(shared: &Arc<Mutex<Shared>>, uri: &str) -> serde_json::Value {
+async fn json(shared: &Live, uri: &str) -> serde_json::Value {
     let (st, body) = get(shared, uri).await;
     assert_eq!(st, StatusCode::OK, "{uri}: {body}");
     serde_json::from_str(&body).unwrap()
@@ -133,12 +134,12 @@ async fn stream_sends_incident_changes_after_their_findings() {
             sock(2, 1, tcp_state::CLOSE_WAIT, 8080, 40000),
         ],
     )]);
-    let sh = Arc::new(Mutex::new(s));
+    let sh = Live::new(s);
     let req = Request::builder()
         .uri("/api/v1/stream")
         .body(Body::empty())
         .unwrap();
-    let resp = router(sh.clone()).oneshot(req).await.unwrap();
+    let resp = router(sh.hub().await).oneshot(req).await.unwrap();
     let mut body = resp.into_body().into_data_stream();
     evaluate_at(&mut *sh.lock().await, 60);
     let mut events = Vec::new();

@@ -92,12 +92,12 @@ async fn stream_events_carry_wall_clock_twins() {
             sock(2, 1, tcp_state::CLOSE_WAIT, 8080, 40000),
         ],
     )]);
-    let sh = Arc::new(Mutex::new(s));
+    let sh = crate::view::Live::new(s);
     let req = Request::builder()
         .uri("/api/v1/stream")
         .body(Body::empty())
         .unwrap();
-    let resp = router(sh.clone()).oneshot(req).await.unwrap();
+    let resp = router(sh.hub().await).oneshot(req).await.unwrap();
     let mut body = resp.into_body().into_data_stream();
     let window = (mono_now(), SystemTime::now());
     evaluate_at(&mut *sh.lock().await, 60);

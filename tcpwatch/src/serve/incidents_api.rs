@@ -1,5 +1,5 @@
 //! The bodies of `/api/v1/findings` and `/api/v1/incidents` (types of
-//! `tcpwatch_core::api`), built from the daemon's state, and the incidents' query filter.
+//! `tcpwatch_core::api`), built from the published view, and the incidents' query filter.
 use serde::Serialize;
 use tcpwatch_core::api::IncidentsBody;
 use tcpwatch_core::incident::{Incident, IncidentKind};
@@ -7,7 +7,7 @@ use tcpwatch_core::model::{Finding, NS_PER_SEC, Severity, Subject};
 use tcpwatch_core::wall::WallClock;
 
 use crate::serve::api::{BadRequest, FindingFilter, Params, RawQuery, parse_severity};
-use crate::state::Shared;
+use crate::view::View;
 
 /// Filters of `/api/v1/incidents`.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,14 +36,16 @@ impl IncidentFilter {
 }
 
 /// `GET /api/v1/incidents`: the open incidents (worst first) and the recently resolved ones.
-pub fn incidents_body(s: &Shared, f: &IncidentFilter) -> IncidentsBody {
-    let open =
-        crate::serve::metrics::incidents::worst_first(&s.incidents.open().collect::<Vec<_>>());
+pub fn incidents_body(s: &View, f: &IncidentFilter) -> IncidentsBody {
+    let open = crate::serve::metrics::incidents::worst_first(
+        &s.judged.incidents_open.iter().collect::<Vec<_>>(),
+    );
     IncidentsBody {
         open: open.into_iter().filter(|i| f.matches(i)).cloned().collect(),
         recently_resolved: s
-            .incidents
-            .recently_resolved()
+            .judged
+            .incidents_resolved
+            .iter()
             .filter(|i| f.matches(i))
             .cloned()
             .collect(),
@@ -69,7 +71,7 @@ pub struct FindingsView<'a> {
     pub recently_resolved: Vec<FindingView<'a>>,
 }
 
-fn view<'a>(s: &'a Shared, f: &Finding, wall: &WallClock) -> FindingView<'a> {
+fn view<'a>(s: &'a View, f: &Finding, wall: &WallClock) -> FindingView<'a> {
     let now = wall.mono;
     let cookie = match &f.subject {
         Subject::Connection { netns, .. }
@@ -82,11 +84,9 @@ fn view<'a>(s: &'a Shared, f: &Finding, wall: &WallClock) -> FindingView<'a> {
         reason = "an age in ns fits f64 well enough to show"
     )]
     let since_seconds_ago = now.saturating_sub(f.since) as f64 / NS_PER_SEC as f64;
+    // (The view's findings carry their incident's id already.)
     let mut finding = f.clone();
     finding.fill_wall_times(wall);
-    if finding.incident_id.is_none() {
-        finding.incident_id = s.incidents.incident_of(&f.id).map(str::to_owned);
-    }
     FindingView {
         finding,
         netns_name: s.netns_names.get(&cookie).map(String::as_str),
@@ -96,17 +96,19 @@ fn view<'a>(s: &'a Shared, f: &Finding, wall: &WallClock) -> FindingView<'a> {
 
 /// The findings body at `wall`'s monotonic time, each open finding carrying its open
 /// incident's id and the wall-clock twins of its times.
-pub fn findings_body<'a>(s: &'a Shared, f: &FindingFilter, wall: WallClock) -> FindingsView<'a> {
+pub fn findings_body<'a>(s: &'a View, f: &FindingFilter, wall: WallClock) -> FindingsView<'a> {
     FindingsView {
         open: s
-            .detectors
-            .open()
+            .judged
+            .findings_open
+            .iter()
             .filter(|x| f.matches(x))
             .map(|x| view(s, x, &wall))
             .collect(),
         recently_resolved: s
-            .detectors
-            .recently_resolved()
+            .judged
+            .findings_resolved
+            .iter()
             .filter(|x| f.matches(x))
             .map(|x| view(s, x, &wall))
             .collect(),

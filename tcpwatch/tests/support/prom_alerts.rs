@@ -1,11 +1,13 @@
 //! Prometheus' alerts API as the alerting tests read it: what fires, with which labels, and
-//! the one-alert-per-incident check of the incident rules.
+//! the one-alert-per-incident check of the incident rules, and the shipped rules with their
+//! `for:` durations scaled by one knob ([`scale_for`]).
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Daemon, http_get, wait_for};
+use super::{Daemon, prometheus, wait_for};
 
 /// Firing alert names in Prometheus' `/api/v1/alerts`.
 pub fn prometheus_firing(port: u16) -> Vec<String> {
@@ -17,17 +19,34 @@ pub fn prometheus_firing(port: u16) -> Vec<String> {
 
 /// The labels of every firing alert in Prometheus' `/api/v1/alerts`.
 pub fn prometheus_firing_labels(port: u16) -> Vec<Value> {
-    let Some((200, body)) = http_get(port, "/api/v1/alerts") else {
-        return Vec::new();
-    };
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["data"]["alerts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["state"] == "firing")
-        .map(|a| a["labels"].clone())
-        .collect()
+    prometheus::firing_labels(port)
+}
+
+/// The shipped rules, relative to the repository root.
+pub const RULES: &str = "deploy/prometheus/tcpwatch-rules.yml";
+
+/// The rules text with every `for: <N>m` rewritten to `for: <N × secs_per_minute>s`, and the
+/// number of rewritten lines. Nothing else changes (expressions, labels, annotations). Any
+/// other `for:` form is a panic: the knob must cover every rule.
+pub fn scale_for(text: &str, secs_per_minute: u64) -> (String, usize) {
+    let mut out = String::new();
+    let mut n = 0;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("for:") {
+            let mins: u64 = rest
+                .trim()
+                .strip_suffix('m')
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("`{line}`: only `for: <N>m` is scaled"));
+            let indent = &line[..line.len() - t.len()];
+            writeln!(out, "{indent}for: {}s", mins * secs_per_minute).unwrap();
+            n += 1;
+        } else {
+            writeln!(out, "{line}").unwrap();
+        }
+    }
+    (out, n)
 }
 
 /// Firing alerts named `alertname` whose `port` label is `port`: one per incident.

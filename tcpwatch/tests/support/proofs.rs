@@ -1,50 +1,12 @@
-//! Helpers of the IPv6, real-detector and false-positive tests: threads that live in a
-//! namespace, IPv6 sockets, a veth link between two namespaces, `nstat` counters, and a
-//! reader of the daemon's `/api/v1/stream` that keeps every event for the whole run.
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd as _;
+//! Helpers of the IPv6, real-detector and false-positive tests: a veth link between two
+//! namespaces, a daemon logging findings to a file, and a reader of the daemon's `/api/v1/stream` that keeps every event for the whole run.
+use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use serde_json::Value;
-use socket2::{Domain, Socket, Type};
 
-use super::{Netns, run};
-
-/// Spawns a thread that enters `ns` first: every socket it creates lives there. Unlike
-/// `Netns::enter` the thread keeps running (a load generator or a server).
-pub fn spawn_in<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap();
-        // SAFETY: valid fd; affects only this thread.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-/// A listening socket bound to `addr` (IPv4 or IPv6) inside `ns`. `v6only = false` on `[::]`
-/// makes a dual-stack listener that accepts IPv4 peers as `::ffff:a.b.c.d`.
-pub fn listener_at(ns: &Netns, addr: &str, backlog: i32, v6only: bool) -> (Socket, SocketAddr) {
-    let addr: SocketAddr = addr.parse().unwrap();
-    ns.enter(move || {
-        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
-        if addr.is_ipv6() {
-            s.set_only_v6(v6only).unwrap();
-        }
-        s.bind(&addr.into()).unwrap();
-        s.listen(backlog).unwrap();
-        let local = s.local_addr().unwrap().as_socket().unwrap();
-        (s, local)
-    })
-}
+use super::{Netns, daemon, http, run};
 
 /// Two namespaces joined by a veth pair with static IPv6 addresses (`nodad`: usable at once)
 /// `fd00:7477::1` (a) and `fd00:7477::2` (b), and IPv4 `10.77.0.1` / `10.77.0.2`.
@@ -92,18 +54,6 @@ impl Link {
     }
 }
 
-/// An absolute counter of `nstat` (e.g. `TcpOutRsts`) in `ns`, without touching nstat's
-/// history file.
-pub fn nstat(ns: &Netns, name: &str) -> u64 {
-    let out = ns.exec("nstat", &["-asz", name]);
-    out.lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some(name)).then(|| f.next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("nstat has no {name}: {out}"))
-}
-
 /// Every event of the daemon's `/api/v1/stream`, read by a thread from the moment of
 /// `subscribe` until `finish`. Connection-table events (`"type":"conn"`) are only counted
 /// (they are many and large); all others are kept.
@@ -111,48 +61,40 @@ pub struct StreamLog {
     events: Arc<Mutex<Vec<Value>>>,
     conn_events: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    reader: Option<JoinHandle<Result<(), String>>>,
+    /// Why the stream ended before `finish`, if it did.
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 impl StreamLog {
     /// Connects to the stream and returns once the response headers arrived (the
     /// subscription exists: nothing later is missed).
     pub fn subscribe(port: u16) -> Self {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        write!(
-            s,
-            "GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        .unwrap();
-        let mut r = BufReader::new(s);
-        let mut chunked = false;
-        let mut status = String::new();
-        r.read_line(&mut status).unwrap();
-        assert!(status.contains(" 200 "), "stream: {status}");
-        loop {
-            let mut h = String::new();
-            r.read_line(&mut h).unwrap();
-            if h.to_ascii_lowercase()
-                .starts_with("transfer-encoding: chunked")
-            {
-                chunked = true;
-            }
-            if h == "\r\n" || h.is_empty() {
-                break;
-            }
-        }
+        let (status, body) = http::get_stream(port, "/api/v1/stream").unwrap();
+        assert_eq!(status, 200, "stream status");
         let events = Arc::new(Mutex::new(Vec::new()));
         let conn_events = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ev, ce, st) = (events.clone(), conn_events.clone(), stop.clone());
-        let reader = std::thread::spawn(move || read_events(r, chunked, (&ev, &ce), &st));
+        let broken = Arc::new(Mutex::new(None));
+        let (ev, ce, st, br) = (
+            events.clone(),
+            conn_events.clone(),
+            stop.clone(),
+            broken.clone(),
+        );
+        // Detached: it ends when the daemon closes the stream (at the latest when the test
+        // drops the daemon); `finish` only reads what it gathered.
+        std::thread::spawn(move || {
+            if let Err(e) = read_events(BufReader::new(body), (&ev, &ce), &st)
+                && !st.load(Ordering::Relaxed)
+            {
+                *br.lock().unwrap() = Some(e);
+            }
+        });
         Self {
             events,
             conn_events,
             stop,
-            reader: Some(reader),
+            broken,
         }
     }
 
@@ -176,11 +118,11 @@ impl StreamLog {
 
     /// Stops reading; fails if the stream broke or reported lost finding or incident changes
     /// (then the log is incomplete and proves nothing).
-    pub fn finish(mut self) -> Vec<Value> {
+    pub fn finish(self) -> Vec<Value> {
         self.stop.store(true, Ordering::Relaxed);
-        let res = self.reader.take().unwrap().join().unwrap();
         let events = self.events();
-        assert!(res.is_ok(), "stream reader: {res:?}");
+        let broken = self.broken.lock().unwrap().clone();
+        assert!(broken.is_none(), "stream reader: {broken:?}");
         // Connection deltas may be dropped under load (`conn_only`); finding and incident
         // changes travel on their own channel, and losing one of those fails the test.
         let lagged: Vec<&Value> = events
@@ -195,79 +137,36 @@ impl StreamLog {
     }
 }
 
+/// Reads server-sent events (blank-line terminated) until the stream ends or `stop`.
 fn read_events(
-    mut r: BufReader<TcpStream>,
-    chunked: bool,
-    events: (&Mutex<Vec<Value>>, &AtomicU64),
+    mut r: impl BufRead,
+    (events, conns): (&Mutex<Vec<Value>>, &AtomicU64),
     stop: &AtomicBool,
 ) -> Result<(), String> {
-    let mut body: Vec<u8> = Vec::new();
-    let mut buf = vec![0_u8; 65_536];
+    let mut data = String::new();
+    let mut line = String::new();
     while !stop.load(Ordering::Relaxed) {
-        match r.read(&mut buf) {
+        line.clear();
+        match r.read_line(&mut line) {
             Ok(0) => return Err("the daemon closed the stream".to_owned()),
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Ok(_) => {}
             Err(e) => return Err(format!("reading the stream: {e}")),
         }
-        let text = if chunked {
-            dechunk_prefix(&mut body)
-        } else {
-            std::mem::take(&mut body)
-        };
-        if !text.is_empty() {
-            pending_push(&text, events);
-        }
-    }
-    Ok(())
-}
-
-thread_local! {
-    static PENDING: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Appends decoded body text and parses every complete SSE event (`\n\n`-terminated).
-fn pending_push(text: &[u8], (events, conns): (&Mutex<Vec<Value>>, &AtomicU64)) {
-    PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        p.push_str(&String::from_utf8_lossy(text));
-        while let Some(end) = p.find("\n\n") {
-            let ev: String = p.drain(..end + 2).collect();
-            let data: String = ev
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
+        let l = line.trim_end_matches(['\r', '\n']);
+        if let Some(d) = l.strip_prefix("data:") {
+            data.push_str(d.trim_start());
+        } else if l.is_empty() && !data.is_empty() {
             if data.starts_with(r#"{"type":"conn""#) {
                 conns.fetch_add(1, Ordering::Relaxed);
-            } else if !data.is_empty() {
+            } else {
                 let v: Value = serde_json::from_str(&data)
                     .unwrap_or_else(|e| panic!("stream event is not JSON ({e}): {data}"));
                 events.lock().unwrap().push(v);
             }
+            data.clear();
         }
-    });
-}
-
-/// Removes every complete chunk from the front of `body` and returns their payload.
-fn dechunk_prefix(body: &mut Vec<u8>) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&body[..eol]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
-            .unwrap_or_else(|e| panic!("bad chunk size {size_text:?}: {e}"));
-        let need = eol + 2 + size + 2;
-        if body.len() < need {
-            break;
-        }
-        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
-        body.drain(..need);
     }
-    out
+    Ok(())
 }
 
 /// A finding's subject `netns.inode`, if any.
@@ -298,39 +197,21 @@ pub fn linger_zero(s: &impl std::os::fd::AsRawFd) {
 /// finding lifecycle change (`tcpwatch::finding`, logged at debug) and warnings. Unlike the stream,
 /// the log is written for every change and drops nothing.
 pub fn daemon_logging_to(extra: &[&str], log: &std::path::Path) -> super::Daemon {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let pin_dir = format!(
-        "/sys/fs/bpf/tcpwatch-test-{}-log{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let port = super::free_port();
     let file = std::fs::File::create(log).unwrap();
-    let mut cmd = std::process::Command::new(super::BIN);
-    cmd.arg("daemon").arg("--pin-dir").arg(&pin_dir);
-    cmd.arg("--set")
-        .arg(format!("daemon.listen=\"127.0.0.1:{port}\""));
-    cmd.arg("--set").arg("daemon.log_format=\"json\"");
-    for s in extra {
-        cmd.arg("--set").arg(s);
-    }
-    let child = cmd
-        .env("TCPWATCH_LOG", "warn,tcpwatch::finding=debug")
-        .stdout(std::process::Stdio::null())
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let d = super::Daemon {
-        child,
-        port,
-        pin_dir,
-        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-    };
-    let ready = super::wait_for(Duration::from_secs(20), || {
-        (super::http_get(d.port, "/readyz").map(|(s, _)| s) == Some(200)).then_some(())
-    });
-    assert!(ready.is_some(), "daemon not ready within 20 s");
-    d
+    let mut sets = vec!["daemon.log_format=\"json\"".to_owned()];
+    sets.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut d = daemon::Daemon::spawn(
+        std::path::Path::new(super::BIN),
+        daemon::pin_dir("log"),
+        super::free_port(),
+        sets,
+        |cmd| {
+            cmd.env("TCPWATCH_LOG", "warn,tcpwatch::finding=debug")
+                .stderr(file);
+        },
+    );
+    d.wait_api_ready();
+    super::Daemon::from_kit(d)
 }
 
 /// The finding lifecycle lines of a JSON daemon log (`change`, `kind`, `cause`, `id`,

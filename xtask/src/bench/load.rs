@@ -208,7 +208,20 @@ pub fn bulk(ns: &str, port: u16, duration: Duration) -> Result<BulkResult> {
     }))?;
     let addr = listener.local_addr()?;
     let receiver = spawn_in(ns, move || {
-        let (mut s, _) = listener.accept()?;
+        // Bounded: if the sender never connects, the receiver gives up instead of waiting in
+        // accept() forever (which hung the whole bench once).
+        listener.set_nonblocking(true)?;
+        let accept_by = Instant::now() + IO_TIMEOUT + Duration::from_secs(5);
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < accept_by => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e).context("bulk receiver: no connection from the sender"),
+            }
+        };
+        s.set_nonblocking(false)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut buf = vec![0u8; 256 * 1024];
         let t0 = Instant::now();

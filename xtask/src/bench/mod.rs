@@ -99,7 +99,7 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     }
     let started = Instant::now();
     sys::install_signal_handlers();
-    sys::Netns::remove_stale();
+    sys::remove_stale_netns();
     let plan = Plan::new(smoke);
     let root = workspace_root();
     let env = prepare(&root, privs)?;

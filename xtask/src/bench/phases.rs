@@ -11,7 +11,7 @@ use super::peers::{self, Daemon, Tool};
 use super::report::{
     DaemonAt, DaemonRate, Detection, Overhead, ProgCost, Results, Scrape, SweepScale, median,
 };
-use super::sys::{self, BpfStats, Netns, ProgStat};
+use super::sys::{self, BpfStats, ProgStat};
 use super::{Env, Plan};
 
 /// The port of the bulk load (the lossy phase's nftables rule matches it).
@@ -117,7 +117,7 @@ fn state_runs(before: &BTreeMap<u64, ProgStat>, after: &BTreeMap<u64, ProgStat>)
 }
 
 fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
-    let ns = Netns::new("kcost")?;
+    let ns = sys::netns("kcost")?;
     let daemon = Daemon::start(&env.bin, &[], &env.log)?;
     let stats = BpfStats::enable()?;
     let before = prog_stats(daemon.pid())?;
@@ -168,7 +168,7 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
 }
 
 fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
-    let ns = Netns::new("ovh")?;
+    let ns = sys::netns("ovh")?;
     let ctx = peers::Ctx {
         bin: env.bin.clone(),
         netns: ns.name.clone(),
@@ -233,7 +233,7 @@ fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         r.overhead.push(churn);
         r.overhead.push(bulk);
     }
-    let sockstat = ns.exec("cat", &["/proc/net/sockstat"])?;
+    let sockstat = ns.try_exec("cat", &["/proc/net/sockstat"])?;
     r.overhead_time_wait = sockstat_tw(&sockstat).unwrap_or(0);
     eprintln!(
         "bench: {} TIME_WAIT sockets in the load namespace",
@@ -279,10 +279,10 @@ fn daemon_sample(d: &Daemon, interval: Duration) -> Result<(f64, f64)> {
 }
 
 fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
-    let ns = Netns::new("scale")?;
+    let ns = sys::netns("scale")?;
     // ss's fixed cost: the same command on a namespace without sockets, run right before
     // each measured `ss` (same cache and load conditions); one warm-up run first.
-    let empty = Netns::new("ssbase")?;
+    let empty = sys::netns("ssbase")?;
     let ss_empty = || -> Result<f64> {
         let (took, _, _) = timed_quiet(
             Command::new("ss")
@@ -375,7 +375,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
 }
 
 fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
-    let ns = Netns::new("rate")?;
+    let ns = sys::netns("rate")?;
     let threshold = format!("detectors.close_wait.threshold_seconds={DETECT_THRESHOLD_S}");
     let d = Daemon::start(&env.bin, &[&threshold], &env.log)?;
     // Pacing only: state changes per connection, as the kernel cost phase counted them, or

@@ -1,13 +1,10 @@
 //! The bench's contact with the system, each behind a guard that undoes it on drop: network
-//! namespaces, `kernel.bpf_stats_enabled`, child processes; plus `/proc` readers, `bpftool`,
-//! a minimal HTTP client and the interruption flag.
+//! namespaces, `kernel.bpf_stats_enabled`, child processes; plus `/proc` readers, `bpftool`
+//! and the interruption flag. Namespaces, HTTP and metric reading come from `tcpwatch-testkit`.
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::{Read as _, Write as _};
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -105,120 +102,48 @@ pub fn read_trimmed(path: &str) -> Result<String> {
         .to_owned())
 }
 
-/// Runs a command quietly; its stdout, or an error with its stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use tcpwatch_testkit::netns::{Netns, enter_netns};
+pub use tcpwatch_testkit::try_run as run;
 
 const NETNS_PREFIX: &str = "twb-";
 
-/// A network namespace made by the bench (`twb-<pid>-<tag>`), deleted on drop.
-pub struct Netns {
-    pub name: String,
+/// A network namespace made by the bench (`twb-<pid>-<tag>`), deleted on drop, with a wide
+/// ephemeral port range and `TIME_WAIT` reuse: churn and 50k-pair pools must not run out of
+/// ports.
+pub fn netns(tag: &str) -> Result<Netns> {
+    let name = format!("{NETNS_PREFIX}{}-{tag}", std::process::id());
+    let _ = run("ip", &["netns", "del", &name]);
+    let ns = Netns::create(name)?;
+    ns.try_exec(
+        "sysctl",
+        &[
+            "-q",
+            "-w",
+            "net.ipv4.ip_local_port_range=1024 65535",
+            "net.ipv4.tcp_tw_reuse=1",
+        ],
+    )?;
+    Ok(ns)
 }
 
-impl Netns {
-    pub fn new(tag: &str) -> Result<Self> {
-        let name = format!("{NETNS_PREFIX}{}-{tag}", std::process::id());
-        let _ = run("ip", &["netns", "del", &name]);
-        run("ip", &["netns", "add", &name])?;
-        let ns = Self { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"])?;
-        // Wide ephemeral range and TIME_WAIT reuse: churn and 50k-pair pools must not run out
-        // of ports.
-        ns.exec(
-            "sysctl",
-            &[
-                "-q",
-                "-w",
-                "net.ipv4.ip_local_port_range=1024 65535",
-                "net.ipv4.tcp_tw_reuse=1",
-            ],
-        )?;
-        Ok(ns)
-    }
-
-    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String> {
-        let mut full = vec!["netns", "exec", &self.name, program];
-        full.extend_from_slice(args);
-        run("ip", &full)
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    /// Loads an nftables ruleset into the namespace.
-    pub fn nft(&self, rules: &str) -> Result<()> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot start ip netns exec nft")?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(rules.as_bytes())?;
-        }
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "nft failed: {}\nrules:\n{rules}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    /// Removes namespaces left by a bench that was killed (its pid is gone).
-    pub fn remove_stale() {
-        let Ok(dir) = std::fs::read_dir("/run/netns") else {
-            return;
+/// Removes namespaces left by a bench that was killed (its pid is gone).
+pub fn remove_stale_netns() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(NETNS_PREFIX)
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
         };
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(NETNS_PREFIX)
-                .and_then(|r| r.split('-').next())
-            else {
-                continue;
-            };
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                eprintln!("bench: removing stale namespace {name}");
-                let _ = run("ip", &["netns", "del", &name]);
-            }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("bench: removing stale namespace {name}");
+            let _ = run("ip", &["netns", "del", &name]);
         }
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
-
-/// Moves the calling thread into the namespace at `path` (bench worker threads only).
-pub fn enter_netns(path: &str) -> Result<()> {
-    let f = File::open(path).with_context(|| format!("open {path}"))?;
-    // SAFETY: valid fd; changes only the calling thread's network namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc != 0 {
-        bail!("setns {path}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -396,65 +321,15 @@ pub fn parse_bpftool(json: &str) -> Result<Vec<ProgStat>> {
         .collect())
 }
 
-/// Minimal HTTP/1.1 GET on 127.0.0.1: (status, body, time to the last byte).
+/// HTTP GET on 127.0.0.1 (the testkit's ureq client): (status, body, time to the last byte).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String, Duration)> {
     let t0 = Instant::now();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let took = t0.elapsed();
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("bad HTTP status line")?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body, took))
+    let (status, body) = tcpwatch_testkit::http::get(port, path)?;
+    Ok((status, body, t0.elapsed()))
 }
 
-fn dechunk(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// The value of an unlabelled metric in Prometheus text.
-pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A free TCP port on 127.0.0.1 (root namespace).
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
+pub use tcpwatch_testkit::metrics::sample as metric;
+pub use tcpwatch_testkit::try_free_port as free_port;
 
 #[cfg(test)]
 mod tests {
@@ -472,16 +347,12 @@ mod tests {
     }
 
     #[test]
-    fn parses_bpftool_and_metrics() {
+    fn parses_bpftool() {
         let j = r#"[{"id":7,"name":"tp_inet_sock_se","run_time_ns":900,"run_cnt":9},
                     {"id":8,"name":"x"},{"name":"noid"}]"#;
         let p = parse_bpftool(j).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!((p[0].id, p[0].run_cnt, p[0].run_time_ns), (7, 9, 900));
         assert_eq!(p[1].run_cnt, 0);
-        let m = "# HELP a b\ntcpwatch_table_connections 12\ntcpwatch_table_connections_x 3\n";
-        assert_eq!(metric(m, "tcpwatch_table_connections"), Some(12.0));
-        assert_eq!(metric(m, "nope"), None);
-        assert_eq!(dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), "abcde");
     }
 }

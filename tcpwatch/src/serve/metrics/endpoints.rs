@@ -4,13 +4,13 @@ use tcpwatch_common::endpoints::{ENDPOINTS_MAX, LISTENS_MAX, RESET_REASONS_MAX};
 use tcpwatch_core::model::TcpState;
 
 use super::{Builder, to_i64};
-use crate::state::Shared;
+use crate::view::View;
 
 /// Series written by [`endpoints`] (reasons: at most one per `RESET_REASONS` slot).
 pub const SERIES: usize = 1 + 3 + 1 + 1 + 1 + 5 + 2 + 2 + RESET_REASONS_MAX as usize;
 
-pub(super) fn endpoints(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
-    let facts = sh.detectors.endpoint_facts();
+pub(super) fn endpoints(out: &Builder, sh: &View) -> prometheus::Result<()> {
+    let facts = &sh.judged.endpoint_facts;
     let c = &facts.counters;
     out.counter(
         "tcpwatch_stale_connection_resets_total",
@@ -34,7 +34,7 @@ pub(super) fn endpoints(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         c.connects_failed,
     )?;
     let retrying = sh
-        .table
+        .conns
         .iter()
         .filter(|r| r.state == TcpState::SynSent && r.tcp.retransmits > 0)
         .count();

@@ -10,7 +10,7 @@ use prometheus::IntGaugeVec;
 use tcpwatch_core::incident::{Incident, IncidentKind};
 
 use crate::serve::metrics::{Builder, SEVERITIES, to_i64};
-use crate::state::Shared;
+use crate::view::View;
 
 /// Series of the incident families for a given `daemon.top_k`.
 #[must_use]
@@ -26,11 +26,11 @@ pub(crate) struct IncidentFacts<'a> {
 }
 
 impl<'a> IncidentFacts<'a> {
-    pub fn of(s: &'a Shared) -> Self {
+    pub fn of(s: &'a View) -> Self {
         Self {
-            open: s.incidents.open().collect(),
-            opened: s.incidents_opened().collect(),
-            overflowed: s.incidents.overflowed(),
+            open: s.judged.incidents_open.iter().collect(),
+            opened: s.judged.incidents_opened().collect(),
+            overflowed: s.judged.incidents_overflowed,
         }
     }
 }

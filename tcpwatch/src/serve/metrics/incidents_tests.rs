@@ -146,7 +146,7 @@ fn scrape_exports_the_daemons_incidents() {
     )]);
     evaluate_at(&mut s, 60);
     assert!(s.detectors.open_count() >= 2);
-    let m = parse(&encode(&build(&s, 10).unwrap()).unwrap());
+    let m = parse(&encode(&build(&crate::view::View::of(&s), 10).unwrap()).unwrap());
     let open: f64 = m
         .iter()
         .filter(|x| x.0 == "tcpwatch_incidents_open")

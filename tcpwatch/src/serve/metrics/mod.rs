@@ -1,4 +1,4 @@
-//! `/metrics`: Prometheus text exposition, rebuilt from [`Shared`] at every scrape.
+//! `/metrics`: Prometheus text exposition, rebuilt from the published [`View`] at every scrape.
 //!
 //! Cardinality is bounded whatever the number of connections: every labelled family has a
 //! fixed label set or a cap (per connection, incident or owner: `daemon.top_k`).
@@ -7,14 +7,16 @@ use std::collections::HashMap;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use tcpwatch_common::counter;
 use tcpwatch_core::k8s::short_id;
-use tcpwatch_core::model::{ConnRecord, Finding, FindingKind, Owner, Severity, Subject, TcpState};
+use tcpwatch_core::model::{
+    ConnKey, ConnRecord, Finding, FindingKind, Owner, Severity, Subject, TcpState,
+};
 
-use crate::state::Shared;
+use crate::view::View;
 
 /// Namespaces with their own `tcpwatch_sockets_by_netns` series; the rest are summed.
 pub const MAX_NETNS_SERIES: usize = 50;
@@ -56,14 +58,14 @@ pub fn series_bound(top_k: usize) -> usize {
     let listeners = 2 * MAX_LISTENER_PORTS; // backlog + limit
     let findings = FindingKind::ALL.len() * SEVERITIES.len();
     // events_received, events_malformed, kernel_events_submitted, ringbuf_dropped,
-    // kernel_map_full x2, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
+    // kernel_map_full{map="socks"}, sweep_write_failed, sweeps, sweep_errors, namespaces_vanished,
     // alertmanager_alerts_sent, alertmanager_alerts_failed, sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
     // kubernetes_api_errors, kubernetes_pods
     let features = MAX_FEATURE_SERIES;
-    let self_metrics = 30 + MAX_ATTACHED_SERIES;
+    let self_metrics = 29 + MAX_ATTACHED_SERIES;
     states
         + features
         + netns
@@ -75,15 +77,22 @@ pub fn series_bound(top_k: usize) -> usize {
         + findings
         + self_metrics
         + endpoints::SERIES
+        + owners::SERIES
         + exposure::series(top_k)
         + top_k
         + crate::serve::metrics::incidents::incident_series(top_k)
         + crate::serve::stats::MAX_SERIES
 }
 
+mod collector;
 mod endpoints;
 mod exposure;
 pub mod incidents;
+mod owners;
+
+pub use collector::SelfCollector;
+#[cfg(test)]
+pub(crate) use collector::{build, encode};
 
 pub(crate) fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
     v.try_into().unwrap_or(i64::MAX)
@@ -130,37 +139,8 @@ impl Builder {
     }
 }
 
-/// Builds the registry of one scrape (call under the lock, encode after releasing it).
-pub fn build(s: &Shared, top_k: usize) -> prometheus::Result<Registry> {
-    let b = Builder {
-        reg: Registry::new(),
-    };
-    connections(&b, s)?;
-    pods(&b, s)?;
-    findings(&b, s, top_k)?;
-    crate::serve::metrics::incidents::incidents(
-        &b,
-        &crate::serve::metrics::incidents::IncidentFacts::of(s),
-        top_k,
-    )?;
-    kernel(&b, s)?;
-    daemon(&b, s)?;
-    table(&b, s)?;
-    programs(&b, s)?;
-    endpoints::endpoints(&b, s)?;
-    exposure::exposure(&b, &s.exposure(), top_k)?;
-    Ok(b.reg)
-}
-
-/// Encodes a registry in the text format.
-pub fn encode(reg: &Registry) -> prometheus::Result<String> {
-    let mut buf = Vec::new();
-    TextEncoder::new().encode(&reg.gather(), &mut buf)?;
-    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
-}
-
 /// Socket counts by state and namespace, the Send-Q histogram and listener backlogs.
-fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let mut by_state: HashMap<TcpState, i64> =
         TcpState::ALL.into_iter().map(|st| (st, 0)).collect();
     let mut by_netns: HashMap<u64, (u32, i64)> = sh
@@ -177,7 +157,7 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
         )
         .buckets(SEND_QUEUE_BUCKETS.to_vec()),
     )?)?;
-    for c in sh.table.iter() {
+    for c in &sh.conns {
         *by_state.entry(c.state).or_default() += 1;
         by_netns
             .entry(c.netns.cookie)
@@ -255,9 +235,9 @@ fn connections(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
 }
 
 /// Sockets by the pod of their owner (pods whose name is known), the largest 100 pods.
-fn pods(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+fn pods(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let mut by_pod: HashMap<(&str, &str), i64> = HashMap::new();
-    for c in sh.table.iter() {
+    for c in &sh.conns {
         if let Some(p) = c.owner.as_ref().and_then(|o| o.pod.as_ref())
             && !p.name.is_empty()
         {
@@ -284,7 +264,7 @@ fn pods(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
 }
 
 /// Open findings by kind and severity, stuck `CLOSE_WAIT` by cause, the top-K flagged sockets.
-fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
+fn findings(b: &Builder, s: &View, top_k: usize) -> prometheus::Result<()> {
     let open = b.gauge_vec(
         "tcpwatch_findings_open",
         "Open findings by kind and severity.",
@@ -304,7 +284,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
         cw.with_label_values(&[cause]).set(0);
     }
     let mut worst: Vec<&Finding> = Vec::new();
-    for f in s.detectors.open() {
+    for f in &s.judged.findings_open {
         open.with_label_values(&[f.kind.name(), f.severity.name()])
             .inc();
         if f.kind == FindingKind::CloseWaitStuck && CLOSE_WAIT_CAUSES.contains(&f.cause.as_str()) {
@@ -336,6 +316,13 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
             "container_id",
         ],
     )?;
+    // The records of flagged sockets, for their owners' labels.
+    let flagged_recs: HashMap<&ConnKey, &ConnRecord> = s
+        .conns
+        .iter()
+        .filter(|c| s.judged.flagged.contains(&c.key))
+        .map(|c| (&c.key, &**c))
+        .collect();
     for f in worst.into_iter().take(top_k) {
         let (key, netns, local, remote, owner) = match &f.subject {
             Subject::Connection {
@@ -354,7 +341,8 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
             } => (key, netns, local, String::new(), owner),
             Subject::Port { .. } | Subject::Peer { .. } => continue,
         };
-        let (comm, pod_ns, pod_name, container) = owner_labels(owner.as_ref(), s.table.get(key));
+        let (comm, pod_ns, pod_name, container) =
+            owner_labels(owner.as_ref(), flagged_recs.get(key).copied());
         let labels = [
             f.kind.name(),
             f.severity.name(),
@@ -371,7 +359,7 @@ fn findings(b: &Builder, s: &Shared, top_k: usize) -> prometheus::Result<()> {
     b.gauge(
         "tcpwatch_findings_suppressed",
         "Conditions not opened as findings because detectors.max_open_findings was reached.",
-        to_i64(s.detectors.suppressed()),
+        to_i64(s.judged.findings_suppressed),
     )
 }
 
@@ -400,7 +388,7 @@ fn owner_labels<'a>(
 }
 
 /// Kernel counters and the daemon's own accounting.
-fn kernel(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+fn kernel(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let kc = |i: u32| sh.kernel_counters[i as usize];
     out.counter(
         "tcpwatch_retransmits_total",
@@ -433,8 +421,6 @@ fn kernel(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     )?;
     v.with_label_values(&["socks"])
         .inc_by(kc(counter::SOCKS_FULL));
-    v.with_label_values(&["port_resets"])
-        .inc_by(kc(counter::PORT_RESETS_FULL));
     out.counter(
         "tcpwatch_sweep_write_failed_total",
         "Sweep records the kernel iterator failed to write.",
@@ -445,7 +431,7 @@ fn kernel(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
 }
 
 /// The daemon's own accounting: events, sweeps, the stream, the table, programs.
-fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+fn daemon(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let st = &sh.stats;
     out.counter(
         "tcpwatch_events_received_total",
@@ -516,17 +502,17 @@ fn daemon(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     Ok(())
 }
 
-fn table(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
-    let t = sh.table.stats();
+fn table(out: &Builder, sh: &View) -> prometheus::Result<()> {
+    let t = sh.table_stats;
     out.gauge(
         "tcpwatch_table_connections",
         "Connections in the table.",
-        to_i64(sh.table.len()),
+        to_i64(sh.conns.len()),
     )?;
     out.gauge(
         "tcpwatch_table_max_connections",
         "Most connections the table keeps.",
-        to_i64(sh.table.config().max_connections),
+        to_i64(sh.table_max),
     )?;
     out.counter(
         "tcpwatch_table_events_applied_total",
@@ -561,16 +547,16 @@ fn table(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
     Ok(())
 }
 
-fn programs(out: &Builder, sh: &Shared) -> prometheus::Result<()> {
+fn programs(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let v = out.gauge_vec(
         "tcpwatch_attached_programs",
         "eBPF programs attached, by tracepoint and variant.",
         &["tracepoint", "variant"],
     )?;
-    for a in sh.attached.iter().take(MAX_ATTACHED_SERIES) {
+    for a in sh.startup.attached.iter().take(MAX_ATTACHED_SERIES) {
         v.with_label_values(&[a.tracepoint, a.variant]).set(1);
     }
-    if let Some(f) = &sh.features {
+    if let Some(f) = &sh.startup.features {
         let v = out.gauge_vec(
             "tcpwatch_kernel_feature",
             "Kernel features found at start-up: 1 yes, 0 no, -1 could not be probed \
