@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod endpoints;
+pub mod hooks;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
 pub const ABI_VERSION: u32 = 4;
@@ -108,6 +109,12 @@ pub const SOCK_COPY_LEN: usize = 4096;
 
 /// Marks a field the running kernel does not have.
 pub const OFFSET_MISSING: u32 = u32::MAX;
+
+/// Namespace identity where the kernel has no netns cookie (`SO_NETNS_COOKIE`, Linux 5.14+;
+/// userspace then patches `net_cookie` as [`OFFSET_MISSING`]): this bit or'ed with the
+/// namespace's inode number, in the kernel programs and in userspace alike. Real cookies are
+/// a counter from 1 and never have it.
+pub const NETNS_INODE_TAG: u64 = 1 << 63;
 
 impl KernelOffsets {
     /// All offsets missing, `valid == 0`: what the object carries before userspace patches it.

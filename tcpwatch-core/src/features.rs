@@ -14,15 +14,10 @@ use crate::btf::{Btf, BtfError};
 use crate::offsets;
 
 /// The oldest kernel tcpwatch supports (and tests: `cargo xtask vm-test`).
-pub const MIN_KERNEL: &str = "6.1";
+pub const MIN_KERNEL: &str = "5.10";
 
-/// The tracepoints tcpwatch attaches to (as in `kernel::HOOKS`).
-pub const TRACEPOINTS: &[&str] = &[
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-    "tcp_send_reset",
-    "tcp_receive_reset",
-];
+/// The tracepoints tcpwatch attaches to (those of `tcpwatch_common::hooks::HOOKS`).
+pub use tcpwatch_common::hooks::TRACEPOINTS;
 
 /// Whether the kernel offers something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +62,10 @@ pub struct Feature {
     pub since: &'static str,
     /// Probe error or extra facts; empty when there is nothing to say.
     pub detail: String,
+    /// What tcpwatch loses without it (detectors, signals), for optional features it uses;
+    /// empty for the required ones and those it does not use by default.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub affects: &'static str,
 }
 
 /// One tracepoint tcpwatch attaches to.
@@ -153,6 +152,7 @@ pub fn from_parsed(
         what: "kernel BTF (CONFIG_DEBUG_INFO_BTF=y, /sys/kernel/btf/vmlinux)",
         since: "5.5",
         detail: btf_detail,
+        affects: "",
     });
     let known = |yes: bool| match (&parsed, yes) {
         (None, _) => Support::Unknown,
@@ -175,6 +175,7 @@ pub fn from_parsed(
         } else {
             String::new()
         },
+        affects: "",
     });
     let in_btf = f.tracepoints.iter().filter(|t| t.in_btf).count();
     let missing: Vec<&str> = f
@@ -195,6 +196,7 @@ pub fn from_parsed(
         } else {
             format!("missing: {}", missing.join(", "))
         },
+        affects: "",
     });
     f.push(Feature {
         name: "tp_btf",
@@ -203,6 +205,7 @@ pub fn from_parsed(
         what: "BTF-typed tracepoint programs (tp_btf; raw_tp otherwise)",
         since: "5.5",
         detail: String::new(),
+        affects: "",
     });
     push_fields(&mut f, parsed);
     f
@@ -237,8 +240,9 @@ fn push_fields(f: &mut Features, parsed: Option<&Btf>) {
         support: fields,
         required: true,
         what: "kernel struct fields tcpwatch reads (tcpwatch-core/src/offsets.rs)",
-        since: "5.14",
+        since: "5.10",
         detail,
+        affects: "",
     });
 }
 

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod detect;
 pub mod endpoints;
 pub mod exposure;
+pub mod fallbacks;
 pub mod features;
 pub mod incident;
 pub mod k8s;

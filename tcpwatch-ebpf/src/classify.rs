@@ -20,12 +20,14 @@ use aya_ebpf::{
 use tcpwatch_common::{
     PortKey,
     endpoints::{
-        ENDPOINTS_MAX, EndpointCounts, EndpointKey, LISTENS_MAX, ListenInfo, ListenKey,
-        RESET_REASONS_MAX, ResetTpOffsets, SERVER_RESETS_MAX, ServerResets, class_counter,
+        EndpointCounts, EndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX, ResetTpOffsets,
+        ServerResets, class_counter,
     },
+    hooks::map_size,
     tcp_state,
 };
 
+use super::diag::{self, kind};
 use super::{SOCKS, Tuple, ktime, netns_of, offsets, rd, rd_ptr, tuple_of};
 
 /// A `STALE_TUPLES` entry older than this is not matched to a received RST.
@@ -33,24 +35,27 @@ const STALE_TUPLE_MAX_AGE_NS: u64 = 2_000_000_000;
 
 #[map]
 static ENDPOINTS: LruPerCpuHashMap<EndpointKey, EndpointCounts> =
-    LruPerCpuHashMap::with_max_entries(ENDPOINTS_MAX, 0);
+    LruPerCpuHashMap::with_max_entries(map_size::ENDPOINTS, 0);
 
 #[map]
 static SERVER_RESETS: LruPerCpuHashMap<PortKey, ServerResets> =
-    LruPerCpuHashMap::with_max_entries(SERVER_RESETS_MAX, 0);
+    LruPerCpuHashMap::with_max_entries(map_size::SERVER_RESETS, 0);
 
 #[map]
-static LISTENS: LruHashMap<ListenKey, ListenInfo> = LruHashMap::with_max_entries(LISTENS_MAX, 0);
+static LISTENS: LruHashMap<ListenKey, ListenInfo> =
+    LruHashMap::with_max_entries(map_size::LISTENS, 0);
 
 /// Connects in progress, keyed by socket address.
 #[map]
-static CONNECTING: LruHashMap<u64, Connecting> = LruHashMap::with_max_entries(16_384, 0);
+static CONNECTING: LruHashMap<u64, Connecting> =
+    LruHashMap::with_max_entries(map_size::CONNECTING, 0);
 
 /// RSTs this host just sent from a closed socket, keyed by the receiver's view of the tuple
 /// (local = the peer that will receive it), valued with the time: a receiver on this host
 /// classifies the RST as stale.
 #[map]
-static STALE_TUPLES: LruHashMap<TupleKey, u64> = LruHashMap::with_max_entries(4_096, 0);
+static STALE_TUPLES: LruHashMap<TupleKey, u64> =
+    LruHashMap::with_max_entries(map_size::STALE_TUPLES, 0);
 
 /// The tuple of an orphaned socket that is aborting on data, saved by `tcp_reset()`'s
 /// tracepoint right before the RST goes out: by then the socket is `CLOSE` and its local
@@ -103,6 +108,13 @@ fn class_count(idx: u32) {
     }
 }
 
+/// A failed insert: counted, and noted for the log the first time.
+#[inline(always)]
+fn class_full(idx: u32, kind: u32) {
+    class_count(idx);
+    diag::note(kind, 0);
+}
+
 /// The `ENDPOINTS` value of a remote endpoint as seen by `pid`, created if missing.
 #[inline(always)]
 fn endpoint(
@@ -125,7 +137,7 @@ fn endpoint(
             ..EndpointCounts::default()
         };
         if ENDPOINTS.insert(key, v, 0).is_err() {
-            class_count(class_counter::ENDPOINTS_FULL);
+            class_full(class_counter::ENDPOINTS_FULL, kind::ENDPOINTS_FULL);
             return None;
         }
     }
@@ -221,7 +233,7 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
             .insert(key, ServerResets::default(), 0)
             .is_err()
     {
-        class_count(class_counter::SERVER_RESETS_FULL);
+        class_full(class_counter::SERVER_RESETS_FULL, kind::SERVER_RESETS_FULL);
     }
     if let Some(p) = SERVER_RESETS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.
@@ -242,7 +254,7 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
         pad: 0,
     };
     if STALE_TUPLES.insert(tk, now, 0).is_err() {
-        class_count(class_counter::STALE_TUPLES_FULL);
+        class_full(class_counter::STALE_TUPLES_FULL, kind::STALE_TUPLES_FULL);
     }
 }
 
@@ -347,7 +359,7 @@ pub(super) fn on_state(sk: *const u8, oldstate: u8, newstate: u8) {
             comm: bpf_get_current_comm().unwrap_or_default(),
         };
         if CONNECTING.insert(key, c, 0).is_err() {
-            class_count(class_counter::CONNECTING_FULL);
+            class_full(class_counter::CONNECTING_FULL, kind::CONNECTING_FULL);
         }
     } else if oldstate == tcp_state::SYN_SENT {
         connect_done(sk, newstate);
@@ -432,7 +444,7 @@ fn listen_started(sk: *const u8) {
         ..ListenInfo::default()
     };
     if LISTENS.insert(lk, v, 0).is_err() {
-        class_count(class_counter::LISTENS_FULL);
+        class_full(class_counter::LISTENS_FULL, kind::LISTENS_FULL);
     }
 }
 

@@ -1,5 +1,5 @@
-//! tcpwatch's kernel programs. They only sample and count; every decision is made in
-//! userspace. Everything lives behind `cfg(target_arch = "bpf")` so that host builds of the
+//! tcpwatch's kernel programs. They sample, count and keep per-socket history; every finding
+//! is decided in userspace. Everything lives behind `cfg(target_arch = "bpf")` so that host builds of the
 //! workspace (clippy, tests) compile this crate as an empty program.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]

@@ -1,4 +1,5 @@
-//! Kernel programs: they only sample and count.
+//! Kernel programs: they sample, count and keep per-socket history (state ages, retransmit
+//! chains); findings are decided in userspace.
 //!
 //! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time in `SOCKS`,
 //!   one `StateEvent` per change through the `EVENTS` ring buffer, read in batches (`wakeup`).
@@ -9,6 +10,8 @@
 //!   merged with its `SOCKS` entry, written to the iterator's seq_file.
 //!
 //! Struct field offsets come from the running kernel's BTF, patched into `OFFSETS` by userspace.
+//! Socket fields are read in `fields.rs` (one address reader for every program); hook names and
+//! map sizes are in `tcpwatch_common::hooks`.
 #![expect(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
@@ -19,7 +22,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
         generated::{
             bpf_get_socket_cookie, bpf_jiffies64, bpf_ktime_get_ns,
             bpf_probe_read_kernel as probe_read_raw, bpf_seq_write,
@@ -30,15 +33,24 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcpwatch_common::{
-    ABI_VERSION, AF_INET, AF_INET6, KernelOffsets, OFFSET_MISSING, PortKey, PortResets,
-    SOCK_COPY_LEN, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader,
-    counter, event_kind, record_flags, tcp_state,
+    ABI_VERSION, KernelOffsets, OFFSET_MISSING, PortKey, PortResets, SOCK_COPY_LEN,
+    SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
+    event_kind, hooks::map_size, record_flags, tcp_state,
 };
 
 #[path = "classify.rs"]
 mod classify;
+#[path = "diag.rs"]
+mod diag;
+#[path = "fields.rs"]
+mod fields;
 #[path = "wakeup.rs"]
 mod wakeup;
+
+use fields::{
+    Copied, Fields, Live, Tuple, TupleOut, bfn, netns, netns_of, rd, rd_ptr, rd_through,
+    read_tuple, tuple, tuple_of,
+};
 
 const IPPROTO_TCP: u16 = 6;
 /// `BPF_F_NO_PREALLOC`: memory follows the number of sockets instead of the map's maximum.
@@ -50,17 +62,19 @@ static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
 
 /// Per-socket state keyed by the socket's address. Sized by userspace (`set_max_entries`).
 #[map]
-static SOCKS: HashMap<u64, SockState> = HashMap::with_max_entries(131_072, NO_PREALLOC);
+static SOCKS: HashMap<u64, SockState> =
+    HashMap::with_max_entries(map_size::SOCKS_IN_OBJECT, NO_PREALLOC);
 
 /// State changes for userspace. Sized by userspace.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(map_size::EVENTS_BYTES, 0);
 
-/// Resets per (namespace, local port). LRU: its evictions are detected in userspace by
-/// comparing the number of keys with the map's size and exported.
+/// Resets per (namespace, local port). LRU: once full, a new port evicts the least recently
+/// used one, whose counts start again from zero if it comes back. Evictions are not counted
+/// (the kernel does not report them); `PORT_RESETS_FULL` counts only inserts that failed.
 #[map]
 static PORT_RESETS: LruPerCpuHashMap<PortKey, PortResets> =
-    LruPerCpuHashMap::with_max_entries(16_384, 0);
+    LruPerCpuHashMap::with_max_entries(map_size::PORT_RESETS, 0);
 
 /// Self-accounting (see `tcpwatch_common::counter`).
 #[map]
@@ -115,21 +129,11 @@ fn count(idx: u32) {
     }
 }
 
-/// Reads a `T` at `base + off`; 0 when the field is missing on this kernel or unreadable.
+/// A failed insert or reserve: counted, and noted for the log the first time.
 #[inline(always)]
-fn rd<T: Default>(base: *const u8, off: u32) -> T {
-    if off == OFFSET_MISSING || base.is_null() {
-        return T::default();
-    }
-    // SAFETY: bpf_probe_read_kernel validates the address; a fault yields an error, not a crash.
-    unsafe {
-        bpf_probe_read_kernel(base.wrapping_add(off as usize).cast::<T>()).unwrap_or_default()
-    }
-}
-
-#[inline(always)]
-fn rd_ptr(base: *const u8, off: u32) -> *const u8 {
-    rd::<u64>(base, off) as *const u8
+fn full(idx: u32, kind: u32) {
+    count(idx);
+    diag::note(kind, 0);
 }
 
 #[inline(always)]
@@ -172,46 +176,6 @@ fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockStat
     Some(p)
 }
 
-/// Network namespace of a socket: (cookie, inode).
-#[inline(always)]
-fn netns_of(sk: *const u8) -> (u64, u32) {
-    let o = offsets();
-    let net = rd_ptr(sk, o.skc_net);
-    (rd::<u64>(net, o.net_cookie), rd::<u32>(net, o.net_ns_inum))
-}
-
-/// Family, local and remote address and ports (local host order, remote converted to host).
-struct Tuple {
-    family: u16,
-    sport: u16,
-    dport: u16,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
-}
-
-#[inline(always)]
-fn tuple_of(sk: *const u8) -> Tuple {
-    let o = offsets();
-    let family: u16 = rd(sk, o.skc_family);
-    let mut t = Tuple {
-        family,
-        sport: rd(sk, o.skc_num),
-        dport: u16::from_be(rd(sk, o.skc_dport)),
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET6 {
-        t.saddr = rd(sk, o.skc_v6_rcv_saddr);
-        t.daddr = rd(sk, o.skc_v6_daddr);
-    } else if family == AF_INET {
-        let s: [u8; 4] = rd(sk, o.skc_rcv_saddr);
-        let d: [u8; 4] = rd(sk, o.skc_daddr);
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
-    }
-    t
-}
-
 /// Writes the tuple and namespace of `sk` into the event, from one copy of its
 /// `sock_common` (a read per field if the copy fails).
 ///
@@ -226,52 +190,37 @@ unsafe fn fill_common(ev: *mut StateEvent, sk: *const u8) {
         // SAFETY: `buf` holds EVENT_COPY_LEN >= len bytes; the helper checks the source.
         && unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } == 0
     {
-        let buf = buf.cast::<u8>();
-        let family: u16 = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_family);
-        let net = bfn::<EVENT_COPY_LEN, u64>(buf, o.skc_net) as *const u8;
-        // SAFETY: `ev` is valid for writes (caller).
-        unsafe {
-            (*ev).family = family;
-            (*ev).sport = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_num);
-            (*ev).dport = u16::from_be(bfn::<EVENT_COPY_LEN, _>(buf, o.skc_dport));
-            if family == AF_INET6 {
-                (*ev).saddr = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_v6_rcv_saddr);
-                (*ev).daddr = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_v6_daddr);
-            } else {
-                let s: [u8; 4] = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_rcv_saddr);
-                let d: [u8; 4] = bfn::<EVENT_COPY_LEN, _>(buf, o.skc_daddr);
-                (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-                (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-            }
-            (*ev).netns_cookie = rd(net, o.net_cookie);
-            (*ev).netns_ino = rd(net, o.net_ns_inum);
-        }
+        // SAFETY: as this function's (caller).
+        unsafe { write_common(ev, Copied::<EVENT_COPY_LEN>(buf.cast()), o) };
         return;
     }
-    let t = tuple_of(sk);
-    let (cookie, ino) = netns_of(sk);
-    // SAFETY: `ev` is valid for writes (caller).
-    unsafe {
-        (*ev).family = t.family;
-        (*ev).sport = t.sport;
-        (*ev).dport = t.dport;
-        (*ev).saddr = t.saddr;
-        (*ev).daddr = t.daddr;
-        (*ev).netns_cookie = cookie;
-        (*ev).netns_ino = ino;
-    }
+    diag::note(diag::kind::COPY_FAILED, u64::from(len));
+    // SAFETY: as this function's (caller).
+    unsafe { write_common(ev, Live(sk), o) };
 }
 
-/// Reads a `T` at `off` in an `N`-byte copy of a socket; 0 when the field is missing on this
-/// kernel (the bound check also proves the access to the verifier).
+/// Each branch of [`fill_common`] writes the event in place: a tuple merged from both would
+/// take its own stack slot in the state program.
+///
+/// # Safety
+/// As [`fill_common`].
 #[inline(always)]
-fn bfn<const N: usize, T: Default>(buf: *const u8, off: u32) -> T {
-    let off = off as usize;
-    if off > N - core::mem::size_of::<T>() {
-        return T::default();
+unsafe fn write_common<F: Fields>(ev: *mut StateEvent, f: F, o: &KernelOffsets) {
+    // SAFETY: `ev` is valid for writes and not aliased (caller).
+    let ev = unsafe { &mut *ev };
+    read_tuple(f, o, ev);
+    (ev.netns_cookie, ev.netns_ino) = netns(f, o);
+}
+
+impl TupleOut for StateEvent {
+    #[inline(always)]
+    fn set_ports(&mut self, family: u16, sport: u16, dport: u16) {
+        (self.family, self.sport, self.dport) = (family, sport, dport);
     }
-    // SAFETY: off + size_of::<T>() <= N, the size of the buffer `buf` points to.
-    unsafe { core::ptr::read_unaligned(buf.add(off).cast::<T>()) }
+    #[inline(always)]
+    fn addrs(&mut self) -> (&mut [u8; 16], &mut [u8; 16]) {
+        (&mut self.saddr, &mut self.daddr)
+    }
 }
 
 #[inline(always)]
@@ -365,7 +314,7 @@ fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u
         st.pid = pid;
         st.comm = comm;
         if SOCKS.insert(key, &*st, 0).is_err() {
-            count(counter::SOCKS_FULL);
+            full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
         }
     }
     if newstate == tcp_state::CLOSE {
@@ -396,7 +345,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
     let Some(mut slot) = EVENTS.reserve::<StateEvent>(0) else {
-        count(counter::EVENTS_DROPPED);
+        full(counter::EVENTS_DROPPED, diag::kind::EVENTS_FULL);
         return;
     };
     let ev: *mut StateEvent = slot.as_mut_ptr();
@@ -451,7 +400,7 @@ fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut So
     st.netns_cookie = netns_of(sk).0;
     st.state = state;
     if SOCKS.insert(key, &*st, 0).is_err() {
-        count(counter::SOCKS_FULL);
+        full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
         return None;
     }
     SOCKS.get_ptr_mut(key)
@@ -542,7 +491,7 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
     if PORT_RESETS.get_ptr_mut(key).is_none()
         && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
     {
-        count(counter::PORT_RESETS_FULL);
+        full(counter::PORT_RESETS_FULL, diag::kind::PORT_RESETS_FULL);
     }
     if let Some(p) = PORT_RESETS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.

@@ -32,6 +32,27 @@ fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: as this function's contract.
+    unsafe { sweep::<true>(ctx) }
+}
+
+/// The sweep for kernels whose iterator programs may not call `bpf_get_socket_cookie`
+/// (before Linux 5.12): records carry cookie 0 ("not known"). The loader picks it when the
+/// verifier refuses [`tcpwatch_sweep`], and reports `socket_cookie` unavailable.
+///
+/// # Safety
+/// Called by the kernel with a valid `bpf_iter__tcp` context.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/tcp")]
+pub unsafe extern "C" fn tcpwatch_sweep_nocookie(ctx: *mut BpfIterTcp) -> i32 {
+    // SAFETY: as this function's contract.
+    unsafe { sweep::<false>(ctx) }
+}
+
+/// # Safety
+/// `ctx` is a valid `bpf_iter__tcp` context.
+#[inline(always)]
+unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
     // SAFETY: the kernel passes a valid context; meta is never NULL.
     let (meta, sk, uid) = unsafe { ((*ctx).meta, (*ctx).sk_common, (*ctx).uid) };
     // SAFETY: as above.
@@ -41,6 +62,10 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     };
     // A header starts the output; the final call (sk == NULL) writes one too, because a
     // namespace without sockets has no first call (userspace keeps the first header).
+    if seq_num == 0 {
+        // Once per namespace sweep, never on a per-event hook: see diag.rs.
+        diag::flush();
+    }
     if seq_num == 0 || sk.is_null() {
         let hdr = rec.cast::<SweepHeader>();
         // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
@@ -57,7 +82,7 @@ pub unsafe extern "C" fn tcpwatch_sweep(ctx: *mut BpfIterTcp) -> i32 {
     }
     // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
     let r = unsafe { &mut *rec };
-    if fill_record(r, sk, uid) {
+    if fill_record::<COOKIE>(r, sk, uid) {
         seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
     } else {
         // Not expected (the copy stays inside the socket object); counted, never silent.
@@ -72,34 +97,11 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
     bfn::<SOCK_COPY_LEN, T>(buf, off)
 }
 
-/// Tuple from an `N`-byte copy of a socket (same as [`tuple_of`], without helper calls).
-#[inline(always)]
-fn tuple_from<const N: usize>(buf: *const u8, o: &KernelOffsets) -> Tuple {
-    let family: u16 = bfn::<N, _>(buf, o.skc_family);
-    let mut t = Tuple {
-        family,
-        sport: bfn::<N, _>(buf, o.skc_num),
-        dport: u16::from_be(bfn::<N, _>(buf, o.skc_dport)),
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET6 {
-        t.saddr = bfn::<N, _>(buf, o.skc_v6_rcv_saddr);
-        t.daddr = bfn::<N, _>(buf, o.skc_v6_daddr);
-    } else if family == AF_INET {
-        let s: [u8; 4] = bfn::<N, _>(buf, o.skc_rcv_saddr);
-        let d: [u8; 4] = bfn::<N, _>(buf, o.skc_daddr);
-        t.saddr[..4].copy_from_slice(&s);
-        t.daddr[..4].copy_from_slice(&d);
-    }
-    t
-}
-
 /// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
 /// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
 /// are picked from the copy: one helper call instead of one per field.
 #[inline(always)]
-fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
+fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     let o = offsets();
     let state: u8 = rd(sk, o.skc_state);
     let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
@@ -118,15 +120,17 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
     }
     // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
     if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
+        diag::note(diag::kind::COPY_FAILED, u64::from(len));
         return false;
     }
-    let t = tuple_from::<SOCK_COPY_LEN>(buf, o);
-    let net = bf::<u64>(buf, o.skc_net) as *const u8;
+    let copy = Copied::<SOCK_COPY_LEN>(buf);
+    let t = tuple(copy, o);
+    let (netns_cookie, netns_ino) = netns(copy, o);
     *r = SockRecord {
         skaddr: sk as u64,
-        cookie: cookie_of::<true>(sk),
-        netns_cookie: rd(net, o.net_cookie),
-        netns_ino: rd(net, o.net_ns_inum),
+        cookie: cookie_of::<COOKIE>(sk),
+        netns_cookie,
+        netns_ino,
         uid,
         family: t.family,
         sport: t.sport,
@@ -145,7 +149,7 @@ fn fill_record(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
         r.flags |= record_flags::HAS_SOCKET;
         if o.socket_alloc_vfs_inode != OFFSET_MISSING {
             let inode = socket.wrapping_add(o.socket_alloc_vfs_inode as usize);
-            r.inode = rd(inode, o.inode_i_ino);
+            r.inode = rd_through(inode, o.inode_i_ino);
         }
     }
     r.write_seq = bf(buf, o.write_seq);

@@ -40,7 +40,9 @@ pub fn load_options(cfg: &Config, opts: DaemonOptions) -> LoadOptions {
         max_sockets: u32::try_from(cfg.daemon.max_connections)
             .unwrap_or(u32::MAX)
             .max(1024),
-        ringbuf_bytes: opts.ringbuf_bytes.unwrap_or(4 << 20),
+        ringbuf_bytes: opts
+            .ringbuf_bytes
+            .unwrap_or(tcpwatch_common::hooks::map_size::EVENTS_BYTES),
         pin_dir: opts.pin,
         pretend_no_iter: opts.pretend_no_iter,
     }
@@ -235,6 +237,8 @@ async fn on_sweep(
 pub struct Prepared {
     kernel: Kernel,
     ring: RingBuf<MapData>,
+    /// The kernel programs' diagnostics (None: the object has no log map).
+    kernel_log: Option<crate::kernel::log::KernelLog>,
     clock: KernelClock,
 }
 
@@ -264,11 +268,13 @@ pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not drop capabilities"),
     }
     let ring = kernel.take_events()?;
+    let kernel_log = kernel.take_log();
     let clock = calibrate(&mut kernel)?;
     tracing::info!(hz = clock.hz, "kernel clock calibrated");
     Ok(Prepared {
         kernel,
         ring,
+        kernel_log,
         clock,
     })
 }
@@ -277,6 +283,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     let Prepared {
         kernel,
         ring,
+        kernel_log,
         clock,
     } = prepared;
     let shared = new_shared(&cfg, &kernel, clock);
@@ -302,6 +309,13 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         pending.clone(),
         Duration::from_millis(cfg.daemon.event_drain_interval_ms),
     ));
+    if let Some(l) = kernel_log {
+        tokio::spawn(async move {
+            if let Err(e) = crate::kernel::log::forward(l).await {
+                tracing::warn!(error = %format!("{e:#}"), "kernel diagnostics no longer forwarded");
+            }
+        });
+    }
     let http = tokio::spawn(crate::serve::http::serve(cfg.clone(), hub));
     tracing::info!(listen = %cfg.daemon.listen, "tcpwatch daemon started");
     let alerts = crate::alerts::spawn(&cfg.alertmanager);

@@ -54,7 +54,11 @@ enum Command {
         #[arg(long)]
         no_pin: bool,
         /// Size of the state-event ring buffer: a power of two, at least one page.
-        #[arg(long, default_value_t = 4 << 20, value_parser = parse_ringbuf_bytes)]
+        #[arg(
+            long,
+            default_value_t = tcpwatch_common::hooks::map_size::EVENTS_BYTES,
+            value_parser = parse_ringbuf_bytes
+        )]
         ringbuf_bytes: u32,
     },
     /// Sweep every TCP socket once and print it (like `ss -tanpi`, plus tcpwatch's columns).

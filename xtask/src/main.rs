@@ -64,17 +64,25 @@ enum Command {
         /// Short CI mode (< 2 minutes): small sizes, one round, goals not enforced.
         #[arg(long)]
         smoke: bool,
+        /// Run only this phase (`kernel-cost`, `overhead`, `scale`, `daemon`): its results
+        /// go to target/bench/ only (docs/performance.md is not replaced), goals not enforced.
+        #[arg(long, value_name = "PHASE")]
+        phase: Option<String>,
+        /// Measure this tcpwatch binary instead of building one (A/B comparisons).
+        #[arg(long, value_name = "PATH")]
+        bin: Option<std::path::PathBuf>,
         /// Internal: hold `NETNS_PATH:SOCKETS` idle connections until stdin closes.
         #[arg(long, hide = true, value_name = "NETNS_PATH:SOCKETS")]
         pool_helper: Option<String>,
     },
     /// Run the privileged scenarios on the host's kernel and on Debian kernels booted under
-    /// QEMU (6.1 from bookworm, 6.12 from bookworm-backports); cached in target/vm-test/.
+    /// QEMU (5.10 from bullseye, 6.1 from bookworm, 6.12 from bookworm-backports); cached in
+    /// target/vm-test/.
     VmTest {
-        /// Only the host kernel and 6.1 (CI-sized).
+        /// Only the host kernel and 5.10, the oldest (CI-sized).
         #[arg(long)]
         quick: bool,
-        /// Kernels to test instead of the default set: host, 6.1, 6.12 or a package name
+        /// Kernels to test instead of the default set: host, 5.10, 6.1, 6.12 or a package name
         /// (repeatable).
         #[arg(long)]
         kernel: Vec<String>,
@@ -90,7 +98,16 @@ fn main() -> ExitCode {
         Command::Run { args } => tasks::run(args, &privs),
         // Prints its own errors and verdict as the last line: nothing may follow it.
         Command::Test { quick } => return tasks::test(quick, &privs),
-        Command::Bench { smoke, pool_helper } => bench::run(smoke, pool_helper.as_deref(), &privs),
+        Command::Bench {
+            smoke,
+            phase,
+            bin,
+            pool_helper,
+        } => bench::run(
+            &bench::Options { smoke, phase, bin },
+            pool_helper.as_deref(),
+            &privs,
+        ),
         Command::VmTest { quick, kernel } => vmtest::run(
             &vmtest::Options {
                 quick,
@@ -131,5 +148,7 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "bench", "--smoke"]).unwrap();
         assert!(matches!(cli.command, Command::Bench { smoke: true, .. }));
         assert!(Cli::try_parse_from(["xtask", "bench", "--rounds"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "bench", "--phase", "kernel-cost"]).unwrap();
+        assert!(matches!(cli.command, Command::Bench { phase: Some(p), .. } if p == "kernel-cost"));
     }
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use tcpwatch_common::NETNS_INODE_TAG;
 use tcpwatch_core::model::{NetnsId, NetnsInfo};
 
 /// A namespace found on the host: how to enter it and what to call it.
@@ -182,18 +183,37 @@ impl Home {
     }
 }
 
-/// The cookie of the calling thread's current namespace (`SO_NETNS_COOKIE`, Linux 5.14+).
+/// The identity of the calling thread's current namespace: its cookie (`SO_NETNS_COOKIE`,
+/// Linux 5.14+), or on kernels without cookies its inode number tagged with
+/// [`NETNS_INODE_TAG`], as the kernel programs compute it then (the loader patches
+/// `net_cookie` as missing exactly when [`so_netns_cookie`] fails, see `fallbacks.rs`).
 pub fn current_cookie() -> anyhow::Result<u64> {
+    match so_netns_cookie() {
+        Ok(c) => Ok(c),
+        Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => {
+            let ino = std::fs::metadata("/proc/thread-self/ns/net")
+                .context("reading /proc/thread-self/ns/net (namespace inode: no netns cookies)")?
+                .ino();
+            Ok(NETNS_INODE_TAG | ino)
+        }
+        Err(e) => Err(e).context("getsockopt(SO_NETNS_COOKIE) failed"),
+    }
+}
+
+/// The cookie of the calling thread's current namespace (`SO_NETNS_COOKIE`); `ENOPROTOOPT`
+/// before Linux 5.14.
+pub fn so_netns_cookie() -> std::io::Result<u64> {
     const SO_NETNS_COOKIE: libc::c_int = 71;
     // SAFETY: plain socket(2) call; the returned fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket() for SO_NETNS_COOKIE");
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: fd was just returned by socket() and is owned by nobody else.
     let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let mut cookie: u64 = 0;
-    let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>())?;
+    let mut len =
+        libc::socklen_t::try_from(std::mem::size_of::<u64>()).map_err(std::io::Error::other)?;
     // SAFETY: cookie and len are valid for writes of the sizes given.
     let rc = unsafe {
         libc::getsockopt(
@@ -205,8 +225,7 @@ pub fn current_cookie() -> anyhow::Result<u64> {
         )
     };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .context("getsockopt(SO_NETNS_COOKIE) failed: Linux 5.14+ is required");
+        return Err(std::io::Error::last_os_error());
     }
     Ok(cookie)
 }

@@ -12,6 +12,7 @@ use tcpwatch_common::endpoints::{
     EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX,
     ResetTpOffsets, ServerResets, class_counter,
 };
+use tcpwatch_common::hooks::{RESET_REASON_CATEGORY, RESET_REASON_PROGRAM, tracepoint};
 use tcpwatch_common::{AF_INET6, PortKey};
 use tcpwatch_core::endpoints::{
     ClassCounters, EndpointFacts, EndpointKey, EndpointStats, ListenerHistory, ServerPortResets,
@@ -53,24 +54,34 @@ pub(super) fn reset_tp_offsets() -> ResetTpOffsets {
     }
 }
 
-/// Attaches the reset-reason program when the kernel has the field. Optional: None when
-/// attached or not applicable, else what failed (logged by the caller, counted nowhere else).
-pub(super) fn attach_reset_reasons(ebpf: &mut Ebpf, tp: ResetTpOffsets) -> Option<String> {
+/// Attaches the reset-reason program when the kernel has the field: Ok when attached, else
+/// why not (the `reset_reason` feature's detail).
+pub(super) fn attach_reset_reasons(ebpf: &mut Ebpf, tp: ResetTpOffsets) -> Result<(), String> {
     if tp.valid == 0 {
-        return None;
+        return Err(
+            if SEND_RESET_FORMATS
+                .iter()
+                .any(|p| std::path::Path::new(p).exists())
+            {
+                "tcp:tcp_send_reset has no `reason` field".into()
+            } else {
+                format!(
+                    "cannot read tcp:tcp_send_reset's format (tracefs not mounted: {})",
+                    SEND_RESET_FORMATS[0]
+                )
+            },
+        );
     }
     let mut attach = || -> anyhow::Result<()> {
         let prog: &mut TracePoint = ebpf
-            .program_mut("tp_tcp_send_reset_reason")
-            .context("program tp_tcp_send_reset_reason missing")?
+            .program_mut(RESET_REASON_PROGRAM)
+            .with_context(|| format!("program {RESET_REASON_PROGRAM} missing"))?
             .try_into()?;
         prog.load()?;
-        prog.attach("tcp", "tcp_send_reset")?;
+        prog.attach(RESET_REASON_CATEGORY, tracepoint::TCP_SEND_RESET)?;
         Ok(())
     };
-    attach()
-        .err()
-        .map(|e| format!("tcp:tcp_send_reset reasons: {e:#}"))
+    attach().map_err(|e| format!("attaching tcp:tcp_send_reset reasons: {e:#}"))
 }
 
 fn addr(family: u16, bytes: [u8; 16], port: u16) -> SocketAddr {

@@ -8,6 +8,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
+use tcpwatch_common::hooks::{HOOKS, SWEEP_PROGRAM, SWEEP_PROGRAM_NOCOOKIE, map_size};
 use tcpwatch_common::{
     ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState,
     SweepHeader, counter,
@@ -17,40 +18,13 @@ use tcpwatch_core::offsets;
 
 mod btf;
 mod endpoints;
+pub mod log;
 pub mod probe;
 
 pub use btf::KernelBtf;
 
 /// The eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpwatch"));
-
-/// The tracepoints tcpwatch attaches to: (`tp_btf` program, `raw_tp` program, tracepoint).
-const HOOKS: &[(&str, &str, &str)] = &[
-    (
-        "tp_inet_sock_set_state",
-        "raw_inet_sock_set_state",
-        "inet_sock_set_state",
-    ),
-    (
-        "tp_tcp_retransmit_skb",
-        "raw_tcp_retransmit_skb",
-        "tcp_retransmit_skb",
-    ),
-    ("tp_tcp_send_reset", "raw_tcp_send_reset", "tcp_send_reset"),
-    (
-        "tp_tcp_receive_reset",
-        "raw_tcp_receive_reset",
-        "tcp_receive_reset",
-    ),
-    // Connect/listener classification: its own program (stack limit of Linux < 6.13).
-    (
-        "tp_classify_state",
-        "raw_classify_state",
-        "inet_sock_set_state",
-    ),
-];
-
-const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
 
 /// Sizes of the kernel maps.
 #[derive(Clone, Debug)]
@@ -80,6 +54,10 @@ pub struct Kernel {
     pub missing_optional: Vec<String>,
     /// Start (ktime) of the previous sweep of each namespace, by cookie.
     prev_sweep_start: HashMap<u64, u64>,
+    /// The programs' diagnostics (aya-log), until the daemon takes it to forward them.
+    log: Option<log::KernelLog>,
+    /// The loaded `iter/tcp` program ([`SWEEP_PROGRAM`] or its variant without cookies).
+    sweep_program: &'static str,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -118,7 +96,14 @@ impl Kernel {
         if let Some(msg) = features.refusal() {
             bail!(msg);
         }
-        let resolved = offsets::resolve(kernel_btf.offsets_btf()?)?;
+        let mut resolved = offsets::resolve(kernel_btf.offsets_btf()?)?;
+        if features
+            .get("netns_cookie")
+            .is_none_or(|f| f.support != probe::Support::Yes)
+        {
+            // No namespace cookies: the programs use the tagged inode, as userspace does.
+            resolved.offsets.net_cookie = tcpwatch_common::OFFSET_MISSING;
+        }
         let btf = kernel_btf.into_aya()?;
         let pins = opts
             .pin_dir
@@ -145,21 +130,22 @@ impl Kernel {
                      with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
             )
         })?;
+        // Before the programs load: it holds the log ring buffer's fd they refer to.
+        let log = log::init(&mut ebpf);
         let mut attached = Vec::new();
-        for &(tp_btf, raw_tp, tracepoint) in HOOKS {
-            attached.push(attach_hook(&mut ebpf, &btf, tp_btf, raw_tp, tracepoint)?);
+        for h in HOOKS {
+            attached.push(attach_hook(
+                &mut ebpf,
+                &btf,
+                h.tp_btf,
+                h.raw_tp,
+                h.tracepoint,
+            )?);
         }
-        if let Some(e) = endpoints::attach_reset_reasons(&mut ebpf, reset_tp) {
-            tracing::warn!("optional hook not attached (reset reasons not reported): {e}");
-        }
-        let it: &mut Iter = program(&mut ebpf, SWEEP_PROGRAM)?.try_into()?;
-        it.load("tcp", &btf).map_err(|e| {
-            anyhow!(
-                "loading the iter/tcp sweep program failed: {e:#}. BPF iterators over TCP \
-                 sockets need Linux 5.9+ (tcpwatch supports 6.1+); if the verifier refused it, \
-                 report the log above"
-            )
-        })?;
+        features.push(tcpwatch_core::fallbacks::reset_reason(
+            endpoints::attach_reset_reasons(&mut ebpf, reset_tp),
+        ));
+        let sweep_program = load_sweep(&mut ebpf, &btf, &mut features)?;
         for a in &attached {
             features.record_attached(a.tracepoint, a.variant);
         }
@@ -170,7 +156,15 @@ impl Kernel {
             attached,
             missing_optional: resolved.missing_optional,
             prev_sweep_start: HashMap::new(),
+            log,
+            sweep_program,
         })
+    }
+
+    /// The programs' diagnostics, to forward with [`log::forward`] (can be taken once; left
+    /// in place, nothing reads them: one-shot commands).
+    pub fn take_log(&mut self) -> Option<log::KernelLog> {
+        self.log.take()
     }
 
     /// The ring buffer of state events (can be taken once).
@@ -275,7 +269,7 @@ impl Kernel {
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
     /// iterator captures the namespace of the task that creates it).
     pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
-        let it: &mut Iter = program(&mut self.ebpf, SWEEP_PROGRAM)?.try_into()?;
+        let it: &mut Iter = program(&mut self.ebpf, self.sweep_program)?.try_into()?;
         let link_id = it.attach().context("attaching the iter/tcp sweep")?;
         let link = it.take_link(link_id)?;
         let mut file = link.into_file().context("creating a sweep iterator")?;
@@ -304,7 +298,7 @@ fn pinned_maps(max_sockets: u32) -> [(&'static str, u32, u32, u32); 2] {
     let ports = (size_of::<PortKey>() as u32, size_of::<PortResets>() as u32);
     [
         ("SOCKS", socks.0, socks.1, max_sockets),
-        ("PORT_RESETS", ports.0, ports.1, 16_384),
+        ("PORT_RESETS", ports.0, ports.1, map_size::PORT_RESETS),
     ]
 }
 
@@ -383,6 +377,44 @@ fn is_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type == BPF_FS_MAGIC
 }
 
+/// Loads the `iter/tcp` sweep: the variant with socket cookies, or, when the verifier refuses
+/// it, the one without (the probe's decision, recorded as the `socket_cookie` feature).
+fn load_sweep(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    features: &mut probe::Features,
+) -> anyhow::Result<&'static str> {
+    let first = {
+        let it: &mut Iter = program(ebpf, SWEEP_PROGRAM)?.try_into()?;
+        it.load("tcp", btf)
+    };
+    let Err(cookie_err) = first else {
+        features.push(tcpwatch_core::fallbacks::socket_cookie(Ok(())));
+        return Ok(SWEEP_PROGRAM);
+    };
+    let it: &mut Iter = program(ebpf, SWEEP_PROGRAM_NOCOOKIE)?.try_into()?;
+    match it.load("tcp", btf) {
+        Ok(()) => {
+            // The verifier's log is long: its line naming the refused helper says it all.
+            let full = format!("{cookie_err:#}");
+            let why = full
+                .lines()
+                .find(|l| l.contains("unknown func"))
+                .unwrap_or_else(|| full.lines().next().unwrap_or_default());
+            features.push(tcpwatch_core::fallbacks::socket_cookie(Err(format!(
+                "the verifier refused the sweep that reads them: {}",
+                why.trim()
+            ))));
+            Ok(SWEEP_PROGRAM_NOCOOKIE)
+        }
+        Err(e) => Err(anyhow!(
+            "loading the iter/tcp sweep program failed: {e:#} (with socket cookies: \
+             {cookie_err:#}). BPF iterators over TCP sockets need Linux 5.9+ (tcpwatch is \
+             tested on 5.10+); if the verifier refused it, report the log above"
+        )),
+    }
+}
+
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {
     ebpf.program_mut(name)
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object (build mismatch)"))
@@ -417,7 +449,7 @@ fn attach_hook(
         }
         Err(raw_err) => Err(anyhow!(
             "attaching to tracepoint {tracepoint} failed: as tp_btf: {btf_err}; as raw_tp: \
-             {raw_err}. The tracepoint exists since Linux 4.16-5.x (tcpwatch supports 6.1+); \
+             {raw_err}. The tracepoint exists since Linux 4.16-5.x (tcpwatch is tested on 5.10+); \
              check that BPF is not restricted by lockdown or an LSM"
         )),
     }
@@ -466,6 +498,10 @@ pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
     })?;
     Ok(Sweep { header, records })
 }
+
+#[cfg(test)]
+#[path = "object_tests.rs"]
+mod object_tests;
 
 #[cfg(test)]
 mod tests {

@@ -69,7 +69,13 @@ pub fn probe(opts: ProbeOptions, btf: &KernelBtf) -> Features {
         what: "kprobes (perf kprobe PMU; not used by default)",
         since: "4.17",
         detail: String::new(),
+        affects: "",
     });
+    f.push(tcpwatch_core::fallbacks::netns_cookie(
+        crate::host::netns::so_netns_cookie()
+            .map(drop)
+            .map_err(|e| format!("getsockopt(SO_NETNS_COOKIE): {e}")),
+    ));
     f
 }
 
@@ -92,6 +98,7 @@ fn syscall_feature(
         what,
         since,
         detail,
+        affects: "",
     }
 }
 
@@ -108,6 +115,17 @@ pub fn log(features: &Features) {
             Support::Yes => {}
             Support::No if f.required => {
                 tracing::error!(feature = f.name, since = f.since, detail = %f.detail, "{} is missing", f.what);
+            }
+            // A fallback tcpwatch takes: what it loses is said once, at warn.
+            Support::No if !f.affects.is_empty() => {
+                tracing::warn!(
+                    feature = f.name,
+                    since = f.since,
+                    detail = %f.detail,
+                    affects = f.affects,
+                    "{} not available on this kernel: falling back",
+                    f.what
+                );
             }
             Support::No => {
                 tracing::debug!(feature = f.name, "{} is not available", f.what);

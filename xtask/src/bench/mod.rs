@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--smoke]` (root): tcpwatch's reproducible performance suite.
+//! `cargo xtask bench [--smoke] [--phase P]` (root): tcpwatch's reproducible performance suite.
 //!
 //! Builds the release daemon, then measures, each phase in a network namespace of its own:
 //! kernel cost per event (`bpf_stats`, only during that phase), fast-path overhead on
@@ -87,7 +87,18 @@ pub struct Env {
     pub log: PathBuf,
 }
 
-pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result<()> {
+/// What `cargo xtask bench` was asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub smoke: bool,
+    /// Only this phase (one of `phases::PHASES`).
+    pub phase: Option<String>,
+    /// A tcpwatch binary to measure instead of a fresh release build.
+    pub bin: Option<PathBuf>,
+}
+
+pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Result<()> {
+    let (smoke, phase) = (opts.smoke, opts.phase.as_deref());
     if let Some(spec) = pool_helper {
         return load::pool_helper(spec);
     }
@@ -97,15 +108,25 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
              RLIMIT_NOFILE): run `cargo xtask bench` as root"
         );
     }
+    if let Some(p) = phase
+        && !phases::PHASES.contains(&p)
+    {
+        bail!("no bench phase `{p}`: one of {}", phases::PHASES.join(", "));
+    }
     let started = Instant::now();
     sys::install_signal_handlers();
     sys::remove_stale_netns();
     let plan = Plan::new(smoke);
     let root = workspace_root();
-    let env = prepare(&root, privs)?;
+    let env = prepare(&root, opts.bin.as_deref(), privs)?;
 
     let mut r = report::Results {
-        mode: if smoke { "smoke" } else { "full" }.into(),
+        mode: match (smoke, phase) {
+            (true, None) => "smoke".into(),
+            (false, None) => "full".into(),
+            (true, Some(p)) => format!("smoke, phase {p}"),
+            (false, Some(p)) => format!("phase {p}"),
+        },
         machine: machine(),
         started_unix: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -116,22 +137,23 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     };
     sys::raise_nofile(65_536)?;
 
-    phases::run_all(&plan, &env, &mut r)?;
+    phases::run_all(&plan, &env, &mut r, phase)?;
 
     r.wall_seconds = started.elapsed().as_secs_f64();
     r.goals = report::goals(&r);
     let tables = table::tables(&r);
     println!("\n{tables}");
-    std::fs::write(
-        env.out_dir.join("bench.json"),
-        serde_json::to_string_pretty(&r)?,
-    )?;
-    // Only a full run replaces the committed table; a smoke run (CI, `cargo xtask test`)
-    // writes its own next to bench.json.
-    let md = if smoke {
-        env.out_dir.join("performance-smoke.md")
-    } else {
-        root.join("docs/performance.md")
+    let json = match phase {
+        Some(p) => env.out_dir.join(format!("bench-{p}.json")),
+        None => env.out_dir.join("bench.json"),
+    };
+    std::fs::write(&json, serde_json::to_string_pretty(&r)?)?;
+    // Only a full run of every phase replaces the committed table; a smoke run (CI, `cargo
+    // xtask test`) or a single phase writes its own next to the JSON.
+    let md = match (smoke, phase) {
+        (_, Some(p)) => env.out_dir.join(format!("performance-{p}.md")),
+        (true, None) => env.out_dir.join("performance-smoke.md"),
+        (false, None) => root.join("docs/performance.md"),
     };
     let mut text = table::markdown(&r);
     if !smoke {
@@ -147,7 +169,7 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
         "bench: {} mode finished in {:.0} s; wrote {} and {}",
         r.mode,
         r.wall_seconds,
-        env.out_dir.join("bench.json").display(),
+        json.display(),
         md.display()
     );
     if !r.errors.is_empty() {
@@ -159,8 +181,8 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
     }
     let missed = r.goals.iter().filter(|g| g.pass == Some(false)).count();
     if missed > 0 {
-        if smoke {
-            eprintln!("bench: {missed} goal(s) missed (not enforced in --smoke mode)");
+        if smoke || phase.is_some() {
+            eprintln!("bench: {missed} goal(s) missed (not enforced in --smoke or --phase mode)");
         } else {
             bail!("{missed} goal(s) missed; see the table above and docs/performance.md");
         }
@@ -169,16 +191,20 @@ pub fn run(smoke: bool, pool_helper: Option<&str>, privs: &Privileges) -> Result
 }
 
 /// Setup, bench packages, release build; the paths the phases use.
-fn prepare(root: &Path, privs: &Privileges) -> Result<Env> {
+fn prepare(root: &Path, given: Option<&Path>, privs: &Privileges) -> Result<Env> {
     setup::run(setup::Options::default(), privs)?;
     ensure_packages()?;
-    Cmd::new(cargo())
-        .args(["build", "--release", "-p", "tcpwatch"])
-        .dir(root)
-        .run()?;
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release").join("tcpwatch");
+    let bin = if let Some(b) = given {
+        b.to_path_buf()
+    } else {
+        Cmd::new(cargo())
+            .args(["build", "--release", "-p", "tcpwatch"])
+            .dir(root)
+            .run()?;
+        target.join("release").join("tcpwatch")
+    };
     if !bin.is_file() {
         bail!("{} was not built", bin.display());
     }

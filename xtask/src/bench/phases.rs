@@ -30,7 +30,11 @@ const PROGRAMS: &[&str] = &[
 ];
 const DETECT_THRESHOLD_S: f64 = 2.0;
 
-pub fn run_all(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
+/// Names `--phase` accepts, in run order.
+pub const PHASES: [&str; 4] = ["kernel-cost", "overhead", "scale", "daemon"];
+
+/// Runs every phase, or only the one named `only` (one of [`PHASES`]).
+pub fn run_all(plan: &Plan, env: &Env, r: &mut Results, only: Option<&str>) -> Result<()> {
     type Phase = fn(&Plan, &Env, &mut Results) -> Result<()>;
     let list: [(&str, Phase); 4] = [
         ("kernel cost", kernel_cost),
@@ -38,7 +42,10 @@ pub fn run_all(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         ("sweep scale and idle daemon", scale),
         ("daemon under churn and detection", daemon_rates),
     ];
-    for (name, phase) in list {
+    for (i, (name, phase)) in list.into_iter().enumerate() {
+        if only.is_some_and(|o| o != PHASES[i]) {
+            continue;
+        }
         sys::check_stop()?;
         eprintln!("\n==> bench: {name}");
         let t0 = Instant::now();

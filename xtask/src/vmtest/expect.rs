@@ -11,6 +11,7 @@ pub const SCENARIOS: &[&str] = &[
     "accept_queue_and_unaccepted_close_wait",
     "send_q_peer_never_reads",
     "blackholed_peer",
+    "fallbacks_reported",
 ];
 
 /// A kernel's expectations.
@@ -22,16 +23,18 @@ pub struct Expectation {
     pub optional: Vec<(&'static str, &'static str)>,
 }
 
-/// Optional scenarios per kernel family (`host`, `6.1`, `6.12`). None today: `nft` and the
-/// `nf_tables` modules are in every initramfs, and `cargo xtask setup` installs `nft` on the
-/// host, so `blackholed_peer` must run everywhere.
+/// Optional scenarios per kernel family (`host`, `5.10`, `6.1`, `6.12`). None today: `nft`
+/// and the `nf_tables` modules are in every initramfs, `cargo xtask setup` installs `nft` on
+/// the host, so `blackholed_peer` must run everywhere, and 5.10 runs every scenario (its
+/// differences are probed fallbacks, checked by `fallbacks_reported`).
 const OPTIONAL: &[(&str, &str, &str)] = &[];
 
-/// The kernel family of a `--kernel` value: `host`, `6.1`, `6.12`.
+/// The kernel family of a `--kernel` value: `host`, `5.10`, `6.1`, `6.12`.
 fn family(kernel: &str) -> &str {
     match kernel {
         k if k == "6.12" || k.starts_with("linux-image-6.12.") => "6.12",
         k if k == "6.1" || k.starts_with("linux-image-6.1.") => "6.1",
+        k if k == "5.10" || k.starts_with("linux-image-5.10.") => "5.10",
         k => k,
     }
 }

@@ -15,6 +15,8 @@ fn all_pass() -> String {
 fn every_kernel_requires_every_scenario_today() {
     for k in [
         "host",
+        "5.10",
+        "linux-image-5.10.0-46-cloud-amd64-unsigned",
         "6.1",
         "6.12",
         "linux-image-6.12.57+deb12-cloud-amd64",
@@ -24,6 +26,7 @@ fn every_kernel_requires_every_scenario_today() {
         assert!(e.optional.is_empty());
     }
     assert_eq!(family("linux-image-6.1.0-41-cloud-amd64"), "6.1");
+    assert_eq!(family("linux-image-5.10.0-46-cloud-amd64"), "5.10");
     assert_eq!(family("linux-image-6.12.57+deb12-cloud-amd64"), "6.12");
 }
 

@@ -24,11 +24,13 @@ pub struct Kernel {
     pub modules: PathBuf,
 }
 
-/// The Debian suite that carries a kernel alias (`6.1`, `6.12`) or package name.
+/// The Debian suite that carries a kernel alias (`5.10`, `6.1`, `6.12`) or package name.
 pub fn suite_for(spec: &str) -> Option<&'static str> {
     match spec {
+        "5.10" => Some("bullseye"),
         "6.1" => Some("bookworm"),
         "6.12" => Some("bookworm-backports"),
+        s if s.starts_with("linux-image-5.10.") => Some("bullseye"),
         s if s.starts_with("linux-image-6.1.") => Some("bookworm"),
         s if s.starts_with("linux-image-6.12.") => Some("bookworm-backports"),
         _ => None,
@@ -55,11 +57,11 @@ impl Apt {
                 .with_context(|| format!("create {}", dir.join(sub).display()))?;
         }
         let mut sources = format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n");
-        if suite == "bookworm" {
-            // The newest 6.1 kernels are published through the security archive.
+        if matches!(suite, "bookworm" | "bullseye") {
+            // The newest 6.1 and 5.10 kernels are published through the security archive.
             let _ = writeln!(
                 sources,
-                "deb [signed-by={KEYRING}] {SECURITY_MIRROR} bookworm-security main"
+                "deb [signed-by={KEYRING}] {SECURITY_MIRROR} {suite}-security main"
             );
         }
         let path = dir.join("sources.list");
@@ -125,8 +127,9 @@ impl Apt {
 pub fn fetch(spec: &str, vm_dir: &Path, privs: &Privileges) -> Result<Kernel> {
     let suite = suite_for(spec).with_context(|| {
         format!(
-            "unknown kernel `{spec}`: use 6.1 (bookworm), 6.12 (bookworm-backports), host, or \
-             a package name linux-image-6.1.*/linux-image-6.12.*-cloud-amd64"
+            "unknown kernel `{spec}`: use 5.10 (bullseye), 6.1 (bookworm), 6.12 \
+             (bookworm-backports), host, or a package name \
+             linux-image-5.10.*/6.1.*/6.12.*-cloud-amd64"
         )
     })?;
     let apt = Apt::new(vm_dir, suite)?;
@@ -150,18 +153,43 @@ pub fn fetch(spec: &str, vm_dir: &Path, privs: &Privileges) -> Result<Kernel> {
             None => bail!("{suite} has no {META_PACKAGE} (apt-cache depends found nothing)"),
         }
     };
-    let dest = vm_dir.join("kernels").join(&package);
-    if let Some(k) = cached(&dest, &package) {
-        eprintln!("vm-test: kernel {package}: cached in {}", dest.display());
-        return Ok(k);
+    // The unsigned image is preferred (bullseye's meta package names the signed one); the
+    // mirror does not always carry it, and the signed one boots the same under QEMU.
+    let mut candidates = Vec::new();
+    if !package.ends_with("-unsigned") && suite == "bullseye" {
+        candidates.push(format!("{package}-unsigned"));
+    }
+    candidates.push(package);
+    for p in &candidates {
+        if let Some(k) = cached(&vm_dir.join("kernels").join(p), p) {
+            eprintln!("vm-test: kernel {p}: cached in {}", k.vmlinuz.display());
+            return Ok(k);
+        }
     }
     let debs = vm_dir.join("debs");
     std::fs::create_dir_all(&debs)?;
-    if apt.download(&package, &debs, privs).is_err() && !updated {
-        // Lists older than the mirror: refresh once and retry.
-        apt.update(privs)?;
-        apt.download(&package, &debs, privs)?;
+    let mut chosen = None;
+    for p in &candidates {
+        let mut ok = apt.download(p, &debs, privs).is_ok();
+        if !ok && !updated {
+            // Lists older than the mirror: refresh once and retry.
+            apt.update(privs)?;
+            updated = true;
+            ok = apt.download(p, &debs, privs).is_ok();
+        }
+        if ok {
+            chosen = Some(p.clone());
+            break;
+        }
+        eprintln!("vm-test: kernel {p}: apt-get download failed, trying the next candidate");
     }
+    let package = chosen.with_context(|| {
+        format!(
+            "apt-get download failed for every candidate: {}",
+            candidates.join(", ")
+        )
+    })?;
+    let dest = vm_dir.join("kernels").join(&package);
     let deb = find_deb(&debs, &package)?;
     let tmp = vm_dir.join("kernels").join(format!(".{package}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -342,7 +370,12 @@ mod tests {
             suite_for("linux-image-6.1.0-56-cloud-amd64"),
             Some("bookworm")
         );
-        assert_eq!(suite_for("5.10"), None);
+        assert_eq!(suite_for("5.10"), Some("bullseye"));
+        assert_eq!(
+            suite_for("linux-image-5.10.0-46-cloud-amd64-unsigned"),
+            Some("bullseye")
+        );
+        assert_eq!(suite_for("5.4"), None);
     }
 
     #[test]

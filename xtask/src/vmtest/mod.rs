@@ -4,8 +4,8 @@
 //! scenario runner (`tcpwatch-vmtest`). Kernel packages and logs are kept under
 //! `target/vm-test/`. See docs/kernels.md.
 //!
-//! Kernels: `host`, `6.1` (bookworm), `6.12` (bookworm-backports), or a package name. Default:
-//! all three; `--quick`: `host` and `6.1`.
+//! Kernels: `host`, `5.10` (bullseye), `6.1` (bookworm), `6.12` (bookworm-backports), or a
+//! package name. Default: all four; `--quick`: `host` and `5.10` (the oldest).
 
 mod expect;
 mod initramfs;
@@ -27,8 +27,8 @@ use crate::tasks::workspace_root;
 
 /// Packages this command needs (Debian 12).
 const PACKAGES: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
-const FULL: &[&str] = &["host", "6.1", "6.12"];
-const QUICK: &[&str] = &["host", "6.1"];
+const FULL: &[&str] = &["host", "5.10", "6.1", "6.12"];
+const QUICK: &[&str] = &["host", "5.10"];
 /// Wall-clock limit of one kernel's run (boot + scenarios + power-off). A 6.1 kernel under
 /// TCG on a busy 2-core machine takes about a minute.
 const VM_TIMEOUT: Duration = Duration::from_mins(5);
@@ -138,7 +138,10 @@ pub fn run(opts: &Options, privs: &Privileges) -> Result<()> {
     };
     for k in &kernels {
         if k != "host" && kernels::suite_for(k).is_none() {
-            bail!("unknown --kernel {k}: use host, 6.1, 6.12 or a linux-image-6.1*/6.12* package");
+            bail!(
+                "unknown --kernel {k}: use host, 5.10, 6.1, 6.12 or a \
+                 linux-image-5.10*/6.1*/6.12* package"
+            );
         }
     }
     ensure_packages(privs)?;
