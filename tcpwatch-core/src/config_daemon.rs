@@ -34,6 +34,10 @@ pub struct DaemonConfig {
     pub log_format: LogFormat,
     /// Period of the `/proc/*/fd` scan that finds socket owners.
     pub owner_scan_interval_ms: u64,
+    /// Period of the state-event reader: the kernel submits events without a wakeup and the
+    /// daemon drains them in one batch this often (and at once when the ring is a quarter
+    /// full). Bounds the latency of the live stream, hence at most 100.
+    pub event_drain_interval_ms: u64,
     /// Connections shown per category in summaries and metrics.
     pub top_k: u32,
 }
@@ -50,6 +54,7 @@ impl Default for DaemonConfig {
             history_len: 32,
             log_format: LogFormat::Text,
             owner_scan_interval_ms: 2000,
+            event_drain_interval_ms: 20,
             top_k: 10,
         }
     }
@@ -122,6 +127,12 @@ impl DaemonConfig {
             self.owner_scan_interval_ms,
             10,
             3_600_000,
+        )?;
+        range_u64(
+            "daemon.event_drain_interval_ms",
+            self.event_drain_interval_ms,
+            1,
+            100,
         )?;
         range_u64("daemon.top_k", u64::from(self.top_k), 1, 10_000)?;
         crate::config_http::validate_daemon(self)

@@ -98,6 +98,21 @@ fn out_of_range_is_named() {
 }
 
 #[test]
+fn event_drain_interval_stays_within_the_stream_budget() {
+    // The live stream promises 100 ms; the drain period is what the reader adds.
+    for v in [0, 101] {
+        let e = err(&format!("[daemon]\nevent_drain_interval_ms = {v}\n"));
+        assert_eq!(
+            e.to_string(),
+            format!("daemon.event_drain_interval_ms: must be between 1 and 100, got {v}")
+        );
+    }
+    let c = Config::from_toml_str("[daemon]\nevent_drain_interval_ms = 100\n").unwrap();
+    assert_eq!(c.daemon.event_drain_interval_ms, 100);
+    assert_eq!(Config::default().daemon.event_drain_interval_ms, 20);
+}
+
+#[test]
 fn syntax_error_has_line_and_column() {
     match err("[daemon]\nsweep_interval_ms = = 3\n") {
         ConfigError::Syntax { line, column, .. } => {

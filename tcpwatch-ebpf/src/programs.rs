@@ -2,7 +2,7 @@
 //! chains); findings are decided in userspace.
 //!
 //! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time in `SOCKS`,
-//!   one `StateEvent` per change through the `EVENTS` ring buffer.
+//!   one `StateEvent` per change through the `EVENTS` ring buffer, read in batches (`wakeup`).
 //! - `tcp_retransmit_skb` (tp_btf, raw_tp fallback): retransmission totals and chains.
 //! - `tcp_send_reset` / `tcp_receive_reset` (tp_btf, raw_tp fallback): resets per socket and per
 //!   local port.
@@ -44,6 +44,8 @@ mod classify;
 mod diag;
 #[path = "fields.rs"]
 mod fields;
+#[path = "wakeup.rs"]
+mod wakeup;
 
 use fields::{
     Copied, Fields, Live, Tuple, TupleOut, bfn, netns, netns_of, rd, rd_ptr, rd_through,
@@ -365,7 +367,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).resets_received = tracked.resets_received;
         (*ev).pad = [0; 3];
     }
-    slot.submit(0);
+    slot.submit(wakeup::submit_flags());
     count(counter::EVENTS_SUBMITTED);
 }
 

@@ -1,22 +1,20 @@
-//! The daemon: loads the programs, reads state events as they come, sweeps every namespace
-//! periodically on a dedicated thread, attributes owners, runs the detectors and serves the
-//! API. The event reader and the sweep loop feed the same [`Shared`] state; after each sweep,
-//! and when a reader asks after events, a [`crate::view::View`] of it is published, and
-//! everything that reads (API, `/metrics`) reads that view, never the lock.
+//! The daemon: loads the programs, reads state events in timed batches (`event_reader`),
+//! sweeps every namespace periodically on a dedicated thread, attributes owners, runs the
+//! detectors and serves the API. The event reader and the sweep loop feed the same [`Shared`]
+//! state; after each sweep, and when a reader asks after events, a [`crate::view::View`] of it
+//! is published, and everything that reads (API, `/metrics`) reads that view, never the lock.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use tcpwatch_common::StateEvent;
 use tcpwatch_core::config::Config;
 use tcpwatch_core::detect::Detectors;
 use tcpwatch_core::incident::IncidentChange;
 use tcpwatch_core::model::FindingChange;
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tcpwatch_core::wall::WallClock;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::host::k8s::PodIndex;
@@ -25,7 +23,7 @@ use crate::host::owners::OwnerIndex;
 use crate::host::sweeper::{SweepBatch, sweep_all};
 use crate::kernel::{Kernel, LoadOptions};
 use crate::state::{Shared, mono_now};
-use crate::view::{Pending, Publisher};
+use crate::view::Publisher;
 
 /// Extra daemon options from the command line.
 #[derive(Clone, Debug, Default)]
@@ -132,41 +130,6 @@ async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher) {
         };
         drop(old);
         tokio::time::sleep_until(started + PUBLISH_EVERY).await;
-    }
-}
-
-async fn read_events(
-    ring: RingBuf<MapData>,
-    shared: Arc<Mutex<Shared>>,
-    pending: Arc<Pending>,
-) -> anyhow::Result<()> {
-    // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it
-    // lives; the AsyncFd owns the ring buffer.
-    let mut fd = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with epoll: {e}"))?;
-    let mut batch: Vec<StateEvent> = Vec::with_capacity(256);
-    loop {
-        let mut guard = fd.readable_mut().await?;
-        let mut malformed = 0_u64;
-        {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                if item.len() == size_of::<StateEvent>() {
-                    // SAFETY: the item is exactly one StateEvent of plain old data.
-                    batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) });
-                } else {
-                    malformed += 1;
-                }
-            }
-        }
-        guard.clear_ready();
-        let mut s = shared.lock().await;
-        s.stats.events_malformed += malformed;
-        for ev in batch.drain(..) {
-            s.apply_event(&ev);
-        }
-        drop(s);
-        pending.events();
     }
 }
 
@@ -342,7 +305,12 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
             }
         })
         .context("starting the sweeper thread")?;
-    let events = tokio::spawn(read_events(ring, shared.clone(), pending.clone()));
+    let events = tokio::spawn(crate::event_reader::read_events(
+        ring,
+        shared.clone(),
+        pending.clone(),
+        Duration::from_millis(cfg.daemon.event_drain_interval_ms),
+    ));
     if let Some(l) = kernel_log {
         tokio::spawn(async move {
             if let Err(e) = crate::kernel::log::forward(l).await {

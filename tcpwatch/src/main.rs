@@ -4,6 +4,7 @@
 //! `tcpwatch check-config` validates a configuration file.
 mod alerts;
 mod daemon;
+mod event_reader;
 mod host;
 mod kernel;
 mod serve;
