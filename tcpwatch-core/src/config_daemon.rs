@@ -38,6 +38,12 @@ pub struct DaemonConfig {
     /// daemon drains them in one batch this often (and at once when the ring is a quarter
     /// full). Bounds the latency of the live stream, hence at most 100.
     pub event_drain_interval_ms: u64,
+    /// Turn on the kernel's BPF run statistics (a `BPF_ENABLE_STATS` descriptor held while
+    /// the daemon runs) so that every program's run time and count are exported. While on,
+    /// the kernel reads the clock twice around every run of every BPF program of the host,
+    /// not only tcpwatch's. Off: those figures are exported only if something else turned
+    /// the statistics on (`kernel.bpf_stats_enabled`); recursion misses are always exported.
+    pub bpf_run_stats: bool,
     /// Connections shown per category in summaries and metrics.
     pub top_k: u32,
 }
@@ -55,6 +61,7 @@ impl Default for DaemonConfig {
             log_format: LogFormat::Text,
             owner_scan_interval_ms: 2000,
             event_drain_interval_ms: 20,
+            bpf_run_stats: true,
             top_k: 10,
         }
     }

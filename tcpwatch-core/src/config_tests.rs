@@ -110,6 +110,10 @@ fn event_drain_interval_stays_within_the_stream_budget() {
     let c = Config::from_toml_str("[daemon]\nevent_drain_interval_ms = 100\n").unwrap();
     assert_eq!(c.daemon.event_drain_interval_ms, 100);
     assert_eq!(Config::default().daemon.event_drain_interval_ms, 20);
+    assert!(Config::default().daemon.bpf_run_stats);
+    let mut c = Config::default();
+    c.apply_override("daemon.bpf_run_stats", "false").unwrap();
+    assert!(!c.daemon.bpf_run_stats);
 }
 
 #[test]

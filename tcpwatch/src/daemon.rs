@@ -248,7 +248,14 @@ pub struct Prepared {
 pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     // The programs' run time and count (`/api/v1/status`, `tcpwatch_bpf_program_*`).
-    kernel.enable_run_stats();
+    if cfg.daemon.bpf_run_stats {
+        kernel.enable_run_stats();
+    } else {
+        tracing::info!(
+            "daemon.bpf_run_stats = false: program run time and count are exported only if \
+             kernel.bpf_stats_enabled is on"
+        );
+    }
     for a in &kernel.attached {
         tracing::info!(tracepoint = a.tracepoint, variant = a.variant, "attached");
     }
