@@ -278,11 +278,8 @@ fn run_host(
 /// QEMU 7.2's TCG sometimes crashes a 6.12 guest in early boot (a panic in
 /// `kmem_cache_alloc` at `cmpxchg16b`, with corrupted flags, about one boot in two here):
 /// an emulator fault, not a tcpwatch result. A boot that panics before the runner printed
-/// anything is retried, at most [`BOOT_ATTEMPTS`] times, and the retries are reported. The
-/// same fault has also been seen after the runner started (in `seq_open` under a sweep's
-/// `bpf_iter_new_fd`): a crash with exactly that signature ([`is_tcg_cmpxchg16b_fault`]) runs
-/// the kernel again, reported, with the crashed boot's log kept; any other panic after the
-/// runner started is a failure like any other.
+/// anything is retried, at most [`BOOT_ATTEMPTS`] times, and the retries are reported. A
+/// panic after the runner started is a failure like any other.
 fn boot(
     kernel: &kernels::Kernel,
     bins: &initramfs::Binaries,
@@ -293,23 +290,10 @@ fn boot(
     let mut attempt = 1;
     loop {
         let (report, problem) = boot_once(kernel, &initrd, log)?;
-        let serial = std::fs::read_to_string(log).unwrap_or_default();
         let early_panic = report.release.is_none()
             && report.scenarios.is_empty()
-            && serial.contains("Kernel panic");
-        let emulator_fault = !report.done && is_tcg_cmpxchg16b_fault(&serial);
-        if emulator_fault {
-            eprintln!(
-                "vm-test: {}: the guest crashed at QEMU TCG's cmpxchg16b fault (double fault in \
-                 kmem_cache_alloc, corrupted flags) while the runner was at work; the whole \
-                 kernel is run again (log of the crashed boot: {})",
-                kernel.package,
-                log.display()
-            );
-            let kept = log.with_extension(format!("crash{attempt}.log"));
-            let _ = std::fs::copy(log, &kept);
-        }
-        if !(early_panic || emulator_fault) || attempt >= BOOT_ATTEMPTS {
+            && std::fs::read_to_string(log).is_ok_and(|l| l.contains("Kernel panic"));
+        if !early_panic || attempt >= BOOT_ATTEMPTS {
             if attempt > 1 {
                 // Reported, not hidden; a retried boot that then passed does not fail the run.
                 eprintln!(
@@ -329,20 +313,7 @@ fn boot(
     }
 }
 
-/// The emulator fault documented above, recognised by its signature rather than assumed: a
-/// kernel panic whose oops is a double fault in `kmem_cache_alloc` at the per-CPU
-/// `cmpxchg16b` (`65 48 0f c7 0e`, `cmpxchg16b %gs:(%rsi)`). Any other panic fails the kernel.
-fn is_tcg_cmpxchg16b_fault(serial: &str) -> bool {
-    serial.contains("Kernel panic")
-        && serial.contains("double fault")
-        && serial
-            .lines()
-            .any(|l| l.contains("RIP: 0010:kmem_cache_alloc"))
-        && serial.contains("65 48 0f c7 0e")
-}
-
-/// Boots of one kernel tried when the emulator crashes the guest (before `/init`, or at the
-/// recognised cmpxchg16b fault).
+/// Boots of one kernel tried when the emulator crashes the guest before `/init`.
 const BOOT_ATTEMPTS: u32 = 5;
 
 fn boot_once(
@@ -580,20 +551,6 @@ mod tests {
         assert!(ok.passed());
         assert!(!parse_output("VMTEST a PASS x\n").passed(), "cut short");
         assert!(!parse_output("VMTEST-ERROR boom\nVMTEST-DONE\n").passed());
-    }
-
-    #[test]
-    fn only_the_known_emulator_fault_is_run_again() {
-        let oops = "[ 6.0] traps: PANIC: double fault, error_code: 0x0\n\
-                    [ 6.0] RIP: 0010:kmem_cache_alloc_noprof+0xc3/0x2f0\n\
-                    [ 6.0] Code: 48 0f c9 65 48 0f c7 0e 75 a8 <41> 8b 44 24 28\n\
-                    [ 6.0] Kernel panic - not syncing: Fatal exception in interrupt\n";
-        assert!(is_tcg_cmpxchg16b_fault(oops));
-        let other = oops.replace("kmem_cache_alloc_noprof", "tcp_set_state");
-        assert!(!is_tcg_cmpxchg16b_fault(&other));
-        assert!(!is_tcg_cmpxchg16b_fault(
-            &oops.replace("Kernel panic", "Oops")
-        ));
     }
 
     #[test]
