@@ -103,21 +103,12 @@ fn record_costs(
     out: &mut Vec<ProgCost>,
 ) {
     for (id, a) in after {
-        let b = before.get(id);
-        let events = a.run_cnt - b.map_or(0, |b| b.run_cnt);
-        let time = a.run_time_ns - b.map_or(0, |b| b.run_time_ns);
-        let misses = a.recursion_misses - b.map_or(0, |b| b.recursion_misses);
-        if events == 0 && misses == 0 && a.name != "tp_inet_sock_se" {
+        let program = names.get(id).cloned().unwrap_or_else(|| full_name(&a.name));
+        let c = reference::cost(program, load, before.get(id), a);
+        if c.events == 0 && c.recursion_misses == 0 && a.name != "tp_inet_sock_se" {
             continue;
         }
-        out.push(ProgCost {
-            program: names.get(id).cloned().unwrap_or_else(|| full_name(&a.name)),
-            load: load.to_owned(),
-            events,
-            run_time_ns: time,
-            ns_per_event: reference::per_event(time, events),
-            recursion_misses: misses,
-        });
+        out.push(c);
     }
 }
 

@@ -83,18 +83,24 @@ impl Reference {
         out: &mut Vec<ProgCost>,
     ) {
         for (id, a) in after {
-            let b = before.get(id);
-            let events = a.run_cnt - b.map_or(0, |b| b.run_cnt);
-            let time = a.run_time_ns - b.map_or(0, |b| b.run_time_ns);
-            out.push(ProgCost {
-                program: self.ids.get(id).cloned().unwrap_or_default(),
-                load: load.to_owned(),
-                events,
-                run_time_ns: time,
-                ns_per_event: per_event(time, events),
-                recursion_misses: a.recursion_misses - b.map_or(0, |b| b.recursion_misses),
-            });
+            let program = self.ids.get(id).cloned().unwrap_or_default();
+            out.push(cost(program, load, before.get(id), a));
         }
+    }
+}
+
+/// One program's cost over a load: the difference of its kernel statistics between two
+/// readings (`before` None: the program was loaded during the load).
+pub fn cost(program: String, load: &str, before: Option<&ProgStat>, after: &ProgStat) -> ProgCost {
+    let events = after.run_cnt - before.map_or(0, |b| b.run_cnt);
+    let time = after.run_time_ns - before.map_or(0, |b| b.run_time_ns);
+    ProgCost {
+        program,
+        load: load.to_owned(),
+        events,
+        run_time_ns: time,
+        ns_per_event: per_event(time, events),
+        recursion_misses: after.recursion_misses - before.map_or(0, |b| b.recursion_misses),
     }
 }
 
