@@ -6,11 +6,12 @@
 //! detected and replaced by the loader.
 #![no_std]
 
+pub mod delta;
 pub mod endpoints;
 pub mod hooks;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -206,6 +207,10 @@ pub struct SockState {
     pub comm: [u8; 16],
     pub state: u8,
     pub pad: [u8; 3],
+    /// Fingerprint of the last full sweep record written for this socket ([`delta`]), valid
+    /// for sweeps of generation `sweep_gen` only (0 = none written).
+    pub sweep_fp: u64,
+    pub sweep_gen: u64,
 }
 
 /// Event kinds pushed through the `EVENTS` ring buffer.
@@ -402,6 +407,8 @@ mod pod {
     unsafe impl aya::Pod for super::PortKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::PortResets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::delta::SweepCtl {}
 }
 
 #[cfg(test)]
@@ -413,7 +420,7 @@ mod tests {
         // Sum of field sizes equals the struct size: the kernel can't leak or leave garbage.
         assert_eq!(
             core::mem::size_of::<SockState>(),
-            8 * 8 + 7 * 4 + 16 + 1 + 3
+            8 * 8 + 7 * 4 + 16 + 1 + 3 + 2 * 8
         );
         assert_eq!(
             core::mem::size_of::<StateEvent>(),

@@ -27,6 +27,10 @@ pub struct DaemonConfig {
     pub metrics_web_config_file: String,
     /// Period of the full socket sweep (`iter/tcp`).
     pub sweep_interval_ms: u64,
+    /// Every this many sweeps every socket is written in full; in between a sweep writes in
+    /// full only the sockets whose watched fields changed (change-only sweeps). 1: every
+    /// sweep full (change-only sweeps off).
+    pub full_sweep_every: u32,
     /// Most connections kept in the table.
     pub max_connections: u64,
     /// Samples kept per connection.
@@ -56,6 +60,7 @@ impl Default for DaemonConfig {
             web_config_file: String::new(),
             metrics_web_config_file: String::new(),
             sweep_interval_ms: 1000,
+            full_sweep_every: 60,
             max_connections: 200_000,
             history_len: 32,
             log_format: LogFormat::Text,
@@ -121,6 +126,12 @@ impl DaemonConfig {
             self.sweep_interval_ms,
             10,
             3_600_000,
+        )?;
+        range_u64(
+            "daemon.full_sweep_every",
+            u64::from(self.full_sweep_every),
+            1,
+            1_000_000,
         )?;
         range_u64(
             "daemon.max_connections",

@@ -17,13 +17,21 @@ fn rec(skaddr: u64, netns: u64, ino: u32, state: u8) -> SockRecord {
 fn table() -> ConnTable {
     let mut t = ConnTable::new(TableConfig::default());
     let clock = KernelClock::default();
-    t.apply_sweep(7, &[rec(1, 7, 70, tcp_state::LISTEN)], 1, clock, 2, None);
+    t.apply_sweep(
+        7,
+        &[rec(1, 7, 70, tcp_state::LISTEN)],
+        &[],
+        1,
+        clock,
+        2,
+        None,
+    );
     let gone = [
         rec(2, 9, 90, tcp_state::TIME_WAIT),
         rec(3, 9, 90, tcp_state::ESTABLISHED),
         rec(4, 9, 90, tcp_state::FIN_WAIT1),
     ];
-    t.apply_sweep(9, &gone, 1, clock, 2, None);
+    t.apply_sweep(9, &gone, &[], 1, clock, 2, None);
     t
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tcpwatch_common::delta::SockSeen;
 use tcpwatch_common::{SockRecord, StateEvent};
 
 use crate::model::{
@@ -51,6 +52,12 @@ pub struct TableStats {
     pub replaced: u64,
     pub evicted: u64,
     pub sweeps_applied: u64,
+    /// Sweep records written in full / "still here, unchanged" (change-only sweeps), and
+    /// unchanged records for sockets the table did not have (each makes the namespace's next
+    /// sweep full).
+    pub sweep_records_full: u64,
+    pub sweep_records_unchanged: u64,
+    pub sweep_records_unknown: u64,
 }
 
 /// What a change did to the table, for the live stream.
@@ -67,6 +74,11 @@ pub struct SweepOutcome {
     pub added: usize,
     pub updated: usize,
     pub removed: usize,
+    /// "Still here, unchanged" records applied (the others of `updated` were full records).
+    pub unchanged: usize,
+    /// Unchanged records for sockets the table did not have: the namespace's next sweep must
+    /// be full.
+    pub unknown: usize,
 }
 
 #[derive(Debug, Default)]
@@ -202,14 +214,21 @@ impl ConnTable {
         })
     }
 
-    /// Applies the sweep of one namespace. `records` is everything the sweep listed there;
-    /// `started` is the ktime at which the sweep began (its header). With `deltas`, the
-    /// records that appeared, disappeared or changed in a way a viewer sees (state, queues,
-    /// retransmissions, resets, owner) are pushed there; without, nothing is cloned.
+    /// Applies the sweep of one namespace. `records` (written in full) and `unchanged` (still
+    /// there, unchanged since their last full record: `table_seen.rs`) are everything the
+    /// sweep listed there; `started` is the ktime at which the sweep began (its header). With
+    /// `deltas`, the records that appeared, disappeared or changed in a way a viewer sees
+    /// (state, queues, retransmissions, resets, owner) are pushed there; without, nothing is
+    /// cloned.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one namespace's sweep, as it comes"
+    )]
     pub fn apply_sweep(
         &mut self,
         netns_cookie: u64,
         records: &[SockRecord],
+        unchanged: &[SockSeen],
         started: MonoNs,
         clock: KernelClock,
         now: MonoNs,
@@ -266,7 +285,15 @@ impl ConnTable {
                 out.added += 1;
             }
         }
-        let listed: std::collections::HashSet<u64> = records.iter().map(|r| r.skaddr).collect();
+        self.apply_unchanged(netns_cookie, unchanged, started, now, &mut out);
+        self.stats.sweep_records_full += records.len() as u64;
+        self.stats.sweep_records_unchanged += out.unchanged as u64;
+        self.stats.sweep_records_unknown += out.unknown as u64;
+        let listed: std::collections::HashSet<u64> = records
+            .iter()
+            .map(|r| r.skaddr)
+            .chain(unchanged.iter().map(SockSeen::skaddr))
+            .collect();
         let stale: Vec<ConnKey> = self
             .conns
             .values()
@@ -509,6 +536,9 @@ fn other_socket(known: u64, seen: u64) -> bool {
 
 pub use crate::decode::{KernelClock, record_from_sweep};
 use crate::decode::{addr, comm_str};
+
+#[path = "table_seen.rs"]
+mod seen;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

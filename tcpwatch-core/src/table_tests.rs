@@ -141,6 +141,7 @@ fn sweep_removes_ghosts_and_adds_missing() {
     let out = t.apply_sweep(
         7,
         &[rec(2, 7, tcp_state::LISTEN)],
+        &[],
         20,
         CLOCK,
         25,
@@ -151,7 +152,8 @@ fn sweep_removes_ghosts_and_adds_missing() {
         SweepOutcome {
             added: 1,
             updated: 0,
-            removed: 1
+            removed: 1,
+            ..SweepOutcome::default()
         }
     );
     assert!(
@@ -183,7 +185,7 @@ fn sweep_keeps_sockets_born_after_it_started() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
     t.apply_event(&event(1, 7, tcp_state::SYN_SENT, 30), true);
-    let out = t.apply_sweep(7, &[], 20, CLOCK, 35, Some(&mut d));
+    let out = t.apply_sweep(7, &[], &[], 20, CLOCK, 35, Some(&mut d));
     assert_eq!(out.removed, 0);
     assert_eq!(t.len(), 1);
 }
@@ -198,6 +200,7 @@ fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
     let out = t.apply_sweep(
         7,
         &[rec(1, 7, tcp_state::ESTABLISHED)],
+        &[],
         20,
         CLOCK,
         35,
@@ -206,7 +209,7 @@ fn sweep_does_not_resurrect_a_socket_closed_after_it_read_it() {
     assert!(t.is_empty(), "closed socket resurrected as a ghost");
     assert_eq!(out.added, 0);
     // The tombstone is dropped by the next sweep that started after the close.
-    t.apply_sweep(7, &[], 40, CLOCK, 45, Some(&mut d));
+    t.apply_sweep(7, &[], &[], 40, CLOCK, 45, Some(&mut d));
     assert!(t.last_event.is_empty());
 }
 
@@ -218,6 +221,7 @@ fn event_newer_than_sweep_keeps_its_state() {
     t.apply_sweep(
         7,
         &[rec(1, 7, tcp_state::ESTABLISHED)],
+        &[],
         20,
         CLOCK,
         35,
@@ -242,7 +246,7 @@ fn eviction_is_bounded_counted_and_spares_protected() {
     let mut tw = rec(4, 7, tcp_state::TIME_WAIT);
     tw.flags = 0;
     let recs = [rec(1, 7, 1), rec(2, 7, 1), rec(3, 7, 1), tw];
-    t.apply_sweep(7, &recs, 0, CLOCK, 10, Some(&mut d));
+    t.apply_sweep(7, &recs, &[], 0, CLOCK, 10, Some(&mut d));
     assert_eq!(t.len(), 4);
     let protected = ConnKey {
         skaddr: 1,
@@ -276,6 +280,7 @@ fn history_is_bounded_and_only_for_interesting_connections() {
         t.apply_sweep(
             7,
             &[quiet, busy],
+            &[],
             u64::from(i),
             CLOCK,
             u64::from(i) + 1,
@@ -310,7 +315,7 @@ fn owners_attach_by_inode() {
     let mut d = Vec::new();
     let mut orphan = rec(2, 7, tcp_state::CLOSE_WAIT);
     orphan.inode = 0;
-    t.apply_sweep(7, &[rec(1, 7, 1), orphan], 0, CLOCK, 1, Some(&mut d));
+    t.apply_sweep(7, &[rec(1, 7, 1), orphan], &[], 0, CLOCK, 1, Some(&mut d));
     let missing = t.attach_owners(|ino| {
         (ino == 999).then(|| Owner {
             pid: 42,
@@ -371,20 +376,20 @@ fn only_changes_a_viewer_sees_become_deltas() {
     let mut t = ConnTable::new(TableConfig::default());
     let mut d = Vec::new();
     let mut r = rec(1, 7, tcp_state::ESTABLISHED);
-    t.apply_sweep(7, &[r], 0, CLOCK, 1, Some(&mut d));
+    t.apply_sweep(7, &[r], &[], 0, CLOCK, 1, Some(&mut d));
     assert_eq!(d.len(), 1, "new record");
     d.clear();
     // Same socket, only its ages moved: nothing to send.
     r.lsnd_age_jiffies += 250;
-    t.apply_sweep(7, &[r], 2, CLOCK, 3, Some(&mut d));
+    t.apply_sweep(7, &[r], &[], 2, CLOCK, 3, Some(&mut d));
     assert!(d.is_empty(), "{d:?}");
     // Send-Q moved: one upsert.
     r.write_seq += 100;
-    t.apply_sweep(7, &[r], 4, CLOCK, 5, Some(&mut d));
+    t.apply_sweep(7, &[r], &[], 4, CLOCK, 5, Some(&mut d));
     assert_eq!(d.len(), 1);
     // Without a sink nothing is built, and the table still updates.
     r.write_seq += 100;
-    t.apply_sweep(7, &[r], 6, CLOCK, 7, None);
+    t.apply_sweep(7, &[r], &[], 6, CLOCK, 7, None);
     let key = ConnKey {
         skaddr: 1,
         netns_cookie: 7,
@@ -435,8 +440,8 @@ fn missed_change_age_never_exceeds_the_last_sweep_that_saw_the_old_state() {
     assert_eq!((c.state_since, c.state_since_exact), (60 * S, false));
     // The next sweeps keep the earliest lower bound: the age grows from the first sight.
     let mut t = ConnTable::new(TableConfig::default());
-    t.apply_sweep(7, &[r], 59 * S, CLOCK, 60 * S, None);
-    t.apply_sweep(7, &[r], 64 * S, CLOCK, 65 * S, None);
+    t.apply_sweep(7, &[r], &[], 59 * S, CLOCK, 60 * S, None);
+    t.apply_sweep(7, &[r], &[], 64 * S, CLOCK, 65 * S, None);
     let c = t.iter().next().unwrap();
     assert_eq!(c.state_age(65 * S), 5 * S);
 }
@@ -466,7 +471,7 @@ fn new_socket_at_a_reused_address_replaces_the_record() {
     old.retrans = 9;
     old.resets_sent = 3;
     old.write_seq = 5000;
-    t.apply_sweep(7, &[old], 90, CLOCK, 1000, None);
+    t.apply_sweep(7, &[old], &[], 90, CLOCK, 1000, None);
     let key = t.iter().next().unwrap().key;
     // The kernel entry was reset for the new socket: its own counters, first_seen, no owner.
     let mut new = owned(rec(1, 7, tcp_state::ESTABLISHED), 12);
@@ -474,7 +479,7 @@ fn new_socket_at_a_reused_address_replaces_the_record() {
     new.first_seen_ns = 2000;
     new.inode = 555;
     let mut deltas = Vec::new();
-    t.apply_sweep(7, &[new], 1900, CLOCK, 2000, Some(&mut deltas));
+    t.apply_sweep(7, &[new], &[], 1900, CLOCK, 2000, Some(&mut deltas));
     let c = t.get(&key).unwrap();
     assert_eq!(c.cookie, 12);
     assert_eq!(c.first_seen, 2000, "not the old socket's first_seen");
@@ -492,7 +497,7 @@ fn new_socket_event_at_a_reused_address_replaces_the_record() {
     let mut old = owned(rec(1, 7, tcp_state::ESTABLISHED), 11);
     old.retrans = 9;
     old.pid = 4242;
-    t.apply_sweep(7, &[old], 90, CLOCK, 1000, None);
+    t.apply_sweep(7, &[old], &[], 90, CLOCK, 1000, None);
     // Its CLOSE was lost; a new socket at the address connects.
     let mut ev = event(1, 7, tcp_state::SYN_SENT, 3000);
     ev.cookie = 12;
@@ -501,7 +506,7 @@ fn new_socket_event_at_a_reused_address_replaces_the_record() {
     assert_eq!((c.cookie, c.first_seen, c.retrans.total), (12, 3000, 0));
     assert_eq!(c.creator_pid, None);
     // A sweep that started before the event and still saw the old socket changes nothing.
-    t.apply_sweep(7, &[old], 2500, CLOCK, 3500, None);
+    t.apply_sweep(7, &[old], &[], 2500, CLOCK, 3500, None);
     let c = t.iter().next().unwrap();
     assert_eq!((c.cookie, c.state), (12, TcpState::SynSent));
     // Unknown cookies (raw_tp events) are not a different socket.
@@ -518,6 +523,7 @@ fn gone_namespace_takes_its_tombstones_along() {
     t.apply_sweep(
         7,
         &[rec(1, 7, tcp_state::ESTABLISHED)],
+        &[],
         90,
         CLOCK,
         100,

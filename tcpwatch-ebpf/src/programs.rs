@@ -29,13 +29,16 @@ use aya_ebpf::{
         },
     },
     macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcpwatch_common::{
     ABI_VERSION, KernelOffsets, OFFSET_MISSING, PortKey, PortResets, SOCK_COPY_LEN,
     SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
-    event_kind, hooks::map_size, record_flags, tcp_state,
+    delta::{FP_SEED, SEEN_TAG, SOCK_SEEN_SIZE, SweepCtl, fp_step},
+    event_kind,
+    hooks::map_size,
+    record_flags, tcp_state,
 };
 
 #[path = "classify.rs"]
@@ -93,6 +96,11 @@ static SOCK_COPY: PerCpuArray<[u8; SOCK_COPY_LEN]> = PerCpuArray::with_max_entri
 /// Scratch space for one sweep record (too large for the 512-byte BPF stack with the rest).
 #[map]
 static SCRATCH: PerCpuArray<SockRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The change-only sweep's generation, set by userspace before each namespace's sweep
+/// (`tcpwatch_common::delta`).
+#[map]
+static SWEEP_CTL: Array<SweepCtl> = Array::with_max_entries(1, 0);
 
 /// A new `SOCKS` value is built here, not on the stack: a `SockState` on the 512-byte BPF stack
 /// pushed the state program past Linux 6.1's combined stack limit. Slot 0: the state program;

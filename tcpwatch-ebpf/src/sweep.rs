@@ -17,14 +17,67 @@ pub struct BpfIterTcp {
     uid: u32,
 }
 
-/// Writes one record. A failure (-EOVERFLOW: the 8-page seq buffer is full) loses nothing:
-/// the kernel rolls the partial output of this socket back and calls the program for the same
-/// socket again on the next `read()`; so it is not counted. (A record that alone exceeds the
-/// whole buffer fails the `read()` with E2BIG, reported as a namespace sweep error.)
+/// Writes one record; true if written. A failure (-EOVERFLOW: the 8-page seq buffer is full)
+/// loses nothing: the kernel rolls the partial output of this socket back and calls the
+/// program for the same socket again on the next `read()`; so it is not counted. (A record
+/// that alone exceeds the whole buffer fails the `read()` with E2BIG, reported as a namespace
+/// sweep error.)
 #[inline(always)]
-fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) {
-    // SAFETY: `data` points to `len` readable bytes (a map value); the helper copies them.
-    let _ = unsafe { bpf_seq_write(seq.cast(), data, len as u32) };
+fn seq_write(seq: *mut c_void, data: *const c_void, len: usize) -> bool {
+    // SAFETY: `data` points to `len` readable bytes (a map value or the stack); the helper
+    // copies them.
+    unsafe { bpf_seq_write(seq.cast(), data, len as u32) == 0 }
+}
+
+/// What [`fill_record`] found.
+const FILL_FAILED: u8 = 0;
+/// Write the full record (then [`mark_written`] if `Mark::st` is set).
+const FILL_FULL: u8 = 1;
+/// Unchanged since the last full record of this generation: write a `SockSeen`.
+const FILL_UNCHANGED: u8 = 2;
+
+/// Where a full record's fingerprint goes once written.
+struct Mark {
+    st: *mut SockState,
+    fp: u64,
+    generation: u64,
+}
+
+/// The change-only marks of a socket's per-socket state: the one place that knows where they
+/// live (the `SOCKS` entry today), so that storage can move.
+#[inline(always)]
+fn marks(st: *mut SockState) -> (*mut u64, *mut u64) {
+    // SAFETY: `st` is a live `SOCKS` value of this socket; only the addresses are taken.
+    unsafe { (&raw mut (*st).sweep_fp, &raw mut (*st).sweep_gen) }
+}
+
+/// Remembers that the full record with this fingerprint reached the seq buffer.
+#[inline(always)]
+fn mark_written(m: &Mark) {
+    if m.st.is_null() || m.generation == 0 {
+        return;
+    }
+    let (fp, generation) = marks(m.st);
+    // SAFETY: see `marks`; a concurrent writer of the entry cannot make this unsafe, at worst
+    // the next sweep writes the record in full.
+    unsafe {
+        *fp = m.fp;
+        *generation = m.generation;
+    }
+}
+
+/// Fingerprint of a record (see `tcpwatch_common::delta`): every 8-byte word of it.
+#[inline(always)]
+fn fingerprint(r: &SockRecord) -> u64 {
+    let words = (r as *const SockRecord).cast::<u64>();
+    let mut h = FP_SEED;
+    let mut i = 0;
+    while i < SOCK_RECORD_SIZE / 8 {
+        // SAFETY: `i` words are inside the record (SOCK_RECORD_SIZE is a multiple of 8).
+        h = fp_step(h, unsafe { *words.add(i) });
+        i += 1;
+    }
+    h
 }
 
 /// # Safety
@@ -82,11 +135,25 @@ unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
     }
     // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
     let r = unsafe { &mut *rec };
-    if fill_record::<COOKIE>(r, sk, uid) {
-        seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
-    } else {
-        // Not expected (the copy stays inside the socket object); counted, never silent.
-        count(counter::SWEEP_WRITE_FAILED);
+    let mut mark = Mark {
+        st: core::ptr::null_mut(),
+        fp: 0,
+        generation: 0,
+    };
+    match fill_record::<COOKIE>(r, sk, uid, &mut mark) {
+        FILL_FULL => {
+            if seq_write(seq, rec.cast(), SOCK_RECORD_SIZE) {
+                mark_written(&mark);
+            }
+        }
+        FILL_UNCHANGED => {
+            let seen = [r.skaddr | SEEN_TAG, r.cookie];
+            seq_write(seq, seen.as_ptr().cast(), SOCK_SEEN_SIZE);
+        }
+        _ => {
+            // Not expected (the copy stays inside the socket object); counted, never silent.
+            count(counter::SWEEP_WRITE_FAILED);
+        }
     }
     0
 }
@@ -101,12 +168,17 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
 /// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
 /// are picked from the copy: one helper call instead of one per field.
 #[inline(always)]
-fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) -> bool {
+fn fill_record<const COOKIE: bool>(
+    r: &mut SockRecord,
+    sk: *const u8,
+    uid: u32,
+    mark: &mut Mark,
+) -> u8 {
     let o = offsets();
     let state: u8 = rd(sk, o.skc_state);
     let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
     let Some(buf) = SOCK_COPY.get_ptr_mut(0) else {
-        return false;
+        return FILL_FAILED;
     };
     let buf = buf.cast::<u8>();
     let len = if mini {
@@ -116,12 +188,12 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
     };
     let len = len.min(SOCK_COPY_LEN as u32);
     if len == 0 {
-        return false;
+        return FILL_FAILED;
     }
     // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
     if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
         diag::note(diag::kind::COPY_FAILED, u64::from(len));
-        return false;
+        return FILL_FAILED;
     }
     let copy = Copied::<SOCK_COPY_LEN>(buf);
     let t = tuple(copy, o);
@@ -141,7 +213,7 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
         ..SockRecord::default()
     };
     if mini {
-        return true;
+        return FILL_FULL;
     }
     r.flags = record_flags::FULL_SOCK;
     let socket = bf::<u64>(buf, o.sk_socket) as *const u8;
@@ -177,17 +249,17 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
     if bf::<u64>(buf, o.sk_flags) & (1 << tcpwatch_common::SOCK_KEEPOPEN) != 0 {
         r.flags |= record_flags::KEEPALIVE;
     }
-    r.seen_ns = ktime();
-    // SAFETY: helper without arguments.
-    let jiffies = unsafe { bpf_jiffies64() } as u32;
-    r.lsnd_age_jiffies = jiffies.wrapping_sub(bf(buf, o.lsndtime));
-    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(bf(buf, o.rcv_tstamp));
-    r.lrcv_age_jiffies = jiffies.wrapping_sub(bf(buf, o.icsk_ack_lrcvtime));
+    // The absolute jiffies stamps first (the fingerprint takes them), ages at the end.
+    r.lsnd_age_jiffies = bf(buf, o.lsndtime);
+    r.rcv_tstamp_age_jiffies = bf(buf, o.rcv_tstamp);
+    r.lrcv_age_jiffies = bf(buf, o.icsk_ack_lrcvtime);
 
     // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
     // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
-    let now = r.seen_ns;
+    let now = ktime();
+    let mut entry: *mut SockState = core::ptr::null_mut();
     if let Some(st) = sock_entry(sk, r.cookie, now, state) {
+        entry = st;
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.
         let st = unsafe { &mut *st };
@@ -226,5 +298,38 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
         r.pid = st.pid;
         r.comm = st.comm;
     }
-    true
+    let code = changed_or_not(r, entry, mark);
+    r.seen_ns = now;
+    // SAFETY: helper without arguments.
+    let jiffies = unsafe { bpf_jiffies64() } as u32;
+    r.lsnd_age_jiffies = jiffies.wrapping_sub(r.lsnd_age_jiffies);
+    r.rcv_tstamp_age_jiffies = jiffies.wrapping_sub(r.rcv_tstamp_age_jiffies);
+    r.lrcv_age_jiffies = jiffies.wrapping_sub(r.lrcv_age_jiffies);
+    code
+}
+
+/// Compares the record (`seen_ns` 0, absolute jiffies stamps) with the socket's marks: the
+/// verdict, and in `mark` what to remember once a full record is written.
+#[inline(always)]
+fn changed_or_not(r: &SockRecord, entry: *mut SockState, mark: &mut Mark) -> u8 {
+    if entry.is_null() {
+        return FILL_FULL;
+    }
+    let generation = match SWEEP_CTL.get(0) {
+        Some(c) => c.generation,
+        None => 0,
+    };
+    if generation == 0 {
+        return FILL_FULL;
+    }
+    let fp = fingerprint(r);
+    let (last_fp, last_gen) = marks(entry);
+    // SAFETY: see `marks`.
+    if unsafe { *last_gen == generation && *last_fp == fp } {
+        return FILL_UNCHANGED;
+    }
+    mark.st = entry;
+    mark.fp = fp;
+    mark.generation = generation;
+    FILL_FULL
 }

@@ -17,6 +17,7 @@ use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::host::generations::Generations;
 use crate::host::k8s::PodIndex;
 use crate::host::netns::Home;
 use crate::host::owners::OwnerIndex;
@@ -69,9 +70,9 @@ pub fn new_shared(cfg: &Config, kernel: &Kernel, clock: KernelClock) -> Shared {
 /// Sweeps tcpwatch's own namespace twice 200 ms apart to learn the kernel's HZ (jiffies are
 /// how the kernel stores RTO and last-send/receive times).
 pub fn calibrate(kernel: &mut Kernel) -> anyhow::Result<KernelClock> {
-    let a = kernel.sweep_current_netns()?.header;
+    let a = kernel.sweep_current_netns(0)?.header;
     std::thread::sleep(Duration::from_millis(200));
-    let b = kernel.sweep_current_netns()?.header;
+    let b = kernel.sweep_current_netns(0)?.header;
     Ok(KernelClock::calibrate(&a, &b).unwrap_or_default())
 }
 
@@ -79,10 +80,16 @@ fn sweeper_thread(
     mut kernel: Kernel,
     tx: &mpsc::Sender<SweepBatch>,
     interval: Duration,
+    mut generations: Generations,
 ) -> anyhow::Result<()> {
     let home = Home::current()?;
     for n in 0_u64.. {
-        let batch = sweep_all(&mut kernel, &home, n % GC_EVERY_SWEEPS == 1);
+        let batch = sweep_all(
+            &mut kernel,
+            &home,
+            n % GC_EVERY_SWEEPS == 1,
+            &mut generations,
+        );
         if batch.socks_gc_removed > 0 {
             tracing::info!(
                 removed = batch.socks_gc_removed,
@@ -189,7 +196,7 @@ async fn on_sweep(
     {
         tracing::warn!(
             netns = ns.id.inode,
-            sockets = ns.sweep.records.len(),
+            sockets = ns.sweep.sockets(),
             ms = ns.duration.as_millis(),
             "slow namespace sweep"
         );
@@ -296,6 +303,10 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
         clock,
     } = prepared;
     let shared = new_shared(&cfg, &kernel, clock);
+    let generations = Generations::new(
+        cfg.daemon.full_sweep_every,
+        shared.full_sweep_requests.clone(),
+    );
     let (publisher, hub) = Publisher::new(&shared);
     let shared = Arc::new(Mutex::new(shared));
     let pending = publisher.pending();
@@ -307,7 +318,7 @@ pub async fn run(cfg: Config, prepared: Prepared) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("tcpwatch-sweep".into())
         .spawn(move || {
-            if let Err(e) = sweeper_thread(kernel, &tx, interval) {
+            if let Err(e) = sweeper_thread(kernel, &tx, interval, generations) {
                 tracing::error!(error = %format!("{e:#}"), "sweeper stopped");
             }
         })

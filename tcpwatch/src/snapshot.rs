@@ -101,7 +101,9 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
     let home = Home::current()?;
-    let batch = sweep_all(&mut kernel, &home, false);
+    // Every socket in full, and no change-only marks left for a running daemon to see.
+    let mut generations = crate::host::generations::Generations::new(1, Default::default());
+    let batch = sweep_all(&mut kernel, &home, false, &mut generations);
     let now = mono_now();
     let mut shared = new_shared(cfg, &kernel, clock);
     let wanted: HashSet<u64> = shared.apply_sweep(&batch, now);
@@ -150,7 +152,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
                     .iter()
                     .map(|n| SweptNamespace {
                         inode: n.id.inode,
-                        sockets: n.sweep.records.len(),
+                        sockets: n.sweep.sockets(),
                     })
                     .collect(),
             },

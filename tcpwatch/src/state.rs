@@ -84,6 +84,8 @@ pub struct Shared {
     pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
     /// `exposure.threshold_seconds` (the exposure audit, `docs/exposure.md`).
     pub exposure_threshold_s: u64,
+    /// Namespaces whose next sweep must be full (read by the sweeper thread).
+    pub full_sweep_requests: crate::host::generations::FullSweepRequests,
 }
 
 impl Shared {
@@ -115,6 +117,7 @@ impl Shared {
             netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
             exposure_threshold_s: tcpwatch_core::config_exposure::ExposureConfig::default()
                 .threshold_seconds,
+            full_sweep_requests: crate::host::generations::FullSweepRequests::default(),
         }
     }
 
@@ -182,14 +185,19 @@ impl Shared {
         let want = self.stream.receiver_count() > 0;
         let mut alive = HashMap::new();
         for ns in &batch.namespaces {
-            self.table.apply_sweep(
+            let out = self.table.apply_sweep(
                 ns.id.cookie,
                 &ns.sweep.records,
+                &ns.sweep.unchanged,
                 ns.sweep.header.ktime_ns,
                 self.clock,
                 now,
                 want.then_some(&mut deltas),
             );
+            if out.unknown > 0 {
+                // Told about sockets it does not have: the next sweep there is full.
+                self.full_sweep_requests.request(ns.id.cookie);
+            }
             alive.insert(ns.id.cookie, ns.info);
             if let Some(name) = &ns.name {
                 self.netns_names.insert(ns.id.cookie, name.clone());

@@ -2,6 +2,7 @@
 //! of them, the owners of sockets (processes from /proc, pods from the cgroup and the API
 //! server) and the process's own capabilities.
 pub mod caps;
+pub mod generations;
 pub mod k8s;
 pub mod netns;
 pub mod owners;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tcpwatch_common::counter;
 use tcpwatch_core::model::{NetnsId, NetnsInfo, ResetCounts};
 
+use crate::host::generations::Generations;
 use crate::host::netns::{self, Home, NetnsHandle};
 use crate::kernel::{GcScope, Kernel, Sweep};
 
@@ -47,11 +48,16 @@ pub struct SweepBatch {
 impl SweepBatch {
     #[must_use]
     pub fn sockets(&self) -> usize {
-        self.namespaces.iter().map(|n| n.sweep.records.len()).sum()
+        self.namespaces.iter().map(|n| n.sweep.sockets()).sum()
     }
 }
 
-fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Result<NsSweep> {
+fn sweep_one(
+    kernel: &mut Kernel,
+    home: &Home,
+    h: &NetnsHandle,
+    generations: &mut Generations,
+) -> anyhow::Result<NsSweep> {
     home.visit(h, || {
         let t0 = Instant::now();
         let cookie = netns::current_cookie()?;
@@ -60,7 +66,9 @@ fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Resul
             inode: h.inode,
         };
         let info = netns::current_info(id);
-        let sweep = kernel.sweep_current_netns()?;
+        let generation = generations.for_sweep(cookie);
+        let sweep = kernel.sweep_current_netns(generation)?;
+        generations.succeeded(cookie, generation);
         Ok(NsSweep {
             id,
             name: h.name.clone(),
@@ -74,8 +82,14 @@ fn sweep_one(kernel: &mut Kernel, home: &Home, h: &NetnsHandle) -> anyhow::Resul
 /// Sweeps every namespace on the host. Never fails as a whole: per-namespace failures are
 /// listed in `errors` (and counted by the caller). With `gc`, kernel entries of sockets that
 /// no longer exist are removed (costs one syscall per tracked socket: not every sweep).
-pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
+pub fn sweep_all(
+    kernel: &mut Kernel,
+    home: &Home,
+    gc: bool,
+    generations: &mut Generations,
+) -> SweepBatch {
     let t0 = Instant::now();
+    generations.begin_host_sweep();
     let mut namespaces = Vec::new();
     let mut errors = Vec::new();
     let mut vanished = 0;
@@ -96,7 +110,7 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
             unreadable.insert(h.inode);
             continue;
         }
-        match sweep_one(kernel, home, &h) {
+        match sweep_one(kernel, home, &h, generations) {
             Ok(ns) => namespaces.push(ns),
             Err(e) if e.downcast_ref::<netns::Vanished>().is_some() => vanished += 1,
             Err(e) => {
@@ -138,14 +152,16 @@ pub fn sweep_all(kernel: &mut Kernel, home: &Home, gc: bool) -> SweepBatch {
             prev_starts.insert(n.id.cookie, prev);
         }
     }
-    kernel.retain_sweep_starts(&namespaces.iter().map(|n| n.id.cookie).collect());
+    let swept_cookies = namespaces.iter().map(|n| n.id.cookie).collect();
+    kernel.retain_sweep_starts(&swept_cookies);
+    generations.retain(&swept_cookies);
     let mut socks_gc_removed = 0;
     if gc {
         let swept: HashMap<u64, GcScope> = namespaces
             .iter()
             .filter_map(|n| {
                 let start = *prev_starts.get(&n.id.cookie)?;
-                let live = n.sweep.records.iter().map(|r| r.skaddr).collect();
+                let live = n.sweep.skaddrs().collect();
                 Some((n.id.cookie, GcScope { live, start }))
             })
             .collect();

@@ -5,14 +5,12 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
+use tcpwatch_common::delta::SweepCtl;
 use tcpwatch_common::hooks::{HOOKS, SWEEP_PROGRAM, SWEEP_PROGRAM_NOCOOKIE, map_size};
-use tcpwatch_common::{
-    ABI_VERSION, PortKey, PortResets, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState,
-    SweepHeader, counter,
-};
+use tcpwatch_common::{ABI_VERSION, PortKey, PortResets, SockState, counter};
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
@@ -21,6 +19,9 @@ mod endpoints;
 pub mod log;
 pub mod probe;
 mod prog_stats;
+mod sweep_parse;
+
+pub use sweep_parse::{Sweep, parse_sweep};
 
 pub use btf::KernelBtf;
 
@@ -61,6 +62,10 @@ pub struct Kernel {
     sweep_program: &'static str,
     /// Held while the daemon runs: keeps the kernel counting programs' run time and count.
     run_stats: Option<std::os::fd::OwnedFd>,
+    /// The generation last written to `SWEEP_CTL` (`tcpwatch_common::delta`).
+    generation_written: u64,
+    /// The sweep iterator's output, kept between sweeps (no regrowth each time).
+    read_buf: Vec<u8>,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -162,6 +167,8 @@ impl Kernel {
             log,
             sweep_program,
             run_stats: None,
+            generation_written: 0,
+            read_buf: Vec::new(),
         })
     }
 
@@ -290,15 +297,28 @@ impl Kernel {
 
     /// Runs the `iter/tcp` sweep in the calling thread's current network namespace (the
     /// iterator captures the namespace of the task that creates it).
-    pub fn sweep_current_netns(&mut self) -> anyhow::Result<Sweep> {
+    /// `generation` (`tcpwatch_common::delta`): sockets whose last full record was written in
+    /// this generation and did not change since come back as `Sweep::unchanged`; 0 writes
+    /// every socket in full and remembers nothing.
+    pub fn sweep_current_netns(&mut self, generation: u64) -> anyhow::Result<Sweep> {
+        if generation != self.generation_written {
+            let map = self
+                .ebpf
+                .map_mut("SWEEP_CTL")
+                .context("SWEEP_CTL map missing (build mismatch)")?;
+            let mut ctl: Array<&mut MapData, SweepCtl> = Array::try_from(map)?;
+            ctl.set(0, SweepCtl { generation }, 0)
+                .context("setting the sweep generation")?;
+            self.generation_written = generation;
+        }
         let it: &mut Iter = program(&mut self.ebpf, self.sweep_program)?.try_into()?;
         let link_id = it.attach().context("attaching the iter/tcp sweep")?;
         let link = it.take_link(link_id)?;
         let mut file = link.into_file().context("creating a sweep iterator")?;
-        let mut bytes = Vec::with_capacity(64 * SOCK_RECORD_SIZE);
-        file.read_to_end(&mut bytes)
+        self.read_buf.clear();
+        file.read_to_end(&mut self.read_buf)
             .context("reading the sweep iterator")?;
-        parse_sweep(&bytes)
+        parse_sweep(&self.read_buf)
     }
 }
 
@@ -477,83 +497,6 @@ fn attach_hook(
     }
 }
 
-/// One namespace's sweep: the header and the socket records.
-#[derive(Debug)]
-pub struct Sweep {
-    pub header: SweepHeader,
-    pub records: Vec<SockRecord>,
-}
-
-/// Parses the iterator's output: a header slot, then one record per socket. The program also
-/// writes a header on its final call when `seq_num` is still 0 (one-socket namespaces), so
-/// header slots are recognised anywhere: a kernel socket address never equals the header's
-/// first 8 bytes.
-pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
-    if !bytes.len().is_multiple_of(SOCK_RECORD_SIZE) || bytes.len() < SOCK_RECORD_SIZE {
-        bail!(
-            "sweep output is {} bytes, not a whole number of {SOCK_RECORD_SIZE}-byte records \
-             (tcpwatch and its kernel object are out of sync)",
-            bytes.len()
-        );
-    }
-    let mut header: Option<SweepHeader> = None;
-    let mut records = Vec::with_capacity(bytes.len() / SOCK_RECORD_SIZE);
-    for chunk in bytes.chunks_exact(SOCK_RECORD_SIZE) {
-        let magic = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        if magic == SWEEP_MAGIC && chunk[4..8] == ABI_VERSION.to_le_bytes() {
-            if header.is_none() {
-                // SAFETY: the chunk is exactly size_of::<SweepHeader>() bytes (asserted in
-                // tcpwatch-common), SweepHeader is plain old data, read_unaligned needs no
-                // alignment.
-                header = Some(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) });
-            }
-            continue;
-        }
-        // SAFETY: as above, for SockRecord.
-        records.push(unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<SockRecord>()) });
-    }
-    let header = header.with_context(|| {
-        format!(
-            "sweep output has no header with magic {SWEEP_MAGIC:#x} version {ABI_VERSION} \
-             (tcpwatch and its kernel object are out of sync)"
-        )
-    })?;
-    Ok(Sweep { header, records })
-}
-
 #[cfg(test)]
 #[path = "object_tests.rs"]
 mod object_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bytes_of<T>(v: &T) -> Vec<u8> {
-        // SAFETY: T is plain old data of size_of::<T>() bytes.
-        unsafe { std::slice::from_raw_parts((&raw const *v).cast::<u8>(), size_of::<T>()) }.to_vec()
-    }
-
-    #[test]
-    fn parses_header_records_and_trailing_header() {
-        let hdr = SweepHeader {
-            magic: SWEEP_MAGIC,
-            abi_version: ABI_VERSION,
-            ktime_ns: 5,
-            ..SweepHeader::default()
-        };
-        let rec = SockRecord {
-            skaddr: 0xffff_8881_0318_0000,
-            sport: 80,
-            ..SockRecord::default()
-        };
-        let mut b = bytes_of(&hdr);
-        b.extend(bytes_of(&rec));
-        b.extend(bytes_of(&SweepHeader { ktime_ns: 9, ..hdr }));
-        let s = parse_sweep(&b).unwrap();
-        assert_eq!(s.header.ktime_ns, 5);
-        assert_eq!(s.records, vec![rec]);
-        assert!(parse_sweep(&b[..10]).is_err());
-        assert!(parse_sweep(&bytes_of(&rec)).is_err(), "no header");
-    }
-}

@@ -62,10 +62,10 @@ pub fn series_bound(top_k: usize) -> usize {
     // alertmanager_alerts_sent, alertmanager_alerts_failed, sweep_duration,
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
-    // table_sweeps_applied, findings_suppressed, stream_lagged, ready, build_info,
-    // kubernetes_api_errors, kubernetes_pods
+    // table_sweeps_applied, sweep_records{kind} x3, findings_suppressed, stream_lagged,
+    // ready, build_info, kubernetes_api_errors, kubernetes_pods
     let features = MAX_FEATURE_SERIES;
-    let self_metrics = 29 + MAX_ATTACHED_SERIES;
+    let self_metrics = 32 + MAX_ATTACHED_SERIES;
     states
         + features
         + netns
@@ -544,6 +544,17 @@ fn table(out: &Builder, sh: &View) -> prometheus::Result<()> {
         "Namespace sweeps applied to the table.",
         t.sweeps_applied,
     )?;
+    let v = out.counter_vec(
+        "tcpwatch_sweep_records_total",
+        "Sweep records by kind: full, unchanged (change-only sweeps), unknown (unchanged, for a \
+         socket the table did not have: the namespace's next sweep is full).",
+        &["kind"],
+    )?;
+    v.with_label_values(&["full"]).inc_by(t.sweep_records_full);
+    v.with_label_values(&["unchanged"])
+        .inc_by(t.sweep_records_unchanged);
+    v.with_label_values(&["unknown"])
+        .inc_by(t.sweep_records_unknown);
     Ok(())
 }
 

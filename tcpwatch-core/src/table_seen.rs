@@ -1,0 +1,65 @@
+//! The "still here, unchanged" records of a change-only sweep (`tcpwatch_common::delta`):
+//! the socket is present and none of its watched fields changed since its last full record.
+//! Its record is kept as it is; only what moves with time moves: the time it was last
+//! confirmed, and the last send / ACK / receive ages (the kernel's stamps did not change, so
+//! each age grows by the time since the record was last confirmed).
+use std::sync::Arc;
+
+use tcpwatch_common::delta::SockSeen;
+
+use super::{ConnTable, SweepOutcome, other_socket, push_sample};
+use crate::model::{ConnKey, ConnRecord, MonoNs, NS_PER_MS};
+
+impl ConnTable {
+    /// Applies the unchanged records of one namespace's sweep (see [`ConnTable::apply_sweep`]).
+    /// A record for a socket the table does not have (or has as another socket) cannot be
+    /// applied: it is counted in `SweepOutcome::unknown`, and the caller has the next sweep of
+    /// the namespace written in full. Tombstones of sockets closed after the sweep began are
+    /// not unknown (the socket is gone).
+    pub(super) fn apply_unchanged(
+        &mut self,
+        netns_cookie: u64,
+        unchanged: &[SockSeen],
+        started: MonoNs,
+        now: MonoNs,
+        out: &mut SweepOutcome,
+    ) {
+        let history_len = self.cfg.history_len;
+        for s in unchanged {
+            let key = ConnKey {
+                skaddr: s.skaddr(),
+                netns_cookie,
+            };
+            match self.conns.get_mut(&key) {
+                Some(rec) if !other_socket(rec.cookie, s.cookie) => {
+                    refresh(Arc::make_mut(rec), now, history_len);
+                    out.unchanged += 1;
+                }
+                _ => {
+                    if self.last_event.get(&key).is_none_or(|&t| t <= started) {
+                        out.unknown += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Moves an unchanged record to `now`. The ages advance by whole milliseconds between the
+/// two confirmations (each time floored to ms), so repeated refreshes do not drift.
+fn refresh(rec: &mut ConnRecord, now: MonoNs, history_len: usize) {
+    if now > rec.last_seen {
+        let elapsed_ms = now / NS_PER_MS - rec.last_seen / NS_PER_MS;
+        if rec.full_sock {
+            rec.tcp.last_send_age_ms += elapsed_ms;
+            rec.tcp.last_ack_age_ms += elapsed_ms;
+            rec.tcp.last_recv_age_ms += elapsed_ms;
+        }
+        rec.last_seen = now;
+    }
+    push_sample(rec, history_len);
+}
+
+#[cfg(test)]
+#[path = "table_seen_tests.rs"]
+mod tests;
