@@ -87,9 +87,9 @@ pub struct ConnTable {
     /// Records are shared with published views (`Arc`): a view holds the records as they
     /// were, and a record is copied only when it changes while a view still holds it.
     conns: HashMap<ConnKey, Arc<ConnRecord>>,
-    /// ktime of the last event applied to each socket (protects event-created sockets from a
-    /// sweep that started before them).
-    last_event: HashMap<ConnKey, MonoNs>,
+    /// The last event applied to each socket (protects event-created sockets from a sweep
+    /// that started before them); after a CLOSE, a tombstone with the closed socket's cookie.
+    last_event: HashMap<ConnKey, Touch>,
     stats: TableStats,
 }
 
@@ -156,13 +156,25 @@ impl ConnTable {
         let state = TcpState::from_kernel(ev.newstate);
         if state == TcpState::Close {
             // Tombstone: a sweep that started before this close must not resurrect the socket.
-            self.last_event.insert(key, ev.ts_ns);
+            self.last_event.insert(
+                key,
+                Touch {
+                    at: ev.ts_ns,
+                    closed_cookie: ev.cookie,
+                },
+            );
             if self.conns.remove(&key).is_some() {
                 self.stats.removed_closed += 1;
             }
             return want_delta.then_some(Delta::Remove { key });
         }
-        self.last_event.insert(key, ev.ts_ns);
+        self.last_event.insert(
+            key,
+            Touch {
+                at: ev.ts_ns,
+                closed_cookie: 0,
+            },
+        );
         if self
             .conns
             .get(&key)
@@ -240,7 +252,8 @@ impl ConnTable {
         for r in records {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
-            let event_after_sweep = self.last_event.get(&key).is_some_and(|&t| t > started);
+            let touch = self.last_event.get(&key).copied();
+            let event_after_sweep = touch.is_some_and(|t| t.at > started);
             if let Some(rec) = self.conns.get_mut(&key)
                 && other_socket(rec.cookie, fresh.cookie)
             {
@@ -271,8 +284,11 @@ impl ConnTable {
                         conn: Box::new(rec.clone()),
                     });
                 }
-            } else if !event_after_sweep {
-                // (An event after the sweep began means it closed since: not re-added.)
+            } else if !event_after_sweep
+                || touch.is_some_and(|t| other_socket(t.closed_cookie, fresh.cookie))
+            {
+                // (An event after the sweep began means it closed since: not re-added; unless
+                // the socket that closed is another one, an earlier socket at this address.)
                 let mut fresh = fresh;
                 push_sample(&mut fresh, history_len);
                 if let Some(d) = deltas.as_deref_mut() {
@@ -298,7 +314,7 @@ impl ConnTable {
             .conns
             .values()
             .filter(|c| c.key.netns_cookie == netns_cookie && !listed.contains(&c.key.skaddr))
-            .filter(|c| self.last_event.get(&c.key).is_none_or(|&t| t <= started))
+            .filter(|c| self.last_event.get(&c.key).is_none_or(|t| t.at <= started))
             .map(|c| c.key)
             .collect();
         for key in stale {
@@ -312,8 +328,8 @@ impl ConnTable {
         }
         // Tombstones older than this sweep have done their job.
         let conns = &self.conns;
-        self.last_event.retain(|k, &mut t| {
-            k.netns_cookie != netns_cookie || t > started || conns.contains_key(k)
+        self.last_event.retain(|k, t| {
+            k.netns_cookie != netns_cookie || t.at > started || conns.contains_key(k)
         });
         out
     }
@@ -527,6 +543,15 @@ fn merge(rec: &mut ConnRecord, fresh: ConnRecord, event_after_sweep: bool, histo
     rec.resets = fresh.resets;
     rec.full_sock = fresh.full_sock;
     push_sample(rec, history_len);
+}
+
+/// The last event applied to a socket.
+#[derive(Clone, Copy, Debug)]
+struct Touch {
+    at: MonoNs,
+    /// A CLOSE's tombstone: the cookie of the socket that closed (0: not known, or not a
+    /// CLOSE).
+    closed_cookie: u64,
 }
 
 /// Two known cookies that differ: a different socket at the same address.

@@ -36,7 +36,11 @@ impl ConnTable {
                     out.unchanged += 1;
                 }
                 _ => {
-                    if self.last_event.get(&key).is_none_or(|&t| t <= started) {
+                    // Not unknown if it closed after the sweep began (its tombstone).
+                    let closed_since = self.last_event.get(&key).is_some_and(|t| {
+                        t.at > started && !other_socket(t.closed_cookie, s.cookie)
+                    });
+                    if !closed_since {
                         out.unknown += 1;
                     }
                 }

@@ -133,3 +133,38 @@ fn unchanged_record_of_a_socket_closed_since_the_sweep_began_is_not_unknown() {
     assert_eq!((out.unchanged, out.unknown, out.added), (0, 0, 0));
     assert!(t.is_empty(), "the tombstone wins");
 }
+
+#[test]
+fn full_record_of_a_new_socket_at_a_just_closed_address_is_added() {
+    // The sweep began at 20; at 25 the socket of cookie 1 closed and a new one (cookie 2)
+    // took its address, whose events were lost; the sweep listed the new one. It must be
+    // added now: the kernel sends it as "unchanged" from the next sweep on.
+    let mut t = ConnTable::new(TableConfig::default());
+    t.apply_sweep(NS, &[full(0x100, 1)], &[], 10, CLOCK, 10, None);
+    let close = StateEvent {
+        ts_ns: 25,
+        skaddr: 0x100,
+        netns_cookie: NS,
+        cookie: 1,
+        newstate: tcp_state::CLOSE,
+        ..StateEvent::default()
+    };
+    t.apply_event(&close, false);
+    let out = t.apply_sweep(NS, &[full(0x100, 2)], &[], 20, CLOCK, 30, None);
+    assert_eq!(out.added, 1);
+    assert_eq!(t.get(&key(0x100)).unwrap().cookie, 2);
+    let out = t.apply_sweep(NS, &[], &[seen(0x100, 2)], 40, CLOCK, 50, None);
+    assert_eq!((out.unchanged, out.unknown), (1, 0));
+    // The closed socket itself (same cookie) is not resurrected.
+    t.apply_event(
+        &StateEvent {
+            cookie: 2,
+            ts_ns: 55,
+            ..close
+        },
+        false,
+    );
+    let out = t.apply_sweep(NS, &[full(0x100, 2)], &[], 52, CLOCK, 60, None);
+    assert_eq!(out.added, 0);
+    assert!(t.is_empty());
+}
