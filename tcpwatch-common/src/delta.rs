@@ -50,6 +50,10 @@ pub struct SweepCtl {
 /// Fingerprint step: a bijection of `h` for each word, so a single changed word always
 /// changes the result.
 #[must_use]
+#[expect(
+    clippy::inline_always,
+    reason = "called from the eBPF sweep, where a call per word would cost more than the work"
+)]
 #[inline(always)]
 pub const fn fp_step(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(0x0000_0100_0000_01b3)

@@ -102,7 +102,10 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let clock = calibrate(&mut kernel)?;
     let home = Home::current()?;
     // Every socket in full, and no change-only marks left for a running daemon to see.
-    let mut generations = crate::host::generations::Generations::new(1, Default::default());
+    let mut generations = crate::host::generations::Generations::new(
+        1,
+        crate::host::generations::FullSweepRequests::default(),
+    );
     let batch = sweep_all(&mut kernel, &home, false, &mut generations);
     let now = mono_now();
     let mut shared = new_shared(cfg, &kernel, clock);

@@ -71,11 +71,10 @@ impl Generations {
         if self.full_every == 0 {
             return 0;
         }
-        let g = self.of.remove(&netns_cookie).unwrap_or_else(|| {
+        self.of.remove(&netns_cookie).unwrap_or_else(|| {
             self.next += 1;
             self.next
-        });
-        g
+        })
     }
 
     /// The namespace's sweep in generation `g` was read completely.
