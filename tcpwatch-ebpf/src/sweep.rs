@@ -187,7 +187,7 @@ fn fill_record<const COOKIE: bool>(r: &mut SockRecord, sk: *const u8, uid: u32) 
     // Steady state is a lookup; a socket tcpwatch never saw gets an entry (age unknown) once.
     // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
     let now = r.seen_ns;
-    if let Some(st) = sock_entry(sk, r.cookie, now, state) {
+    if let Some(st) = store::sweep_entry::<COOKIE>(sk, r.cookie, now, state) {
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.
         let st = unsafe { &mut *st };
