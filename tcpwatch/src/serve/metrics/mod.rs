@@ -418,7 +418,8 @@ fn kernel(out: &Builder, sh: &View) -> prometheus::Result<()> {
     )?;
     let v = out.counter_vec(
         "tcpwatch_kernel_map_full_total",
-        "Kernel map inserts that failed because the map was full.",
+        "Kernel map inserts that failed because the map was full (socks: per-socket state that \
+         could not be created, SOCKS hash full or socket-local storage not allocated).",
         &["map"],
     )?;
     v.with_label_values(&["socks"])
