@@ -343,7 +343,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).resets_received = tracked.resets_received;
         (*ev).pad = [0; 3];
     }
-    slot.submit(wakeup::submit_flags());
+    slot.submit(wakeup::submit_flags(now));
     count(counter::EVENTS_SUBMITTED);
 }
 
