@@ -104,7 +104,9 @@ mod tests {
         assert!(!f.required);
         assert_eq!(f.detail, "verifier: unknown func");
         assert!(f.affects.contains("close_wait"));
-        let f = sk_storage(Err("tp_inet_sock_set_state: unknown func bpf_sk_storage_get#107".into()));
+        let f = sk_storage(Err(
+            "tp_inet_sock_set_state: unknown func bpf_sk_storage_get#107".into(),
+        ));
         assert_eq!(f.support, Support::No);
         assert!(f.affects.contains("SOCKS hash"));
         let f = netns_cookie(Ok(()));

@@ -28,7 +28,7 @@ use tcpwatch_common::{
 };
 
 use super::diag::{self, kind};
-use super::{Tuple, store, ktime, netns_of, offsets, rd, rd_ptr, tuple_of};
+use super::{Tuple, ktime, netns_of, offsets, rd, rd_ptr, store, tuple_of};
 
 /// A `STALE_TUPLES` entry older than this is not matched to a received RST.
 const STALE_TUPLE_MAX_AGE_NS: u64 = 2_000_000_000;

@@ -12,9 +12,7 @@ use aya_ebpf::{
 };
 use tcpwatch_common::hooks::store_mode;
 
-use super::{
-    NEW_SOCK, SOCKS, SockState, count, counter, diag, full, netns_of, tcp_state,
-};
+use super::{NEW_SOCK, SOCKS, SockState, count, counter, diag, full, netns_of, tcp_state};
 
 /// Per-socket state in socket-local storage (pinned like `SOCKS`: ages survive a restart).
 #[btf_map]

@@ -43,14 +43,21 @@ fn pinned_socks(d: &Daemon) -> Vec<(u64, SockState)> {
 /// socket-local storage (`SOCK_STORE`, where the probe found `sk_storage`) or else its pinned
 /// `SOCKS` entry.
 fn kernel_state(d: &Daemon, key: u64, sock: &impl std::os::fd::AsRawFd) -> Option<SockState> {
-    let path = format!("{}/abi-{}/SOCK_STORE", d.pin_dir, tcpwatch_common::ABI_VERSION);
+    let path = format!(
+        "{}/abi-{}/SOCK_STORE",
+        d.pin_dir,
+        tcpwatch_common::ABI_VERSION
+    );
     let data = aya::maps::MapData::from_pin(&path).unwrap();
     let store: aya::maps::SkStorage<_, SockState> =
         aya::maps::SkStorage::try_from(aya::maps::Map::SkStorage(data)).unwrap();
     if let Ok(v) = store.get(sock, 0) {
         return Some(v);
     }
-    pinned_socks(d).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    pinned_socks(d)
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// In `ns`: three `TIME_WAIT` sockets, an ESTABLISHED pair (returned: the caller holds its

@@ -19,8 +19,8 @@ use tcpwatch_core::offsets;
 mod btf;
 mod endpoints;
 pub mod log;
-pub mod probe;
 mod pins;
+pub mod probe;
 mod prog_stats;
 
 pub use btf::KernelBtf;

@@ -95,4 +95,3 @@ fn is_bpffs(path: &Path) -> bool {
     let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
     rc == 0 && st.f_type == BPF_FS_MAGIC
 }
-
