@@ -5,7 +5,7 @@
 //! loopback churn and bulk with alternating without/with rounds for tcpwatch and its peers,
 //! sweep time against `ss` at growing socket counts, and the daemon's RSS, CPU, scrape time
 //! and detection latency. Prints a table, writes `target/bench/bench.json` and
-//! `docs/performance.md`. `--smoke` is the CI-sized run (small sizes, one round, goals not
+//! `docs/performance.md`. `--smoke` is the CI-sized run (small sizes, two rounds, goals not
 //! enforced). Everything it starts (namespaces, processes, `bpf_stats`) is undone by guards,
 //! also on SIGINT/SIGTERM.
 #![allow(
@@ -13,7 +13,9 @@
     reason = "counts and durations shown as f64 figures; far below 2^52"
 )]
 
+mod cost;
 mod load;
+mod overhead;
 mod peers;
 mod phases;
 mod reference;
@@ -38,6 +40,9 @@ const PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "bpftrace", "bpfc
 pub struct Plan {
     pub rounds: usize,
     pub round: Duration,
+    /// Work of one overhead round: churn connections, bulk bytes.
+    pub churn_conns: u64,
+    pub bulk_bytes: u64,
     pub clients: usize,
     /// Socket counts of the sweep-scale phase (ascending).
     pub scale: Vec<usize>,
@@ -55,8 +60,10 @@ impl Plan {
     pub fn new(smoke: bool) -> Self {
         if smoke {
             Self {
-                rounds: 1,
+                rounds: 2,
                 round: Duration::from_secs(1),
+                churn_conns: 3000,
+                bulk_bytes: 256 << 20,
                 clients: 4,
                 scale: vec![200, 1000],
                 idle: vec![1000],
@@ -67,8 +74,10 @@ impl Plan {
             }
         } else {
             Self {
-                rounds: 5,
+                rounds: 6,
                 round: Duration::from_secs(3),
+                churn_conns: 50_000,
+                bulk_bytes: 4 << 30,
                 clients: 8,
                 scale: vec![1000, 10_000, 100_000],
                 idle: vec![10_000, 100_000],
@@ -134,6 +143,8 @@ pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Res
             .map_or(0, |d| d.as_secs()),
         rounds: plan.rounds,
         round_seconds: plan.round.as_secs_f64(),
+        churn_conns: plan.churn_conns,
+        bulk_bytes: plan.bulk_bytes,
         ..report::Results::default()
     };
     sys::raise_nofile(65_536)?;

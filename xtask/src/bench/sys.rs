@@ -222,7 +222,7 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
         .with_context(|| format!("unexpected /proc/{pid}/stat: {stat}"))
 }
 
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
