@@ -74,9 +74,9 @@ fn prog_ids(pid: u32) -> BTreeSet<u64> {
     ids
 }
 
-/// `recursion_misses` of the daemon's programs as `bpftool prog show` reports them (bpftool
-/// omits the key when it is 0), by program id.
-fn bpftool_misses(d: &Daemon) -> BTreeMap<u64, u64> {
+/// (`run_cnt`, `recursion_misses`) of the daemon's programs as `bpftool prog show` reports
+/// them (bpftool omits a key when it is 0), by program id.
+fn bpftool_progs(d: &Daemon) -> BTreeMap<u64, (u64, u64)> {
     let ids = prog_ids(d.child.id());
     let v: Value = serde_json::from_str(&support::run("bpftool", &["prog", "show", "-j"])).unwrap();
     v.as_array()
@@ -84,8 +84,9 @@ fn bpftool_misses(d: &Daemon) -> BTreeMap<u64, u64> {
         .iter()
         .filter_map(|p| {
             let id = p["id"].as_u64()?;
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
             ids.contains(&id)
-                .then(|| (id, p["recursion_misses"].as_u64().unwrap_or(0)))
+                .then(|| (id, (n("run_cnt"), n("recursion_misses"))))
         })
         .collect()
 }
@@ -114,10 +115,11 @@ fn sweeps(d: &Daemon) -> f64 {
     d.metric_sum("tcpwatch_sweeps_total")
 }
 
-/// Waits until `n` sweeps started after this call have completed.
+/// Waits until `n` sweeps started after this call have completed (bounded: a sweep walks
+/// every namespace of the host, which other work may fill with many sockets).
 fn next_sweeps(d: &Daemon, n: f64) {
     let s0 = sweeps(d);
-    wait_for(Duration::from_secs(15), || {
+    wait_for(Duration::from_secs(90), || {
         (sweeps(d) >= s0 + n + 1.0).then_some(())
     })
     .expect("the daemon keeps sweeping");
@@ -184,14 +186,33 @@ fn flood_losses_show_in_the_metrics_and_the_next_sweep_restores_the_table() {
     let kept: Vec<Kept> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let flood_s = t0.elapsed().as_secs_f64();
 
-    // Recursion misses: every program's series lies between two bpftool readings taken
-    // around a sweep that started after the first one.
-    let k0 = bpftool_misses(&d);
-    next_sweeps(&d, 1.0);
+    // Recursion misses: every program's series lies between two bpftool readings. The
+    // daemon reads the kernel's statistics at the end of each sweep; figures read after the
+    // first bpftool reading show more runs of the sweep iterator than that reading did.
     let status = d.get_json("/api/v1/status");
-    let m = d.metrics();
-    let k1 = bpftool_misses(&d);
-    let programs = status["programs"].as_array().expect("status lists programs");
+    assert_eq!(status["run_stats_enabled"], true, "the daemon counts runs");
+    let k0 = bpftool_progs(&d);
+    let sweep_id = status["programs"]
+        .as_array()
+        .expect("status lists programs")
+        .iter()
+        .find(|p| p["program"] == "tcpwatch_sweep")
+        .expect("the sweep iterator is listed")["id"]
+        .as_u64()
+        .unwrap();
+    let m = wait_for(Duration::from_secs(90), || {
+        let m = d.metrics();
+        let runs = series(
+            &m,
+            "tcpwatch_bpf_program_runs_total{program=\"tcpwatch_sweep\"}",
+        );
+        (runs > Some(k0[&sweep_id].0)).then_some(m)
+    })
+    .expect("figures of a sweep after the first bpftool reading");
+    let k1 = bpftool_progs(&d);
+    let programs = status["programs"]
+        .as_array()
+        .expect("status lists programs");
     assert!(!programs.is_empty());
     let mut misses = 0;
     for p in programs {
@@ -201,7 +222,7 @@ fn flood_losses_show_in_the_metrics_and_the_next_sweep_restores_the_table() {
             &format!("tcpwatch_bpf_program_recursion_misses_total{{program=\"{name}\"}}"),
         )
         .unwrap_or_else(|| panic!("no recursion-miss series for {name}"));
-        let (lo, hi) = (k0[&id], k1[&id]);
+        let (lo, hi) = (k0[&id].1, k1[&id].1);
         assert!(
             lo <= v && v <= hi,
             "{name}: {v} recursion misses in /metrics, bpftool said {lo} then {hi}"
