@@ -167,15 +167,11 @@ pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Res
         (true, None) => env.out_dir.join("performance-smoke.md"),
         (false, None) => root.join("docs/performance.md"),
     };
-    let mut text = table::markdown(&r);
-    if !smoke {
-        let old = std::fs::read_to_string(&md).unwrap_or_default();
-        let notes = table::kept_notes(&old);
-        if !notes.is_empty() {
-            text.push('\n');
-            text.push_str(notes);
-        }
-    }
+    let text = if smoke {
+        table::markdown(&r)
+    } else {
+        table::with_kept_notes(&r, &std::fs::read_to_string(&md).unwrap_or_default())
+    };
     std::fs::write(&md, text)?;
     eprintln!(
         "bench: {} mode finished in {:.0} s; wrote {} and {}",

@@ -94,89 +94,7 @@ pub fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     load::churn(&ns.path(), &fixed_churn(plan))?;
     load::bulk_limited(&ns.path(), BULK_PORT, LOAD_LIMIT, plan.bulk_bytes)?;
     for tool in Tool::ALL {
-        let t0 = Instant::now();
-        let mut churn = Overhead {
-            tool: tool.name().into(),
-            load: "churn".into(),
-            unit: "conn/s".into(),
-            cpu_unit: "1000 connections".into(),
-            ..Overhead::default()
-        };
-        let mut bulk = Overhead {
-            load: "bulk".into(),
-            unit: "MiB/s".into(),
-            cpu_unit: "GiB".into(),
-            ..churn.clone()
-        };
-        'rounds: for round in 0..plan.rounds {
-            let mut pair = [(Half::default(), Half::default()); 2];
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with in order {
-                sys::check_stop()?;
-                let running = if with {
-                    match peers::start(tool, &ctx) {
-                        Ok(x) => Some(x),
-                        Err(e) => {
-                            sys::check_stop()?;
-                            eprintln!("bench: {} does not run: {e:#}", tool.name());
-                            churn.not_run = Some(format!("{e:#}"));
-                            bulk.not_run.clone_from(&churn.not_run);
-                            break 'rounds;
-                        }
-                    }
-                } else {
-                    None
-                };
-                sys::sleep(Duration::from_millis(300));
-                pair[usize::from(with)] = half(plan, &ns.path(), running.as_ref())?;
-                drop(running);
-            }
-            let [(c0, b0), (c1, b1)] = pair;
-            eprintln!(
-                "bench: {} round {}: churn {:.0} -> {:.0} conn/s, {:.1} -> {:.1} ms CPU/1000 \
-                 conn; bulk {:.0} -> {:.0} MiB/s, {:.0} -> {:.0} ms CPU/GiB",
-                tool.name(),
-                round + 1,
-                c0.rate,
-                c1.rate,
-                c0.cpu * 1e3,
-                c1.cpu * 1e3,
-                b0.rate,
-                b1.rate,
-                b0.cpu * 1e3,
-                b1.cpu * 1e3,
-            );
-            for (o, w0, w1) in [(&mut churn, c0, c1), (&mut bulk, b0, b1)] {
-                o.without.push(w0.rate);
-                o.with.push(w1.rate);
-                o.ratios.push(w1.rate / w0.rate.max(1e-9));
-                o.push_cpu(CpuRound {
-                    without: w0.cpu,
-                    with: w1.cpu,
-                    tool: w1.tool,
-                });
-            }
-        }
-        for o in [&churn, &bulk] {
-            if let (Some(m), Some(nf)) = (o.cpu_median_ratio(), o.cpu_noise_floor()) {
-                eprintln!(
-                    "bench: {} {}: host CPU with/without {:.1} %, noise floor {:.1} %",
-                    o.tool,
-                    o.load,
-                    m * 100.0,
-                    nf * 100.0
-                );
-            }
-        }
-        eprintln!(
-            "bench: {}: {:.0} s",
-            tool.name(),
-            t0.elapsed().as_secs_f64()
-        );
+        let (churn, bulk) = tool_rounds(plan, &ctx, &ns.path(), tool)?;
         r.overhead.push(churn);
         r.overhead.push(bulk);
     }
@@ -187,6 +105,99 @@ pub fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         r.overhead_time_wait
     );
     Ok(())
+}
+
+/// The alternating rounds of one tool: (churn, bulk).
+fn tool_rounds(
+    plan: &Plan,
+    ctx: &peers::Ctx,
+    ns: &str,
+    tool: Tool,
+) -> Result<(Overhead, Overhead)> {
+    let t0 = Instant::now();
+    let mut churn = Overhead {
+        tool: tool.name().into(),
+        load: "churn".into(),
+        unit: "conn/s".into(),
+        cpu_unit: "1000 connections".into(),
+        ..Overhead::default()
+    };
+    let mut bulk = Overhead {
+        load: "bulk".into(),
+        unit: "MiB/s".into(),
+        cpu_unit: "GiB".into(),
+        ..churn.clone()
+    };
+    'rounds: for round in 0..plan.rounds {
+        let mut pair = [(Half::default(), Half::default()); 2];
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
+            sys::check_stop()?;
+            let running = if with {
+                match peers::start(tool, ctx) {
+                    Ok(x) => Some(x),
+                    Err(e) => {
+                        sys::check_stop()?;
+                        eprintln!("bench: {} does not run: {e:#}", tool.name());
+                        churn.not_run = Some(format!("{e:#}"));
+                        bulk.not_run.clone_from(&churn.not_run);
+                        break 'rounds;
+                    }
+                }
+            } else {
+                None
+            };
+            sys::sleep(Duration::from_millis(300));
+            pair[usize::from(with)] = half(plan, ns, running.as_ref())?;
+            drop(running);
+        }
+        let [(c0, b0), (c1, b1)] = pair;
+        eprintln!(
+            "bench: {} round {}: churn {:.0} -> {:.0} conn/s, {:.1} -> {:.1} ms CPU/1000 \
+             conn; bulk {:.0} -> {:.0} MiB/s, {:.0} -> {:.0} ms CPU/GiB",
+            tool.name(),
+            round + 1,
+            c0.rate,
+            c1.rate,
+            c0.cpu * 1e3,
+            c1.cpu * 1e3,
+            b0.rate,
+            b1.rate,
+            b0.cpu * 1e3,
+            b1.cpu * 1e3,
+        );
+        for (o, w0, w1) in [(&mut churn, c0, c1), (&mut bulk, b0, b1)] {
+            o.without.push(w0.rate);
+            o.with.push(w1.rate);
+            o.ratios.push(w1.rate / w0.rate.max(1e-9));
+            o.push_cpu(CpuRound {
+                without: w0.cpu,
+                with: w1.cpu,
+                tool: w1.tool,
+            });
+        }
+    }
+    for o in [&churn, &bulk] {
+        if let (Some(m), Some(nf)) = (o.cpu_median_ratio(), o.cpu_noise_floor()) {
+            eprintln!(
+                "bench: {} {}: host CPU with/without {:.1} %, noise floor {:.1} %",
+                o.tool,
+                o.load,
+                m * 100.0,
+                nf * 100.0
+            );
+        }
+    }
+    eprintln!(
+        "bench: {}: {:.0} s",
+        tool.name(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok((churn, bulk))
 }
 
 /// The `tw` count of the `TCP:` line of `/proc/net/sockstat`.

@@ -184,6 +184,17 @@ pub fn kept_notes(old: &str) -> &str {
     old.find(NOTES_MARKER).map_or("", |i| &old[i..])
 }
 
+/// `docs/performance.md` of `r`, followed by the hand-written notes of the `old` file.
+pub fn with_kept_notes(r: &Results, old: &str) -> String {
+    let mut text = markdown(r);
+    let notes = kept_notes(old);
+    if !notes.is_empty() {
+        text.push('\n');
+        text.push_str(notes);
+    }
+    text
+}
+
 /// `docs/performance.md`.
 pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
@@ -232,3 +243,7 @@ pub fn markdown(r: &Results) -> String {
         tables(r)
     )
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;
