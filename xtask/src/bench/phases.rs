@@ -172,10 +172,18 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         names: &names,
         reference: reference.as_ref(),
     };
+    let submitted = || -> Result<f64> {
+        let (m, _) = daemon.metrics()?;
+        Ok(sys::metric(&m, "tcpwatch_kernel_events_submitted_total").unwrap_or(0.0))
+    };
+    let sub0 = submitted()?;
     let (c, runs) = window.measure(r, "churn", || {
         load::churn(&ns.path(), &churn_opts(plan, plan.round, None))
     })?;
     r.events_per_connection = runs as f64 / c.conns.max(1) as f64;
+    // The daemon reads the kernel's counters at each sweep.
+    sys::sleep(COUNTER_SETTLE);
+    r.records_per_state_change = Some((submitted()? - sub0) / runs.max(1) as f64);
     eprintln!(
         "bench: churn {:.0} conn/s ({} failed), {:.1} state changes per connection",
         c.per_second(),

@@ -45,8 +45,11 @@ fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
     super::reference::rows(r, s);
     let _ = writeln!(
         s,
-        "\nState-program runs per churn connection: {:.1}\n",
-        r.events_per_connection
+        "\nState-program runs per churn connection: {:.1}; ring-buffer records per state-program \
+         run: {}\n",
+        r.events_per_connection,
+        r.records_per_state_change
+            .map_or_else(|| "not measured".into(), |x| format!("{x:.2}"))
     );
     let _ = writeln!(
         s,
