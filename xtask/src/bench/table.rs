@@ -53,10 +53,14 @@ fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
     );
     let _ = writeln!(
         s,
-        "### Fast-path overhead ({} alternating rounds of {:.0} s, median)\n\n\
+        "### Fast-path throughput ({} alternating rounds of {} connections of churn and {} \
+         of bulk, median)\n\nBaseline spread: (max - min) / median of the rounds without the \
+         tool; noise floor: median absolute deviation of the per-round ratios.\n\n\
          | tool | load | without | with | with/without | per-round ratios | baseline spread | \
          noise floor |\n|---|---|---:|---:|---:|---|---:|---:|",
-        r.rounds, r.round_seconds
+        r.rounds,
+        r.churn_conns,
+        super::cost::gib(r.bulk_bytes)
     );
     for o in &r.overhead {
         if let Some(why) = &o.not_run {
