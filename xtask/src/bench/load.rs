@@ -213,28 +213,6 @@ pub fn bulk(ns: &str, port: u16, duration: Duration) -> Result<BulkResult> {
     bulk_limited(ns, port, duration, u64::MAX)
 }
 
-/// Pins the calling thread to CPU `cpu` modulo the CPUs this process may use (best effort:
-/// the load runs unpinned if the kernel refuses). Bulk's sender and receiver are pinned to two
-/// CPUs: unpinned, the scheduler sometimes puts both on one CPU and sometimes not, and
-/// loopback throughput and CPU per byte swing by 2x between the two placements.
-fn pin_to_cpu(cpu: usize) {
-    let n = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the index is below the number of CPUs, within cpu_set_t's 1024 bits.
-    unsafe { libc::CPU_SET(cpu % n.min(1024), &mut set) };
-    // SAFETY: pid 0 is the calling thread; valid pointer and size.
-    let rc = unsafe {
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &raw const set)
-    };
-    if rc != 0 {
-        eprintln!(
-            "bench: could not pin a bulk thread to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// [`bulk`] that stops after `max_bytes` (rounded up to whole 64 KiB chunks) or `duration`,
 /// whichever comes first: a fixed amount of work.
 pub fn bulk_limited(ns: &str, port: u16, duration: Duration, max_bytes: u64) -> Result<BulkResult> {
@@ -243,7 +221,6 @@ pub fn bulk_limited(ns: &str, port: u16, duration: Duration, max_bytes: u64) -> 
     }))?;
     let addr = listener.local_addr()?;
     let receiver = spawn_in(ns, move || {
-        pin_to_cpu(1);
         // Bounded: if the sender never connects, the receiver gives up instead of waiting in
         // accept() forever (which hung the whole bench once).
         listener.set_nonblocking(true)?;
@@ -276,7 +253,6 @@ pub fn bulk_limited(ns: &str, port: u16, duration: Duration, max_bytes: u64) -> 
         })
     });
     let sender = spawn_in(ns, move || {
-        pin_to_cpu(0);
         let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
         let chunk = vec![0x5au8; 64 * 1024];
