@@ -32,11 +32,25 @@ pub fn parse_busy_ticks(stat: &str) -> Option<u64> {
     Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
 }
 
-/// Host-wide busy CPU seconds so far (all CPUs, see [`parse_busy_ticks`]).
-pub fn host_busy_seconds() -> Result<f64> {
+/// irq + softirq ticks of `/proc/stat`'s `cpu` line (host-wide: loopback's packet processing).
+pub fn parse_irq_ticks(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    Some(f.get(5)? + f.get(6)?)
+}
+
+/// (host-wide busy, host-wide irq + softirq) CPU seconds so far.
+pub fn host_seconds() -> Result<(f64, f64)> {
     let stat = std::fs::read_to_string("/proc/stat").context("read /proc/stat")?;
-    let ticks = parse_busy_ticks(&stat).context("no `cpu` line in /proc/stat")?;
-    Ok(ticks as f64 / super::sys::clock_ticks())
+    let t = super::sys::clock_ticks();
+    let busy = parse_busy_ticks(&stat).context("no `cpu` line in /proc/stat")?;
+    let irq = parse_irq_ticks(&stat).context("no `cpu` line in /proc/stat")?;
+    Ok((busy as f64 / t, irq as f64 / t))
 }
 
 /// Median absolute deviation of `v` from its median, relative to the median: the spread of
@@ -60,6 +74,8 @@ pub struct CpuRound {
     pub without: f64,
     pub with: f64,
     pub tool: Option<f64>,
+    /// The scoped figure (see [`Overhead::scoped_ratios`]) per unit, without and with.
+    pub scoped: Option<(f64, f64)>,
 }
 
 impl Overhead {
@@ -71,6 +87,13 @@ impl Overhead {
         if let Some(t) = r.tool {
             self.tool_cpu.push(t);
         }
+        if let Some((w0, w1)) = r.scoped {
+            self.scoped_ratios.push(w1 / w0.max(1e-12));
+        }
+    }
+
+    pub fn scoped_median_ratio(&self) -> Option<f64> {
+        median(&self.scoped_ratios)
     }
 
     pub fn cpu_median_ratio(&self) -> Option<f64> {
@@ -239,9 +262,13 @@ pub fn table(r: &Results, s: &mut String) {
         "\n### Host CPU cost of a fixed amount of work ({} alternating rounds, median)\n\n\
          Host-wide busy CPU of all CPUs from `/proc/stat` (user + nice + system + irq + \
          softirq) around each load: {} connections of churn, {} of bulk. Ratio: with/without \
-         of the same round; noise floor: median absolute deviation of the per-round ratios.\n\n\
+         of the same round; noise floor: median absolute deviation of the per-round ratios. \
+         Scoped (not a goal, for a shared machine): the CPU of the load's threads, of the \
+         tool's processes and of the bench's children (`ss`), plus host-wide irq + softirq, so \
+         other work on the machine is mostly left out.\n\n\
          | tool | load | without | with | with/without | per-round ratios | noise floor | \
-         tool's own processes |\n|---|---|---:|---:|---:|---|---:|---:|",
+         tool's own processes | scoped with/without (noise floor) |\n\
+         |---|---|---:|---:|---:|---|---:|---:|---:|",
         r.rounds,
         r.churn_conns,
         gib(r.bulk_bytes)
@@ -250,7 +277,7 @@ pub fn table(r: &Results, s: &mut String) {
         let rounds: Vec<String> = o.cpu_ratios.iter().map(|x| format!("{x:.3}")).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {}/{u} | {}/{u} | {} | {} | {} | {} |",
+            "| {} | {} | {}/{u} | {}/{u} | {} | {} | {} | {} | {} |",
             o.tool,
             o.load,
             median(&o.cpu_without).map_or("-".into(), ms),
@@ -259,6 +286,11 @@ pub fn table(r: &Results, s: &mut String) {
             rounds.join(" "),
             o.cpu_noise_floor().map_or("-".into(), pct),
             median(&o.tool_cpu).map_or("-".into(), |x| format!("{}/{}", ms(x), o.cpu_unit)),
+            o.scoped_median_ratio().map_or("-".into(), |m| format!(
+                "{} ({})",
+                pct(m),
+                relative_mad(&o.scoped_ratios).map_or("-".into(), pct)
+            )),
             u = o.cpu_unit
         );
     }

@@ -8,6 +8,8 @@ fn busy_ticks_count_user_nice_system_irq_softirq() {
     assert_eq!(parse_busy_ticks("cpu0 1 2 3\n"), None);
     assert_eq!(parse_busy_ticks("cpu  1 2\n"), None);
     assert_eq!(parse_busy_ticks("cpu  1 x 3 4 5 6 7\n"), None);
+    assert_eq!(parse_irq_ticks(stat), Some(4 + 6));
+    assert_eq!(parse_irq_ticks("cpu  1 2 3 4 5\n"), None);
 }
 
 #[test]
@@ -42,6 +44,7 @@ fn tool(name: &str, load: &str, rounds: &[(f64, f64)]) -> Overhead {
             without,
             with,
             tool: Some(0.001),
+            scoped: Some((without / 2.0, with / 2.0)),
         });
     }
     o
@@ -195,7 +198,7 @@ fn cpu_table_lists_tools_that_ran() {
     assert!(
         s.contains(
             "| tcpwatch daemon | churn | 100.0 ms/1000 connections | 101.0 ms/1000 connections \
-             | 101.0 % | 1.010 1.020 1.000 | 1.0 % | 1.0 ms/1000 connections |"
+             | 101.0 % | 1.010 1.020 1.000 | 1.0 % | 1.0 ms/1000 connections | 101.0 % (1.0 %) |"
         ),
         "{s}"
     );

@@ -28,6 +28,8 @@ struct Half {
     cpu: f64,
     /// The tool's own processes' CPU seconds per unit (None: not attributable).
     tool: Option<f64>,
+    /// Scoped CPU seconds per unit (see `Overhead::scoped_ratios`).
+    scoped: f64,
 }
 
 /// CPU seconds of `pids` (all threads), summed; None when there is none to read.
@@ -40,16 +42,31 @@ fn tool_cpu(pids: &[u32]) -> Option<f64> {
         .sum::<Option<f64>>()
 }
 
-/// Runs `work` and returns its result, host busy CPU and the tool's CPU over it.
-fn measured<T>(
-    running: Option<&Running>,
-    work: impl FnOnce() -> Result<T>,
-) -> Result<(T, f64, Option<f64>)> {
+/// CPU seconds over one load.
+struct Spent {
+    /// Host-wide busy CPU.
+    host: f64,
+    /// The tool's processes (None: none to read).
+    tool: Option<f64>,
+    /// This process's threads and reaped children, the tool's processes and host-wide irq +
+    /// softirq.
+    scoped: f64,
+}
+
+/// Runs `work` and returns its result and the CPU spent over it.
+fn measured<T>(running: Option<&Running>, work: impl FnOnce() -> Result<T>) -> Result<(T, Spent)> {
     let pids = running.map(Running::pids).unwrap_or_default();
-    let (host0, tool0) = (cost::host_busy_seconds()?, tool_cpu(&pids));
+    let own = || sys::self_cpu_seconds() + sys::children_cpu_seconds();
+    let ((host0, irq0), tool0, own0) = (cost::host_seconds()?, tool_cpu(&pids), own());
     let out = work()?;
-    let (host1, tool1) = (cost::host_busy_seconds()?, tool_cpu(&pids));
-    Ok((out, host1 - host0, tool0.zip(tool1).map(|(a, b)| b - a)))
+    let ((host1, irq1), tool1, own1) = (cost::host_seconds()?, tool_cpu(&pids), own());
+    let tool = tool0.zip(tool1).map(|(a, b)| b - a);
+    let spent = Spent {
+        host: host1 - host0,
+        tool,
+        scoped: own1 - own0 + tool.unwrap_or(0.0) + irq1 - irq0,
+    };
+    Ok((out, spent))
 }
 
 fn fixed_churn(plan: &Plan) -> ChurnOpts {
@@ -64,22 +81,18 @@ fn fixed_churn(plan: &Plan) -> ChurnOpts {
 
 /// One half-round: the churn then the bulk load, each measured.
 fn half(plan: &Plan, ns: &str, running: Option<&Running>) -> Result<(Half, Half)> {
-    let (c, cpu, tool) = measured(running, || load::churn(ns, &fixed_churn(plan)))?;
-    let k = c.conns.max(1) as f64 / 1000.0;
-    let churn = Half {
-        rate: c.per_second(),
-        cpu: cpu / k,
-        tool: tool.map(|t| t / k),
+    let per_unit = |rate: f64, spent: &Spent, units: f64| Half {
+        rate,
+        cpu: spent.host / units,
+        tool: spent.tool.map(|t| t / units),
+        scoped: spent.scoped / units,
     };
-    let (b, cpu, tool) = measured(running, || {
+    let (c, spent) = measured(running, || load::churn(ns, &fixed_churn(plan)))?;
+    let churn = per_unit(c.per_second(), &spent, c.conns.max(1) as f64 / 1000.0);
+    let (b, spent) = measured(running, || {
         load::bulk_limited(ns, BULK_PORT, LOAD_LIMIT, plan.bulk_bytes)
     })?;
-    let g = b.bytes.max(1) as f64 / GIB;
-    let bulk = Half {
-        rate: b.mib_per_second(),
-        cpu: cpu / g,
-        tool: tool.map(|t| t / g),
-    };
+    let bulk = per_unit(b.mib_per_second(), &spent, b.bytes.max(1) as f64 / GIB);
     Ok((churn, bulk))
 }
 
@@ -178,6 +191,7 @@ fn tool_rounds(
                 without: w0.cpu,
                 with: w1.cpu,
                 tool: w1.tool,
+                scoped: Some((w0.scoped, w1.scoped)),
             });
         }
     }

@@ -45,6 +45,10 @@ pub struct Overhead {
     pub cpu_ratios: Vec<f64>,
     /// CPU seconds per unit of work of the tool's own processes (when attributable).
     pub tool_cpu: Vec<f64>,
+    /// Per round, with/without of the scoped CPU per unit: the load's threads, the tool's
+    /// processes, the bench's reaped children and host-wide irq + softirq (other work on a
+    /// shared machine mostly left out; shown next to the host-wide figure, not a goal).
+    pub scoped_ratios: Vec<f64>,
 }
 
 impl Overhead {

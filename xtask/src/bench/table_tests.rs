@@ -39,6 +39,7 @@ fn a_full_run_writes_reference_noise_floor_and_keeps_the_notes() {
             without: w0,
             with: w1,
             tool: None,
+            scoped: None,
         });
     }
     r.overhead.push(o);
