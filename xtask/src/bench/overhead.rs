@@ -198,11 +198,14 @@ fn tool_rounds(
     for o in [&churn, &bulk] {
         if let (Some(m), Some(nf)) = (o.cpu_median_ratio(), o.cpu_noise_floor()) {
             eprintln!(
-                "bench: {} {}: host CPU with/without {:.1} %, noise floor {:.1} %",
+                "bench: {} {}: host CPU with/without {:.1} %, noise floor {:.1} %; scoped \
+                 {:.1} %, noise floor {:.1} %",
                 o.tool,
                 o.load,
                 m * 100.0,
-                nf * 100.0
+                nf * 100.0,
+                o.scoped_median_ratio().unwrap_or(0.0) * 100.0,
+                cost::relative_mad(&o.scoped_ratios).unwrap_or(0.0) * 100.0
             );
         }
     }
