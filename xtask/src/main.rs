@@ -61,7 +61,7 @@ enum Command {
     /// sweep scale, daemon cost; prints a table, writes target/bench/bench.json and
     /// docs/performance.md.
     Bench {
-        /// Short CI mode (< 2 minutes): small sizes, two rounds, goals not enforced.
+        /// Short CI mode (< 2 minutes): small sizes, one round, goals not enforced.
         #[arg(long)]
         smoke: bool,
         /// Run only this phase (`kernel-cost`, `overhead`, `scale`, `daemon`): its results

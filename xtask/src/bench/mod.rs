@@ -5,7 +5,7 @@
 //! loopback churn and bulk with alternating without/with rounds for tcpwatch and its peers,
 //! sweep time against `ss` at growing socket counts, and the daemon's RSS, CPU, scrape time
 //! and detection latency. Prints a table, writes `target/bench/bench.json` and
-//! `docs/performance.md`. `--smoke` is the CI-sized run (small sizes, two rounds, goals not
+//! `docs/performance.md`. `--smoke` is the CI-sized run (small sizes, one round, goals not
 //! enforced). Everything it starts (namespaces, processes, `bpf_stats`) is undone by guards,
 //! also on SIGINT/SIGTERM.
 #![allow(
@@ -60,7 +60,7 @@ impl Plan {
     pub fn new(smoke: bool) -> Self {
         if smoke {
             Self {
-                rounds: 2,
+                rounds: 1,
                 round: Duration::from_secs(1),
                 churn_conns: 3000,
                 bulk_bytes: 256 << 20,
