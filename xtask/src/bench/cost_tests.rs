@@ -134,6 +134,13 @@ fn cpu_goals_fail_when_missed_noisy_or_a_peer_does_not_run() {
 #[test]
 fn daemon_goals_use_the_issue_limits() {
     let mut r = Results::default();
+    // The row nearest 10 000/s by the daemon's count is judged, whatever the load aimed at.
+    r.daemon_rate.push(DaemonRate {
+        target_per_s: 1_000.0,
+        achieved_per_s: 30_000.0,
+        cpu_pct: 0.1,
+        ..DaemonRate::default()
+    });
     r.daemon_rate.push(DaemonRate {
         target_per_s: 10_000.0,
         achieved_per_s: 9_000.0,
@@ -150,6 +157,7 @@ fn daemon_goals_use_the_issue_limits() {
     });
     let g = all_goals(&r);
     let rate = find(&g, "state changes/s");
+    assert!(rate.name.contains("load aimed at 10000/s"), "{rate:?}");
     assert_eq!(rate.pass, Some(false), "1.2 % > 1 %");
     assert!(rate.value.contains("9000 events/s applied"), "{rate:?}");
     assert!(rate.value.contains("10100 runs/s"), "{rate:?}");
@@ -160,7 +168,7 @@ fn daemon_goals_use_the_issue_limits() {
             .contains("40.0 ms of daemon CPU per sweep interval")
     );
     assert_eq!(find(&g, "RSS <= 96 MiB").pass, Some(false));
-    r.daemon_rate[0].cpu_pct = 0.9;
+    r.daemon_rate[1].cpu_pct = 0.9;
     r.daemon_idle[0].cpu_pct = 5.5;
     r.daemon_idle[0].rss_mib = 90.0;
     let g = all_goals(&r);

@@ -379,14 +379,17 @@ pub const MAX_IDLE_CPU_PCT: f64 = 5.0;
 pub const MAX_RSS_MIB: f64 = 96.0;
 
 fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
+    // The load whose rate, by the daemon's own count, came nearest 10 000/s (host-wide: other
+    // work on the machine adds to the bench's load).
     let rate = r.daemon_rate.iter().min_by(|a, b| {
-        (a.target_per_s - 1e4)
+        (a.achieved_per_s - 1e4)
             .abs()
-            .total_cmp(&(b.target_per_s - 1e4).abs())
+            .total_cmp(&(b.achieved_per_s - 1e4).abs())
     });
     g.push(goal(
         format!(
-            "daemon <= {MAX_RATE_CPU_PCT} % of one core at {:.0} state changes/s",
+            "daemon <= {MAX_RATE_CPU_PCT} % of one core at ~10000 state changes/s (load aimed \
+             at {:.0}/s)",
             rate.map_or(0.0, |x| x.target_per_s)
         ),
         rate.map_or("not measured".into(), |x| {
