@@ -11,7 +11,7 @@ fn api(local_port: u16, send_q: u32, ka: bool) -> ConnRecord {
         &format!("10.0.0.1:{local_port}"),
         "10.0.0.2:80",
     );
-    c.owner = Some(owner(42, "api", i32::from(local_port % 100)));
+    c.owner = Some(owner(42, "api", i32::from(local_port % 100)).into());
     c.queues.send_q = send_q;
     c.tcp.keepalive = KeepaliveOpts {
         enabled: ka,
