@@ -150,7 +150,7 @@ fn a_large_group_lists_its_worst_sockets_in_order() {
     let r = audit(&conns, &netns(), 300);
     let g = &r.groups[0];
     assert_eq!(g.connections, 200);
-    assert_eq!(g.sockets_omitted, 200 - MAX_SOCKETS_LISTED as u32);
+    assert_eq!(g.sockets_omitted as usize, 200 - MAX_SOCKETS_LISTED);
     let mut all: Vec<ExposedSocket> = conns
         .iter()
         .map(|c| ExposedSocket {
