@@ -372,7 +372,7 @@ fn owner_labels<'a>(
     owner: Option<&'a Owner>,
     rec: Option<&'a ConnRecord>,
 ) -> (&'a str, &'a str, &'a str, &'a str) {
-    let proc_owner = owner.or_else(|| rec.and_then(|c| c.owner.as_ref()));
+    let proc_owner = owner.or_else(|| rec.and_then(|c| c.owner.as_deref()));
     let comm = proc_owner
         .map(|o| o.comm.as_str())
         .or_else(|| rec.and_then(|c| c.creator_comm.as_deref()))
