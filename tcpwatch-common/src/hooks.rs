@@ -75,6 +75,16 @@ pub const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
 /// `bpf_get_socket_cookie` (before Linux 5.12); chosen by the start-up probe.
 pub const SWEEP_PROGRAM_NOCOOKIE: &str = "tcpwatch_sweep_nocookie";
 
+/// Where the kernel programs keep a socket's `SockState` (the global `STORE_MODE`, patched by
+/// the loader from the start-up probe's `sk_storage` feature).
+pub mod store_mode {
+    /// The `SOCKS` hash keyed by the socket's address (Linux 5.10, `raw_tp` fallbacks).
+    pub const HASH: u32 = 1;
+    /// Socket-local storage (`SOCK_STORE`, `BPF_MAP_TYPE_SK_STORAGE`): found from the socket,
+    /// freed with it. Needs `tp_btf` programs and an iterator with socket cookies (5.12+).
+    pub const SK_STORAGE: u32 = 2;
+}
+
 /// Sizes of the kernel maps (entries; bytes for the ring buffer).
 pub mod map_size {
     /// `SOCKS` as built into the object. The loader always resizes it to

@@ -168,8 +168,10 @@ impl KernelOffsets {
     };
 }
 
-/// Kernel-side per-socket state, kept in the `SOCKS` hash map keyed by the socket's address
-/// (`struct sock *`). Written by the tracepoint programs, read by the sweep.
+/// Kernel-side per-socket state, kept in socket-local storage (`SOCK_STORE`) or, where tracing
+/// programs cannot use it, in the `SOCKS` hash map keyed by the socket's address
+/// (`struct sock *`): see `hooks::store_mode`. Written by the tracepoint programs, read by the
+/// sweep.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockState {
@@ -376,7 +378,8 @@ pub mod counter {
     pub const EVENTS_SUBMITTED: u32 = 0;
     /// State events lost because the ring buffer was full.
     pub const EVENTS_DROPPED: u32 = 1;
-    /// `SOCKS` inserts that failed (map full).
+    /// Per-socket state that could not be created: `SOCKS` inserts that failed (map full) or
+    /// socket-local storage that could not be allocated.
     pub const SOCKS_FULL: u32 = 2;
     /// Retransmissions seen.
     pub const RETRANS: u32 = 3;

@@ -1,5 +1,5 @@
 //! Optional kernel features tcpwatch uses where the kernel has them, and falls back from
-//! where it does not (Linux 5.10 lacks all three): each is decided by a start-up probe, never
+//! where it does not (Linux 5.10 lacks them all): each is decided by a start-up probe, never
 //! by the kernel version, and reported as a [`Feature`] whose `affects` says what is lost.
 //! The daemon's probe and loader build them from their results (docs/kernels.md).
 use crate::features::{Feature, Support};
@@ -37,6 +37,24 @@ pub fn socket_cookie(probed: Probed) -> Feature {
          socket's state age and retransmit/reset counters, and findings on the old socket \
          (close_wait, retransmit_chain, send_queue, zero_window, awaiting_response) are \
          carried over to it instead of being resolved",
+    )
+}
+
+/// Socket-local storage (`BPF_MAP_TYPE_SK_STORAGE`) from the `tp_btf` and `iter/tcp` programs
+/// (Linux 5.11+; tcpwatch also needs the `tp_btf` hooks and the sweep with socket cookies,
+/// 5.12+). Without it per-socket state is kept in the `SOCKS` hash (`tcpwatch_common::hooks::
+/// store_mode`). Decided by loading the programs with it: the verifier's refusal is the detail.
+#[must_use]
+pub fn sk_storage(probed: Probed) -> Feature {
+    feature(
+        "sk_storage",
+        probed,
+        "socket-local storage for per-socket state (bpf_sk_storage_get from tp_btf and iter/tcp)",
+        "5.12",
+        "per-socket state is kept in the SOCKS hash instead: a hash insert and delete per \
+         connection (a higher kernel cost per event), at most daemon.max_connections sockets \
+         (beyond: tcpwatch_kernel_map_full_total{map=\"socks\"}), and entries of sockets \
+         closed while tcpwatch was down are garbage-collected by the sweep",
     )
 }
 
@@ -86,6 +104,11 @@ mod tests {
         assert!(!f.required);
         assert_eq!(f.detail, "verifier: unknown func");
         assert!(f.affects.contains("close_wait"));
+        let f = sk_storage(Err(
+            "tp_inet_sock_set_state: unknown func bpf_sk_storage_get#107".into(),
+        ));
+        assert_eq!(f.support, Support::No);
+        assert!(f.affects.contains("SOCKS hash"));
         let f = netns_cookie(Ok(()));
         assert_eq!((f.support, f.detail.as_str()), (Support::Yes, ""));
         assert!(f.affects.contains("netns_gone"));

@@ -25,3 +25,7 @@ pub mod table;
 pub mod tp_format;
 pub mod wall;
 pub mod webconfig;
+
+#[cfg(test)]
+#[path = "layout_tests.rs"]
+mod layout_tests;

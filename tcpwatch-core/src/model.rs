@@ -1,6 +1,7 @@
 //! The connection model shared by the table, the detectors, the HTTP API and `tcpwatch top`.
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -294,7 +295,8 @@ pub struct ConnRecord {
     pub inode: u64,
     pub uid: u32,
     /// The process holding the socket, from `/proc` (None: none found, or not looked up yet).
-    pub owner: Option<Owner>,
+    /// Shared with the daemon's owner cache and with every copy of the record.
+    pub owner: Option<Arc<Owner>>,
     /// The task that called `connect()`/`listen()`, as the kernel saw it.
     pub creator_pid: Option<u32>,
     pub creator_comm: Option<String>,

@@ -83,7 +83,7 @@ pub fn table(conns: &[&ConnRecord], now: MonoNs) -> String {
             age,
             retr,
             backoff,
-            format_owner(c.owner.as_ref()),
+            format_owner(c.owner.as_deref()),
             c.netns.inode.to_string(),
         ]);
     }
@@ -182,11 +182,14 @@ mod tests {
     fn table_shows_listener_queues_like_ss() {
         let l = conn(TcpState::Listen);
         let mut e = conn(TcpState::CloseWait);
-        e.owner = Some(Owner {
-            pid: 7,
-            comm: "app".into(),
-            ..Owner::default()
-        });
+        e.owner = Some(
+            Owner {
+                pid: 7,
+                comm: "app".into(),
+                ..Owner::default()
+            }
+            .into(),
+        );
         let out = table(&[&l, &e], 61 * NS_PER_SEC);
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].starts_with("State"));

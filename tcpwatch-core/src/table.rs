@@ -374,7 +374,7 @@ impl ConnTable {
 
     /// Sets owners from an inode -> owner lookup, for records whose owner is unknown.
     /// Returns the inodes that still have no owner.
-    pub fn attach_owners(&mut self, lookup: impl Fn(u64) -> Option<Owner>) -> Vec<u64> {
+    pub fn attach_owners(&mut self, lookup: impl Fn(u64) -> Option<Arc<Owner>>) -> Vec<u64> {
         let mut missing = Vec::new();
         // A record is written (and copied, if a view holds it) only when its owner changes.
         for rec in self.conns.values_mut() {
@@ -418,7 +418,7 @@ impl ConnTable {
                 && let Some(pod) = Arc::make_mut(rec)
                     .owner
                     .as_mut()
-                    .and_then(|o| o.pod.as_mut())
+                    .and_then(|o| Arc::make_mut(o).pod.as_mut())
             {
                 *pod = found;
                 filled += 1;

@@ -317,10 +317,13 @@ fn owners_attach_by_inode() {
     orphan.inode = 0;
     t.apply_sweep(7, &[rec(1, 7, 1), orphan], &[], 0, CLOCK, 1, Some(&mut d));
     let missing = t.attach_owners(|ino| {
-        (ino == 999).then(|| Owner {
-            pid: 42,
-            comm: "app".into(),
-            ..Owner::default()
+        (ino == 999).then(|| {
+            Owner {
+                pid: 42,
+                comm: "app".into(),
+                ..Owner::default()
+            }
+            .into()
         })
     });
     assert!(missing.is_empty());

@@ -28,7 +28,7 @@ use tcpwatch_common::{
 };
 
 use super::diag::{self, kind};
-use super::{SOCKS, Tuple, ktime, netns_of, offsets, rd, rd_ptr, tuple_of};
+use super::{Tuple, ktime, netns_of, offsets, rd, rd_ptr, store, tuple_of};
 
 /// A `STALE_TUPLES` entry older than this is not matched to a received RST.
 const STALE_TUPLE_MAX_AGE_NS: u64 = 2_000_000_000;
@@ -148,12 +148,13 @@ fn endpoint(
     Some(v)
 }
 
-/// Process (tgid, comm) that called `connect()` on `sk`, from its `SOCKS` entry.
+/// Process (tgid, comm) that called `connect()` on `sk`, from its entry (`store.rs`).
 #[inline(always)]
-fn connector(sk: *const u8) -> (u32, [u8; 16]) {
-    // SAFETY: the value is copied out at once; a concurrent update at worst gives a stale pid.
-    match unsafe { SOCKS.get(sk as u64) } {
-        Some(st) => (st.pid, st.comm),
+fn connector<const BTF: bool>(sk: *const u8) -> (u32, [u8; 16]) {
+    match store::peek::<BTF>(sk) {
+        // SAFETY: the value is copied out at once; a concurrent update at worst gives a stale
+        // pid.
+        Some(st) => unsafe { ((*st).pid, (*st).comm) },
         None => (0, [0; 16]),
     }
 }
@@ -162,7 +163,7 @@ fn connector(sk: *const u8) -> (u32, [u8; 16]) {
 /// resets; NULL for active resets and for received ones).
 // A separate BPF function: its own stack frame (the callers' frames are large).
 #[inline(never)]
-pub(super) fn on_reset(sk: *const u8, skb: *const u8, sent: bool) {
+pub(super) fn on_reset<const BTF: bool>(sk: *const u8, skb: *const u8, sent: bool) {
     if offsets().valid == 0 {
         return;
     }
@@ -176,7 +177,7 @@ pub(super) fn on_reset(sk: *const u8, skb: *const u8, sent: bool) {
     if sent {
         on_sent(sk, skb, state);
     } else {
-        on_received(sk, state);
+        on_received::<BTF>(sk, state);
     }
 }
 
@@ -259,7 +260,7 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
 }
 
 #[inline(always)]
-fn on_received(sk: *const u8, state: u8) {
+fn on_received<const BTF: bool>(sk: *const u8, state: u8) {
     let o = offsets();
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
@@ -325,7 +326,7 @@ fn on_received(sk: *const u8, state: u8) {
         let _ = STALE_TUPLES.remove(tk);
     }
     let stale = by_peer || state == tcp_state::CLOSE_WAIT || state == tcp_state::LAST_ACK;
-    let (pid, comm) = connector(sk);
+    let (pid, comm) = connector::<BTF>(sk);
     // Accepted (server-side) sockets have no connecting process: only their stale resets are
     // kept (keyed by the client endpoint), not every reset from every client port.
     if pid == 0 && !stale {

@@ -47,6 +47,8 @@ mod classify;
 mod diag;
 #[path = "fields.rs"]
 mod fields;
+#[path = "store.rs"]
+mod store;
 #[path = "wakeup.rs"]
 mod wakeup;
 
@@ -63,7 +65,8 @@ const NO_PREALLOC: u32 = 1;
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::UNSET;
 
-/// Per-socket state keyed by the socket's address. Sized by userspace (`set_max_entries`).
+/// Per-socket state keyed by the socket's address, where socket-local storage cannot be used
+/// (`store.rs`). Sized by userspace (`set_max_entries`).
 #[map]
 static SOCKS: HashMap<u64, SockState> =
     HashMap::with_max_entries(map_size::SOCKS_IN_OBJECT, NO_PREALLOC);
@@ -107,21 +110,6 @@ static SWEEP_CTL: Array<SweepCtl> = Array::with_max_entries(1, 0);
 /// slot 1: the others (a softirq's program may run between two steps of the state program).
 #[map]
 static NEW_SOCK: PerCpuArray<SockState> = PerCpuArray::with_max_entries(2, 0);
-const NEW_SOCK_STATE: u32 = 0;
-const NEW_SOCK_OTHER: u32 = 1;
-
-/// A zeroed (`SockState::default()`) per-CPU value to fill and insert.
-#[inline(always)]
-fn new_sock(slot: u32) -> Option<&'static mut SockState> {
-    let p = NEW_SOCK.get_ptr_mut(slot)?;
-    // SAFETY: a per-CPU slot of this program kind, used only until the insert below it; all
-    // zero bytes are `SockState::default()` (plain integers and arrays).
-    unsafe {
-        core::ptr::write_bytes(p, 0, 1);
-        Some(&mut *p)
-    }
-}
-
 #[inline(always)]
 fn offsets() -> &'static KernelOffsets {
     // SAFETY: OFFSETS is a plain static; reading through a volatile pointer keeps the compiler
@@ -162,26 +150,6 @@ fn cookie_of<const BTF: bool>(sk: *const u8) -> u64 {
     } else {
         0
     }
-}
-
-/// The socket's `SOCKS` entry if it belongs to this socket. An entry left by an earlier
-/// socket at the same (reused) address, i.e. with another cookie, is reset: counters,
-/// first-seen time, owner and state age start again (the age is then unknown).
-#[inline(always)]
-fn own_entry(key: u64, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
-    let p = SOCKS.get_ptr_mut(key)?;
-    // SAFETY: the entry is only written under the socket's lock or by the sweep, which holds it.
-    let st = unsafe { &mut *p };
-    if cookie != 0 && st.cookie != cookie {
-        if st.cookie != 0 {
-            // SAFETY: `p` is this socket's map value; zeroed in place (no stack copy).
-            unsafe { core::ptr::write_bytes(p, 0, 1) };
-            st.first_seen_ns = now;
-            st.state = state;
-        }
-        st.cookie = cookie;
-    }
-    Some(p)
 }
 
 /// Writes the tuple and namespace of `sk` into the event, from one copy of its
@@ -284,10 +252,17 @@ struct Tracked {
     resets_received: u32,
 }
 
-/// Updates (or creates, or on CLOSE deletes) the socket's `SOCKS` entry.
+/// Updates (or creates; on CLOSE, for the hash, deletes) the socket's entry (`store.rs`).
 #[inline(always)]
-fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u8; 16]) -> Tracked {
-    let process_context = newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN;
+fn track_state<const BTF: bool>(
+    sk: *const u8,
+    cookie: u64,
+    newstate: u8,
+    now: u64,
+    pid: u32,
+    comm: [u8; 16],
+) -> Tracked {
+    let process_context = store::starts_over(newstate);
     let mut out = Tracked {
         pid,
         comm,
@@ -295,7 +270,20 @@ fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u
         resets_sent: 0,
         resets_received: 0,
     };
-    if let Some(st) = own_entry(key, cookie, now, newstate) {
+    let entry = if newstate == tcp_state::CLOSE {
+        store::lookup::<BTF>(sk, cookie, now, newstate)
+    } else {
+        store::get_or_create::<BTF>(
+            sk,
+            cookie,
+            now,
+            newstate,
+            store::NEW_SOCK_STATE,
+            process_context,
+        )
+        .map(|(p, _)| p)
+    };
+    if let Some(st) = entry {
         // SAFETY: the entry belongs to this socket; state changes run under the socket lock.
         let st = unsafe { &mut *st };
         st.state = newstate;
@@ -312,21 +300,9 @@ fn track_state(key: u64, cookie: u64, newstate: u8, now: u64, pid: u32, comm: [u
             resets_sent: st.resets_sent,
             resets_received: st.resets_received,
         };
-    } else if newstate != tcp_state::CLOSE
-        && let Some(st) = new_sock(NEW_SOCK_STATE)
-    {
-        st.state_since_ns = now;
-        st.first_seen_ns = now;
-        st.cookie = cookie;
-        st.state = newstate;
-        st.pid = pid;
-        st.comm = comm;
-        if SOCKS.insert(key, &*st, 0).is_err() {
-            full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
-        }
     }
     if newstate == tcp_state::CLOSE {
-        let _ = SOCKS.remove(key);
+        store::forget::<BTF>(sk);
     }
     out
 }
@@ -348,7 +324,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     } else {
         (0, [0; 16])
     };
-    let tracked = track_state(key, cookie, newstate, now, pid, comm);
+    let tracked = track_state::<BTF>(sk, cookie, newstate, now, pid, comm);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).
@@ -375,7 +351,7 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (*ev).resets_received = tracked.resets_received;
         (*ev).pad = [0; 3];
     }
-    slot.submit(wakeup::submit_flags());
+    slot.submit(wakeup::submit_flags(now));
     count(counter::EVENTS_SUBMITTED);
 }
 
@@ -394,26 +370,6 @@ pub fn raw_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// Returns the socket's `SOCKS` entry (reset if an earlier socket at the same address left
-/// it), creating it (age unknown) if tcpwatch has not seen the socket.
-#[inline(always)]
-fn sock_entry(sk: *const u8, cookie: u64, now: u64, state: u8) -> Option<*mut SockState> {
-    let key = sk as u64;
-    if let Some(p) = own_entry(key, cookie, now, state) {
-        return Some(p);
-    }
-    let st = new_sock(NEW_SOCK_OTHER)?;
-    st.first_seen_ns = now;
-    st.cookie = cookie;
-    st.netns_cookie = netns_of(sk).0;
-    st.state = state;
-    if SOCKS.insert(key, &*st, 0).is_err() {
-        full(counter::SOCKS_FULL, diag::kind::SOCKS_FULL);
-        return None;
-    }
-    SOCKS.get_ptr_mut(key)
-}
-
 #[inline(always)]
 fn on_retransmit<const BTF: bool>(sk: *const u8) {
     count(counter::RETRANS);
@@ -424,7 +380,7 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
     let now = ktime();
     let snd_una: u32 = rd(sk, offsets().snd_una);
     let cookie = cookie_of::<BTF>(sk);
-    let Some(st) = sock_entry(sk, cookie, now, rd(sk, offsets().skc_state)) else {
+    let Some(st) = store::sock_entry::<BTF>(sk, cookie, now, rd(sk, offsets().skc_state)) else {
         return;
     };
     // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
@@ -445,28 +401,28 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
+    classify::on_reset::<true>(ctx.arg(0), ctx.arg(1), true);
     on_reset::<true>(ctx.arg(0), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    classify::on_reset(ctx.arg(0), ctx.arg(1), true);
+    classify::on_reset::<false>(ctx.arg(0), ctx.arg(1), true);
     on_reset::<false>(ctx.arg(0), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
+    classify::on_reset::<true>(ctx.arg(0), core::ptr::null(), false);
     on_reset::<true>(ctx.arg(0), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    classify::on_reset(ctx.arg(0), core::ptr::null(), false);
+    classify::on_reset::<false>(ctx.arg(0), core::ptr::null(), false);
     on_reset::<false>(ctx.arg(0), false);
     0
 }
@@ -510,12 +466,12 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
             p.received += 1;
         }
     }
-    // TIME_WAIT and request minisockets have no SOCKS entry and are not full sockets.
+    // TIME_WAIT and request minisockets have no entry and are not full sockets.
     let state: u8 = rd(sk, o.skc_state);
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
     }
-    if let Some(st) = own_entry(sk as u64, cookie_of::<BTF>(sk), ktime(), state) {
+    if let Some(st) = store::lookup::<BTF>(sk, cookie_of::<BTF>(sk), ktime(), state) {
         // SAFETY: the entry belongs to this socket.
         let st = unsafe { &mut *st };
         if sent {

@@ -258,7 +258,7 @@ fn fill_record<const COOKIE: bool>(
     // An entry of an earlier socket at this address (another cookie) is reset, never adopted.
     let now = ktime();
     let mut entry: *mut SockState = core::ptr::null_mut();
-    if let Some(st) = sock_entry(sk, r.cookie, now, state) {
+    if let Some(st) = store::sweep_entry::<COOKIE>(sk, r.cookie, now, state) {
         entry = st;
         // SAFETY: the entry belongs to this socket; a concurrent update can at worst make this
         // record one event stale, which the next sweep corrects.

@@ -97,11 +97,14 @@ pub(crate) fn conn(id: u64, state: TcpState, local: &str, remote: &str) -> ConnR
 }
 
 pub(crate) fn owned(mut c: ConnRecord, comm: &str, pid: u32) -> ConnRecord {
-    c.owner = Some(Owner {
-        pid,
-        comm: comm.into(),
-        ..Owner::default()
-    });
+    c.owner = Some(
+        Owner {
+            pid,
+            comm: comm.into(),
+            ..Owner::default()
+        }
+        .into(),
+    );
     c
 }
 
@@ -116,7 +119,7 @@ pub(crate) fn finding_on(c: &ConnRecord, kind: FindingKind, sev: Severity, since
             local: c.local,
             remote: c.remote,
             state: c.state,
-            owner: c.owner.clone(),
+            owner: c.owner.as_deref().cloned(),
         },
         cause: "owned".into(),
         diagnosis: format!("{} stuck: the app never called close()", c.local),

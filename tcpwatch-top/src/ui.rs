@@ -334,7 +334,7 @@ fn row_cells(app: &App, id: &RowId, index: usize, now: MonoNs, wide: bool) -> Ce
                         c.netns.inode.to_string(),
                         accept_bar(c, 10),
                         app.unaccepted_for(c).to_string(),
-                        format_owner(c.owner.as_ref()),
+                        format_owner(c.owner.as_deref()),
                     ],
                     (accept_fill(c) >= 1.0).then(|| Style::new().red()),
                 )
@@ -391,7 +391,7 @@ fn conn_cells(c: &ConnRecord, now: MonoNs) -> Vec<String> {
         } else {
             "-".into()
         },
-        format_owner(c.owner.as_ref()),
+        format_owner(c.owner.as_deref()),
     ]);
     cells
 }

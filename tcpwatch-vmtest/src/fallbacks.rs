@@ -8,7 +8,12 @@ use anyhow::{Context as _, Result, ensure};
 use crate::{Ctx, Outcome};
 
 /// The optional features tcpwatch falls back from (tcpwatch-core/src/fallbacks.rs).
-const FALLBACKS: &[&str] = &["netns_cookie", "socket_cookie", "reset_reason"];
+const FALLBACKS: &[&str] = &[
+    "netns_cookie",
+    "socket_cookie",
+    "reset_reason",
+    "sk_storage",
+];
 
 /// `tcpwatch snapshot` logs `<feature>=yes|no` for every fallback in its `kernel features
 /// probed` line, and one `falling back` warning for each `no`; `netns_cookie` matches the

@@ -136,6 +136,11 @@ async fn publish_views(shared: Arc<Mutex<Shared>>, mut publisher: Publisher) {
             publisher.publish(&s, judged)
         };
         drop(old);
+        if judged {
+            // The previous versions of the records this sweep changed were freed with the old
+            // view (unless a reader still holds it): give their pages back.
+            crate::host::malloc::release_free();
+        }
         tokio::time::sleep_until(started + PUBLISH_EVERY).await;
     }
 }
@@ -253,6 +258,7 @@ pub struct Prepared {
 /// Call it before starting any other thread (the tokio runtime included): capabilities are
 /// per thread, and only threads created after the drop inherit the reduced set.
 pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
+    crate::host::malloc::tune();
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     // The programs' run time and count (`/api/v1/status`, `tcpwatch_bpf_program_*`).
     if cfg.daemon.bpf_run_stats {
@@ -271,11 +277,7 @@ pub fn prepare(cfg: &Config, opts: DaemonOptions) -> anyhow::Result<Prepared> {
     }
     // The kernel's BTF (several MB, read once and parsed by tcpwatch's and aya's parsers during
     // load, see kernel/btf.rs) is gone: give the memory back.
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free heap memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::host::malloc::release_free();
     // Everything is loaded: keep only what sweeping and owner lookup need from now on.
     match crate::host::caps::drop_to_runtime() {
         Ok(kept) => {

@@ -89,7 +89,7 @@ mod tests {
     /// A client that sent a request `sent` seconds ago and last received `recv` seconds ago.
     fn client(sent: u64, recv: u64) -> ConnRecord {
         let mut c = conn(TcpState::Established, "10.0.0.1:41000", "10.0.0.2:8080");
-        c.owner = Some(owner(9, "fasthttp", 4));
+        c.owner = Some(owner(9, "fasthttp", 4).into());
         c.tcp.last_send_age_ms = sent * 1000;
         c.tcp.last_recv_age_ms = recv * 1000;
         c

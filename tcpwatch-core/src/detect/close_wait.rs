@@ -59,7 +59,7 @@ fn group_of(c: &ConnRecord, snap: &Snapshot<'_>) -> (CloseWaitGroup, Option<Owne
             port: c.local.port(),
             listener: l.map(|l| l.key),
         };
-        (group, l.and_then(|l| l.owner.clone()))
+        (group, l.and_then(|l| l.owner.as_deref().cloned()))
     } else if let Some(o) = &c.owner {
         (
             CloseWaitGroup::Process {
@@ -218,7 +218,7 @@ mod tests {
 
     fn leaked() -> crate::model::ConnRecord {
         let mut c = conn(TcpState::CloseWait, "10.0.0.1:8080", "10.0.0.2:5555");
-        c.owner = Some(owner(1234, "nginx", 7));
+        c.owner = Some(owner(1234, "nginx", 7).into());
         c.queues.recv_q = 1;
         c
     }
@@ -396,9 +396,9 @@ mod tests {
             CloseWaitGroup::UnknownProcess
         );
         let mut other = conn(TcpState::CloseWait, "10.0.0.1:8080", "10.0.0.3:6000");
-        other.owner = Some(owner(1234, "nginx", 9));
+        other.owner = Some(owner(1234, "nginx", 9).into());
         other.state_since = s(25.0);
-        c.owner = Some(owner(1234, "nginx", 7));
+        c.owner = Some(owner(1234, "nginx", 7).into());
         let ch = h.step_kind(31.0, &[c.clone(), other.clone()], K);
         assert_eq!(changes(&ch), vec![Updated]);
         assert!(ch[0].finding.diagnosis.contains("nginx[1234] fd 7"));

@@ -385,7 +385,7 @@ mod tests {
 
         // The app is fixed: everything drains and closes.
         let mut fixed = listener(8080, 0, 512);
-        fixed.owner = Some(owner(77, "server", 3));
+        fixed.owner = Some(owner(77, "server", 3).into());
         let mut resolved = 0;
         for t in 41..=60 {
             resolved += h

@@ -13,7 +13,7 @@ const RTO_BASE_MS: u64 = 204;
 /// `s(0)` (no earlier retransmission), with RTO backoff `backoff`.
 fn wedged(k: u8, backoff: u8) -> ConnRecord {
     let mut c = conn(TcpState::Established, "10.0.0.1:40000", "203.0.113.9:443");
-    c.owner = Some(owner(42, "api", 5));
+    c.owner = Some(owner(42, "api", 5).into());
     c.queues.send_q = 5809;
     c.queues.unacked = 5809;
     c.retrans.chain = u32::from(k);

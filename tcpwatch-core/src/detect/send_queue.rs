@@ -214,7 +214,7 @@ mod tests {
 
     fn client() -> ConnRecord {
         let mut c = conn(TcpState::Established, "10.0.0.1:40000", "10.0.0.2:443");
-        c.owner = Some(owner(42, "api", 5));
+        c.owner = Some(owner(42, "api", 5).into());
         c.tcp.snd_una = 1000;
         c.tcp.peer_window = 65535;
         c

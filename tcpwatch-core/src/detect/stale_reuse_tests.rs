@@ -35,7 +35,7 @@ fn set(f: &mut EndpointFacts, remote: &str, pid: u32, stale: u64) {
 
 fn backend() -> ConnRecord {
     let mut l = conn(TcpState::Listen, "10.0.0.2:8080", "0.0.0.0:0");
-    l.owner = Some(owner(88, "backend", 3));
+    l.owner = Some(owner(88, "backend", 3).into());
     l
 }
 

@@ -54,7 +54,7 @@ pub(crate) fn conn(state: TcpState, local: &str, remote: &str) -> ConnRecord {
 /// A listener on `0.0.0.0:port` with an accept queue.
 pub(crate) fn listener(port: u16, queue: u32, limit: u32) -> ConnRecord {
     let mut l = conn(TcpState::Listen, &format!("0.0.0.0:{port}"), "0.0.0.0:0");
-    l.owner = Some(owner(77, "server", 3));
+    l.owner = Some(owner(77, "server", 3).into());
     l.queues.accept_queue = queue;
     l.queues.accept_limit = limit;
     l

@@ -119,7 +119,7 @@ pub(crate) fn conn_subject(rec: &ConnRecord) -> Subject {
         local: rec.local,
         remote: rec.remote,
         state: rec.state,
-        owner: rec.owner.clone(),
+        owner: rec.owner.as_deref().cloned(),
     }
 }
 
@@ -128,7 +128,7 @@ pub(crate) fn listener_subject(rec: &ConnRecord) -> Subject {
         key: rec.key,
         netns: rec.netns,
         local: rec.local,
-        owner: rec.owner.clone(),
+        owner: rec.owner.as_deref().cloned(),
     }
 }
 
@@ -146,18 +146,22 @@ mod tests {
         use crate::model::{PodRef, TcpState};
         let mut rec = conn(TcpState::Established, "10.0.0.1:80", "10.0.0.2:4000");
         assert_eq!(owner(&rec, true), "process not found yet");
-        rec.owner = Some(proc_owner(1234, "nginx", 7));
+        rec.owner = Some(proc_owner(1234, "nginx", 7).into());
         assert_eq!(owner(&rec, true), "nginx[1234] fd 7");
         assert_eq!(owner(&rec, false), "nginx[1234]");
         let uid = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
-        if let Some(o) = rec.owner.as_mut() {
+        if let Some(o) = rec.owner.as_mut().map(std::sync::Arc::make_mut) {
             o.pod = Some(PodRef {
                 uid: uid.to_owned(),
                 ..PodRef::default()
             });
         }
         assert_eq!(owner(&rec, false), format!("nginx[1234] in pod uid {uid}"));
-        if let Some(p) = rec.owner.as_mut().and_then(|o| o.pod.as_mut()) {
+        if let Some(p) = rec
+            .owner
+            .as_mut()
+            .and_then(|o| std::sync::Arc::make_mut(o).pod.as_mut())
+        {
             p.namespace = "default".to_owned();
             p.name = "web-0".to_owned();
         }

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::formula::{Bound, ConnExposure, assess};
+use super::formula::{ConnExposure, assess};
+use super::group_acc::GroupAcc;
 use crate::detect::text::{dur, owner};
 use crate::model::{ConnKey, ConnRecord, NS_PER_MS, NetnsId, NetnsInfo};
 
@@ -103,13 +104,13 @@ struct GroupKey {
 }
 
 /// Longest first, `None` (never) before any finite wait.
-fn worse(a: Option<u64>, b: Option<u64>) -> std::cmp::Ordering {
+pub(super) fn worse(a: Option<u64>, b: Option<u64>) -> std::cmp::Ordering {
     b.map_or(u64::MAX, |v| v)
         .cmp(&a.map_or(u64::MAX, |v| v))
         .then_with(|| a.is_some().cmp(&b.is_some()))
 }
 
-fn max_wait(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+pub(super) fn max_wait(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.max(y)),
         _ => None,
@@ -124,7 +125,7 @@ pub fn audit<'a, S: std::hash::BuildHasher>(
     threshold_seconds: u64,
 ) -> ExposureReport {
     let threshold_ms = threshold_seconds.saturating_mul(1000);
-    let mut groups: BTreeMap<GroupKey, Vec<ExposedSocket>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, GroupAcc> = BTreeMap::new();
     let mut report = ExposureReport {
         threshold_seconds,
         ..ExposureReport::default()
@@ -157,12 +158,15 @@ pub fn audit<'a, S: std::hash::BuildHasher>(
             process: owner(c, false),
             remote: c.remote,
         };
-        groups.entry(key).or_default().push(ExposedSocket {
-            key: c.key,
-            local: c.local,
-            remote: c.remote,
-            exposure: e,
-        });
+        groups.entry(key).or_default().add(
+            ExposedSocket {
+                key: c.key,
+                local: c.local,
+                remote: c.remote,
+                exposure: e,
+            },
+            threshold_ms,
+        );
     }
     report.never = report.histogram.never;
     let mut acc = 0;
@@ -175,32 +179,50 @@ pub fn audit<'a, S: std::hash::BuildHasher>(
         })
         .collect();
     let netns_of: HashMap<u64, NetnsId> = netns.iter().map(|(k, v)| (*k, v.id)).collect();
-    let mut list: Vec<ExposureGroup> = groups
-        .into_iter()
-        .map(|(k, socks)| group(k, socks, threshold_ms, &netns_of))
-        .collect();
-    list.sort_by(|a, b| {
-        worse(a.worst_case_ms, b.worst_case_ms)
+    // Ordered on the folded groups; only the listed ones are written out (diagnosis, sockets).
+    let mut list: Vec<(GroupKey, GroupAcc)> = groups.into_iter().collect();
+    list.sort_by(|(ka, a), (kb, b)| {
+        worse(a.worst(), b.worst())
             .then(b.exposed.cmp(&a.exposed))
             .then(b.connections.cmp(&a.connections))
-            .then(a.process.cmp(&b.process))
+            .then(ka.process.cmp(&kb.process))
     });
-    report.processes = processes(&list);
+    report.processes = processes(list.iter().map(|(k, g)| Totals {
+        process: &k.process,
+        pid: k.pid,
+        connections: count(g.connections),
+        exposed: count(g.exposed),
+        never: count(g.never),
+        worst_case_ms: g.worst(),
+    }));
     if list.len() > MAX_GROUPS_LISTED {
         report.groups_omitted = (list.len() - MAX_GROUPS_LISTED) as u64;
         list.truncate(MAX_GROUPS_LISTED);
     }
-    report.groups = list;
+    report.groups = list
+        .into_iter()
+        .map(|(k, g)| group(k, g, threshold_ms, &netns_of))
+        .collect();
     report
 }
 
-fn processes(groups: &[ExposureGroup]) -> Vec<ProcessExposure> {
+/// A group's totals, for the per-process list.
+struct Totals<'a> {
+    process: &'a str,
+    pid: Option<u32>,
+    connections: u32,
+    exposed: u32,
+    never: u32,
+    worst_case_ms: Option<u64>,
+}
+
+fn processes<'a>(groups: impl Iterator<Item = Totals<'a>>) -> Vec<ProcessExposure> {
     let mut by: BTreeMap<(&str, Option<u32>), ProcessExposure> = BTreeMap::new();
     for g in groups {
         let p = by
-            .entry((g.process.as_str(), g.pid))
+            .entry((g.process, g.pid))
             .or_insert_with(|| ProcessExposure {
-                process: g.process.clone(),
+                process: g.process.to_owned(),
                 pid: g.pid,
                 connections: 0,
                 exposed: 0,
@@ -229,62 +251,29 @@ fn count(n: usize) -> u32 {
 
 fn group(
     k: GroupKey,
-    mut socks: Vec<ExposedSocket>,
+    mut g: GroupAcc,
     threshold_ms: u64,
     netns_of: &HashMap<u64, NetnsId>,
 ) -> ExposureGroup {
-    socks.sort_by(|a, b| {
-        worse(a.exposure.worst_case_ms, b.exposure.worst_case_ms).then(a.local.cmp(&b.local))
+    // Every socket of a group is of the group's namespace.
+    let netns = netns_of.get(&k.netns).copied().unwrap_or(NetnsId {
+        cookie: k.netns,
+        inode: 0,
     });
-    let exposed = count(
-        socks
-            .iter()
-            .filter(|s| s.exposure.exceeds(threshold_ms))
-            .count(),
-    );
-    let never = count(
-        socks
-            .iter()
-            .filter(|s| s.exposure.worst_case_ms.is_none())
-            .count(),
-    );
-    let in_flight = count(socks.iter().filter(|s| s.exposure.in_flight_now).count());
-    let worst = socks
-        .iter()
-        .map(|s| s.exposure.worst_case_ms)
-        .reduce(max_wait)
-        .flatten();
-    let diagnosis = diagnose(&socks, threshold_ms);
-    let netns = socks.first().map_or(
-        NetnsId {
-            cookie: k.netns,
-            inode: 0,
-        },
-        |s| {
-            netns_of
-                .get(&s.key.netns_cookie)
-                .copied()
-                .unwrap_or(NetnsId {
-                    cookie: k.netns,
-                    inode: 0,
-                })
-        },
-    );
-    let connections = count(socks.len());
-    let omitted = socks.len().saturating_sub(MAX_SOCKETS_LISTED);
-    socks.truncate(MAX_SOCKETS_LISTED);
+    let diagnosis = g.diagnose(threshold_ms);
+    let (sockets, omitted) = g.listed();
     ExposureGroup {
         process: k.process,
         pid: k.pid,
         netns,
         remote: k.remote,
-        connections,
-        exposed,
-        never,
-        in_flight,
-        worst_case_ms: worst,
+        connections: count(g.connections),
+        exposed: count(g.exposed),
+        never: count(g.never),
+        in_flight: count(g.in_flight),
+        worst_case_ms: g.worst(),
         diagnosis,
-        sockets: socks,
+        sockets,
         sockets_omitted: count(omitted),
     }
 }
@@ -296,87 +285,6 @@ pub fn wait_text(ms: Option<u64>) -> String {
         None => "never".to_owned(),
         Some(ms) => dur(ms.saturating_mul(NS_PER_MS)),
     }
-}
-
-/// What to set, from the exposed connections of one group.
-fn diagnose(socks: &[ExposedSocket], threshold_ms: u64) -> String {
-    let exposed: Vec<&ConnExposure> = socks
-        .iter()
-        .map(|s| &s.exposure)
-        .filter(|e| e.exceeds(threshold_ms))
-        .collect();
-    if exposed.is_empty() {
-        let worst = socks
-            .iter()
-            .map(|s| s.exposure.worst_case_ms)
-            .reduce(max_wait)
-            .flatten();
-        return format!(
-            "bounded: a vanished peer is noticed within {} (threshold {})",
-            wait_text(worst),
-            wait_text(Some(threshold_ms))
-        );
-    }
-    let of = |b: Bound| exposed.iter().filter(|e| e.bound == b).count();
-    let worst_of = |b: Bound| {
-        exposed
-            .iter()
-            .filter(|e| e.bound == b)
-            .map(|e| e.worst_case_ms)
-            .reduce(max_wait)
-            .flatten()
-    };
-    let mut parts: Vec<String> = Vec::new();
-    let never = of(Bound::Nothing);
-    if never > 0 {
-        let ut = exposed
-            .iter()
-            .filter(|e| e.bound == Bound::Nothing && e.user_timeout_ms > 0)
-            .count();
-        let mut s = format!(
-            "{never} idle with no keepalive would wait forever: enable SO_KEEPALIVE with \
-             TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT, or the protocol's own ping or read timeout \
-             (HTTP/2 PING, gRPC keepalive)"
-        );
-        if ut > 0 {
-            let _ = write!(
-                s,
-                " ({ut} set TCP_USER_TIMEOUT, which does not bound an idle connection)"
-            );
-        }
-        parts.push(s);
-    }
-    let retries = of(Bound::Retries2);
-    if retries > 0 {
-        let r = exposed
-            .iter()
-            .find(|e| e.bound == Bound::Retries2)
-            .map_or(15, |e| e.tcp_retries2);
-        parts.push(format!(
-            "{retries} with data in flight would wait {} (tcp_retries2={r}): set TCP_USER_TIMEOUT",
-            wait_text(worst_of(Bound::Retries2))
-        ));
-    }
-    let ka = of(Bound::Keepalive) + of(Bound::KeepaliveUserTimeout);
-    if ka > 0 {
-        let w = max_wait(
-            worst_of(Bound::Keepalive).or(worst_of(Bound::KeepaliveUserTimeout)),
-            worst_of(Bound::KeepaliveUserTimeout).or(worst_of(Bound::Keepalive)),
-        );
-        parts.push(format!(
-            "{ka} idle with keepalive would notice after {}: lower TCP_KEEPIDLE/TCP_KEEPINTVL/\
-             TCP_KEEPCNT (or the namespace's tcp_keepalive_*), or set TCP_USER_TIMEOUT",
-            wait_text(w)
-        ));
-    }
-    let ut = of(Bound::UserTimeout);
-    if ut > 0 {
-        parts.push(format!(
-            "{ut} with data in flight have a TCP_USER_TIMEOUT of {}: lower it",
-            wait_text(worst_of(Bound::UserTimeout))
-        ));
-    }
-    parts.join("; ")
 }
 
 /// One line for an incident's diagnosis: how the other connections (local addresses not in

@@ -11,7 +11,7 @@ fn api(local_port: u16, send_q: u32, ka: bool) -> ConnRecord {
         &format!("10.0.0.1:{local_port}"),
         "10.0.0.2:80",
     );
-    c.owner = Some(owner(42, "api", i32::from(local_port % 100)));
+    c.owner = Some(owner(42, "api", i32::from(local_port % 100)).into());
     c.queues.send_q = send_q;
     c.tcp.keepalive = KeepaliveOpts {
         enabled: ka,
@@ -136,6 +136,47 @@ fn lists_are_bounded_and_counted() {
     assert_eq!(g.connections, 40);
     assert_eq!(g.sockets.len(), MAX_SOCKETS_LISTED);
     assert_eq!(g.sockets_omitted, 8);
+}
+
+#[test]
+fn a_large_group_lists_its_worst_sockets_in_order() {
+    // Past 2 x MAX_SOCKETS_LISTED the group keeps only its worst sockets while folding: the
+    // list must be what one sort of every socket would give (never first, then the longest
+    // wait, then the local address), and the counts must cover every socket.
+    let conns: Vec<ConnRecord> = (0..200_u16)
+        .rev()
+        .map(|i| api(40_000 + i, if i % 3 == 0 { 100 } else { 0 }, i % 2 == 0))
+        .collect();
+    let r = audit(&conns, &netns(), 300);
+    let g = &r.groups[0];
+    assert_eq!(g.connections, 200);
+    assert_eq!(g.sockets_omitted as usize, 200 - MAX_SOCKETS_LISTED);
+    let mut all: Vec<ExposedSocket> = conns
+        .iter()
+        .map(|c| ExposedSocket {
+            key: c.key,
+            local: c.local,
+            remote: c.remote,
+            exposure: super::assess(c, &NetnsInfo::with_defaults(NETNS)).unwrap(),
+        })
+        .collect();
+    all.sort_by(|a, b| {
+        worse(a.exposure.worst_case_ms, b.exposure.worst_case_ms).then(a.local.cmp(&b.local))
+    });
+    all.truncate(MAX_SOCKETS_LISTED);
+    assert_eq!(g.sockets, all);
+    let never = conns
+        .iter()
+        .filter(|c| c.queues.send_q == 0 && !c.tcp.keepalive.enabled)
+        .count();
+    assert_eq!(g.never as usize, never);
+    assert_eq!(g.worst_case_ms, None);
+    assert!(
+        g.diagnosis
+            .starts_with(&format!("{never} idle with no keepalive")),
+        "{}",
+        g.diagnosis
+    );
 }
 
 #[test]

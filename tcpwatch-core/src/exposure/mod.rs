@@ -3,6 +3,7 @@
 //! settings and its namespace's sysctls, by the kernel's own rules.
 mod audit;
 pub mod formula;
+mod group_acc;
 pub mod render;
 
 pub use audit::{

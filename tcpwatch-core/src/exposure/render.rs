@@ -63,9 +63,9 @@ mod tests {
     #[test]
     fn lists_exposed_groups_with_their_diagnosis() {
         let mut a = conn(TcpState::Established, "10.0.0.1:40000", "10.0.0.2:80");
-        a.owner = Some(owner(42, "api", 7));
+        a.owner = Some(owner(42, "api", 7).into());
         let mut b = conn(TcpState::Established, "10.0.0.1:40001", "10.0.0.3:80");
-        b.owner = Some(owner(43, "web", 7));
+        b.owner = Some(owner(43, "web", 7).into());
         b.tcp.keepalive.enabled = true;
         b.tcp.keepalive.time_ms = 10_000;
         b.tcp.keepalive.intvl_ms = 5_000;

@@ -101,7 +101,7 @@ fn client(local_port: u16, remote: &str, t: u32) -> ConnRecord {
         &format!("10.0.0.1:{local_port}"),
         remote,
     );
-    c.owner = Some(owner(42, "api", 5));
+    c.owner = Some(owner(42, "api", 5).into());
     c.tcp.snd_una = 1000;
     c.tcp.peer_window = 65535;
     c.queues.send_q = 5809 + t * 600;
@@ -119,7 +119,7 @@ fn client(local_port: u16, remote: &str, t: u32) -> ConnRecord {
 fn incident_1_chain_is_one_incident_naming_upstream_process_and_port() {
     let mut rig = Rig::new();
     let mut l = listener(8080, 0, 128);
-    l.owner = Some(owner(42, "api", 3));
+    l.owner = Some(owner(42, "api", 3).into());
     let mut callers = Vec::new();
     for p in 0..20u16 {
         let mut c = conn(
@@ -127,7 +127,7 @@ fn incident_1_chain_is_one_incident_naming_upstream_process_and_port() {
             "10.0.0.1:8080",
             &format!("10.0.0.20:{}", 30000 + p),
         );
-        c.owner = Some(owner(42, "api", 100 + i32::from(p)));
+        c.owner = Some(owner(42, "api", 100 + i32::from(p)).into());
         c.state_since = s(5.0);
         callers.push(c);
     }
@@ -137,7 +137,7 @@ fn incident_1_chain_is_one_incident_naming_upstream_process_and_port() {
         netns_cookie: NS2.cookie,
     };
     other.netns = NS2;
-    other.owner = Some(owner(310, "cron", 4));
+    other.owner = Some(owner(310, "cron", 4).into());
     let mut last = Vec::new();
     for t in 0..=40u32 {
         let mut conns = vec![l.clone(), client(40000, "10.0.0.5:443", t), other.clone()];

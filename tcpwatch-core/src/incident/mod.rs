@@ -168,7 +168,7 @@ impl IncidentContext {
             listeners
                 .entry((c.key.netns_cookie, c.local.port()))
                 .or_insert_with(|| ListenerFacts {
-                    owner: c.owner.clone(),
+                    owner: c.owner.as_deref().cloned(),
                     accept_queue: c.queues.accept_queue,
                     accept_limit: c.queues.accept_limit,
                 });

@@ -113,7 +113,7 @@ impl App {
         let mut mine: Vec<&ConnRecord> = self
             .conns
             .values()
-            .filter(|c| format_owner(c.owner.as_ref()) == name)
+            .filter(|c| format_owner(c.owner.as_deref()) == name)
             .collect();
         mine.sort_by(|a, b| cmp_conns(a, b, SortKey::SendQ));
         for c in mine.into_iter().take(10) {
@@ -226,7 +226,7 @@ fn finding_lines(f: &Finding, now: MonoNs, out: &mut Vec<String>) {
 }
 
 fn conn_lines(c: &ConnRecord, now: MonoNs, out: &mut Vec<String>) {
-    let o = c.owner.as_ref();
+    let o = c.owner.as_deref();
     out.push(format!(
         "{} {} -> {}  state age {}  netns {} (cookie {})",
         c.state.name(),

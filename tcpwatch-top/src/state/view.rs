@@ -284,7 +284,7 @@ impl App {
             .collect();
         let mut by: HashMap<String, OwnerRow> = HashMap::new();
         for c in self.conns.values() {
-            let name = format_owner(c.owner.as_ref());
+            let name = format_owner(c.owner.as_deref());
             let r = by.entry(name.clone()).or_insert_with(|| OwnerRow {
                 name,
                 pid: c.owner.as_ref().map(|o| o.pid),

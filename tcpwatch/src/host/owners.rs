@@ -5,6 +5,7 @@
 //! pid was reused, or that handed the socket to another process and closed its descriptor is
 //! no longer shown as the owner; the socket is looked up again.
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tcpwatch_core::k8s::parse_cgroup;
@@ -21,7 +22,8 @@ pub struct OwnerStats {
 }
 
 pub struct OwnerIndex {
-    by_inode: HashMap<u64, Owner>,
+    /// Shared with the table's records (one allocation per socket, not two).
+    by_inode: HashMap<u64, Arc<Owner>>,
     interval: Duration,
     last_scan: Option<Instant>,
     /// Round-robin position of [`OwnerIndex::revalidate`] (the last inode checked).
@@ -42,7 +44,7 @@ impl OwnerIndex {
     }
 
     #[must_use]
-    pub fn get(&self, inode: u64) -> Option<Owner> {
+    pub fn get(&self, inode: u64) -> Option<Arc<Owner>> {
         self.by_inode.get(&inode).cloned()
     }
 
@@ -140,13 +142,13 @@ impl OwnerIndex {
                 });
                 self.by_inode.insert(
                     inode,
-                    Owner {
+                    Arc::new(Owner {
                         pid,
                         comm: comm.clone(),
                         fd: fd.file_name().to_str().and_then(|s| s.parse().ok()),
                         container_id: container_id.clone(),
                         pod: pod.clone(),
-                    },
+                    }),
                 );
             }
         }

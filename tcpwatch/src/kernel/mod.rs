@@ -2,21 +2,22 @@
 //! that talks to the `bpf()` syscall lives here.
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tcpwatch_common::delta::SweepCtl;
-use tcpwatch_common::hooks::{HOOKS, SWEEP_PROGRAM, SWEEP_PROGRAM_NOCOOKIE, map_size};
-use tcpwatch_common::{ABI_VERSION, PortKey, PortResets, SockState, counter};
+use tcpwatch_common::hooks::{HOOKS, SWEEP_PROGRAM, SWEEP_PROGRAM_NOCOOKIE, store_mode};
+use tcpwatch_common::{PortKey, PortResets, SockState, counter};
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
 mod btf;
 mod endpoints;
 pub mod log;
+mod pins;
 pub mod probe;
 mod prog_stats;
 mod sweep_parse;
@@ -113,47 +114,33 @@ impl Kernel {
             resolved.offsets.net_cookie = tcpwatch_common::OFFSET_MISSING;
         }
         let btf = kernel_btf.into_aya()?;
-        let pins = opts
-            .pin_dir
-            .as_deref()
-            .and_then(|dir| prepare_pins(dir, opts.max_sockets));
-        let reset_tp = endpoints::reset_tp_offsets();
-        // aya's `EbpfLoader::new` reads and parses the kernel's BTF once more on its own (aya
-        // 0.14 offers no way around it); the parse made above replaces it at once.
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(&btf))
-            .override_global("OFFSETS", &resolved.offsets, true)
-            .override_global("RESET_TP", &reset_tp, true)
-            .map_max_entries("SOCKS", opts.max_sockets)
-            .map_max_entries("EVENTS", opts.ringbuf_bytes);
-        if let Some(dir) = &pins {
-            for (name, ..) in pinned_maps(opts.max_sockets) {
-                loader.map_pin_path(name, dir.join(name));
-            }
-        }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| {
-            anyhow!(
-                "loading tcpwatch's eBPF maps failed: {e}. Check that you run as root (or \
-                     with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
-            )
-        })?;
-        // Before the programs load: it holds the log ring buffer's fd they refer to.
-        let log = log::init(&mut ebpf);
-        let mut attached = Vec::new();
-        for h in HOOKS {
-            attached.push(attach_hook(
-                &mut ebpf,
-                &btf,
-                h.tp_btf,
-                h.raw_tp,
-                h.tracepoint,
-            )?);
-        }
-        features.push(tcpwatch_core::fallbacks::reset_reason(
-            endpoints::attach_reset_reasons(&mut ebpf, reset_tp),
-        ));
-        let sweep_program = load_sweep(&mut ebpf, &btf, &mut features)?;
+        let object = Object {
+            opts,
+            btf: &btf,
+            offsets: &resolved.offsets,
+            reset_tp: endpoints::reset_tp_offsets(),
+            pins: opts
+                .pin_dir
+                .as_deref()
+                .and_then(|dir| pins::prepare_pins(dir, opts.max_sockets)),
+        };
+        // Socket-local storage where this kernel's tracing programs may use it: decided by
+        // loading the programs with it (no fallback to raw_tp or to the sweep without
+        // cookies, which cannot use it); when that fails, once more with the SOCKS hash.
+        let probed = features.clone();
+        let (ebpf, log, attached, sweep_program) =
+            match object.load(store_mode::SK_STORAGE, &mut features) {
+                Ok(loaded) => {
+                    features.push(tcpwatch_core::fallbacks::sk_storage(Ok(())));
+                    loaded
+                }
+                Err(e) => {
+                    features = probed;
+                    let loaded = object.load(store_mode::HASH, &mut features)?;
+                    features.push(tcpwatch_core::fallbacks::sk_storage(Err(refusal(&e))));
+                    loaded
+                }
+            };
         for a in &attached {
             features.record_attached(a.tracepoint, a.variant);
         }
@@ -318,7 +305,12 @@ impl Kernel {
         self.read_buf.clear();
         file.read_to_end(&mut self.read_buf)
             .context("reading the sweep iterator")?;
-        parse_sweep(&self.read_buf)
+        let sweep = parse_sweep(&self.read_buf);
+        // Kept for the next sweep, but not at the size of a full sweep once sweeps are
+        // change-only (256 bytes per socket).
+        self.read_buf
+            .shrink_to(self.read_buf.len() + self.read_buf.len() / 2);
+        sweep
     }
 }
 
@@ -331,100 +323,82 @@ pub struct GcScope {
     pub start: u64,
 }
 
-/// Maps that outlive the daemon: (name, key size, value size, max entries). Their layout is
-/// part of [`ABI_VERSION`].
-fn pinned_maps(max_sockets: u32) -> [(&'static str, u32, u32, u32); 2] {
-    #[expect(clippy::cast_possible_truncation, reason = "struct sizes are small")]
-    let socks = (size_of::<u64>() as u32, size_of::<SockState>() as u32);
-    #[expect(clippy::cast_possible_truncation, reason = "struct sizes are small")]
-    let ports = (size_of::<PortKey>() as u32, size_of::<PortResets>() as u32);
-    [
-        ("SOCKS", socks.0, socks.1, max_sockets),
-        ("PORT_RESETS", ports.0, ports.1, map_size::PORT_RESETS),
-    ]
+/// What loading the eBPF object needs, prepared once for one or two attempts.
+struct Object<'a> {
+    opts: &'a LoadOptions,
+    btf: &'a aya::Btf,
+    offsets: &'a tcpwatch_common::KernelOffsets,
+    reset_tp: tcpwatch_common::endpoints::ResetTpOffsets,
+    pins: Option<PathBuf>,
 }
 
-/// Prepares `<dir>/abi-<ABI_VERSION>/` for pinned maps: removes pins of other ABI versions
-/// and pins whose shape no longer matches (a clear log line each time). Returns None, with a
-/// warning, when pinning is impossible (bpffs not mounted): tcpwatch then runs without it.
-fn prepare_pins(dir: &Path, max_sockets: u32) -> Option<PathBuf> {
-    let root = dir.parent().unwrap_or(dir);
-    if !is_bpffs(root) {
-        tracing::warn!(
-            path = %root.display(),
-            "bpffs is not mounted there: socket ages and retransmit chains will not survive a \
-             restart (mount it: `mount -t bpf bpf /sys/fs/bpf`, or in Kubernetes mount the \
-             host's /sys/fs/bpf)"
-        );
-        return None;
-    }
-    let current = format!("abi-{ABI_VERSION}");
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("abi-") && name != current {
-                tracing::warn!(
-                    path = %e.path().display(),
-                    "removing pinned maps of an incompatible tcpwatch version ({name}, this is \
-                     {current}): kernel-side socket history restarts from now"
-                );
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(error = %err, "could not remove stale pins");
-                }
+type Loaded = (Ebpf, Option<log::KernelLog>, Vec<Attached>, &'static str);
+
+impl Object<'_> {
+    /// Loads maps and programs with per-socket state in `mode` (`store_mode`), attaches the
+    /// hooks and loads the sweep. With socket-local storage, every hook must load as `tp_btf`
+    /// and the sweep with cookies: an error otherwise (nothing stays attached).
+    fn load(&self, mode: u32, features: &mut probe::Features) -> anyhow::Result<Loaded> {
+        let storage = mode == store_mode::SK_STORAGE;
+        // aya's `EbpfLoader::new` reads and parses the kernel's BTF once more on its own (aya
+        // 0.14 offers no way around it); the parse made above replaces it at once.
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(self.btf))
+            .override_global("OFFSETS", self.offsets, true)
+            .override_global("RESET_TP", &self.reset_tp, true)
+            .override_global("STORE_MODE", &mode, true)
+            .map_max_entries("SOCKS", self.opts.max_sockets)
+            .map_max_entries("EVENTS", self.opts.ringbuf_bytes);
+        if let Some(dir) = &self.pins {
+            for (name, ..) in pins::pinned_maps(self.opts.max_sockets) {
+                loader.map_pin_path(name, dir.join(name));
             }
         }
-    }
-    let versioned = dir.join(current);
-    if let Err(err) = std::fs::create_dir_all(&versioned) {
-        tracing::warn!(path = %versioned.display(), error = %err, "cannot create pin directory; not pinning");
-        return None;
-    }
-    for (name, key, value, max) in pinned_maps(max_sockets) {
-        let path = versioned.join(name);
-        if !path.exists() {
-            continue;
+        let mut ebpf = loader.load(OBJECT).map_err(|e| {
+            anyhow!(
+                "loading tcpwatch's eBPF maps failed: {e}. Check that you run as root (or \
+                     with CAP_BPF+CAP_PERFMON) and that the memlock limit allows BPF maps"
+            )
+        })?;
+        // Before the programs load: it holds the log ring buffer's fd they refer to.
+        let log = log::init(&mut ebpf);
+        let mut attached = Vec::new();
+        for h in HOOKS {
+            attached.push(attach_hook(
+                &mut ebpf,
+                self.btf,
+                (h.tp_btf, h.raw_tp),
+                h.tracepoint,
+                !storage,
+            )?);
         }
-        let shape = MapData::from_pin(&path)
-            .and_then(|m| m.info())
-            .map(|i| (i.key_size(), i.value_size(), i.max_entries()));
-        match shape {
-            Ok(found) if found == (key, value, max) => {
-                tracing::info!(map = name, path = %path.display(), "reusing pinned map: socket history kept");
-            }
-            other => {
-                tracing::warn!(
-                    map = name,
-                    path = %path.display(),
-                    found = ?other,
-                    expected = ?(key, value, max),
-                    "pinned map has another shape (other build or max_connections changed): \
-                     replacing it, kernel-side history restarts from now"
-                );
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+        features.push(tcpwatch_core::fallbacks::reset_reason(
+            endpoints::attach_reset_reasons(&mut ebpf, self.reset_tp),
+        ));
+        let sweep_program = load_sweep(&mut ebpf, self.btf, features, !storage)?;
+        Ok((ebpf, log, attached, sweep_program))
     }
-    Some(versioned)
 }
 
-fn is_bpffs(path: &Path) -> bool {
-    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: zeroed statfs is a valid out-buffer; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
-    rc == 0 && st.f_type == BPF_FS_MAGIC
+/// The verifier's log is long: its line naming a refused helper says it all.
+fn refusal(e: &anyhow::Error) -> String {
+    let full = format!("{e:#}");
+    full.lines()
+        .find(|l| l.contains("unknown func"))
+        .unwrap_or_else(|| full.lines().next().unwrap_or_default())
+        .trim()
+        .to_owned()
 }
 
 /// Loads the `iter/tcp` sweep: the variant with socket cookies, or, when the verifier refuses
-/// it, the one without (the probe's decision, recorded as the `socket_cookie` feature).
+/// it and `fallback` allows, the one without (the probe's decision, recorded as the
+/// `socket_cookie` feature).
 fn load_sweep(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
     features: &mut probe::Features,
+    fallback: bool,
 ) -> anyhow::Result<&'static str> {
     let first = {
         let it: &mut Iter = program(ebpf, SWEEP_PROGRAM)?.try_into()?;
@@ -434,18 +408,15 @@ fn load_sweep(
         features.push(tcpwatch_core::fallbacks::socket_cookie(Ok(())));
         return Ok(SWEEP_PROGRAM);
     };
+    if !fallback {
+        return Err(anyhow!("{SWEEP_PROGRAM}: {cookie_err:#}"));
+    }
     let it: &mut Iter = program(ebpf, SWEEP_PROGRAM_NOCOOKIE)?.try_into()?;
     match it.load("tcp", btf) {
         Ok(()) => {
-            // The verifier's log is long: its line naming the refused helper says it all.
-            let full = format!("{cookie_err:#}");
-            let why = full
-                .lines()
-                .find(|l| l.contains("unknown func"))
-                .unwrap_or_else(|| full.lines().next().unwrap_or_default());
             features.push(tcpwatch_core::fallbacks::socket_cookie(Err(format!(
                 "the verifier refused the sweep that reads them: {}",
-                why.trim()
+                refusal(&anyhow!(cookie_err))
             ))));
             Ok(SWEEP_PROGRAM_NOCOOKIE)
         }
@@ -462,12 +433,13 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::pr
         .ok_or_else(|| anyhow!("program {name} missing from the eBPF object (build mismatch)"))
 }
 
+/// Attaches a hook as `tp_btf`, or, when that is refused and `fallback` allows, as `raw_tp`.
 fn attach_hook(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
-    tp_btf: &str,
-    raw_tp: &str,
+    (tp_btf, raw_tp): (&str, &str),
     tracepoint: &'static str,
+    fallback: bool,
 ) -> anyhow::Result<Attached> {
     let first = {
         let p: &mut BtfTracePoint = program(ebpf, tp_btf)?.try_into()?;
@@ -480,6 +452,9 @@ fn attach_hook(
             variant: "tp_btf",
         });
     };
+    if !fallback {
+        return Err(anyhow!("{tp_btf}: {btf_err:#}"));
+    }
     let p: &mut RawTracePoint = program(ebpf, raw_tp)?.try_into()?;
     match p.load().and_then(|()| p.attach(tracepoint).map(|_| ())) {
         Ok(()) => {

@@ -27,6 +27,9 @@ pub struct ChurnOpts {
     /// Total connections per second to aim at; None: as fast as possible.
     pub rate: Option<f64>,
     pub abort_every: u64,
+    /// Stop after this many successful connections (a fixed amount of work; `duration` stays
+    /// the upper bound).
+    pub max_conns: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,10 +149,14 @@ pub fn churn(ns: &str, o: &ChurnOpts) -> Result<ChurnResult> {
         .map(|i| {
             let (conns, errors) = (Arc::clone(&conns), Arc::clone(&errors));
             let abort_every = o.abort_every.max(1);
+            let max = o.max_conns.unwrap_or(u64::MAX);
             spawn_in(ns, move || {
                 let mut n: u64 = i as u64;
                 let mut next = Instant::now();
-                while Instant::now() < deadline && !sys::stopped() {
+                while Instant::now() < deadline
+                    && !sys::stopped()
+                    && conns.load(Ordering::Relaxed) < max
+                {
                     if let Some(gap) = per_client {
                         let now = Instant::now();
                         if next > now {
@@ -203,6 +210,12 @@ impl BulkResult {
 /// One connection to `port` in the namespace: the sender writes 64 KiB chunks for `duration`,
 /// the receiver drains; the rate is what the receiver got.
 pub fn bulk(ns: &str, port: u16, duration: Duration) -> Result<BulkResult> {
+    bulk_limited(ns, port, duration, u64::MAX)
+}
+
+/// [`bulk`] that stops after `max_bytes` (rounded up to whole 64 KiB chunks) or `duration`,
+/// whichever comes first: a fixed amount of work.
+pub fn bulk_limited(ns: &str, port: u16, duration: Duration, max_bytes: u64) -> Result<BulkResult> {
     let listener = join(spawn_in(ns, move || {
         Ok(TcpListener::bind(("127.0.0.1", port))?)
     }))?;
@@ -244,8 +257,10 @@ pub fn bulk(ns: &str, port: u16, duration: Duration) -> Result<BulkResult> {
         s.set_write_timeout(Some(Duration::from_secs(5)))?;
         let chunk = vec![0x5au8; 64 * 1024];
         let deadline = Instant::now() + duration;
-        while Instant::now() < deadline && !sys::stopped() {
+        let mut sent = 0u64;
+        while Instant::now() < deadline && !sys::stopped() && sent < max_bytes {
             s.write_all(&chunk).context("bulk sender")?;
+            sent += chunk.len() as u64;
         }
         s.shutdown(std::net::Shutdown::Write)?;
         Ok(())

@@ -13,7 +13,9 @@
     reason = "counts and durations shown as f64 figures; far below 2^52"
 )]
 
+mod cost;
 mod load;
+mod overhead;
 mod peers;
 mod phases;
 mod reference;
@@ -38,6 +40,9 @@ const PACKAGES: &[&str] = &["iproute2", "nftables", "bpftool", "bpftrace", "bpfc
 pub struct Plan {
     pub rounds: usize,
     pub round: Duration,
+    /// Work of one overhead round: churn connections, bulk bytes.
+    pub churn_conns: u64,
+    pub bulk_bytes: u64,
     pub clients: usize,
     /// Socket counts of the sweep-scale phase (ascending).
     pub scale: Vec<usize>,
@@ -57,6 +62,8 @@ impl Plan {
             Self {
                 rounds: 1,
                 round: Duration::from_secs(1),
+                churn_conns: 3000,
+                bulk_bytes: 256 << 20,
                 clients: 4,
                 scale: vec![200, 1000],
                 idle: vec![1000],
@@ -67,8 +74,10 @@ impl Plan {
             }
         } else {
             Self {
-                rounds: 5,
+                rounds: 6,
                 round: Duration::from_secs(3),
+                churn_conns: 50_000,
+                bulk_bytes: 4 << 30,
                 clients: 8,
                 scale: vec![1000, 10_000, 100_000],
                 idle: vec![10_000, 100_000],
@@ -134,6 +143,8 @@ pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Res
             .map_or(0, |d| d.as_secs()),
         rounds: plan.rounds,
         round_seconds: plan.round.as_secs_f64(),
+        churn_conns: plan.churn_conns,
+        bulk_bytes: plan.bulk_bytes,
         ..report::Results::default()
     };
     sys::raise_nofile(65_536)?;
@@ -156,15 +167,11 @@ pub fn run(opts: &Options, pool_helper: Option<&str>, privs: &Privileges) -> Res
         (true, None) => env.out_dir.join("performance-smoke.md"),
         (false, None) => root.join("docs/performance.md"),
     };
-    let mut text = table::markdown(&r);
-    if !smoke {
-        let old = std::fs::read_to_string(&md).unwrap_or_default();
-        let notes = table::kept_notes(&old);
-        if !notes.is_empty() {
-            text.push('\n');
-            text.push_str(notes);
-        }
-    }
+    let text = if smoke {
+        table::markdown(&r)
+    } else {
+        table::with_kept_notes(&r, &std::fs::read_to_string(&md).unwrap_or_default())
+    };
     std::fs::write(&md, text)?;
     eprintln!(
         "bench: {} mode finished in {:.0} s; wrote {} and {}",

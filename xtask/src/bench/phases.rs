@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use super::load::{self, ChurnOpts};
+use super::overhead::{BULK_PORT, overhead};
 use super::peers::{self, Daemon, Tool};
 use super::reference::{self, Reference};
 use super::report::{
-    DaemonAt, DaemonRate, Detection, Overhead, ProgCost, Results, Scrape, SweepScale, median,
+    DaemonAt, DaemonRate, Detection, ProgCost, Results, Scrape, SweepScale, median,
 };
 use super::sys::{self, BpfStats, ProgStat};
 use super::{Env, Plan};
 
-/// The port of the bulk load (the lossy phase's nftables rule matches it).
-const BULK_PORT: u16 = 5201;
 /// tcpwatch's program names (the kernel keeps 15 characters), for processes that do not
 /// name them (the daemon does, in `/api/v1/status`).
 const PROGRAMS: &[&str] = &[
@@ -33,6 +32,10 @@ const PROGRAMS: &[&str] = &[
     "tcpwatch_sweep",
 ];
 const DETECT_THRESHOLD_S: f64 = 2.0;
+/// The idle daemon's sweep interval (the goal is at 1 s sweeps).
+const IDLE_SWEEP: &str = "daemon.sweep_interval_ms=1000";
+/// Its interval in seconds, as reported.
+const IDLE_SWEEP_S: f64 = 1.0;
 
 /// Names `--phase` accepts, in run order.
 pub const PHASES: [&str; 4] = ["kernel-cost", "overhead", "scale", "daemon"];
@@ -69,6 +72,7 @@ fn churn_opts(plan: &Plan, duration: Duration, rate: Option<f64>) -> ChurnOpts {
         duration,
         rate,
         abort_every: 16,
+        max_conns: None,
     }
 }
 
@@ -168,10 +172,18 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         names: &names,
         reference: reference.as_ref(),
     };
+    let submitted = || -> Result<f64> {
+        let (m, _) = daemon.metrics()?;
+        Ok(sys::metric(&m, "tcpwatch_kernel_events_submitted_total").unwrap_or(0.0))
+    };
+    let sub0 = submitted()?;
     let (c, runs) = window.measure(r, "churn", || {
         load::churn(&ns.path(), &churn_opts(plan, plan.round, None))
     })?;
     r.events_per_connection = runs as f64 / c.conns.max(1) as f64;
+    // The daemon reads the kernel's counters at each sweep.
+    sys::sleep(COUNTER_SETTLE);
+    r.records_per_state_change = Some((submitted()? - sub0) / runs.max(1) as f64);
     eprintln!(
         "bench: churn {:.0} conn/s ({} failed), {:.1} state changes per connection",
         c.per_second(),
@@ -212,92 +224,6 @@ fn kernel_cost(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     }
     drop(stats);
     Ok(())
-}
-
-fn overhead(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
-    let ns = sys::netns("ovh")?;
-    let ctx = peers::Ctx {
-        bin: env.bin.clone(),
-        netns: ns.name.clone(),
-        log: env.log.clone(),
-    };
-    // Warm-up: the first seconds of a fresh namespace are slower.
-    load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
-    load::bulk(&ns.path(), BULK_PORT, plan.round)?;
-    for tool in Tool::ALL {
-        let mut churn = Overhead {
-            tool: tool.name().into(),
-            load: "churn".into(),
-            unit: "conn/s".into(),
-            ..Overhead::default()
-        };
-        let mut bulk = Overhead {
-            load: "bulk".into(),
-            unit: "MiB/s".into(),
-            ..churn.clone()
-        };
-        'rounds: for round in 0..plan.rounds {
-            let mut pair = [(0.0, 0.0); 2];
-            let order = if round % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for with in order {
-                sys::check_stop()?;
-                let running = if with {
-                    match peers::start(tool, &ctx) {
-                        Ok(x) => Some(x),
-                        Err(e) => {
-                            sys::check_stop()?;
-                            eprintln!("bench: {} does not run: {e:#}", tool.name());
-                            churn.not_run = Some(format!("{e:#}"));
-                            bulk.not_run.clone_from(&churn.not_run);
-                            break 'rounds;
-                        }
-                    }
-                } else {
-                    None
-                };
-                sys::sleep(Duration::from_millis(300));
-                let c = load::churn(&ns.path(), &churn_opts(plan, plan.round, None))?;
-                let b = load::bulk(&ns.path(), BULK_PORT, plan.round)?;
-                drop(running);
-                pair[usize::from(with)] = (c.per_second(), b.mib_per_second());
-            }
-            let [(cw0, bw0), (cw1, bw1)] = pair;
-            eprintln!(
-                "bench: {} round {}: churn {cw0:.0} -> {cw1:.0} conn/s, bulk {bw0:.0} -> {bw1:.0} MiB/s",
-                tool.name(),
-                round + 1
-            );
-            for (o, w0, w1) in [(&mut churn, cw0, cw1), (&mut bulk, bw0, bw1)] {
-                o.without.push(w0);
-                o.with.push(w1);
-                o.ratios.push(w1 / w0.max(1e-9));
-            }
-        }
-        r.overhead.push(churn);
-        r.overhead.push(bulk);
-    }
-    let sockstat = ns.try_exec("cat", &["/proc/net/sockstat"])?;
-    r.overhead_time_wait = sockstat_tw(&sockstat).unwrap_or(0);
-    eprintln!(
-        "bench: {} TIME_WAIT sockets in the load namespace",
-        r.overhead_time_wait
-    );
-    Ok(())
-}
-
-/// The `tw` count of the `TCP:` line of `/proc/net/sockstat`.
-fn sockstat_tw(text: &str) -> Option<u64> {
-    let f: Vec<&str> = text
-        .lines()
-        .find_map(|l| l.strip_prefix("TCP:"))?
-        .split_whitespace()
-        .collect();
-    let i = f.iter().position(|w| *w == "tw")?;
-    f.get(i + 1)?.parse().ok()
 }
 
 /// Runs a command with stdout discarded: (wall time, CPU of the child).
@@ -390,7 +316,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         );
         r.sweep.push(w);
         if plan.idle.contains(&n) {
-            let d = Daemon::start(&env.bin, &[], &env.log)?;
+            let d = Daemon::start(&env.bin, &[IDLE_SWEEP], &env.log)?;
             let tracked = d.wait_tracking(pool.sockets(), Duration::from_mins(1))?;
             sys::sleep(Duration::from_secs(1));
             let (cpu_pct, rss_mib) = daemon_sample(&d, plan.measure)?;
@@ -409,6 +335,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
                 tracked,
                 rss_mib,
                 cpu_pct,
+                sweep_interval_s: IDLE_SWEEP_S,
             });
             r.scrape = Some(Scrape {
                 tracked,
@@ -431,13 +358,14 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     let per_conn = if r.events_per_connection > 1.0 {
         r.events_per_connection
     } else {
-        let s0 = state_changes(&d)?;
+        let s0 = Counters::read(&d)?;
         let c = load::churn(
             &ns.path(),
             &churn_opts(plan, Duration::from_secs(1), Some(200.0)),
         )?;
         sys::sleep(COUNTER_SETTLE);
-        let per = (state_changes(&d)? - s0) / c.conns.max(1) as f64;
+        let s1 = Counters::read(&d)?;
+        let per = s1.state_changes_since(&s0) / c.conns.max(1) as f64;
         if per < 1.0 {
             bail!(
                 "the daemon counted {per:.2} state changes per connection during calibration: \
@@ -449,8 +377,7 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
     };
     for &rate in &plan.rates {
         sys::check_stop()?;
-        let dropped0 = dropped(&d)?;
-        let changes0 = state_changes(&d)?;
+        let c0 = Counters::read(&d)?;
         let cpu0 = sys::cpu_seconds(d.pid())?;
         let c = load::churn(
             &ns.path(),
@@ -458,16 +385,22 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         )?;
         let cpu = (sys::cpu_seconds(d.pid())? - cpu0) / c.elapsed.as_secs_f64();
         sys::sleep(COUNTER_SETTLE);
+        let c1 = Counters::read(&d)?;
+        let secs = c.elapsed.as_secs_f64();
         let x = DaemonRate {
             target_per_s: rate,
-            achieved_per_s: (state_changes(&d)? - changes0) / c.elapsed.as_secs_f64(),
+            achieved_per_s: (c1.applied - c0.applied) / secs,
+            hook_runs_per_s: c1.hook_runs.zip(c0.hook_runs).map(|(b, a)| (b - a) / secs),
             cpu_pct: cpu * 100.0,
             rss_mib: sys::rss_mib(d.pid())?,
-            events_dropped: dropped(&d)? - dropped0,
+            events_dropped: c1.dropped - c0.dropped,
         };
         eprintln!(
-            "bench: {rate:.0} state changes/s: achieved {:.0}/s, daemon {:.2} % CPU",
-            x.achieved_per_s, x.cpu_pct
+            "bench: {rate:.0} state changes/s: the daemon applied {:.0} events/s (its state \
+             programs ran {}/s), daemon {:.2} % CPU",
+            x.achieved_per_s,
+            x.hook_runs_per_s.map_or("?".into(), |h| format!("{h:.0}")),
+            x.cpu_pct
         );
         r.daemon_rate.push(x);
         sys::sleep(Duration::from_secs(1));
@@ -511,18 +444,49 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
 /// the kernel's drop counter is read at the next sweep (1 s).
 const COUNTER_SETTLE: Duration = Duration::from_millis(1200);
 
-/// State changes the daemon saw, host-wide: events read from the ring buffer plus the ones the
-/// ring buffer dropped (`tcpwatch_events_received_total` + `tcpwatch_ringbuf_dropped_events_total`).
-fn state_changes(d: &Daemon) -> Result<f64> {
-    let (m, _) = d.metrics()?;
-    let received = sys::metric(&m, "tcpwatch_events_received_total")
-        .context("the daemon's /metrics has no tcpwatch_events_received_total")?;
-    Ok(received + sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0))
+/// The daemon's own counters, from its `/metrics`.
+struct Counters {
+    /// State events applied to its table (`tcpwatch_table_events_applied_total`).
+    applied: f64,
+    /// Runs of its state-change programs, as the daemon exports the kernel's count
+    /// (`tcpwatch_bpf_program_runs_total` of the `inet_sock_set_state` programs); None when
+    /// the daemon does not export it.
+    hook_runs: Option<f64>,
+    /// Ring-buffer drops (`tcpwatch_ringbuf_dropped_events_total`).
+    dropped: f64,
 }
 
-fn dropped(d: &Daemon) -> Result<f64> {
-    let (m, _) = d.metrics()?;
-    Ok(sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0))
+impl Counters {
+    fn read(d: &Daemon) -> Result<Self> {
+        let (m, _) = d.metrics()?;
+        Ok(Self {
+            applied: sys::metric(&m, "tcpwatch_table_events_applied_total")
+                .context("the daemon's /metrics has no tcpwatch_table_events_applied_total")?,
+            hook_runs: state_program_runs(&m),
+            dropped: sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0),
+        })
+    }
+
+    /// State changes since `before`: the state programs' runs where exported, else the
+    /// events applied plus the ones the ring buffer dropped.
+    fn state_changes_since(&self, before: &Self) -> f64 {
+        match (self.hook_runs, before.hook_runs) {
+            (Some(b), Some(a)) => b - a,
+            _ => self.applied + self.dropped - before.applied - before.dropped,
+        }
+    }
+}
+
+/// The sum of `tcpwatch_bpf_program_runs_total` over the `inet_sock_set_state` programs.
+fn state_program_runs(metrics: &str) -> Option<f64> {
+    let v: Vec<f64> = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tcpwatch_bpf_program_runs_total{") && l.contains("inet_sock_set_state\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum())
 }
 
 #[cfg(test)]
@@ -536,8 +500,20 @@ mod tests {
         assert_eq!(full_name("tcpwatch_sweep"), "tcpwatch_sweep");
         assert_eq!(full_name("tp_classify_sta"), "tp_classify_state");
         assert_eq!(full_name("other"), "other");
-        let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 4096 alloc 9 mem 1\n";
-        assert_eq!(sockstat_tw(sockstat), Some(4096));
-        assert_eq!(sockstat_tw("UDP: inuse 1\n"), None);
+        let m = "tcpwatch_bpf_program_runs_total{program=\"tp_inet_sock_set_state\"} 40\n\
+                 tcpwatch_bpf_program_runs_total{program=\"tp_classify_state\"} 7\n\
+                 tcpwatch_bpf_program_runs_total{program=\"raw_inet_sock_set_state\"} 2\n";
+        assert_eq!(state_program_runs(m), Some(42.0));
+        assert_eq!(state_program_runs("tcpwatch_up 1\n"), None);
+        let c = |applied, hook_runs, dropped| Counters {
+            applied,
+            hook_runs,
+            dropped,
+        };
+        assert!(
+            (c(10.0, Some(50.0), 1.0).state_changes_since(&c(0.0, Some(20.0), 0.0)) - 30.0).abs()
+                < 1e-9
+        );
+        assert!((c(10.0, None, 1.0).state_changes_since(&c(2.0, None, 0.0)) - 9.0).abs() < 1e-9);
     }
 }

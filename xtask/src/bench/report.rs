@@ -36,6 +36,19 @@ pub struct Overhead {
     pub with: Vec<f64>,
     /// with / without, per round.
     pub ratios: Vec<f64>,
+    /// Unit of work of the CPU cost (`1000 connections`, `GiB`).
+    pub cpu_unit: String,
+    /// Host-wide busy CPU seconds per unit of work, per round, without and with the tool.
+    pub cpu_without: Vec<f64>,
+    pub cpu_with: Vec<f64>,
+    /// `cpu_with / cpu_without`, per round.
+    pub cpu_ratios: Vec<f64>,
+    /// CPU seconds per unit of work of the tool's own processes (when attributable).
+    pub tool_cpu: Vec<f64>,
+    /// Per round, with/without of the scoped CPU per unit: the load's threads, the tool's
+    /// processes, the bench's reaped children and host-wide irq + softirq (other work on a
+    /// shared machine mostly left out; shown next to the host-wide figure, not a goal).
+    pub scoped_ratios: Vec<f64>,
 }
 
 impl Overhead {
@@ -82,14 +95,19 @@ pub struct DaemonAt {
     pub sockets: usize,
     pub tracked: f64,
     pub rss_mib: f64,
-    /// Percent of one core over the measuring interval (one sweep per second).
+    /// Percent of one core over the measuring interval.
     pub cpu_pct: f64,
+    pub sweep_interval_s: f64,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct DaemonRate {
     pub target_per_s: f64,
+    /// State events the daemon applied to its table per second (its own counter).
     pub achieved_per_s: f64,
+    /// Runs of its state-change programs per second, as the daemon exports them (None: not
+    /// exported).
+    pub hook_runs_per_s: Option<f64>,
     pub cpu_pct: f64,
     pub rss_mib: f64,
     pub events_dropped: f64,
@@ -134,7 +152,13 @@ pub struct Results {
     pub reference: Vec<ProgCost>,
     /// State-program runs per churn connection (both ends).
     pub events_per_connection: f64,
+    /// Ring-buffer records the kernel wrote per state-program run under churn
+    /// (`tcpwatch_kernel_events_submitted_total` over the runs).
+    pub records_per_state_change: Option<f64>,
     pub overhead: Vec<Overhead>,
+    /// Work of one overhead round: churn connections and bulk bytes.
+    pub churn_conns: u64,
+    pub bulk_bytes: u64,
     /// `TIME_WAIT` sockets in the overhead phase's namespace at its end (`/proc/net/sockstat`).
     pub overhead_time_wait: u64,
     pub sweep: Vec<SweepScale>,
@@ -195,6 +219,7 @@ pub fn goals(r: &Results) -> Vec<Goal> {
     let mut g = Vec::new();
     super::reference::goals(r, &mut g);
     kernel_and_overhead_goals(r, &mut g);
+    super::cost::goals(r, &mut g);
     scale_and_daemon_goals(r, &mut g);
     g
 }
@@ -226,8 +251,12 @@ fn kernel_and_overhead_goals(r: &Results, g: &mut Vec<Goal>) {
             },
             (n > 0).then_some(ns <= 150.0),
             format!(
-                "map lookups/updates and the ring-buffer reserve/submit per event; bpf_stats \
-                 itself adds two clock reads per run{reference}"
+                "the program's own work per event (map lookups and updates, {} under churn); \
+                 bpf_stats itself adds two clock reads per run{reference}",
+                r.records_per_state_change.map_or_else(
+                    || "ring-buffer records per state change not measured".into(),
+                    |x| format!("{x:.2} ring-buffer records per state change")
+                )
             ),
         ));
     }
@@ -241,10 +270,11 @@ fn kernel_and_overhead_goals(r: &Results, g: &mut Vec<Goal>) {
             m.map(|m| m >= min),
             format!(
                 "run-to-run noise: the rounds without tcpwatch spread over {} on this shared \
-                 machine; the daemon's own CPU competes with the load for the cores, and the \
+                 machine (noise floor of the per-round ratios: {}); the daemon's own CPU competes with the load for the cores, and the \
                  churn leaves {} TIME_WAIT sockets in its namespace, which every sweep walks \
                  (see the sweep-scale cost per socket)",
                 pct(spread),
+                o.and_then(Overhead::noise_floor).map_or("n/a".into(), pct),
                 r.overhead_time_wait
             ),
         ));
@@ -316,43 +346,7 @@ fn scale_and_daemon_goals(r: &Results, g: &mut Vec<Goal>) {
          (program load included) vs the whole `ss` process"
             .into(),
     ));
-    let rate = r.daemon_rate.iter().min_by(|a, b| {
-        (a.target_per_s - 1e4)
-            .abs()
-            .total_cmp(&(b.target_per_s - 1e4).abs())
-    });
-    g.push(goal(
-        format!(
-            "daemon <= 2 % of one core at {:.0} state changes/s",
-            rate.map_or(0.0, |x| x.target_per_s)
-        ),
-        rate.map_or("not measured".into(), |x| {
-            format!("{:.2} % at {:.0}/s achieved", x.cpu_pct, x.achieved_per_s)
-        }),
-        rate.map(|x| x.cpu_pct <= 2.0),
-        rate.map_or(String::new(), |x| {
-            format!(
-                "ring-buffer reads, event decoding and table updates: {:.1} µs of daemon CPU \
-                 per state change (sweeps included)",
-                x.cpu_pct * 1e4 / x.achieved_per_s.max(1.0)
-            )
-        }),
-    ));
-    let idle = r.daemon_idle.iter().max_by_key(|d| d.sockets);
-    g.push(goal(
-        format!(
-            "RSS <= 128 MiB at {} connections",
-            idle.map_or(0, |d| d.sockets)
-        ),
-        idle.map_or("not measured".into(), |d| format!("{:.1} MiB", d.rss_mib)),
-        idle.map(|d| d.rss_mib <= 128.0),
-        idle.map_or(String::new(), |d| {
-            format!(
-                "the connection table and its history: {:.0} bytes per tracked connection",
-                d.rss_mib * 1_048_576.0 / d.tracked.max(1.0)
-            )
-        }),
-    ));
+    daemon_goals(r, g);
     g.push(goal(
         format!(
             "/metrics scrape <= 100 ms at {:.0} connections",
@@ -374,6 +368,89 @@ fn scale_and_daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         "a condition is seen at the first sweep after it crosses the threshold (up to one \
          interval), then the findings are evaluated"
             .into(),
+    ));
+}
+
+/// At most this percent of one core at 10 000 state changes/s.
+pub const MAX_RATE_CPU_PCT: f64 = 1.0;
+/// At most this percent of one core at the largest idle count (100 000 in full mode).
+pub const MAX_IDLE_CPU_PCT: f64 = 5.0;
+/// At most this RSS at the largest idle count.
+pub const MAX_RSS_MIB: f64 = 96.0;
+
+fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
+    // The load whose rate, by the daemon's own count, came nearest 10 000/s (host-wide: other
+    // work on the machine adds to the bench's load).
+    let rate = r.daemon_rate.iter().min_by(|a, b| {
+        (a.achieved_per_s - 1e4)
+            .abs()
+            .total_cmp(&(b.achieved_per_s - 1e4).abs())
+    });
+    g.push(goal(
+        format!(
+            "daemon <= {MAX_RATE_CPU_PCT} % of one core at ~10000 state changes/s (load aimed \
+             at {:.0}/s)",
+            rate.map_or(0.0, |x| x.target_per_s)
+        ),
+        rate.map_or("not measured".into(), |x| {
+            format!(
+                "{:.2} % at {:.0} events/s applied by the daemon{}",
+                x.cpu_pct,
+                x.achieved_per_s,
+                x.hook_runs_per_s.map_or(String::new(), |h| format!(
+                    " ({h:.0} runs/s of its state programs)"
+                ))
+            )
+        }),
+        rate.map(|x| x.cpu_pct <= MAX_RATE_CPU_PCT),
+        rate.map_or(String::new(), |x| {
+            format!(
+                "ring-buffer reads, event decoding, table updates and the sweeps: {:.2} µs of \
+                 daemon CPU per event applied ({:.0} events applied/s by \
+                 tcpwatch_table_events_applied_total, {:.0} dropped by the ring buffer)",
+                x.cpu_pct * 1e4 / x.achieved_per_s.max(1.0),
+                x.achieved_per_s,
+                x.events_dropped
+            )
+        }),
+    ));
+    let idle = r.daemon_idle.iter().max_by_key(|d| d.sockets);
+    let sweep = idle.and_then(|d| r.sweep.iter().find(|s| s.sockets == d.sockets));
+    g.push(goal(
+        format!(
+            "daemon <= {MAX_IDLE_CPU_PCT} % of one core at {} idle connections with {} s sweeps",
+            idle.map_or(0, |d| d.sockets),
+            idle.map_or(0.0, |d| d.sweep_interval_s)
+        ),
+        idle.map_or("not measured".into(), |d| format!("{:.2} %", d.cpu_pct)),
+        idle.map(|d| d.cpu_pct <= MAX_IDLE_CPU_PCT),
+        idle.map_or(String::new(), |d| {
+            let per_sweep_ms = d.cpu_pct / 100.0 * d.sweep_interval_s * 1000.0;
+            format!(
+                "{per_sweep_ms:.1} ms of daemon CPU per sweep interval, {:.0} ns per tracked \
+                 connection per sweep{}",
+                per_sweep_ms * 1e6 / d.tracked.max(1.0),
+                sweep.map_or(String::new(), |s| format!(
+                    "; the sweep of these sockets takes {:.1} ms in-process (`tcpwatch \
+                     snapshot`), the rest is applying its records to the table",
+                    s.tcpwatch_ms
+                ))
+            )
+        }),
+    ));
+    g.push(goal(
+        format!(
+            "RSS <= {MAX_RSS_MIB} MiB at {} connections",
+            idle.map_or(0, |d| d.sockets)
+        ),
+        idle.map_or("not measured".into(), |d| format!("{:.1} MiB", d.rss_mib)),
+        idle.map(|d| d.rss_mib <= MAX_RSS_MIB),
+        idle.map_or(String::new(), |d| {
+            format!(
+                "the connection table and its history: {:.0} bytes per tracked connection",
+                d.rss_mib * 1_048_576.0 / d.tracked.max(1.0)
+            )
+        }),
     ));
 }
 

@@ -222,7 +222,7 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
         .with_context(|| format!("unexpected /proc/{pid}/stat: {stat}"))
 }
 
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
@@ -255,11 +255,20 @@ pub fn parse_rss_kib(status: &str) -> Option<u64> {
 
 /// CPU time of the waited-for children of this process (getrusage), in seconds.
 pub fn children_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_CHILDREN)
+}
+
+/// CPU time of this process, all its threads (also ended ones), in seconds.
+pub fn self_cpu_seconds() -> f64 {
+    rusage_seconds(libc::RUSAGE_SELF)
+}
+
+fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: rusage is plain data; all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a rusage struct.
     unsafe {
-        libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut ru);
+        libc::getrusage(who, &raw mut ru);
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)

@@ -45,21 +45,28 @@ fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
     super::reference::rows(r, s);
     let _ = writeln!(
         s,
-        "\nState-program runs per churn connection: {:.1}\n",
-        r.events_per_connection
+        "\nState-program runs per churn connection: {:.1}; ring-buffer records per state-program \
+         run: {}\n",
+        r.events_per_connection,
+        r.records_per_state_change
+            .map_or_else(|| "not measured".into(), |x| format!("{x:.2}"))
     );
     let _ = writeln!(
         s,
-        "### Fast-path overhead ({} alternating rounds of {:.0} s, median)\n\n\
-         | tool | load | without | with | with/without | per-round ratios | baseline spread |\n\
-         |---|---|---:|---:|---:|---|---:|",
-        r.rounds, r.round_seconds
+        "### Fast-path throughput ({} alternating rounds of {} connections of churn and {} \
+         of bulk, median)\n\nBaseline spread: (max - min) / median of the rounds without the \
+         tool; noise floor: median absolute deviation of the per-round ratios.\n\n\
+         | tool | load | without | with | with/without | per-round ratios | baseline spread | \
+         noise floor |\n|---|---|---:|---:|---:|---|---:|---:|",
+        r.rounds,
+        r.churn_conns,
+        super::cost::gib(r.bulk_bytes)
     );
     for o in &r.overhead {
         if let Some(why) = &o.not_run {
             let _ = writeln!(
                 s,
-                "| {} | {} | - | - | does not run: {why} | | |",
+                "| {} | {} | - | - | does not run: {why} | | | |",
                 o.tool, o.load
             );
             continue;
@@ -67,7 +74,7 @@ fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
         let rounds: Vec<String> = o.ratios.iter().map(|x| format!("{x:.3}")).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} {u} | {:.0} {u} | {} | {} | {} |",
+            "| {} | {} | {:.0} {u} | {:.0} {u} | {} | {} | {} | {} |",
             o.tool,
             o.load,
             median(&o.without).unwrap_or(0.0),
@@ -75,9 +82,11 @@ fn kernel_and_overhead_tables(r: &Results, s: &mut String) {
             o.median_ratio().map_or("-".into(), pct),
             rounds.join(" "),
             o.baseline_spread().map_or("-".into(), pct),
+            o.noise_floor().map_or("-".into(), pct),
             u = o.unit
         );
     }
+    super::cost::table(r, s);
 }
 
 fn scale_and_daemon_tables(r: &Results, s: &mut String) {
@@ -182,6 +191,17 @@ pub fn kept_notes(old: &str) -> &str {
     old.find(NOTES_MARKER).map_or("", |i| &old[i..])
 }
 
+/// `docs/performance.md` of `r`, followed by the hand-written notes of the `old` file.
+pub fn with_kept_notes(r: &Results, old: &str) -> String {
+    let mut text = markdown(r);
+    let notes = kept_notes(old);
+    if !notes.is_empty() {
+        text.push('\n');
+        text.push_str(notes);
+    }
+    text
+}
+
 /// `docs/performance.md`.
 pub fn markdown(r: &Results) -> String {
     let m = &r.machine;
@@ -195,8 +215,15 @@ pub fn markdown(r: &Results) -> String {
          the same run. Loads run in a network namespace of their own on loopback. Churn: \
          parallel clients connect, send 16 bytes, read 16 bytes back and close (one in 16 \
          closes with a reset); bulk: one connection, 64 KiB writes, the reader drains. \
-         Overhead rounds alternate without/with the tool (order swapped every round); the \
-         ratio is with/without of the same round and the table gives the median. Kernel cost \
+         Overhead rounds alternate without/with the tool (order swapped every round), each a \
+         fixed amount of work ({} churn connections, then {} of bulk); the ratio is \
+         with/without of the same round and the tables give the median of the per-round \
+         ratios and, as the method's noise floor, their median absolute deviation. Throughput \
+         is work over wall time; CPU cost is the host-wide busy CPU time of all CPUs \
+         (`/proc/stat`: user + nice + system + irq + softirq; idle, iowait and steal not \
+         counted) over the load, per 1 000 connections or per GiB, so the daemon, the kernel \
+         programs in the load's threads and every wakeup they cause are all in it (and so is \
+         other work on the machine, in either side of a round). Kernel cost \
          is measured with `kernel.bpf_stats_enabled=1` (only during that phase) under churn \
          and under bulk with 1 % of the data segments dropped by an nftables input-hook rule, \
          per program, next to a reference the bench loads for the same window: a bpftrace \
@@ -218,6 +245,12 @@ pub fn markdown(r: &Results) -> String {
         m.loadavg_at_start,
         r.mode,
         r.wall_seconds,
+        r.churn_conns,
+        super::cost::gib(r.bulk_bytes),
         tables(r)
     )
 }
+
+#[cfg(test)]
+#[path = "table_tests.rs"]
+mod tests;

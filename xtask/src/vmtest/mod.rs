@@ -272,14 +272,19 @@ fn run_host(
     run_with_timeout(c, HOST_TIMEOUT, log, "host")
 }
 
-/// Boots `kernel` under QEMU (TCG) with the scenario initramfs. `-cpu max`: with QEMU 7.2's
-/// default `qemu64` model Debian's 6.12 panics in `kmem_cache_alloc` during boot.
+/// Boots `kernel` under QEMU (TCG) with the scenario initramfs. `-cpu max,-cx16`: with QEMU
+/// 7.2's default `qemu64` model Debian's 6.12 panics in `kmem_cache_alloc` during boot, and
+/// with `max` (which has `cx16`) QEMU 7.2's TCG corrupts the 6.12 guest's SLUB freelists, whose
+/// fast path is a per-CPU `cmpxchg16b`: a double fault right after that instruction in
+/// `kmem_cache_alloc`, list corruption in `kmem_cache_free` under `rcu_do_batch` at 2.6 s, in
+/// kernel threads before `/init`, with garbage flags. Measured on 2026-12-01: `max` crashed 6
+/// of 12 boots (4 in kernel threads, with no tcpwatch code running), `max,-la57` 3 of 6,
+/// `max,-cx16` 0 of 14 (docs/kernels.md). Without `cx16` the guest's SLUB takes its locked
+/// path.
 ///
-/// QEMU 7.2's TCG sometimes crashes a 6.12 guest in early boot (a panic in
-/// `kmem_cache_alloc` at `cmpxchg16b`, with corrupted flags, about one boot in two here):
-/// an emulator fault, not a tcpwatch result. A boot that panics before the runner printed
-/// anything is retried, at most [`BOOT_ATTEMPTS`] times, and the retries are reported. A
-/// panic after the runner started is a failure like any other.
+/// A boot that still panics before the runner printed anything is retried, at most
+/// [`BOOT_ATTEMPTS`] times, and the retries are reported. A panic after the runner started
+/// is a failure like any other.
 fn boot(
     kernel: &kernels::Kernel,
     bins: &initramfs::Binaries,
@@ -326,7 +331,7 @@ fn boot_once(
         "-accel",
         "tcg",
         "-cpu",
-        "max",
+        "max,-cx16",
         "-m",
         "1024",
         "-smp",

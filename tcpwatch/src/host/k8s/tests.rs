@@ -228,15 +228,18 @@ fn index_fills_pod_names_of_owners() {
         ],
     )]);
     s.table.attach_owners(|ino| {
-        Some(Owner {
-            pid: 7,
-            comm: "nginx".into(),
-            pod: (ino == 1001).then(|| PodRef {
-                uid: uid.into(),
-                ..PodRef::default()
-            }),
-            ..Owner::default()
-        })
+        Some(
+            Owner {
+                pid: 7,
+                comm: "nginx".into(),
+                pod: (ino == 1001).then(|| PodRef {
+                    uid: uid.into(),
+                    ..PodRef::default()
+                }),
+                ..Owner::default()
+            }
+            .into(),
+        )
     });
     let index = PodIndex::default();
     assert_eq!(index.attach(&mut s.table), 0);

@@ -372,7 +372,7 @@ fn owner_labels<'a>(
     owner: Option<&'a Owner>,
     rec: Option<&'a ConnRecord>,
 ) -> (&'a str, &'a str, &'a str, &'a str) {
-    let proc_owner = owner.or_else(|| rec.and_then(|c| c.owner.as_ref()));
+    let proc_owner = owner.or_else(|| rec.and_then(|c| c.owner.as_deref()));
     let comm = proc_owner
         .map(|o| o.comm.as_str())
         .or_else(|| rec.and_then(|c| c.creator_comm.as_deref()))
@@ -418,7 +418,8 @@ fn kernel(out: &Builder, sh: &View) -> prometheus::Result<()> {
     )?;
     let v = out.counter_vec(
         "tcpwatch_kernel_map_full_total",
-        "Kernel map inserts that failed because the map was full.",
+        "Kernel map inserts that failed because the map was full (socks: per-socket state that \
+         could not be created, SOCKS hash full or socket-local storage not allocated).",
         &["map"],
     )?;
     v.with_label_values(&["socks"])

@@ -233,7 +233,7 @@ fn pods_label_sockets_and_flagged_connections() {
                 ..PodRef::default()
             });
         }
-        Some(o)
+        Some(o.into())
     });
     evaluate_at(&mut s, 60);
     let m = parse(&encode(&build(&crate::view::View::of(&s), 10).unwrap()).unwrap());
@@ -313,7 +313,7 @@ fn cardinality_is_bounded() {
     // 300 pods, each with its own container.
     s.table.attach_owners(|ino| {
         let pod = format!("pod-{}", ino % 300);
-        Some(pod_owner(ino % 300, "ns", &pod))
+        Some(pod_owner(ino % 300, "ns", &pod).into())
     });
     evaluate_at(&mut s, 60);
     // Every reset reason slot of the kernel seen (the reason family full).
