@@ -5,15 +5,15 @@
 //! The fingerprint covers the whole record as the sweep fills it, except the time it was made
 //! (`seen_ns`) and the three jiffies ages, which it takes as the absolute jiffies stamps they
 //! are computed from (`lsndtime`, `rcv_tstamp`, `icsk_ack.lrcvtime`): an idle socket keeps its
-//! fingerprint. It is stored with the generation in the socket's `SOCKS` entry
-//! (`SockState::sweep_fp`, `sweep_gen`) only once the full record was written.
+//! fingerprint. It is stored with the generation in the socket's `SockState` (socket-local
+//! storage or `SOCKS` entry: `sweep_fp`, `sweep_gen`) only once the full record was written.
 //!
 //! Userspace sets the generation ([`SweepCtl`], map `SWEEP_CTL`) before each namespace's
 //! sweep; a new generation makes every record of that sweep full: the first sweep of a daemon
 //! (generations start from the monotonic clock, so a restarted daemon never reuses one), every
 //! `daemon.full_sweep_every`-th sweep, and the next sweep of a namespace whose sweep failed or
 //! named a socket userspace did not have. Minisockets (`TIME_WAIT`, `NEW_SYN_RECV`) have no
-//! `SOCKS` entry and are always written in full.
+//! `SockState` and are always written in full.
 
 /// The low bit of [`SockSeen::tagged_skaddr`]: socket addresses are aligned, so a slot whose
 /// first word has it set is a [`SockSeen`] (or, with the rest of [`crate::SWEEP_MAGIC`] and
