@@ -17,30 +17,28 @@ pub const MAX_NOISE: f64 = 0.03;
 /// The peers that must really run here (bcc needs kernel headers this machine kind lacks).
 pub const REQUIRED_PEERS: [&str; 2] = ["ss -tani every 1 s", "bpftrace tcpstates+tcpretrans"];
 
+/// The tick counts of `/proc/stat`'s all-CPU `cpu` line: user nice system idle iowait irq
+/// softirq steal ...
+fn cpu_ticks(stat: &str) -> Option<Vec<u64>> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    line.split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()
+}
+
 /// Busy ticks of all CPUs in `/proc/stat`'s `cpu` line: user + nice + system + irq + softirq.
 /// Not counted: idle, iowait and steal (time the CPUs did no work of this host); guest time is
 /// already inside user and nice.
 pub fn parse_busy_ticks(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    // user nice system idle iowait irq softirq steal ...
+    let f = cpu_ticks(stat)?;
     Some(f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?)
 }
 
 /// irq + softirq ticks of `/proc/stat`'s `cpu` line (host-wide: loopback's packet processing).
 pub fn parse_irq_ticks(stat: &str) -> Option<u64> {
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let f = cpu_ticks(stat)?;
     Some(f.get(5)? + f.get(6)?)
 }
 
