@@ -16,7 +16,6 @@ use std::io::Write as _;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::{Daemon, Netns, privileged, raise_fd_limit, ss, wait_for};
 
 const SWEEP_MS: u64 = 500;
@@ -57,58 +56,24 @@ fn flood_thread() -> Kept {
     (l, kept)
 }
 
-/// BPF program ids a process holds (`/proc/PID/fdinfo`).
-fn prog_ids(pid: u32) -> BTreeSet<u64> {
-    let mut ids = BTreeSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .flatten()
-    {
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            ids.extend(
-                text.lines()
-                    .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u64>().ok()),
-            );
-        }
-    }
-    ids
-}
-
 /// (`run_cnt`, `recursion_misses`) of the daemon's programs as `bpftool prog show` reports
-/// them (bpftool omits a key when it is 0), by program id.
+/// them, by program id.
 fn bpftool_progs(d: &Daemon) -> BTreeMap<u64, (u64, u64)> {
-    let ids = prog_ids(d.child.id());
-    let v: Value = serde_json::from_str(&support::run("bpftool", &["prog", "show", "-j"])).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|p| {
-            let id = p["id"].as_u64()?;
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            ids.contains(&id)
-                .then(|| (id, (n("run_cnt"), n("recursion_misses"))))
-        })
+    support::bpf::programs(d.child.id())
+        .into_iter()
+        .map(|(id, (_, (runs, _, misses)))| (id, (runs, misses)))
         .collect()
 }
 
 /// A series' value (`name{labels}` exactly as exposed, or an unlabelled name).
 fn series(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .map(|v| {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_sign_loss,
-                    reason = "counters: whole, non-negative, far below 2^53"
-                )]
-                let n = v as u64;
-                n
-            })
-    })
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "counters: whole, non-negative, far below 2^53"
+    )]
+    let n = support::metrics::sample(text, name).map(|v| v as u64);
+    n
 }
 
 fn sweeps(d: &Daemon) -> f64 {

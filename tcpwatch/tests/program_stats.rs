@@ -13,17 +13,15 @@
 )]
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::bpf::{Figures, bpftool, fdinfo_ids, programs};
 use support::{Daemon, Netns, connect, listener, privileged, wait_for};
 
 const SWEEP_MS: u64 = 500;
 const FLOOD: usize = 3000;
-
-/// One program's figures: (run count, run time ns, recursion misses).
-type Figures = (u64, u64, u64);
 
 /// The kernel's own counters for the daemon's programs and its ring-buffer drops.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,27 +29,6 @@ struct Kernel {
     /// Program id -> (15-character kernel name, figures).
     progs: BTreeMap<u64, (String, Figures)>,
     ringbuf_dropped: u64,
-}
-
-/// BPF object ids (`prog_id:` or `map_id:`) a process holds, from `/proc/PID/fdinfo`.
-fn fdinfo_ids(pid: u32, key: &str) -> BTreeSet<u64> {
-    let mut ids = BTreeSet::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .flatten()
-    {
-        if let Ok(text) = std::fs::read_to_string(e.path()) {
-            ids.extend(
-                text.lines()
-                    .filter_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok()),
-            );
-        }
-    }
-    ids
-}
-
-fn bpftool(args: &[&str]) -> Value {
-    serde_json::from_str(&support::run("bpftool", args)).unwrap()
 }
 
 fn le_u64(bytes: &Value) -> u64 {
@@ -66,23 +43,7 @@ fn le_u64(bytes: &Value) -> u64 {
 
 fn read_kernel(d: &Daemon) -> Kernel {
     let pid = d.child.id();
-    let ids = fdinfo_ids(pid, "prog_id:");
-    let progs = bpftool(&["prog", "show", "-j"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| ids.contains(&p["id"].as_u64().unwrap()))
-        .map(|p| {
-            let n = |k: &str| p[k].as_u64().unwrap_or(0); // bpftool omits zero misses
-            (
-                p["id"].as_u64().unwrap(),
-                (
-                    p["name"].as_str().unwrap().to_owned(),
-                    (n("run_cnt"), n("run_time_ns"), n("recursion_misses")),
-                ),
-            )
-        })
-        .collect();
+    let progs = programs(pid);
     let counters = fdinfo_ids(pid, "map_id:")
         .into_iter()
         .find(|id| bpftool(&["map", "show", "id", &id.to_string(), "-j"])["name"] == "COUNTERS")

@@ -11,6 +11,7 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
+pub mod bpf;
 pub mod prom_alerts;
 pub mod proofs;
 
