@@ -4,7 +4,7 @@
 //! full): a namespace's first sweep, the one after a failed sweep or a request from the table
 //! (it was told about a socket it did not have), and every `full_every`-th sweep of the host.
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Namespaces (by cookie) whose next sweep must be full, filled by whoever applies sweeps.
 #[derive(Clone, Debug, Default)]
@@ -12,16 +12,16 @@ pub struct FullSweepRequests(Arc<Mutex<HashSet<u64>>>);
 
 impl FullSweepRequests {
     pub fn request(&self, netns_cookie: u64) {
-        if let Ok(mut set) = self.0.lock() {
-            set.insert(netns_cookie);
-        }
+        // A set of cookies cannot be left half-written: a panic elsewhere while it was held
+        // must not drop requests.
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(netns_cookie);
     }
 
     fn take(&self) -> HashSet<u64> {
-        self.0
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default()
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
