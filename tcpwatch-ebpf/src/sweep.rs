@@ -44,10 +44,11 @@ struct Mark {
 }
 
 /// The change-only marks of a socket's per-socket state: the one place that knows where they
-/// live (the `SOCKS` entry today), so that storage can move.
+/// live (fields of its `SockState`, in socket-local storage or the `SOCKS` entry: `store.rs`).
 #[inline(always)]
 fn marks(st: *mut SockState) -> (*mut u64, *mut u64) {
-    // SAFETY: `st` is a live `SOCKS` value of this socket; only the addresses are taken.
+    // SAFETY: `st` is this socket's live `SockState` (`store::sweep_entry`); only the
+    // addresses are taken.
     unsafe { (&raw mut (*st).sweep_fp, &raw mut (*st).sweep_gen) }
 }
 
