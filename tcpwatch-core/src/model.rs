@@ -397,6 +397,10 @@ pub struct NetnsInfo {
     pub tcp_keepalive_intvl_s: u32,
     #[serde(default = "default_keepalive_probes")]
     pub tcp_keepalive_probes: u32,
+    /// `TIME_WAIT` sockets in that namespace at its last sweep: counted by the kernel sweep,
+    /// not listed as connections (`ss state time-wait` counts the same sockets).
+    #[serde(default)]
+    pub time_wait: u64,
 }
 
 fn default_keepalive_time() -> u32 {
@@ -429,6 +433,7 @@ impl NetnsInfo {
             tcp_keepalive_time_s: default_keepalive_time(),
             tcp_keepalive_intvl_s: default_keepalive_intvl(),
             tcp_keepalive_probes: default_keepalive_probes(),
+            time_wait: 0,
         }
     }
 }

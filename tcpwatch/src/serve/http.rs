@@ -223,6 +223,7 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "lost_events": s.programs.lost_events,
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
+        "time_wait": super::time_wait::status(&s),
         "findings_open": j.findings_open.len(),
         "incidents": {
             "open": j.incidents_open.len(),
