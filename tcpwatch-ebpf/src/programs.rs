@@ -35,11 +35,10 @@ use aya_ebpf::{
 use tcpwatch_common::{
     ABI_VERSION, KernelOffsets, OFFSET_MISSING, PortKey, PortResets, SOCK_COPY_LEN,
     SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
-    sweep_flags,
     delta::{FP_SEED, SEEN_TAG, SOCK_SEEN_SIZE, SweepCtl, fp_step},
     event_kind,
     hooks::map_size,
-    record_flags, tcp_state,
+    record_flags, sweep_flags, tcp_state,
 };
 
 #[path = "classify.rs"]

@@ -285,7 +285,7 @@ pub struct App {
     incidents_served: bool,
     /// The last exposure audit (`None`: not received, or not served by this daemon).
     exposure: Option<tcpwatch_core::api::ExposureBody>,
-    /// The host's TIME_WAIT sockets, counted by the daemon (`None`: not received yet).
+    /// The host's `TIME_WAIT` sockets, counted by the daemon (`None`: not received yet).
     time_wait: Option<u64>,
     bad_events: BadEvents,
     view: View,

@@ -163,5 +163,8 @@ fn counted_time_wait_shows_in_the_no_owner_row() {
         .filter_map(|i| app.owner_row(i))
         .find(|r| r.name == "-")
         .unwrap();
-    assert_eq!((none.sockets, none.time_wait, none.established), (42, 40, 1));
+    assert_eq!(
+        (none.sockets, none.time_wait, none.established),
+        (42, 40, 1)
+    );
 }

@@ -204,8 +204,8 @@ impl Load {
 /// Recv-Q, Send-Q (accept queue and backlog for listeners, as `ss` shows them).
 type Row = (String, String, String, u32, u32);
 
-/// The row that stands for a namespace's TIME_WAIT sockets: counted by the sweep, not listed
-/// (docs/api.md). `ss` shows an orphaned FIN_WAIT2 minisocket as FIN-WAIT-2: not counted.
+/// The row that stands for a namespace's `TIME_WAIT` sockets: counted by the sweep, not listed
+/// (docs/api.md). `ss` shows an orphaned `FIN_WAIT2` minisocket as FIN-WAIT-2: not counted.
 fn time_wait_row(count: u64) -> Row {
     (
         "TIME-WAIT".to_owned(),

@@ -123,7 +123,9 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
         (tws >= 3 && !listed_tw && has("ESTABLISHED", &est_addr) && has("FIN_WAIT1", &orphan_addr))
             .then_some(c)
     })
-    .expect("daemon counts the namespace's TIME_WAIT and lists its ESTABLISHED and FIN_WAIT1 sockets");
+    .expect(
+        "daemon counts the namespace's TIME_WAIT and lists its ESTABLISHED and FIN_WAIT1 sockets",
+    );
     let cookie = before[0]["netns"]["cookie"].as_u64().unwrap();
     let est_key = before
         .iter()

@@ -90,12 +90,15 @@ fn time_wait_is_counted_per_namespace_not_listed() {
     let counted = status_count(&status, inode);
     // TIME_WAIT lasts 60 s and none was made after `truth`: the two counts must agree.
     assert_eq!(
-        counted,
-        truth as u64,
+        counted, truth as u64,
         "count of ns {inode} in {}",
         status["time_wait"]
     );
-    assert_eq!(ss_time_wait(&ns), truth, "no TIME_WAIT expired during the test");
+    assert_eq!(
+        ss_time_wait(&ns),
+        truth,
+        "no TIME_WAIT expired during the test"
+    );
     assert!(status["time_wait"]["total"].as_u64().unwrap() >= counted);
 
     // The table holds no TIME_WAIT record, and every established socket.
@@ -113,13 +116,16 @@ fn time_wait_is_counted_per_namespace_not_listed() {
         })
         .collect();
     let missing: Vec<_> = established.difference(&listed).collect();
-    assert!(missing.is_empty(), "established sockets missing: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "established sockets missing: {missing:?}"
+    );
     assert_eq!(listed.len(), 2 * M);
 
     // The metrics keep their TIME_WAIT series from the count.
     let metric = d.metric_sum("tcpwatch_sockets{state=\"TIME_WAIT\"}");
     assert!(
-        metric >= counted as f64,
+        metric >= f64::from(u32::try_from(counted).unwrap()),
         "tcpwatch_sockets{{state=\"TIME_WAIT\"}} {metric} < {counted}"
     );
     drop(held);

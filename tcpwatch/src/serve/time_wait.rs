@@ -6,7 +6,11 @@ use crate::view::View;
 /// each namespace's count, largest first.
 pub fn status(s: &View) -> serde_json::Value {
     let mut by: Vec<_> = s.netns.values().filter(|i| i.time_wait > 0).collect();
-    by.sort_unstable_by(|a, b| b.time_wait.cmp(&a.time_wait).then(a.id.inode.cmp(&b.id.inode)));
+    by.sort_unstable_by(|a, b| {
+        b.time_wait
+            .cmp(&a.time_wait)
+            .then(a.id.inode.cmp(&b.id.inode))
+    });
     let by_netns: Vec<_> = by
         .iter()
         .map(|i| {
