@@ -94,6 +94,8 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
     let d = Daemon::start(&["daemon.sweep_interval_ms=500"]);
     let (est_c, est_s, orphan_addr) = doomed_sockets(&ns);
     let est_addr = est_c.local_addr().unwrap();
+    // Sweeps that started after every socket was made (applied sweeps, +2 under way).
+    let made_at = sweeps(&d);
     let truth = ss(&ns);
     // Three TIME_WAIT sockets: the client closes first, then the server.
     let tw = truth.iter().filter(|r| r.state == "TIME-WAIT").count();
@@ -120,8 +122,13 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
             .find(|e| e["netns"]["inode"] == inode)
             .map_or(0, |e| e["count"].as_u64().unwrap());
         let listed_tw = c.iter().any(|x| x["state"] == "TIME_WAIT");
-        (tws >= 3 && !listed_tw && has("ESTABLISHED", &est_addr) && has("FIN_WAIT1", &orphan_addr))
-            .then_some(c)
+        let swept = sweeps(&d) >= made_at + 3.0;
+        (swept
+            && tws >= 3
+            && !listed_tw
+            && has("ESTABLISHED", &est_addr)
+            && has("FIN_WAIT1", &orphan_addr))
+        .then_some(c)
     })
     .expect(
         "daemon counts the namespace's TIME_WAIT and lists its ESTABLISHED and FIN_WAIT1 sockets",
