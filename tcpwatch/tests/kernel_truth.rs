@@ -60,6 +60,17 @@ fn kernel_state(d: &Daemon, key: u64, sock: &impl std::os::fd::AsRawFd) -> Optio
         .map(|(_, v)| v)
 }
 
+/// The `TIME_WAIT` sockets the daemon counted in the namespace with inode `inode` (counted
+/// per namespace in `/api/v1/status`, not listed: docs/api.md).
+fn time_wait_of(d: &Daemon, inode: u64) -> u64 {
+    d.get_json("/api/v1/status")["time_wait"]["by_netns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["netns"]["inode"] == inode)
+        .map_or(0, |e| e["count"].as_u64().unwrap())
+}
+
 /// In `ns`: three `TIME_WAIT` sockets, an ESTABLISHED pair (returned: the caller holds its
 /// descriptors) and an orphaned `FIN_WAIT1` (its address returned).
 fn doomed_sockets(ns: &Netns) -> (TcpStream, Socket, SocketAddr) {
@@ -114,13 +125,7 @@ fn deleted_namespace_leaves_the_table_and_keeps_live_kernel_state() {
             c.iter()
                 .any(|x| x["state"] == st && x["local"] == a.to_string())
         };
-        // TIME_WAIT sockets are counted per namespace, not listed (docs/api.md).
-        let tws = d.get_json("/api/v1/status")["time_wait"]["by_netns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["netns"]["inode"] == inode)
-            .map_or(0, |e| e["count"].as_u64().unwrap());
+        let tws = time_wait_of(&d, inode);
         let listed_tw = c.iter().any(|x| x["state"] == "TIME_WAIT");
         let swept = sweeps(&d) >= made_at + 3.0;
         (swept
