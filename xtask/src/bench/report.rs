@@ -406,8 +406,9 @@ fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         rate.map_or(String::new(), |x| {
             format!(
                 "ring-buffer reads, event decoding, table updates and the sweeps: {:.2} µs of \
-                 daemon CPU per event applied ({:.0} events applied/s by \
-                 tcpwatch_table_events_applied_total, {:.0} dropped by the ring buffer)",
+                 daemon CPU per state change ({:.0} state changes/s by \
+                 tcpwatch_kernel_state_changes_total, events and kernel-only counts; {:.0} \
+                 dropped by the ring buffer)",
                 x.cpu_pct * 1e4 / x.achieved_per_s.max(1.0),
                 x.achieved_per_s,
                 x.events_dropped

@@ -91,6 +91,7 @@ mod endpoints;
 mod exposure;
 pub mod incidents;
 mod owners;
+mod state_changes;
 
 pub use collector::SelfCollector;
 #[cfg(test)]
