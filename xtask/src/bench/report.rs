@@ -394,7 +394,7 @@ fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         ),
         rate.map_or("not measured".into(), |x| {
             format!(
-                "{:.2} % at {:.0} events/s applied by the daemon{}",
+                "{:.2} % at {:.0} state changes/s counted by the daemon{}",
                 x.cpu_pct,
                 x.achieved_per_s,
                 x.hook_runs_per_s.map_or(String::new(), |h| format!(
