@@ -266,8 +266,10 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
     let mut lat = Vec::new();
     for c in known {
         let cport = c.local_addr().unwrap().port();
+        // Namespace A only: another namespace of the host may use the same port number.
+        let query = format!("/api/v1/connections?netns={}&port={cport}", ns_a.inode);
         let listed = |d: &Daemon| {
-            let v = d.get_json(&format!("/api/v1/connections?port={cport}"));
+            let v = d.get_json(&query);
             !v["connections"].as_array().unwrap().is_empty()
         };
         assert!(listed(&d), "the start-up sweep listed {cport}");
@@ -277,7 +279,12 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
         let t0 = Instant::now();
         drop(c);
         let gone = wait_for(Duration::from_secs(2), || (!listed(&d)).then(Instant::now))
-            .expect("the closed connection left the table");
+            .unwrap_or_else(|| {
+                panic!(
+                    "the closed connection left the table: {}",
+                    d.get_json(&query)
+                )
+            });
         lat.push(gone.duration_since(t0));
     }
     lat.sort();

@@ -67,6 +67,21 @@ fn flood_thread((l, open): Kept) -> Kept {
     (l, kept)
 }
 
+/// The flood: every thread's connections opened, listed by a sweep (from then on their changes
+/// go out as events), then changed at once. What is kept, and the flood's seconds.
+fn flood(d: &Daemon, ns: &Netns) -> (Vec<Kept>, f64) {
+    let threads: Vec<_> = (0..THREADS).map(|_| ns.spawn_in(open_thread)).collect();
+    let open: Vec<Kept> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    next_sweeps(d, 1.0);
+    let t0 = Instant::now();
+    let threads: Vec<_> = open
+        .into_iter()
+        .map(|k| std::thread::spawn(move || flood_thread(k)))
+        .collect();
+    let kept: Vec<Kept> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    (kept, t0.elapsed().as_secs_f64())
+}
+
 /// (`run_cnt`, `recursion_misses`) of the daemon's programs as `bpftool prog show` reports
 /// them, by program id.
 fn bpftool_progs(d: &Daemon) -> BTreeMap<u64, (u64, u64)> {
@@ -157,17 +172,7 @@ fn flood_losses_show_in_the_metrics_and_the_next_sweep_restores_the_table() {
     let m0 = d.metrics();
     let dropped0 = lost(&m0, "ringbuf_full").expect("ring-buffer drops are exported");
 
-    let threads: Vec<_> = (0..THREADS).map(|_| ns.spawn_in(open_thread)).collect();
-    let open: Vec<Kept> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    // A sweep lists them: from then on their changes go out as events.
-    next_sweeps(&d, 1.0);
-    let t0 = Instant::now();
-    let threads: Vec<_> = open
-        .into_iter()
-        .map(|k| std::thread::spawn(move || flood_thread(k)))
-        .collect();
-    let kept: Vec<Kept> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let flood_s = t0.elapsed().as_secs_f64();
+    let (kept, flood_s) = flood(&d, &ns);
 
     // Recursion misses: every program's series lies between two bpftool readings. The
     // daemon reads the kernel's statistics at the end of each sweep; figures read after the

@@ -115,27 +115,27 @@ impl DerefMut for Daemon {
 /// not sent, so a flood of short connections no longer fills the ring buffer.
 #[allow(dead_code, reason = "each test binary uses a different subset")]
 pub fn swept_pairs(
-    d: &daemon::Daemon,
+    daemon: &daemon::Daemon,
     ns: &Netns,
-    l: &socket2::Socket,
+    listening: &socket2::Socket,
     addr: std::net::SocketAddr,
-    n: usize,
+    count: usize,
 ) -> Vec<(std::net::TcpStream, socket2::Socket)> {
-    raise_fd_limit(2 * n as u64 + 512);
-    let pairs = (0..n)
+    raise_fd_limit(2 * count as u64 + 512);
+    let pairs = (0..count)
         .map(|_| {
-            let c = connect(ns, addr);
-            let (s, _) = l.accept().unwrap();
-            (c, s)
+            let client = connect(ns, addr);
+            let (server, _) = listening.accept().unwrap();
+            (client, server)
         })
         .collect();
     let sweeps = || {
-        d.get_json("/api/v1/status")["stats"]["sweeps"]
+        daemon.get_json("/api/v1/status")["stats"]["sweeps"]
             .as_u64()
             .unwrap_or(0)
     };
     let s0 = sweeps();
-    wait_for(std::time::Duration::from_secs(60), || {
+    wait_for(std::time::Duration::from_mins(1), || {
         (sweeps() >= s0 + 2).then_some(())
     })
     .expect("two sweeps list the connections");

@@ -476,15 +476,10 @@ impl Counters {
     /// plus changes only counted), else the state programs' runs, else the events applied
     /// plus the ones the ring buffer dropped (daemons before the counter).
     fn state_changes_since(&self, before: &Self) -> f64 {
-        match (
-            self.changes,
-            before.changes,
-            self.hook_runs,
-            before.hook_runs,
-        ) {
-            (Some(b), Some(a), _, _) => b - a,
-            (_, _, Some(b), Some(a)) => b - a,
-            _ => self.applied + self.dropped - before.applied - before.dropped,
+        let counted = self.changes.zip(before.changes);
+        match counted.or(self.hook_runs.zip(before.hook_runs)) {
+            Some((b, a)) => b - a,
+            None => self.applied + self.dropped - before.applied - before.dropped,
         }
     }
 }

@@ -9,13 +9,6 @@ use super::Builder;
 use crate::view::View;
 
 /// Series of this module: every state, two deliveries.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "part of the documented bound, checked by the tests"
-    )
-)]
 pub const SERIES: usize = 2 * TcpState::ALL.len();
 
 pub fn state_changes(out: &Builder, sh: &View) -> prometheus::Result<()> {
