@@ -76,8 +76,8 @@ fn event_flood_is_counted_and_repaired_by_the_sweep() {
     let chunk = closing.len() / 4 + 1;
     let mut closers = Vec::new();
     while !closing.is_empty() {
-        let part = closing.split_off(closing.len().saturating_sub(chunk));
-        closers.push(std::thread::spawn(move || drop(part)));
+        let batch = closing.split_off(closing.len().saturating_sub(chunk));
+        closers.push(std::thread::spawn(move || drop(batch)));
     }
     let mut slowest_health = Duration::ZERO;
     loop {
