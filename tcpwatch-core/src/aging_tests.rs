@@ -150,15 +150,40 @@ fn effective_times_equal_a_rewrite_every_sweep_through_events_and_full_records()
     for step in 0..400u64 {
         let ns = if next(2) == 0 { NS_A } else { NS_B };
         let sk = 0x100 * (1 + next(12));
-        match next(4) {
-            0 => {
-                // A state event: now, or late (before its namespace's last sweep began).
-                let late = next(2) == 0 && started_of.contains_key(&ns);
-                let ts = if late {
-                    started_of[&ns] - 1 - next(1000)
-                } else {
-                    now + next(NS_PER_MS)
-                };
+        if next(4) == 0 {
+            // A state event: now, or late (before its namespace's last sweep began).
+            let late = next(2) == 0 && started_of.contains_key(&ns);
+            let ts = if late {
+                started_of[&ns] - 1 - next(1000)
+            } else {
+                now + next(NS_PER_MS)
+            };
+            let ev = StateEvent {
+                ts_ns: ts,
+                skaddr: sk,
+                netns_cookie: ns,
+                cookie: sk + 1,
+                newstate: tcp_state::ESTABLISHED,
+                family: AF_INET,
+                ..StateEvent::default()
+            };
+            t.apply_event(&ev, false);
+            let o = old.entry(key(ns, sk)).or_insert(Old(ts, 0, 0, 0));
+            o.0 = ts;
+        } else {
+            // A sweep of `ns`: every socket the table has there, each in full or unchanged;
+            // sometimes an event arrives after it began and before it is applied.
+            let started = now + ms(1 + next(500)) + next(NS_PER_MS);
+            now = started + ms(next(50)) + next(NS_PER_MS) + 1;
+            let mut keys: Vec<u64> = old
+                .keys()
+                .filter(|k| k.netns_cookie == ns)
+                .map(|k| k.skaddr)
+                .collect();
+            keys.sort_unstable();
+            if next(3) == 0 && !keys.is_empty() {
+                let sk = keys[usize::try_from(next(keys.len() as u64)).unwrap()];
+                let ts = started + (now - started) / 2;
                 let ev = StateEvent {
                     ts_ns: ts,
                     skaddr: sk,
@@ -169,52 +194,24 @@ fn effective_times_equal_a_rewrite_every_sweep_through_events_and_full_records()
                     ..StateEvent::default()
                 };
                 t.apply_event(&ev, false);
-                let o = old.entry(key(ns, sk)).or_insert(Old(ts, 0, 0, 0));
-                o.0 = ts;
+                old.get_mut(&key(ns, sk)).unwrap().0 = ts;
             }
-            _ => {
-                // A sweep of `ns`: every socket the table has there, each in full or unchanged;
-                // sometimes an event arrives after it began and before it is applied.
-                let started = now + ms(1 + next(500)) + next(NS_PER_MS);
-                now = started + ms(next(50)) + next(NS_PER_MS) + 1;
-                let mut keys: Vec<u64> = old
-                    .keys()
-                    .filter(|k| k.netns_cookie == ns)
-                    .map(|k| k.skaddr)
-                    .collect();
-                keys.sort_unstable();
-                if next(3) == 0 && !keys.is_empty() {
-                    let sk = keys[usize::try_from(next(keys.len() as u64)).unwrap()];
-                    let ts = started + (now - started) / 2;
-                    let ev = StateEvent {
-                        ts_ns: ts,
-                        skaddr: sk,
-                        netns_cookie: ns,
-                        cookie: sk + 1,
-                        newstate: tcp_state::ESTABLISHED,
-                        family: AF_INET,
-                        ..StateEvent::default()
-                    };
-                    t.apply_event(&ev, false);
-                    old.get_mut(&key(ns, sk)).unwrap().0 = ts;
+            let mut full = Vec::new();
+            let mut unchanged = Vec::new();
+            for sk in keys {
+                let send = u32::try_from(next(5000)).unwrap();
+                let r = idle(ns, sk, send, send + 7);
+                if next(4) == 0 {
+                    old.insert(key(ns, sk), Old::full(&r, now));
+                    full.push(r);
+                } else {
+                    old.get_mut(&key(ns, sk)).unwrap().refresh(now);
+                    unchanged.push(seen(&r));
                 }
-                let mut full = Vec::new();
-                let mut unchanged = Vec::new();
-                for sk in keys {
-                    let send = u32::try_from(next(5000)).unwrap();
-                    let r = idle(ns, sk, send, send + 7);
-                    if next(4) == 0 {
-                        old.insert(key(ns, sk), Old::full(&r, now));
-                        full.push(r);
-                    } else {
-                        old.get_mut(&key(ns, sk)).unwrap().refresh(now);
-                        unchanged.push(seen(&r));
-                    }
-                }
-                let out = t.apply_sweep(ns, &full, &unchanged, started, CLOCK, now, None);
-                assert_eq!((out.unknown, out.removed), (0, 0), "step {step}");
-                started_of.insert(ns, started);
             }
+            let out = t.apply_sweep(ns, &full, &unchanged, started, CLOCK, now, None);
+            assert_eq!((out.unknown, out.removed), (0, 0), "step {step}");
+            started_of.insert(ns, started);
         }
         assert_eq!(t.len(), old.len());
         max_pinned = max_pinned.max(t.aging().pinned_len());
@@ -241,7 +238,11 @@ fn eviction_orders_by_effective_last_seen() {
     t.apply_sweep(NS_B, &b, &[], ms(190), CLOCK, ms(200), None);
     let listed: Vec<SockSeen> = a.iter().map(seen).collect();
     t.apply_sweep(NS_A, &[], &listed, ms(290), CLOCK, ms(300), None);
-    assert_eq!(t.get(&key(NS_A, 0x100)).unwrap().last_seen, ms(100), "stored");
+    assert_eq!(
+        t.get(&key(NS_A, 0x100)).unwrap().last_seen,
+        ms(100),
+        "stored"
+    );
     let mut victims = t.enforce_bound(|_| false);
     victims.sort_unstable_by_key(|k| k.skaddr);
     assert_eq!(victims, vec![key(NS_B, 0x100), key(NS_B, 0x200)]);
@@ -253,7 +254,10 @@ fn detectors_judge_aged_sockets_as_with_rewritten_times() {
     // every second: the detectors reading the stored records with the table's aging find
     // exactly what they find on records with the times rewritten (the old representation).
     let mut t = ConnTable::new(TableConfig::default());
-    let recs = vec![idle(NS_A, 0x100, 1_000, 5_000), idle(NS_A, 0x200, 9_000, 2_000)];
+    let recs = vec![
+        idle(NS_A, 0x100, 1_000, 5_000),
+        idle(NS_A, 0x200, 9_000, 2_000),
+    ];
     let t0 = ms(50_000);
     t.apply_sweep(NS_A, &recs, &[], t0 - 3, CLOCK, t0, None);
     let listed: Vec<SockSeen> = recs.iter().map(seen).collect();
@@ -275,7 +279,10 @@ fn detectors_judge_aged_sockets_as_with_rewritten_times() {
         };
         let a = with_aging.evaluate(at, t.iter(), &ctx);
         let copies: Vec<ConnRecord> = t.iter().map(|c| t.aging().effective(c)).collect();
-        let ctx = DetectContext { aging: &none, ..ctx };
+        let ctx = DetectContext {
+            aging: &none,
+            ..ctx
+        };
         let b = rewritten.evaluate(at, &copies, &ctx);
         assert_eq!(a, b);
         opened += a
@@ -283,7 +290,10 @@ fn detectors_judge_aged_sockets_as_with_rewritten_times() {
             .filter(|c| c.finding.kind == FindingKind::AwaitingResponse)
             .count();
     }
-    assert_eq!(opened, 1, "the waiting client is found once, the other never");
+    assert_eq!(
+        opened, 1,
+        "the waiting client is found once, the other never"
+    );
     assert_eq!(
         with_aging.open().map(|f| f.kind).collect::<Vec<_>>(),
         vec![FindingKind::AwaitingResponse]
