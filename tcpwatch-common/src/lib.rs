@@ -11,7 +11,7 @@ pub mod endpoints;
 pub mod hooks;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -208,7 +208,10 @@ pub struct SockState {
     pub pid: u32,
     pub comm: [u8; 16],
     pub state: u8,
-    pub pad: [u8; 3],
+    /// Non-zero once a state event put the socket in userspace's table although no sweep had
+    /// listed it (a new listener): its later changes are sent as events too.
+    pub reported: u8,
+    pub pad: [u8; 2],
     /// Fingerprint of the last full sweep record written for this socket ([`delta`]), valid
     /// for sweeps of generation `sweep_gen` only (0 = none written).
     pub sweep_fp: u64,
@@ -221,8 +224,10 @@ pub mod event_kind {
     pub const STATE: u8 = 1;
 }
 
-/// One state change, pushed through the `EVENTS` ring buffer so that the userspace table sees
-/// it within milliseconds (queues come from the periodic sweep).
+/// One state change of a socket userspace knows (a sweep listed it, or it is a listener),
+/// pushed through the `EVENTS` ring buffer so that the userspace table sees it within
+/// milliseconds (queues come from the periodic sweep). Changes of sockets no sweep has listed
+/// yet are only counted (`counter::STATE_CHANGES_COUNTED`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateEvent {
@@ -392,7 +397,18 @@ pub mod counter {
     /// back and shows the same socket again on the next `read()` (nothing is lost); a record
     /// larger than the whole buffer fails the `read()` with E2BIG, a namespace sweep error.
     pub const SWEEP_WRITE_FAILED: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// State changes by new state: [`STATE_SLOTS`] slots from here, indexed by the kernel's
+    /// state number. `STATE_CHANGES_SENT`: changes of sockets userspace knows (a sweep listed
+    /// them, or listeners), for which a `StateEvent` was written (`EVENTS_SUBMITTED`) or lost
+    /// (`EVENTS_DROPPED`).
+    pub const STATE_CHANGES_SENT: u32 = 8;
+    /// Changes of sockets no sweep has listed yet (connections that open and close between
+    /// two sweeps): counted here only, no event. Their per-socket state is kept as for the
+    /// others, so a sweep that lists the socket still shows its exact state age.
+    pub const STATE_CHANGES_COUNTED: u32 = STATE_CHANGES_SENT + STATE_SLOTS;
+    /// Slots per state-change row: the kernel's TCP states are 1..=12.
+    pub const STATE_SLOTS: u32 = 16;
+    pub const COUNT: u32 = STATE_CHANGES_COUNTED + STATE_SLOTS;
 }
 
 #[cfg(feature = "user")]
@@ -423,7 +439,7 @@ mod tests {
         // Sum of field sizes equals the struct size: the kernel can't leak or leave garbage.
         assert_eq!(
             core::mem::size_of::<SockState>(),
-            8 * 8 + 7 * 4 + 16 + 1 + 3 + 2 * 8
+            8 * 8 + 7 * 4 + 16 + 1 + 1 + 2 + 2 * 8
         );
         assert_eq!(
             core::mem::size_of::<StateEvent>(),

@@ -22,6 +22,7 @@ pub mod model;
 pub mod netns_gone;
 pub mod offsets;
 pub mod render;
+pub mod state_changes;
 pub mod table;
 pub mod tp_format;
 pub mod wall;

@@ -1,8 +1,11 @@
 //! Kernel programs: they sample, count and keep per-socket history (state ages, retransmit
 //! chains); findings are decided in userspace.
 //!
-//! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time in `SOCKS`,
-//!   one `StateEvent` per change through the `EVENTS` ring buffer, read in batches (`wakeup`).
+//! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time
+//!   (`store.rs`); a `StateEvent` through the `EVENTS` ring buffer, read in batches (`wakeup`),
+//!   only for sockets userspace knows (a sweep listed them, or listeners). Changes of the others
+//!   (connections that open and close between two sweeps) are counted by new state in
+//!   `COUNTERS` (`counter::STATE_CHANGES_COUNTED`), not sent.
 //! - `tcp_retransmit_skb` (tp_btf, raw_tp fallback): retransmission totals and chains.
 //! - `tcp_send_reset` / `tcp_receive_reset` (tp_btf, raw_tp fallback): resets per socket and per
 //!   local port.
@@ -250,6 +253,10 @@ struct Tracked {
     retrans: u32,
     resets_sent: u32,
     resets_received: u32,
+    /// Whether userspace knows the socket, so that the change goes out as an event: a sweep
+    /// listed it, or an event put it in the table (listeners), or it has no entry (SOCKS full,
+    /// storage not allocated: as before, an event rather than nothing).
+    send: bool,
 }
 
 /// Updates (or creates; on CLOSE, for the hash, deletes) the socket's entry (`store.rs`).
@@ -269,6 +276,7 @@ fn track_state<const BTF: bool>(
         retrans: 0,
         resets_sent: 0,
         resets_received: 0,
+        send: true,
     };
     let entry = if newstate == tcp_state::CLOSE {
         store::lookup::<BTF>(sk, cookie, now, newstate)
@@ -293,12 +301,16 @@ fn track_state<const BTF: bool>(
             st.pid = pid;
             st.comm = comm;
         }
+        if newstate == tcp_state::LISTEN {
+            st.reported = 1;
+        }
         out = Tracked {
             pid: st.pid,
             comm: st.comm,
             retrans: st.retrans,
             resets_sent: st.resets_sent,
             resets_received: st.resets_received,
+            send: st.last_sweep_ns != 0 || st.reported != 0,
         };
     }
     if newstate == tcp_state::CLOSE {
@@ -325,6 +337,14 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
         (0, [0; 16])
     };
     let tracked = track_state::<BTF>(sk, cookie, newstate, now, pid, comm);
+    let row = u32::from(newstate) % counter::STATE_SLOTS;
+    if !tracked.send {
+        // No sweep has listed the socket: userspace does not know it, and the next sweep shows
+        // it (with its exact state age) if it is still there. Counted, not sent.
+        count(counter::STATE_CHANGES_COUNTED + row);
+        return;
+    }
+    count(counter::STATE_CHANGES_SENT + row);
     // The reservation is tested exactly once: older verifiers (Linux 6.1) do not carry a
     // null check over to a second test and would see a path that leaks the reservation.
     // The event is written in place (the BPF stack is only 512 bytes).

@@ -88,6 +88,23 @@ pub struct Startup {
     pub kernel_hz: u32,
 }
 
+/// The kernel's self-accounting (`COUNTERS`, indexed by `counter::*`) as of the last sweep.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelCounters(pub [u64; counter::COUNT as usize]);
+
+impl Default for KernelCounters {
+    fn default() -> Self {
+        Self([0; counter::COUNT as usize])
+    }
+}
+
+impl std::ops::Deref for KernelCounters {
+    type Target = [u64; counter::COUNT as usize];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// One published state of the daemon.
 #[derive(Debug, Default)]
 pub struct View {
@@ -102,7 +119,7 @@ pub struct View {
     pub startup: Arc<Startup>,
     pub netns: HashMap<u64, NetnsInfo>,
     pub netns_names: HashMap<u64, String>,
-    pub kernel_counters: [u64; counter::COUNT as usize],
+    pub kernel_counters: KernelCounters,
     /// The programs' kernel statistics and the lost-event accounting (changes per sweep).
     pub programs: Arc<tcpwatch_core::api::ProgramsStatus>,
     pub stats: DaemonStats,
@@ -133,7 +150,7 @@ impl View {
             startup,
             netns: s.netns.clone(),
             netns_names: s.netns_names.clone(),
-            kernel_counters: s.kernel_counters,
+            kernel_counters: KernelCounters(s.kernel_counters),
             programs: Arc::clone(&s.programs),
             stats,
             owner_stats: s.owner_stats,

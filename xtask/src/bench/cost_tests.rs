@@ -159,7 +159,10 @@ fn daemon_goals_use_the_issue_limits() {
     let rate = find(&g, "state changes/s");
     assert!(rate.name.contains("load aimed at 10000/s"), "{rate:?}");
     assert_eq!(rate.pass, Some(false), "1.2 % > 1 %");
-    assert!(rate.value.contains("9000 events/s applied"), "{rate:?}");
+    assert!(
+        rate.value.contains("9000 state changes/s counted"),
+        "{rate:?}"
+    );
     assert!(rate.value.contains("10100 runs/s"), "{rate:?}");
     let idle = find(&g, "idle connections with 1 s sweeps");
     assert_eq!(idle.pass, Some(true));

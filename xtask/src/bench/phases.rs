@@ -389,16 +389,17 @@ fn daemon_rates(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         let secs = c.elapsed.as_secs_f64();
         let x = DaemonRate {
             target_per_s: rate,
-            achieved_per_s: (c1.applied - c0.applied) / secs,
+            achieved_per_s: c1.state_changes_since(&c0) / secs,
             hook_runs_per_s: c1.hook_runs.zip(c0.hook_runs).map(|(b, a)| (b - a) / secs),
             cpu_pct: cpu * 100.0,
             rss_mib: sys::rss_mib(d.pid())?,
             events_dropped: c1.dropped - c0.dropped,
         };
         eprintln!(
-            "bench: {rate:.0} state changes/s: the daemon applied {:.0} events/s (its state \
-             programs ran {}/s), daemon {:.2} % CPU",
+            "bench: {rate:.0} state changes/s: the daemon counted {:.0}/s ({:.0} events/s \
+             applied; its state programs ran {}/s), daemon {:.2} % CPU",
             x.achieved_per_s,
+            (c1.applied - c0.applied) / secs,
             x.hook_runs_per_s.map_or("?".into(), |h| format!("{h:.0}")),
             x.cpu_pct
         );
@@ -448,6 +449,9 @@ const COUNTER_SETTLE: Duration = Duration::from_millis(1200);
 struct Counters {
     /// State events applied to its table (`tcpwatch_table_events_applied_total`).
     applied: f64,
+    /// Every state change its kernel program saw, sent as an event or only counted
+    /// (`tcpwatch_kernel_state_changes_total`, all series); None when not exported.
+    changes: Option<f64>,
     /// Runs of its state-change programs, as the daemon exports the kernel's count
     /// (`tcpwatch_bpf_program_runs_total` of the `inet_sock_set_state` programs); None when
     /// the daemon does not export it.
@@ -463,18 +467,31 @@ impl Counters {
             applied: sys::metric(&m, "tcpwatch_table_events_applied_total")
                 .context("the daemon's /metrics has no tcpwatch_table_events_applied_total")?,
             hook_runs: state_program_runs(&m),
+            changes: state_changes(&m),
             dropped: sys::metric(&m, "tcpwatch_ringbuf_dropped_events_total").unwrap_or(0.0),
         })
     }
 
-    /// State changes since `before`: the state programs' runs where exported, else the
-    /// events applied plus the ones the ring buffer dropped.
+    /// State changes since `before`: the daemon's kernel state-change counter (events sent
+    /// plus changes only counted), else the state programs' runs, else the events applied
+    /// plus the ones the ring buffer dropped (daemons before the counter).
     fn state_changes_since(&self, before: &Self) -> f64 {
-        match (self.hook_runs, before.hook_runs) {
-            (Some(b), Some(a)) => b - a,
-            _ => self.applied + self.dropped - before.applied - before.dropped,
+        let counted = self.changes.zip(before.changes);
+        match counted.or(self.hook_runs.zip(before.hook_runs)) {
+            Some((b, a)) => b - a,
+            None => self.applied + self.dropped - before.applied - before.dropped,
         }
     }
+}
+
+/// The sum of every `tcpwatch_kernel_state_changes_total` series.
+fn state_changes(metrics: &str) -> Option<f64> {
+    let v: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("tcpwatch_kernel_state_changes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum())
 }
 
 /// The sum of `tcpwatch_bpf_program_runs_total` over the `inet_sock_set_state` programs.
@@ -507,6 +524,7 @@ mod tests {
         assert_eq!(state_program_runs("tcpwatch_up 1\n"), None);
         let c = |applied, hook_runs, dropped| Counters {
             applied,
+            changes: None,
             hook_runs,
             dropped,
         };
@@ -515,5 +533,15 @@ mod tests {
                 < 1e-9
         );
         assert!((c(10.0, None, 1.0).state_changes_since(&c(2.0, None, 0.0)) - 9.0).abs() < 1e-9);
+        let m = "tcpwatch_kernel_state_changes_total{delivery=\"counted\",state=\"CLOSE\"} 90\n\
+                 tcpwatch_kernel_state_changes_total{delivery=\"event\",state=\"CLOSE\"} 10\n\
+                 tcpwatch_kernel_state_changes_total{delivery=\"event\",state=\"LISTEN\"} 0\n";
+        assert_eq!(state_changes(m), Some(100.0));
+        assert_eq!(state_changes("tcpwatch_up 1\n"), None);
+        let k = |changes| Counters {
+            changes,
+            ..c(10.0, Some(50.0), 1.0)
+        };
+        assert!((k(Some(500.0)).state_changes_since(&k(Some(100.0))) - 400.0).abs() < 1e-9);
     }
 }

@@ -394,7 +394,7 @@ fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         ),
         rate.map_or("not measured".into(), |x| {
             format!(
-                "{:.2} % at {:.0} events/s applied by the daemon{}",
+                "{:.2} % at {:.0} state changes/s counted by the daemon{}",
                 x.cpu_pct,
                 x.achieved_per_s,
                 x.hook_runs_per_s.map_or(String::new(), |h| format!(
@@ -406,8 +406,9 @@ fn daemon_goals(r: &Results, g: &mut Vec<Goal>) {
         rate.map_or(String::new(), |x| {
             format!(
                 "ring-buffer reads, event decoding, table updates and the sweeps: {:.2} µs of \
-                 daemon CPU per event applied ({:.0} events applied/s by \
-                 tcpwatch_table_events_applied_total, {:.0} dropped by the ring buffer)",
+                 daemon CPU per state change ({:.0} state changes/s by \
+                 tcpwatch_kernel_state_changes_total, events and kernel-only counts; {:.0} \
+                 dropped by the ring buffer)",
                 x.cpu_pct * 1e4 / x.achieved_per_s.max(1.0),
                 x.achieved_per_s,
                 x.events_dropped

@@ -234,8 +234,9 @@ pub fn markdown(r: &Results) -> String {
          Sweep time is `sweep.duration_ms` of `tcpwatch snapshot --json` (all namespaces) \
          against `ss -N NS -tani` of the bench namespace, compared in-process and wall clock \
          (labelled in the table). Achieved state-change rates are the daemon's own counters \
-         (`tcpwatch_events_received_total` + `tcpwatch_ringbuf_dropped_events_total`, \
-         host-wide) over the load's duration. Daemon CPU is utime+stime of \
+         (`tcpwatch_kernel_state_changes_total`: changes sent as events plus changes of \
+         sockets no sweep had listed, counted in the kernel only; host-wide) over the load's \
+         duration. Daemon CPU is utime+stime of \
          `/proc/PID/stat` over the interval; the kernel programs' own time is in the load's \
          threads and shown in the first table.\n\n{}",
         m.nproc,

@@ -21,6 +21,7 @@ pub fn build(s: &View, top_k: usize) -> prometheus::Result<Registry> {
     findings(&b, s, top_k)?;
     super::incidents::incidents(&b, &super::incidents::IncidentFacts::of(s), top_k)?;
     kernel(&b, s)?;
+    super::state_changes::state_changes(&b, s)?;
     daemon(&b, s)?;
     table(&b, s)?;
     programs(&b, s)?;

@@ -78,6 +78,7 @@ pub fn series_bound(top_k: usize) -> usize {
         + self_metrics
         + endpoints::SERIES
         + bpf_programs::SERIES
+        + state_changes::SERIES
         + owners::SERIES
         + exposure::series(top_k)
         + top_k
@@ -91,6 +92,7 @@ mod endpoints;
 mod exposure;
 pub mod incidents;
 mod owners;
+mod state_changes;
 
 pub use collector::SelfCollector;
 #[cfg(test)]
