@@ -1,6 +1,7 @@
 //! tcpwatch's pure logic. Nothing here touches the kernel, the filesystem (except through
 //! byte slices handed in) or the wall clock: time is always passed in as [`model::MonoNs`],
 //! so every rule is testable with a fake clock and no root.
+pub mod aging;
 pub mod api;
 pub mod api_times;
 pub mod btf;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tcpwatch_common::delta::SockSeen;
 use tcpwatch_common::{SockRecord, StateEvent};
 
+use crate::aging::Aging;
 use crate::model::{
     ConnKey, ConnRecord, MonoNs, NetnsId, Owner, Queues, ResetCounts, RetransInfo, Sample, TcpState,
 };
@@ -90,6 +91,9 @@ pub struct ConnTable {
     /// The last event applied to each socket (protects event-created sockets from a sweep
     /// that started before them); after a CLOSE, a tombstone with the closed socket's cookie.
     last_event: HashMap<ConnKey, Touch>,
+    /// When each namespace was last confirmed: the `last_seen` and ages of the records that
+    /// follow it are derived, not written every sweep (`crate::aging`). Shared with views.
+    aging: Arc<Aging>,
     stats: TableStats,
 }
 
@@ -165,6 +169,7 @@ impl ConnTable {
             );
             if self.conns.remove(&key).is_some() {
                 self.stats.removed_closed += 1;
+                self.unpin(&key);
             }
             return want_delta.then_some(Delta::Remove { key });
         }
@@ -183,6 +188,10 @@ impl ConnTable {
             // A CLOSE was lost and a new socket took the address: nothing carries over.
             self.conns.remove(&key);
             self.stats.replaced += 1;
+        }
+        if let Some(rec) = self.conns.get_mut(&key) {
+            // Its derived times become its own before the event moves them.
+            self.aging.apply(Arc::make_mut(rec));
         }
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
@@ -221,6 +230,10 @@ impl ConnTable {
             rec.queues.send_q = 0;
             rec.queues.recv_q = 0;
         }
+        if self.aging.follows(rec) {
+            // A late event (before its namespace's last sweep began): its time holds.
+            Arc::make_mut(&mut self.aging).pin(key);
+        }
         want_delta.then(|| Delta::Upsert {
             conn: Box::new(rec.clone()),
         })
@@ -252,6 +265,7 @@ impl ConnTable {
         for r in records {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
+            self.unpin(&key);
             let touch = self.last_event.get(&key).copied();
             let event_after_sweep = touch.is_some_and(|t| t.at > started);
             if let Some(rec) = self.conns.get_mut(&key)
@@ -320,6 +334,7 @@ impl ConnTable {
         for key in stale {
             self.conns.remove(&key);
             self.last_event.remove(&key);
+            self.unpin(&key);
             self.stats.removed_by_sweep += 1;
             out.removed += 1;
             if let Some(d) = deltas.as_deref_mut() {
@@ -331,6 +346,8 @@ impl ConnTable {
         self.last_event.retain(|k, t| {
             k.netns_cookie != netns_cookie || t.at > started || conns.contains_key(k)
         });
+        // Every record of the namespace it did not remove was listed (or is newer than it).
+        Arc::make_mut(&mut self.aging).confirm(netns_cookie, started, now);
         out
     }
 
@@ -370,6 +387,7 @@ impl ConnTable {
         }
         self.last_event
             .retain(|k, _| alive.contains(&k.netns_cookie));
+        Arc::make_mut(&mut self.aging).retain_netns(alive);
     }
 
     /// Sets owners from an inode -> owner lookup, for records whose owner is unknown.
@@ -440,13 +458,14 @@ impl ConnTable {
             .conns
             .values()
             .filter(|c| !protected(&c.key))
-            .map(|c| (c.full_sock, c.last_seen, c.key))
+            .map(|c| (c.full_sock, self.aging.last_seen(c), c.key))
             .collect();
         candidates.sort_unstable();
         let victims: Vec<ConnKey> = candidates.into_iter().take(excess).map(|c| c.2).collect();
         for key in &victims {
             self.conns.remove(key);
             self.last_event.remove(key);
+            self.unpin(key);
         }
         self.stats.evicted += victims.len() as u64;
         victims
@@ -564,6 +583,9 @@ use crate::decode::{addr, comm_str};
 
 #[path = "table_seen.rs"]
 mod seen;
+
+#[path = "table_aging.rs"]
+mod aging;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

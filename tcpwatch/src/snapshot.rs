@@ -163,7 +163,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
             connections: conns
                 .iter()
                 .map(|&c| {
-                    let mut c = c.clone();
+                    let mut c = shared.table.aging().effective(c);
                     c.fill_wall_times(&wall);
                     c
                 })

@@ -231,6 +231,7 @@ impl Shared {
         let ctx = DetectContext {
             netns: &self.netns,
             port_resets: &self.port_resets,
+            aging: self.table.aging(),
         };
         let mut findings = self.detectors.evaluate(now, self.table.iter(), &ctx);
         self.enforce_bound();

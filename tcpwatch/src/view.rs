@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tcpwatch_common::counter;
+use tcpwatch_core::aging::Aging;
 use tcpwatch_core::api::StreamEvent;
 use tcpwatch_core::endpoints::EndpointFacts;
 use tcpwatch_core::incident::{Incident, IncidentKind};
@@ -107,8 +108,11 @@ impl std::ops::Deref for KernelCounters {
 /// One published state of the daemon.
 #[derive(Debug, Default)]
 pub struct View {
-    /// Every record of the table (in the table's order).
+    /// Every record of the table (in the table's order), as stored: the `last_seen` and ages
+    /// of the records that follow their namespace's confirmation are derived by `aging`
+    /// (`Aging::effective` on the copy that leaves the daemon).
     pub conns: Vec<Arc<ConnRecord>>,
+    pub aging: Arc<Aging>,
     pub table_stats: TableStats,
     pub table_max: usize,
     pub judged: Arc<Judged>,
@@ -139,6 +143,7 @@ impl View {
         stats.stream_lagged += lagged;
         Self {
             conns: s.table.shared_records().cloned().collect(),
+            aging: Arc::clone(s.table.aging()),
             table_stats: s.table.stats(),
             table_max: s.table.config().max_connections,
             judged,

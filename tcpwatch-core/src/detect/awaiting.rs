@@ -28,7 +28,7 @@ pub(crate) fn detect(
         .iter()
         .filter(|c| c.state == TcpState::Established && c.full_sock && c.inode != 0)
     {
-        let t = &c.tcp;
+        let t = &snap.aging.tcp(c);
         // Our send is the last event: it is newer than the last receive, or (the same jiffy,
         // e.g. a request written right after the handshake, which sets both times) we sent
         // data and the peer never sent any.

@@ -58,6 +58,9 @@ pub struct DetectContext<'a> {
     pub netns: &'a HashMap<u64, NetnsInfo>,
     /// Cumulative reset counters per (netns cookie, local port), monotonically increasing.
     pub port_resets: &'a HashMap<(u64, u16), ResetCounts>,
+    /// The namespaces' confirmations: the effective `last_seen` and ages of records an
+    /// unchanged sweep did not rewrite (`crate::aging`).
+    pub aging: &'a crate::aging::Aging,
 }
 
 impl DetectContext<'_> {
@@ -93,11 +96,16 @@ pub(crate) struct Snapshot<'a> {
     pub listeners: HashMap<(u64, u16), Vec<&'a ConnRecord>>,
     /// Never-accepted sockets per listener key.
     pub unaccepted: HashMap<ConnKey, Unaccepted>,
+    /// Effective `last_seen` and ages (the records hold those of their last full record).
+    pub aging: &'a crate::aging::Aging,
 }
 
 impl<'a> Snapshot<'a> {
-    pub(crate) fn build(conns: impl IntoIterator<Item = &'a ConnRecord>) -> Self {
-        let conns: Vec<&ConnRecord> = conns.into_iter().collect();
+    pub(crate) fn build<'c: 'a>(
+        conns: impl IntoIterator<Item = &'c ConnRecord>,
+        aging: &'a crate::aging::Aging,
+    ) -> Self {
+        let conns: Vec<&'a ConnRecord> = conns.into_iter().map(|c| c as &'a ConnRecord).collect();
         let present = conns.iter().map(|c| (c.key, c.cookie)).collect();
         let mut listeners: HashMap<(u64, u16), Vec<&ConnRecord>> = HashMap::new();
         for c in conns.iter().filter(|c| c.state == TcpState::Listen) {
@@ -111,6 +119,7 @@ impl<'a> Snapshot<'a> {
             present,
             listeners,
             unaccepted: HashMap::new(),
+            aging,
         };
         let mut unaccepted: HashMap<ConnKey, Unaccepted> = HashMap::new();
         for c in snap.conns.iter().filter(|c| c.is_unaccepted()) {
@@ -204,7 +213,7 @@ impl Detectors {
         conns: impl IntoIterator<Item = &'a ConnRecord>,
         ctx: &DetectContext<'_>,
     ) -> Vec<FindingChange> {
-        let snap = Snapshot::build(conns);
+        let snap = Snapshot::build(conns, ctx.aging);
         let cfg = &self.cfg;
         let mut cands = Vec::new();
 

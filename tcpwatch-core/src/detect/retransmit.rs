@@ -15,6 +15,7 @@
 //! `inode == 0` in `FIN_WAIT1`, `CLOSING` or `LAST_ACK`, the states only `close()` leads to
 //! without a `struct socket`) of `tcp_orphan_retries`; the kernel checks it at RTO expiries,
 //! measured from the first RTO retransmission.
+use crate::aging::Aging;
 use crate::config::RetransmitConfig;
 use crate::detect::give_up::{
     RtoTimer, TCP_RTO_MIN_MS, give_up_after_ms, orphan_retries, retries_timeout_ms,
@@ -81,11 +82,11 @@ fn limit(c: &ConnRecord, ctx: &DetectContext<'_>, orphan: bool) -> Limit {
 /// The RTO timer as the sweep saw it. The last expiry is the tracepoint's last
 /// retransmission (precise, and it sees FIN-only segments), else the last transmission by
 /// `tcp.last_send_age_ms` at the sweep.
-fn rto_timer(c: &ConnRecord, now: MonoNs) -> RtoTimer {
-    let t = &c.tcp;
+fn rto_timer(c: &ConnRecord, aging: &Aging, now: MonoNs) -> RtoTimer {
+    let t = aging.tcp(c);
     let fired = u32::from(t.retransmits);
-    let sent_at = c
-        .last_seen
+    let sent_at = aging
+        .last_seen(c)
         .min(now)
         .saturating_sub(text::ms_to_ns(t.last_send_age_ms));
     let last_at = match c.retrans.last_retrans {
@@ -118,7 +119,7 @@ pub(crate) fn detect(
                     | TcpState::LastAck
             )
     }) {
-        let t = &c.tcp;
+        let t = &snap.aging.tcp(c);
         // RTO expiries only: loss recovery's fast and SACK retransmissions and tail-loss
         // probes do not fire the RTO timer.
         let chain = u32::from(t.retransmits);
@@ -149,7 +150,7 @@ pub(crate) fn detect(
         };
         let orphan = is_orphan(c);
         let lim = limit(c, ctx, orphan);
-        let give_up = rto_timer(c, now).give_up(lim.after_ms, t.user_timeout_ms > 0);
+        let give_up = rto_timer(c, snap.aging, now).give_up(lim.after_ms, t.user_timeout_ms > 0);
         let gives_up_in = give_up.at.saturating_sub(now);
         let give_up_after = give_up.at.saturating_sub(give_up.first_rto_at);
         let severity = if backoff >= cfg.critical_backoff {

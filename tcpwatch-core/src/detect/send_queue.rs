@@ -21,6 +21,7 @@
 //! full sockets whose Send-Q is at or above the floor in the current evaluation.
 use std::collections::HashMap;
 
+use crate::aging::Aging;
 use crate::config::{SendQueueConfig, seconds_to_ns};
 use crate::detect::lifecycle::Candidate;
 use crate::detect::{Snapshot, text};
@@ -67,12 +68,13 @@ fn stall_start_from_history(c: &ConnRecord, now: MonoNs, min_bytes: u32) -> Opti
 /// it came after that evaluation and at or before the last ACK received
 /// (`tcp.last_ack_age_ms` at the sweep), so the stall starts at the latest of the two (never
 /// earlier than the truth). Otherwise (first sighting, or Send-Q shrank): now.
-fn progress_at(c: &ConnRecord, prev: Option<&Track>, now: MonoNs) -> MonoNs {
+fn progress_at(c: &ConnRecord, aging: &Aging, prev: Option<&Track>, now: MonoNs) -> MonoNs {
+    let ack_age_ms = aging.tcp(c).last_ack_age_ms;
     match prev {
-        Some(t) if t.una != c.tcp.snd_una && c.tcp.last_ack_age_ms > 0 => c
-            .last_seen
+        Some(t) if t.una != c.tcp.snd_una && ack_age_ms > 0 => aging
+            .last_seen(c)
             .min(now)
-            .saturating_sub(text::ms_to_ns(c.tcp.last_ack_age_ms))
+            .saturating_sub(text::ms_to_ns(ack_age_ms))
             .max(t.seen)
             .min(now),
         _ => now,
@@ -95,7 +97,7 @@ impl SendQueueState {
             let mut track = match prev {
                 Some(t) if t.una == c.tcp.snd_una && q >= t.last_send_q => *t,
                 _ => Track {
-                    since: progress_at(c, prev, now),
+                    since: progress_at(c, snap.aging, prev, now),
                     una: c.tcp.snd_una,
                     send_q_at_since: q,
                     last_send_q: q,

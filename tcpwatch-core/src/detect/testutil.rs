@@ -65,6 +65,8 @@ pub(crate) struct Harness {
     pub det: Detectors,
     pub netns: HashMap<u64, NetnsInfo>,
     pub resets: HashMap<(u64, u16), ResetCounts>,
+    /// No namespace confirmed: the records' own times are their effective ones.
+    pub aging: crate::aging::Aging,
 }
 
 impl Harness {
@@ -76,6 +78,7 @@ impl Harness {
             det: Detectors::new(cfg),
             netns,
             resets: HashMap::new(),
+            aging: crate::aging::Aging::default(),
         }
     }
 
@@ -83,6 +86,7 @@ impl Harness {
         let ctx = DetectContext {
             netns: &self.netns,
             port_resets: &self.resets,
+            aging: &self.aging,
         };
         self.det.evaluate(s(t), conns, &ctx)
     }

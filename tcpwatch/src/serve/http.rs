@@ -34,7 +34,6 @@ use futures_util::Stream;
 use serde::Serialize;
 use tcpwatch_core::api::{ConnectionsBody, StreamEvent};
 use tcpwatch_core::config::{Config, DaemonConfig};
-use tcpwatch_core::model::ConnRecord;
 use tcpwatch_core::state_changes::StateChanges;
 use tcpwatch_core::wall::WallClock;
 use tokio::sync::broadcast::error::RecvError;
@@ -274,7 +273,7 @@ async fn connections(State(app): State<App>, q: RawQuery) -> Result<Response, Ba
                 .iter()
                 .filter(|c| f.matches(c, &s.judged.flagged))
                 .take(f.limit)
-                .map(|c| ConnRecord::clone(c))
+                .map(|c| s.aging.effective(c))
                 .collect(),
         };
         drop(s);
