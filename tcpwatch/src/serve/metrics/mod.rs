@@ -152,10 +152,7 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
         .iter()
         .map(|(cookie, info)| (*cookie, (info.id.inode, to_i64(info.time_wait))))
         .collect();
-    // TIME_WAIT sockets are counted by the sweep, not listed (docs/api.md).
-    if let Some(tw) = by_state.get_mut(&TcpState::TimeWait) {
-        *tw += sh.netns.values().map(|i| to_i64(i.time_wait)).sum::<i64>();
-    }
+    crate::serve::time_wait::add_counted(&mut by_state, sh);
     // (port) -> (fill ratio, queue, limit) of the fullest listener on that port.
     let mut listeners: HashMap<u16, (f64, u32, u32)> = HashMap::new();
     let send_q = out.add(Histogram::with_opts(
