@@ -201,15 +201,22 @@ fn is_port_finding(f: &Value, ns: &Netns, addr: SocketAddr) -> bool {
 }
 
 fn opened_once(stream: StreamLog, ns: &Netns, addr: SocketAddr) {
-    let opened: Vec<Value> = stream
-        .finish()
-        .into_iter()
-        .filter(|e| {
-            e["type"] == "finding"
-                && e["change"] == "opened"
-                && is_port_finding(&e["finding"], ns, addr)
-        })
-        .collect();
+    let ours = |events: Vec<Value>| -> Vec<Value> {
+        events
+            .into_iter()
+            .filter(|e| {
+                e["type"] == "finding"
+                    && e["change"] == "opened"
+                    && is_port_finding(&e["finding"], ns, addr)
+            })
+            .collect()
+    };
+    // The API can show the finding before the stream's reader thread has read its event
+    // (another connection, another thread): wait for the delivery, bounded, then count.
+    let _ = wait_for(Duration::from_secs(5), || {
+        (!ours(stream.events()).is_empty()).then_some(())
+    });
+    let opened = ours(stream.finish());
     assert_eq!(
         opened.len(),
         1,
