@@ -21,6 +21,7 @@ pub mod k8s_authz;
 pub mod model;
 pub mod netns_gone;
 pub mod offsets;
+pub mod owner_scan;
 pub mod render;
 pub mod state_changes;
 pub mod table;
