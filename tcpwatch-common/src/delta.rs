@@ -12,8 +12,9 @@
 //! sweep; a new generation makes every record of that sweep full: the first sweep of a daemon
 //! (generations start from the monotonic clock, so a restarted daemon never reuses one), every
 //! `daemon.full_sweep_every`-th sweep, and the next sweep of a namespace whose sweep failed or
-//! named a socket userspace did not have. Minisockets (`TIME_WAIT`, `NEW_SYN_RECV`) have no
-//! `SockState` and are always written in full.
+//! named a socket userspace did not have. `NEW_SYN_RECV` minisockets (and orphaned `FIN_WAIT2`
+//! timewait ones) have no `SockState` and are always written in full; `TIME_WAIT` ones are
+//! counted into the sweep's trailer, not written (`SweepHeader::time_wait`).
 
 /// The low bit of [`SockSeen::tagged_skaddr`]: socket addresses are aligned, so a slot whose
 /// first word has it set is a [`SockSeen`] (or, with the rest of [`crate::SWEEP_MAGIC`] and

@@ -11,7 +11,7 @@ pub mod endpoints;
 pub mod hooks;
 
 /// Bumped whenever a type in this crate changes layout or meaning.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
 pub mod tcp_state {
@@ -92,6 +92,10 @@ pub struct KernelOffsets {
     pub keepalive_time: u32,
     pub keepalive_intvl: u32,
     pub keepalive_probes: u32,
+    /// `inet_timewait_sock.tw_substate`: tells a `TIME_WAIT` minisocket (counted, not
+    /// copied) from an orphaned `FIN_WAIT2` one (listed). Missing: every timewait minisocket
+    /// is listed in full, as before.
+    pub tw_substate: u32,
     /// Bytes from the start of a full socket that cover every field above read from it (the
     /// sweep copies them in one read, then picks the fields out).
     pub full_read_len: u32,
@@ -162,6 +166,7 @@ impl KernelOffsets {
         keepalive_time: OFFSET_MISSING,
         keepalive_intvl: OFFSET_MISSING,
         keepalive_probes: OFFSET_MISSING,
+        tw_substate: OFFSET_MISSING,
         full_read_len: 0,
         common_read_len: 0,
         valid: 0,
@@ -272,7 +277,9 @@ pub mod record_flags {
 /// Magic of the header record that starts each sweep's output.
 pub const SWEEP_MAGIC: u32 = 0x7463_7077; // "tcpw"
 
-/// The first record of every sweep: clocks to convert jiffies and ages.
+/// The first record of every sweep (clocks to convert jiffies and ages), and its last (the
+/// trailer, [`sweep_flags::TRAILER`], written on the iterator's final call): what the sweep
+/// counted instead of listing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SweepHeader {
@@ -280,8 +287,20 @@ pub struct SweepHeader {
     pub abi_version: u32,
     pub ktime_ns: u64,
     pub jiffies: u64,
+    /// Trailer only: `TIME_WAIT` minisockets (substate `TIME_WAIT`) the sweep counted instead
+    /// of writing a record each (any it could not count are written in full as before).
+    pub time_wait: u64,
+    /// Bits of [`sweep_flags`].
+    pub flags: u64,
     /// Padding to the size of a [`SockRecord`] so the stream is a sequence of equal slots.
-    pub pad: [u64; (SOCK_RECORD_SIZE - 24) / 8],
+    pub pad: [u64; (SOCK_RECORD_SIZE - 40) / 8],
+}
+
+/// Bits of [`SweepHeader::flags`].
+pub mod sweep_flags {
+    /// The header written on the iterator's final call: the sweep is complete and its counts
+    /// are final. A sweep output without one is refused (its counts would be short).
+    pub const TRAILER: u64 = 1;
 }
 
 /// One socket as the `iter/tcp` sweep sees it, merged with its `SOCKS` entry.
@@ -451,6 +470,6 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 45 * 4);
+        assert_eq!(core::mem::size_of::<KernelOffsets>(), 46 * 4);
     }
 }

@@ -19,6 +19,7 @@ pub mod incident;
 pub mod k8s;
 pub mod k8s_authz;
 pub mod model;
+mod netns_defaults;
 pub mod netns_gone;
 pub mod offsets;
 pub mod owner_scan;

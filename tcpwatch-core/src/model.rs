@@ -383,7 +383,7 @@ pub struct NetnsInfo {
     pub listen_overflows: u64,
     pub listen_drops: u64,
     /// `net.ipv4.tcp_syn_retries` of that namespace.
-    #[serde(default = "default_syn_retries")]
+    #[serde(default = "crate::netns_defaults::syn_retries")]
     pub tcp_syn_retries: u32,
     /// `net.ipv4.tcp_syn_linear_timeouts` (Linux 6.7+; None where the kernel has no such
     /// sysctl).
@@ -391,28 +391,16 @@ pub struct NetnsInfo {
     pub tcp_syn_linear_timeouts: Option<u32>,
     /// `net.ipv4.tcp_keepalive_time` / `tcp_keepalive_intvl` (seconds) and
     /// `tcp_keepalive_probes` of that namespace: the keepalive of a socket that sets none.
-    #[serde(default = "default_keepalive_time")]
+    #[serde(default = "crate::netns_defaults::keepalive_time")]
     pub tcp_keepalive_time_s: u32,
-    #[serde(default = "default_keepalive_intvl")]
+    #[serde(default = "crate::netns_defaults::keepalive_intvl")]
     pub tcp_keepalive_intvl_s: u32,
-    #[serde(default = "default_keepalive_probes")]
+    #[serde(default = "crate::netns_defaults::keepalive_probes")]
     pub tcp_keepalive_probes: u32,
-}
-
-fn default_keepalive_time() -> u32 {
-    7200
-}
-
-fn default_keepalive_intvl() -> u32 {
-    75
-}
-
-fn default_keepalive_probes() -> u32 {
-    9
-}
-
-fn default_syn_retries() -> u32 {
-    6
+    /// `TIME_WAIT` sockets in that namespace at its last sweep: counted by the kernel sweep,
+    /// not listed as connections (`ss state time-wait` counts the same sockets).
+    #[serde(default)]
+    pub time_wait: u64,
 }
 
 impl NetnsInfo {
@@ -424,11 +412,12 @@ impl NetnsInfo {
             tcp_orphan_retries: 0,
             listen_overflows: 0,
             listen_drops: 0,
-            tcp_syn_retries: default_syn_retries(),
+            tcp_syn_retries: crate::netns_defaults::syn_retries(),
             tcp_syn_linear_timeouts: None,
-            tcp_keepalive_time_s: default_keepalive_time(),
-            tcp_keepalive_intvl_s: default_keepalive_intvl(),
-            tcp_keepalive_probes: default_keepalive_probes(),
+            tcp_keepalive_time_s: crate::netns_defaults::keepalive_time(),
+            tcp_keepalive_intvl_s: crate::netns_defaults::keepalive_intvl(),
+            tcp_keepalive_probes: crate::netns_defaults::keepalive_probes(),
+            time_wait: 0,
         }
     }
 }

@@ -90,6 +90,7 @@ fields! {
     keepalive_time: "tcp_sock"."keepalive_time", Some(4), false, "TCP_KEEPIDLE (exposure audit)";
     keepalive_intvl: "tcp_sock"."keepalive_intvl", Some(4), false, "TCP_KEEPINTVL (exposure audit)";
     keepalive_probes: "tcp_sock"."keepalive_probes", Some(1), false, "TCP_KEEPCNT (exposure audit)";
+    tw_substate: "inet_timewait_sock"."tw_substate", Some(1), false, "TIME_WAIT counted, not listed";
 }
 
 /// Structs that must start with the one before them (tcpwatch reads `tcp_sock`,
@@ -211,7 +212,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
                 full = full.max(end);
             }
             "sock" | "inet_connection_sock" | "tcp_sock" => full = full.max(end),
-            _ => {} // net, socket_alloc, inode: read through pointers
+            _ => {} // net, socket_alloc, inode: read through pointers; timewait: read alone
         }
     }
     if full as usize > SOCK_COPY_LEN {
@@ -279,6 +280,10 @@ mod tests {
         assert!(r.offsets.full_read_len > r.offsets.snd_una + 3);
         assert!(r.offsets.common_read_len > r.offsets.skc_state);
         assert!(r.offsets.common_read_len < r.offsets.full_read_len);
+        assert!(
+            r.offsets.tw_substate != OFFSET_MISSING && r.offsets.tw_substate >= 56,
+            "tw_substate follows the embedded sock_common"
+        );
         eprintln!(
             "sweep copies {} bytes per socket ({} for minisockets)",
             r.offsets.full_read_len, r.offsets.common_read_len

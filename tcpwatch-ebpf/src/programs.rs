@@ -41,7 +41,7 @@ use tcpwatch_common::{
     delta::{FP_SEED, SEEN_TAG, SOCK_SEEN_SIZE, SweepCtl, fp_step},
     event_kind,
     hooks::map_size,
-    record_flags, tcp_state,
+    record_flags, sweep_flags, tcp_state,
 };
 
 #[path = "classify.rs"]

@@ -1,6 +1,7 @@
 //! The `iter/tcp` sweep (aya-ebpf 0.2.1 has no `#[iter]` macro: the section is written by
 //! hand): every TCP socket of one network namespace with its queues and timers, merged with its
-//! `SOCKS` entry, written to the iterator's `seq_file`.
+//! `SOCKS` entry, written to the iterator's `seq_file`. `TIME_WAIT` minisockets are counted
+//! into the trailer instead (`SweepHeader::time_wait`).
 use super::*;
 
 #[repr(C)]
@@ -120,6 +121,13 @@ unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
         // Once per namespace sweep, never on a per-event hook: see diag.rs.
         diag::flush();
     }
+    let tw = SWEEP_TW.get_ptr_mut(0);
+    if seq_num == 0
+        && let Some(tw) = tw
+    {
+        // SAFETY: map value; one sweep at a time per loaded object (see `SWEEP_TW`).
+        unsafe { *tw = 0 };
+    }
     if seq_num == 0 || sk.is_null() {
         let hdr = rec.cast::<SweepHeader>();
         // SAFETY: SweepHeader has the size of SockRecord (checked in tcpwatch-common's tests).
@@ -128,10 +136,29 @@ unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
             (*hdr).abi_version = ABI_VERSION;
             (*hdr).ktime_ns = ktime();
             (*hdr).jiffies = bpf_jiffies64();
+            (*hdr).time_wait = 0;
+            (*hdr).flags = 0;
+            if sk.is_null() {
+                (*hdr).flags = sweep_flags::TRAILER;
+                if let Some(tw) = tw {
+                    (*hdr).time_wait = *tw;
+                }
+            }
         }
+        // A trailer that does not fit is written again: the kernel calls the final call
+        // again on the next read(), and the count is only reset by the next sweep's first call.
         seq_write(seq, rec.cast(), SOCK_RECORD_SIZE);
     }
     if sk.is_null() {
+        return 0;
+    }
+    let state: u8 = rd(sk, offsets().skc_state);
+    if let Some(tw) = tw
+        && counted_time_wait(sk, state)
+    {
+        // SAFETY: as above. Nothing was written for this socket, so the kernel never calls
+        // the program for it again (only a write that overflows the buffer is rolled back).
+        unsafe { *tw += 1 };
         return 0;
     }
     // SAFETY: per-CPU scratch slot, only this program on this CPU uses it.
@@ -141,7 +168,7 @@ unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
         fp: 0,
         generation: 0,
     };
-    match fill_record::<COOKIE>(r, sk, uid, &mut mark) {
+    match fill_record::<COOKIE>(r, sk, state, uid, &mut mark) {
         FILL_FULL => {
             if seq_write(seq, rec.cast(), SOCK_RECORD_SIZE) {
                 mark_written(&mark);
@@ -159,6 +186,22 @@ unsafe fn sweep<const COOKIE: bool>(ctx: *mut BpfIterTcp) -> i32 {
     0
 }
 
+/// `TIME_WAIT` minisockets counted in the current sweep (slot 0), written into its trailer.
+/// Reset by the sweep's first call: sweeps of one loaded object never overlap (the daemon
+/// runs them one after the other from one thread), so no session key is needed.
+#[map]
+static SWEEP_TW: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A timewait minisocket in substate `TIME_WAIT` (not an orphaned `FIN_WAIT2`, which `ss`
+/// lists as FIN-WAIT-2 and tcpwatch keeps listing): counted, not copied.
+#[inline(always)]
+fn counted_time_wait(sk: *const u8, state: u8) -> bool {
+    let o = offsets();
+    state == tcp_state::TIME_WAIT
+        && o.tw_substate != OFFSET_MISSING
+        && rd::<u8>(sk, o.tw_substate) == tcp_state::TIME_WAIT
+}
+
 /// [`bfn`] in the sweep's copy of a socket.
 #[inline(always)]
 fn bf<T: Default>(buf: *const u8, off: u32) -> T {
@@ -172,11 +215,11 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
 fn fill_record<const COOKIE: bool>(
     r: &mut SockRecord,
     sk: *const u8,
+    state: u8,
     uid: u32,
     mark: &mut Mark,
 ) -> u8 {
     let o = offsets();
-    let state: u8 = rd(sk, o.skc_state);
     let mini = state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV;
     let Some(buf) = SOCK_COPY.get_ptr_mut(0) else {
         return FILL_FAILED;

@@ -29,6 +29,9 @@ pub enum ClientMsg {
     Status(String),
     /// A fresh exposure audit (polled: it is not on the stream).
     Exposure(Box<tcpwatch_core::api::ExposureBody>),
+    /// The host's `TIME_WAIT` sockets (`/api/v1/status` `time_wait.total`): counted by the
+    /// daemon's sweep, not listed as connections.
+    TimeWait(u64),
 }
 
 /// The error shown when nothing answers at `addr`.
@@ -169,6 +172,14 @@ pub const EXPOSURE_POLL: Duration = Duration::from_secs(5);
 /// is retried at the next turn: the stream's status line reports a daemon that went away).
 pub fn poll_exposure(addr: &str, tx: &Sender<ClientMsg>) {
     loop {
+        // The TIME_WAIT count rides along (a daemon from before it has no `time_wait`).
+        if let Ok(body) = get(addr, "/api/v1/status")
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
+            && let Some(n) = v["time_wait"]["total"].as_u64()
+            && tx.send(ClientMsg::TimeWait(n)).is_err()
+        {
+            return;
+        }
         std::thread::sleep(EXPOSURE_POLL);
         if let Ok(Some(e)) = get_any(addr, "/api/v1/exposure").and_then(parse_exposure)
             && tx.send(ClientMsg::Exposure(Box::new(e))).is_err()

@@ -167,6 +167,7 @@ fn interactive(app: &mut App, rx: &mpsc::Receiver<ClientMsg>) -> anyhow::Result<
                 ClientMsg::BadEvent(e) => app.note_bad_event(e),
                 ClientMsg::Status(s) => app.status = s,
                 ClientMsg::Exposure(e) => app.apply_exposure(*e),
+                ClientMsg::TimeWait(n) => app.apply_time_wait(n),
             }
         }
         if changed || last_draw.is_none_or(|t| t.elapsed() >= TICK) {

@@ -285,6 +285,8 @@ pub struct App {
     incidents_served: bool,
     /// The last exposure audit (`None`: not received, or not served by this daemon).
     exposure: Option<tcpwatch_core::api::ExposureBody>,
+    /// The host's `TIME_WAIT` sockets, counted by the daemon (`None`: not received yet).
+    time_wait: Option<u64>,
     bad_events: BadEvents,
     view: View,
     /// The incident whose members the Incidents view shows (Enter on an incident).
@@ -316,6 +318,7 @@ impl App {
             incidents: HashMap::new(),
             incidents_served: true,
             exposure: None,
+            time_wait: None,
             bad_events: BadEvents::default(),
             view: View::Incidents,
             focus: None,

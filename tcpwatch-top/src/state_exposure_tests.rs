@@ -151,3 +151,20 @@ fn the_view_renders_worst_first_with_the_diagnosis() {
     assert!(lines[web].contains("15m24s"), "{text}");
     assert!(lines[api].contains("idle with no keepalive"), "{text}");
 }
+
+#[test]
+fn counted_time_wait_shows_in_the_no_owner_row() {
+    let mut app = super::tests::sample();
+    app.set_view(View::Owners);
+    assert_eq!(app.time_wait(), None);
+    app.apply_time_wait(40);
+    assert_eq!(app.time_wait(), Some(40));
+    let none = (0..app.row_count())
+        .filter_map(|i| app.owner_row(i))
+        .find(|r| r.name == "-")
+        .unwrap();
+    assert_eq!(
+        (none.sockets, none.time_wait, none.established),
+        (42, 40, 1)
+    );
+}

@@ -143,7 +143,7 @@ pub(crate) fn type_str(app: &mut App, s: &str) {
     }
 }
 
-fn sample() -> App {
+pub(crate) fn sample() -> App {
     let mut a = conn(1, TcpState::Established, "10.0.0.1:5000", "10.0.0.2:443");
     a.queues.send_q = 100;
     let mut b = owned(

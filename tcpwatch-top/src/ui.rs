@@ -64,6 +64,9 @@ fn header_line(app: &App) -> Line<'static> {
         spans.push(Span::from(format!(" ({})", app.status)));
     }
     spans.push(Span::from(format!("  conns {}", app.connection_count())));
+    if let Some(n) = app.time_wait() {
+        spans.push(Span::from(format!(" + {n} TIME-WAIT")));
+    }
     if app.incidents_served() {
         let (ic, iw, ii) = app.incident_counts();
         spans.push(Span::from("  incidents: "));

@@ -22,6 +22,21 @@ fn cmp_worst(a: Option<u64>, b: Option<u64>) -> Ordering {
 impl App {
     /// Replaces the audit (initial load and every poll). While paused the new audit is not
     /// applied (the next poll after resuming brings a fresh one).
+    /// The host's `TIME_WAIT` count (`/api/v1/status`), polled with the audit.
+    pub fn apply_time_wait(&mut self, n: u64) {
+        if self.paused || self.time_wait == Some(n) {
+            return;
+        }
+        self.time_wait = Some(n);
+        self.dirty = true;
+    }
+
+    /// The host's `TIME_WAIT` sockets as the daemon counted them (not in the connections).
+    #[must_use]
+    pub fn time_wait(&self) -> Option<u64> {
+        self.time_wait
+    }
+
     pub fn apply_exposure(&mut self, e: ExposureBody) {
         if self.paused {
             return;

@@ -305,6 +305,16 @@ impl App {
             }
             r.send_q_total += u64::from(c.queues.send_q);
         }
+        // TIME_WAIT sockets are counted by the daemon, not listed: no process holds them.
+        if let Some(n) = self.time_wait.filter(|&n| n > 0) {
+            let name = format_owner(None);
+            let r = by.entry(name.clone()).or_insert_with(|| OwnerRow {
+                name,
+                ..OwnerRow::default()
+            });
+            r.sockets += n;
+            r.time_wait += n;
+        }
         let mut v: Vec<OwnerRow> = by
             .into_values()
             .filter(|r| filter.is_empty() || r.name.to_lowercase().contains(filter))

@@ -65,9 +65,10 @@ fn sweep_one(
             cookie,
             inode: h.inode,
         };
-        let info = netns::current_info(id);
+        let mut info = netns::current_info(id);
         let generation = generations.for_sweep(cookie);
         let sweep = kernel.sweep_current_netns(generation)?;
+        info.time_wait = sweep.time_wait;
         generations.succeeded(cookie, generation);
         Ok(NsSweep {
             id,

@@ -1,14 +1,18 @@
 //! The sweep iterator's output: a header slot, then per socket either a full [`SockRecord`]
 //! or, for a socket unchanged since its last full record of this generation, a 16-byte
-//! [`SockSeen`] (`tcpwatch_common::delta`). The program also writes a header on its final call
-//! (a namespace without sockets has no first call), so header slots are recognised anywhere.
+//! [`SockSeen`] (`tcpwatch_common::delta`), and nothing for a `TIME_WAIT` minisocket (counted).
+//! The program also writes a header on its final call, the trailer (a namespace without
+//! sockets has no first call), so header slots are recognised anywhere. The trailer carries
+//! the counts; an output without one is refused.
 //!
 //! A slot's first word tells its kind: a header has [`SWEEP_MAGIC`] and [`ABI_VERSION`] in
 //! it, a `SockSeen` has the [`SEEN_TAG`] bit set (socket addresses are aligned), anything else
 //! is a full record.
 use anyhow::{Context as _, bail};
 use tcpwatch_common::delta::{SEEN_TAG, SOCK_SEEN_SIZE, SockSeen};
-use tcpwatch_common::{ABI_VERSION, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SweepHeader};
+use tcpwatch_common::{
+    ABI_VERSION, SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SweepHeader, sweep_flags,
+};
 
 /// One namespace's sweep: the header, the sockets written in full and the sockets unchanged
 /// since their last full record.
@@ -17,6 +21,8 @@ pub struct Sweep {
     pub header: SweepHeader,
     pub records: Vec<SockRecord>,
     pub unchanged: Vec<SockSeen>,
+    /// `TIME_WAIT` minisockets the sweep counted instead of listing (the trailer's count).
+    pub time_wait: u64,
 }
 
 impl Sweep {
@@ -39,6 +45,7 @@ impl Sweep {
 pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
     let header_word = u64::from(SWEEP_MAGIC) | (u64::from(ABI_VERSION) << 32);
     let mut header: Option<SweepHeader> = None;
+    let mut trailer: Option<SweepHeader> = None;
     let mut sweep = Sweep::default();
     let mut at = 0;
     while at < bytes.len() {
@@ -55,11 +62,14 @@ pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
             bail!(truncated(bytes.len(), at));
         }
         if word == header_word {
-            if header.is_none() {
-                // SAFETY: `rest` holds at least size_of::<SweepHeader>() bytes (the size of a
-                // record, asserted in tcpwatch-common); SweepHeader is plain old data;
-                // read_unaligned needs no alignment.
-                header = Some(unsafe { std::ptr::read_unaligned(rest.as_ptr().cast()) });
+            // SAFETY: `rest` holds at least size_of::<SweepHeader>() bytes (the size of a
+            // record, asserted in tcpwatch-common); SweepHeader is plain old data;
+            // read_unaligned needs no alignment.
+            let h: SweepHeader = unsafe { std::ptr::read_unaligned(rest.as_ptr().cast()) };
+            if h.flags & sweep_flags::TRAILER != 0 {
+                trailer = Some(h);
+            } else if header.is_none() {
+                header = Some(h);
             }
         } else if len == SOCK_SEEN_SIZE {
             // SAFETY: as above, for the SOCK_SEEN_SIZE bytes of a SockSeen.
@@ -74,12 +84,22 @@ pub fn parse_sweep(bytes: &[u8]) -> anyhow::Result<Sweep> {
         }
         at += len;
     }
-    sweep.header = header.with_context(|| {
-        format!(
+    if header.is_none() && trailer.is_none() {
+        bail!(
             "sweep output has no header with magic {SWEEP_MAGIC:#x} version {ABI_VERSION} \
              (tcpwatch and its kernel object are out of sync)"
+        );
+    }
+    let trailer = trailer.with_context(|| {
+        format!(
+            "sweep output of {} bytes has no trailer (the iterator's final call): its counts \
+             would be short, so the sweep is refused",
+            bytes.len()
         )
     })?;
+    sweep.time_wait = trailer.time_wait;
+    // A namespace without sockets: the final call is the first, and writes header and trailer.
+    sweep.header = header.unwrap_or(trailer);
     Ok(sweep)
 }
 
@@ -120,9 +140,17 @@ mod tests {
         b.extend(bytes_of(&seen));
         b.extend(bytes_of(&rec));
         b.extend(bytes_of(&seen));
-        b.extend(bytes_of(&SweepHeader { ktime_ns: 9, ..hdr }));
+        let no_trailer = b.clone();
+        b.extend(bytes_of(&SweepHeader {
+            ktime_ns: 9,
+            time_wait: 4,
+            flags: sweep_flags::TRAILER,
+            ..hdr
+        }));
         let s = parse_sweep(&b).unwrap();
         assert_eq!(s.header.ktime_ns, 5);
+        assert_eq!(s.time_wait, 4);
+        assert!(parse_sweep(&no_trailer).is_err(), "no trailer");
         assert_eq!(s.records, vec![rec]);
         assert_eq!(s.unchanged, vec![seen, seen]);
         assert_eq!(s.sockets(), 3);

@@ -224,6 +224,7 @@ async fn status(State(app): State<App>, q: RawQuery) -> Result<Response, BadRequ
         "state_changes": StateChanges::from_counters(&s.kernel_counters.0),
         "last_sweep_errors": s.last_sweep_errors,
         "namespaces": s.netns.len(),
+        "time_wait": super::time_wait::status(&s),
         "findings_open": j.findings_open.len(),
         "incidents": {
             "open": j.incidents_open.len(),

@@ -16,6 +16,7 @@ pub mod kube_authz;
 pub mod limits;
 pub mod metrics;
 pub mod stats;
+pub mod time_wait;
 pub mod tls;
 pub mod web;
 

@@ -150,8 +150,9 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
     let mut by_netns: HashMap<u64, (u32, i64)> = sh
         .netns
         .iter()
-        .map(|(cookie, info)| (*cookie, (info.id.inode, 0)))
+        .map(|(cookie, info)| (*cookie, (info.id.inode, to_i64(info.time_wait))))
         .collect();
+    crate::serve::time_wait::add_counted(&mut by_state, sh);
     // (port) -> (fill ratio, queue, limit) of the fullest listener on that port.
     let mut listeners: HashMap<u16, (f64, u32, u32)> = HashMap::new();
     let send_q = out.add(Histogram::with_opts(
@@ -186,7 +187,7 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
 
     let v = out.gauge_vec(
         "tcpwatch_sockets",
-        "TCP sockets in the table, by state.",
+        "TCP sockets by state: those in the table, and for TIME_WAIT also the ones the sweep counted without listing them.",
         &["state"],
     )?;
     for (st, n) in by_state {
@@ -195,7 +196,7 @@ fn connections(out: &Builder, sh: &View) -> prometheus::Result<()> {
 
     let v = out.gauge_vec(
         "tcpwatch_sockets_by_netns",
-        "TCP sockets by network namespace (inode), the largest 50; the rest summed as netns=\"other\".",
+        "TCP sockets by network namespace (inode), counted TIME_WAIT included, the largest 50; the rest summed as netns=\"other\".",
         &["netns", "netns_name"],
     )?;
     let mut ns: Vec<(u64, u32, i64)> = by_netns
