@@ -22,6 +22,7 @@ pub mod model;
 mod netns_defaults;
 pub mod netns_gone;
 pub mod offsets;
+pub mod owner_scan;
 pub mod render;
 pub mod state_changes;
 pub mod table;

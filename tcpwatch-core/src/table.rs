@@ -139,7 +139,7 @@ impl ConnTable {
         self.conns.get(key).map(Arc::as_ref)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &ConnRecord> {
+    pub fn iter(&self) -> impl Iterator<Item = &ConnRecord> + Clone {
         self.conns.values().map(Arc::as_ref)
     }
 

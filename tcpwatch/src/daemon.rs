@@ -216,7 +216,7 @@ async fn on_sweep(
     let mut wanted = wanted;
     wanted.extend(regone.iter().copied());
     // The /proc scan runs without the lock: the API keeps answering meanwhile.
-    owners.refresh(&wanted, first);
+    owners.refresh(&wanted, first, now);
     let mut s = shared.lock().await;
     s.table.forget_owners(&regone);
     s.table.attach_owners(|ino| owners.get(ino));

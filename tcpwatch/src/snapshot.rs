@@ -111,7 +111,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
     let mut shared = new_shared(cfg, &kernel, clock);
     let wanted: HashSet<u64> = shared.apply_sweep(&batch, now);
     let mut owners = OwnerIndex::new(Duration::ZERO);
-    owners.refresh(&wanted, true);
+    owners.refresh(&wanted, true, now);
     shared.table.attach_owners(|ino| owners.get(ino));
     let _ = shared.evaluate(now, WallClock::now());
 

@@ -84,6 +84,8 @@ pub struct Shared {
     pub netns_presence: tcpwatch_core::netns_gone::NetnsPresence,
     /// `exposure.threshold_seconds` (the exposure audit, `docs/exposure.md`).
     pub exposure_threshold_s: u64,
+    /// The last exposure audit of the sweeps, reused while its inputs are unchanged.
+    pub exposure_cache: tcpwatch_core::exposure::AuditCache,
     /// Namespaces whose next sweep must be full (read by the sweeper thread).
     pub full_sweep_requests: crate::host::generations::FullSweepRequests,
 }
@@ -117,14 +119,9 @@ impl Shared {
             netns_presence: tcpwatch_core::netns_gone::NetnsPresence::default(),
             exposure_threshold_s: tcpwatch_core::config_exposure::ExposureConfig::default()
                 .threshold_seconds,
+            exposure_cache: tcpwatch_core::exposure::AuditCache::default(),
             full_sweep_requests: crate::host::generations::FullSweepRequests::default(),
         }
-    }
-
-    /// The exposure audit of the current table (`GET /api/v1/exposure`).
-    #[must_use]
-    pub fn exposure(&self) -> tcpwatch_core::api::ExposureBody {
-        tcpwatch_core::exposure::audit(self.table.iter(), &self.netns, self.exposure_threshold_s)
     }
 
     pub fn apply_event(&mut self, ev: &StateEvent) {
@@ -236,14 +233,21 @@ impl Shared {
         let mut findings = self.detectors.evaluate(now, self.table.iter(), &ctx);
         self.enforce_bound();
         let mut ictx = IncidentContext::from_conns(self.table.iter());
-        // Upstream incidents name the process's exposure (only audited when one may open).
+        // Upstream incidents name the process's exposure (only audited when one may open, and
+        // recomputed only when what it reads changed: `tcpwatch_core::exposure::AuditCache`).
         if self.detectors.open().any(|f| {
             matches!(
                 f.kind,
                 FindingKind::RetransmitChain | FindingKind::AwaitingResponse
             )
         }) {
-            ictx.exposure = Some(self.exposure());
+            ictx.exposure = Some(self.exposure_cache.audit(
+                self.table.iter(),
+                &self.netns,
+                self.exposure_threshold_s,
+            ));
+        } else {
+            self.exposure_cache.clear();
         }
         let incidents = self
             .incidents

@@ -1,12 +1,16 @@
 //! Socket inode -> owning process, by scanning `/proc/PID/fd`. Incremental: a scan runs only
 //! when the table has socket inodes with no known owner, at most once per interval, and stops
-//! as soon as every wanted inode is found. Results are cached until the socket goes away, and
+//! as soon as every wanted inode is found. An inode a scan missed is retried with a backoff
+//! (`tcpwatch_core::owner_scan`), not every interval: it no longer keeps scans going. Results are cached until the socket goes away, and
 //! re-checked a bounded number per sweep (one `readlink` each): a process that exited, whose
 //! pid was reused, or that handed the socket to another process and closed its descriptor is
 //! no longer shown as the owner; the socket is looked up again.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tcpwatch_core::model::MonoNs;
+use tcpwatch_core::owner_scan::OwnerScanPlan;
 
 use tcpwatch_core::k8s::parse_cgroup;
 use tcpwatch_core::model::{Owner, PodRef};
@@ -19,13 +23,14 @@ pub struct OwnerStats {
     /// Cached owners re-checked, and of those found no longer holding the socket.
     pub revalidated: u64,
     pub owners_gone: u64,
+    /// Inodes a scan missed, waiting for a retry (scans do not run for them meanwhile).
+    pub retry_waiting: u64,
 }
 
 pub struct OwnerIndex {
     /// Shared with the table's records (one allocation per socket, not two).
     by_inode: HashMap<u64, Arc<Owner>>,
-    interval: Duration,
-    last_scan: Option<Instant>,
+    plan: OwnerScanPlan,
     /// Round-robin position of [`OwnerIndex::revalidate`] (the last inode checked).
     cursor: u64,
     pub stats: OwnerStats,
@@ -36,8 +41,7 @@ impl OwnerIndex {
     pub fn new(interval: Duration) -> Self {
         Self {
             by_inode: HashMap::new(),
-            interval,
-            last_scan: None,
+            plan: OwnerScanPlan::new(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)),
             cursor: 0,
             stats: OwnerStats::default(),
         }
@@ -85,23 +89,29 @@ impl OwnerIndex {
         gone
     }
 
-    /// Scans `/proc` for the `wanted` inodes if the interval allows (or `force`).
-    pub fn refresh(&mut self, wanted: &HashSet<u64>, force: bool) {
+    /// Scans `/proc` for the `wanted` inodes at `now` if the interval and the missed inodes'
+    /// backoff allow (or `force`).
+    pub fn refresh(&mut self, wanted: &HashSet<u64>, force: bool, now: MonoNs) {
         let wanted: HashSet<u64> = wanted
             .iter()
             .filter(|i| !self.by_inode.contains_key(i))
             .copied()
             .collect();
-        if wanted.is_empty() {
-            return;
+        let req = self.plan.plan(&wanted, now, force);
+        if let Some(req) = req {
+            self.scan(req.required.clone(), req.opportunistic.clone());
+            self.plan
+                .scanned(&req, now, |i| self.by_inode.contains_key(&i));
         }
-        if !force && self.last_scan.is_some_and(|t| t.elapsed() < self.interval) {
-            return;
-        }
+        self.stats.retry_waiting = self.plan.waiting() as u64;
+    }
+
+    /// Reads `/proc/*/fd` until every `required` inode is found; `extra` inodes are taken too
+    /// when seen on the way.
+    fn scan(&mut self, required: HashSet<u64>, mut extra: HashSet<u64>) {
         let t0 = Instant::now();
-        self.last_scan = Some(t0);
         self.stats.scans += 1;
-        let mut remaining = wanted;
+        let mut remaining = required;
         let Ok(proc_dir) = std::fs::read_dir("/proc") else {
             return;
         };
@@ -128,7 +138,7 @@ impl OwnerIndex {
                 let Some(inode) = socket_inode(&target.to_string_lossy()) else {
                     continue;
                 };
-                if !remaining.remove(&inode) {
+                if !remaining.remove(&inode) && !extra.remove(&inode) {
                     continue;
                 }
                 let (comm, container_id, pod) = proc_info.get_or_insert_with(|| {
@@ -235,13 +245,42 @@ mod tests {
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(&link.to_string_lossy()).unwrap();
         let mut idx = OwnerIndex::new(Duration::from_mins(1));
-        idx.refresh(&HashSet::from([inode]), true);
+        idx.refresh(&HashSet::from([inode]), true, 0);
         let owner = idx.get(inode).unwrap();
         assert_eq!(owner.pid, std::process::id());
         assert_eq!(owner.fd, Some(fd));
         // Within the interval a second scan is skipped; found inodes are never rescanned.
-        idx.refresh(&HashSet::from([inode, 1]), false);
+        idx.refresh(&HashSet::from([inode, 1]), false, 1);
         assert_eq!(idx.stats.scans, 1);
+    }
+
+    #[test]
+    fn missed_inode_is_retried_with_a_backoff_not_every_interval() {
+        const S: u64 = 1_000_000_000;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&l);
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let inode = socket_inode(&link.to_string_lossy()).unwrap();
+        let mut idx = OwnerIndex::new(Duration::from_secs(2));
+        // No process holds inode 1: the full scan misses it.
+        idx.refresh(&HashSet::from([1]), false, 0);
+        assert_eq!((idx.stats.scans, idx.stats.retry_waiting), (1, 1));
+        idx.refresh(&HashSet::from([1]), false, 2 * S);
+        assert_eq!(
+            idx.stats.scans, 1,
+            "interval passed, retry not due: no scan"
+        );
+        // A new inode is still looked up after one interval, and 1 stays waiting.
+        idx.refresh(&HashSet::from([1, inode]), false, 2 * S);
+        assert_eq!(idx.stats.scans, 2);
+        assert_eq!(idx.get(inode).unwrap().fd, Some(fd));
+        idx.refresh(&HashSet::from([1]), false, 4 * S);
+        assert_eq!(
+            (idx.stats.scans, idx.stats.retry_waiting),
+            (3, 1),
+            "retry due"
+        );
+        drop(l);
     }
 
     #[test]
@@ -251,14 +290,14 @@ mod tests {
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(&link.to_string_lossy()).unwrap();
         let mut idx = OwnerIndex::new(Duration::ZERO);
-        idx.refresh(&HashSet::from([inode]), true);
+        idx.refresh(&HashSet::from([inode]), true, 0);
         assert!(idx.revalidate(10).is_empty(), "still held");
         // Handed on: another descriptor holds it, the first one is closed.
         let moved = l.try_clone().unwrap();
         drop(l);
         assert_eq!(idx.revalidate(10), vec![inode]);
         assert!(idx.get(inode).is_none());
-        idx.refresh(&HashSet::from([inode]), true);
+        idx.refresh(&HashSet::from([inode]), true, 1);
         let fd2 = std::os::fd::AsRawFd::as_raw_fd(&moved);
         assert_eq!(idx.get(inode).unwrap().fd, Some(fd2));
         assert_eq!((idx.stats.revalidated, idx.stats.owners_gone), (2, 1));

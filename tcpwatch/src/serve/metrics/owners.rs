@@ -4,7 +4,7 @@ use super::Builder;
 use crate::view::View;
 
 /// Series written by [`owners`].
-pub const SERIES: usize = 5;
+pub const SERIES: usize = 6;
 
 pub(super) fn owners(out: &Builder, v: &View) -> prometheus::Result<()> {
     let o = &v.owner_stats;
@@ -23,6 +23,12 @@ pub(super) fn owners(out: &Builder, v: &View) -> prometheus::Result<()> {
         "Duration of the last owner scan.",
     )?)?
     .set(f64::from(u32::try_from(o.last_scan_ms).unwrap_or(u32::MAX)) / 1000.0);
+    out.gauge(
+        "tcpwatch_owner_retry_waiting",
+        "Sockets whose owner a full scan missed (other pid namespace, orphaned, exiting), \
+         retried with a backoff of up to 60 s instead of at every scan.",
+        i64::try_from(o.retry_waiting).unwrap_or(i64::MAX),
+    )?;
     out.counter(
         "tcpwatch_owner_revalidated_total",
         "Cached socket owners re-checked (one readlink each).",
