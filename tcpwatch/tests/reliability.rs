@@ -453,7 +453,12 @@ fn close_wait_age_is_right_when_its_event_was_dropped() {
             servers.push(s);
         }
     }
-    let dropped = d.metric_sum("tcpwatch_ringbuf_dropped_events_total") - dropped0;
+    // The daemon reads the kernel's drop counter once per sweep: wait for the next ones.
+    let dropped = wait_for(Duration::from_millis(4 * SWEEP_MS), || {
+        let n = d.metric_sum("tcpwatch_ringbuf_dropped_events_total") - dropped0;
+        (n > 0.0).then_some(n)
+    })
+    .unwrap_or(0.0);
     assert!(dropped > 0.0, "the flood overflowed the ring buffer");
     std::thread::sleep(Duration::from_millis(3 * SWEEP_MS));
     let t0 = mono_now();
