@@ -7,12 +7,24 @@ use std::sync::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder as _, Registry, TextEncoder};
+use tcpwatch_core::exposure::AuditCache;
 
 use super::{Builder, daemon, findings, kernel, pods, programs, table};
 use crate::view::{Hub, View};
 
-/// Builds the families of one scrape from a published view.
+/// Builds the families of one scrape from a published view (the exposure audit of the view
+/// computed here: tests; the daemon's collector reuses its last one, [`SelfCollector`]).
+#[cfg(test)]
 pub fn build(s: &View, top_k: usize) -> prometheus::Result<Registry> {
+    build_with(s, top_k, &s.exposure())
+}
+
+/// Builds the families of one scrape from a published view and its exposure audit.
+pub fn build_with(
+    s: &View,
+    top_k: usize,
+    exposure: &tcpwatch_core::api::ExposureBody,
+) -> prometheus::Result<Registry> {
     let b = Builder {
         reg: Registry::new(),
     };
@@ -28,7 +40,7 @@ pub fn build(s: &View, top_k: usize) -> prometheus::Result<Registry> {
     super::bpf_programs::register(&b, &s.programs)?;
     super::endpoints::endpoints(&b, s)?;
     super::owners::owners(&b, s)?;
-    super::exposure::exposure(&b, &s.exposure(), top_k)?;
+    super::exposure::exposure(&b, exposure, top_k)?;
     Ok(b.reg)
 }
 
@@ -47,6 +59,9 @@ pub struct SelfCollector {
     top_k: usize,
     /// Why the last collection failed (a bug: families are fixed), for the scrape to report.
     error: Mutex<Option<String>>,
+    /// The last scrape's exposure audit, reused while the fields it reads are unchanged (a
+    /// whole-table audit per scrape was most of a scrape's time at 100 000 connections).
+    exposure: Mutex<AuditCache>,
 }
 
 impl SelfCollector {
@@ -56,11 +71,19 @@ impl SelfCollector {
             hub,
             top_k,
             error: Mutex::new(None),
+            exposure: Mutex::new(AuditCache::default()),
         }
     }
 
     fn families(&self) -> prometheus::Result<Vec<MetricFamily>> {
-        let reg = build(&self.hub.view(), self.top_k)?;
+        let view = self.hub.view();
+        let conns = view.conns.iter().map(AsRef::as_ref);
+        let exposure = match self.exposure.lock() {
+            Ok(mut cache) => cache.audit(conns, &view.netns, view.exposure_threshold_s),
+            // A scrape panicked while auditing: audit afresh (the cache is only a shortcut).
+            Err(_) => view.exposure(),
+        };
+        let reg = build_with(&view, self.top_k, &exposure)?;
         crate::serve::stats::register(&reg)?;
         Ok(reg.gather())
     }
