@@ -1,10 +1,11 @@
 //! Socket inode -> owning process, by scanning `/proc/PID/fd`. Incremental: a scan runs only
 //! when the table has socket inodes with no known owner, at most once per interval, and stops
 //! as soon as every wanted inode is found. An inode a scan missed is retried with a backoff
-//! (`tcpwatch_core::owner_scan`), not every interval: it no longer keeps scans going. Results are cached until the socket goes away, and
-//! re-checked a bounded number per sweep (one `readlink` each): a process that exited, whose
-//! pid was reused, or that handed the socket to another process and closed its descriptor is
-//! no longer shown as the owner; the socket is looked up again.
+//! (`tcpwatch_core::owner_scan`), not every interval: it no longer keeps scans going. Results
+//! are cached until the socket goes away, and re-checked a bounded number per sweep (one
+//! `readlink` each): a process that exited, whose pid was reused, or that handed the socket to
+//! another process and closed its descriptor is no longer shown as the owner; the socket is
+//! looked up again.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
