@@ -293,7 +293,7 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
 }
 
 #[test]
-fn sweeps_ten_thousand_sockets_and_reports_duration() {
+fn sweeps_ten_thousand_sockets_and_reports_duration_and_reference_walk() {
     if !privileged() {
         return;
     }
@@ -324,9 +324,17 @@ fn sweeps_ten_thousand_sockets_and_reports_duration() {
             })
             .collect()
     });
-    let snap = snapshot(&[]);
+    // With the bench's reference walk (an iter/tcp program that only counts), which must be
+    // handed at least every socket of this namespace.
+    let snap = snapshot(&["--walk-reference"]);
     let n = conns_in(&snap, ns.inode).len() as u64;
     let ms = snap["sweep"]["duration_ms"].as_f64().unwrap();
+    let walk = &snap["sweep"]["reference_walk"];
+    eprintln!("reference walk: {walk}");
+    assert_eq!(walk["errors"].as_array().map(Vec::len), Some(0), "{walk}");
+    assert!(walk["sockets"].as_u64().unwrap() >= want, "{walk}");
+    assert!(walk["namespaces"].as_u64().unwrap() >= 1, "{walk}");
+    assert!(walk["duration_ms"].as_f64().unwrap() > 0.0, "{walk}");
     eprintln!(
         "swept {} sockets in {} namespaces in {ms:.1} ms ({n} in the test namespace)",
         snap["sweep"]["sockets"], snap["sweep"]["namespaces"]
