@@ -48,6 +48,9 @@ struct SweepSummary {
 struct SweptNamespace {
     inode: u32,
     sockets: usize,
+    /// `net.ipv4.tcp_ehash_entries` there (Linux 6.1+): negative when it shares the host's
+    /// established hash, so its sweep walks every socket in it (docs/operations.md).
+    tcp_ehash_entries: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -119,6 +122,7 @@ fn summary(
             .map(|n| SweptNamespace {
                 inode: n.id.inode,
                 sockets: n.sweep.sockets(),
+                tcp_ehash_entries: n.info.tcp_ehash_entries,
             })
             .collect(),
         reference_walk,
