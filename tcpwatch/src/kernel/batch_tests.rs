@@ -1,5 +1,5 @@
-//! Batched reads against aya's entry-by-entry reads of maps made here (needs root, as every
-//! privileged test: creating BPF maps needs CAP_BPF).
+//! Batched reads of maps made here, against what was written into them (needs root, as every
+//! privileged test: creating BPF maps needs `CAP_BPF`).
 #![allow(clippy::unwrap_used, reason = "tests")]
 use std::collections::BTreeMap;
 
