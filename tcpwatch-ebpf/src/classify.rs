@@ -315,9 +315,10 @@ fn on_received<const BTF: bool>(sk: *const u8, state: u8, cookie: u64) {
     };
     // SAFETY: a plain global u64 (see LAST_STALE_NS).
     let last = unsafe { core::ptr::read_volatile(&raw const LAST_STALE_NS) };
-    // SAFETY: the value is copied out at once.
-    let by_peer = last != 0
-        && now.wrapping_sub(last) < STALE_TUPLE_MAX_AGE_NS
+    // (An insert on another CPU may carry a time after `now`: the map is read then.)
+    let may_match = last != 0 && (last > now || now - last < STALE_TUPLE_MAX_AGE_NS);
+    let by_peer = may_match
+        // SAFETY: the value is copied out at once.
         && match unsafe { STALE_TUPLES.get(tk) } {
             Some(&at) => now.wrapping_sub(at) < STALE_TUPLE_MAX_AGE_NS,
             None => false,

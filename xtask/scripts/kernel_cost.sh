@@ -44,7 +44,6 @@ ip -n "$NS" link set lo up
 ids() { bpftool prog show -j | python3 -c 'import json,sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)))'; }
 new_ids() { python3 -c 'import sys; b=set(sys.argv[1].split()); print(" ".join(i for i in sys.argv[2].split() if i not in b))' "$1" "$(ids)"; }
 
-BEFORE=$(ids)
 TCPWATCH_LOG=warn "$BIN" daemon --pin-dir "$PIN" --set "daemon.listen=\"127.0.0.1:$PORT\"" \
     >/dev/null 2>&1 &
 DPID=$!
@@ -54,7 +53,9 @@ for _ in $(seq 1 300); do
 done
 curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "daemon not ready" >&2; exit 1; }
 sleep 1
-TW_IDS=$(new_ids "$BEFORE")
+# The daemon's programs, as it lists them (other daemons may load programs meanwhile).
+TW_IDS=$(curl -sf "http://127.0.0.1:$PORT/api/v1/status" | python3 -c '
+import json, sys; print(" ".join(str(p["id"]) for p in json.load(sys.stdin)["programs"]))')
 
 BEFORE=$(ids)
 bpftrace -e 'tracepoint:sock:inet_sock_set_state { @c0 = count(); }
@@ -65,10 +66,19 @@ RPID=$!
 REF_IDS=
 for _ in $(seq 1 100); do
     sleep 0.2
-    REF_IDS=$(new_ids "$BEFORE")
+    # bpftrace's programs: those loaded since it started, named after its probes.
+    REF_IDS=$(bpftool prog show -j | python3 -c '
+import json, sys
+new = set(sys.argv[1].split())
+print(" ".join(str(p["id"]) for p in json.load(sys.stdin)
+      if str(p["id"]) in new and p.get("name", "").startswith(("inet_sock", "tcp_"))))' \
+        "$(new_ids "$BEFORE")")
     [ "$(echo "$REF_IDS" | wc -w)" -ge 4 ] && break
 done
-[ "$(echo "$REF_IDS" | wc -w)" -ge 4 ] || { echo "bpftrace reference not attached" >&2; exit 1; }
+[ "$(echo "$REF_IDS" | wc -w)" -eq 4 ] || {
+    echo "bpftrace reference not attached, or another bpftrace started at once" >&2
+    exit 1
+}
 
 progs() { # id name run_time_ns run_cnt recursion_misses, for the programs of $1 (tagged $2)
     bpftool prog show -j | python3 -c '
@@ -130,7 +140,9 @@ EOF
     ;;
 bulk)
     ip netns exec "$NS" nft -f - <<'EOF'
-table inet kcost { chain out { type filter hook output priority 0; tcp dport 5999 numgen random mod 100 < 1 drop; } }
+add table inet kcost
+add chain inet kcost in { type filter hook input priority 0; }
+add rule inet kcost in tcp dport 5999 numgen random mod 100 == 0 drop
 EOF
     ip netns exec "$NS" python3 - "$SECS" <<'EOF'
 import os, socket, sys, time
