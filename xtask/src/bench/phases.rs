@@ -27,8 +27,6 @@ const PROGRAMS: &[&str] = &[
     "raw_tcp_send_reset",
     "tp_tcp_receive_reset",
     "raw_tcp_receive_reset",
-    "tp_classify_state",
-    "raw_classify_state",
     "tcpwatch_sweep",
 ];
 const DETECT_THRESHOLD_S: f64 = 2.0;
@@ -537,10 +535,9 @@ mod tests {
         assert_eq!(full_name("tp_inet_sock_se"), "tp_inet_sock_set_state");
         assert_eq!(full_name("raw_tcp_receive"), "raw_tcp_receive_reset");
         assert_eq!(full_name("tcpwatch_sweep"), "tcpwatch_sweep");
-        assert_eq!(full_name("tp_classify_sta"), "tp_classify_state");
         assert_eq!(full_name("other"), "other");
         let m = "tcpwatch_bpf_program_runs_total{program=\"tp_inet_sock_set_state\"} 40\n\
-                 tcpwatch_bpf_program_runs_total{program=\"tp_classify_state\"} 7\n\
+                 tcpwatch_bpf_program_runs_total{program=\"tp_tcp_send_reset\"} 7\n\
                  tcpwatch_bpf_program_runs_total{program=\"raw_inet_sock_set_state\"} 2\n";
         assert_eq!(state_program_runs(m), Some(42.0));
         assert_eq!(state_program_runs("tcpwatch_up 1\n"), None);

@@ -29,9 +29,6 @@ const HOOKS: [(&str, &str); 4] = [
 
 /// The hook of one of tcpwatch's programs (None: the `iter/tcp` sweep, which has no event hook).
 pub fn hook_of(program: &str) -> Option<&'static str> {
-    if program.contains("classify_state") {
-        return Some("inet_sock_set_state");
-    }
     HOOKS.iter().map(|(_, h)| *h).find(|h| program.contains(h))
 }
 
@@ -244,7 +241,10 @@ mod tests {
             hook_of("tp_inet_sock_set_state"),
             Some("inet_sock_set_state")
         );
-        assert_eq!(hook_of("raw_classify_state"), Some("inet_sock_set_state"));
+        assert_eq!(
+            hook_of("raw_inet_sock_set_state"),
+            Some("inet_sock_set_state")
+        );
         assert_eq!(hook_of("tp_tcp_send_reset_reason"), Some("tcp_send_reset"));
         assert_eq!(hook_of("raw_tcp_receive_reset"), Some("tcp_receive_reset"));
         assert_eq!(hook_of("tcpwatch_sweep"), None);
@@ -261,7 +261,7 @@ mod tests {
         r.kernel
             .push(cost("tp_inet_sock_set_state", "churn", 100, 139.0));
         r.kernel
-            .push(cost("tp_classify_state", "churn", 100, 300.0));
+            .push(cost("raw_inet_sock_set_state", "churn", 100, 300.0));
         r.kernel
             .push(cost("tp_tcp_retransmit_skb", "churn", 0, 0.0));
         r.kernel.push(cost("tcpwatch_sweep", "churn", 10, 90.0));
@@ -280,9 +280,12 @@ mod tests {
             pass("kernel: tp_inet_sock_set_state (churn) <= 150"),
             Some(true)
         );
-        assert_eq!(pass("kernel: tp_classify_state (churn) <= 2x"), Some(false));
         assert_eq!(
-            pass("kernel: tp_classify_state (churn) <= 150"),
+            pass("kernel: raw_inet_sock_set_state (churn) <= 2x"),
+            Some(false)
+        );
+        assert_eq!(
+            pass("kernel: raw_inet_sock_set_state (churn) <= 150"),
             Some(false)
         );
         assert_eq!(pass("kernel: tp_tcp_retransmit_skb (churn) <= 2x"), None);
