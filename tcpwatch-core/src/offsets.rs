@@ -242,8 +242,9 @@ mod tests {
 
     #[test]
     fn every_offsets_field_is_listed_once() {
-        // KernelOffsets has one u32 per field plus the two read lengths and `valid`.
-        let n = std::mem::size_of::<KernelOffsets>() / 4 - 3;
+        // KernelOffsets has one u32 per field plus the two read lengths, the copy ranges and
+        // `valid`.
+        let n = std::mem::size_of::<KernelOffsets>() / 4 - 3 - 2 * tcpwatch_common::COPY_RANGES;
         assert_eq!(FIELDS.len(), n);
         let mut names: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
         names.sort_unstable();
