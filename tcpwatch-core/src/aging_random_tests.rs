@@ -46,7 +46,11 @@ fn random_record(rng: &mut Rng, netns: u64, skaddr: u64) -> SockRecord {
         1 => send_ms + rng.below(100_000),
         _ => rng.below(200_000),
     };
-    let unacked = if rng.below(3) == 0 { rng.below(9000) } else { 0 };
+    let unacked = if rng.below(3) == 0 {
+        rng.below(9000)
+    } else {
+        0
+    };
     SockRecord {
         skaddr,
         cookie: skaddr + 1,

@@ -70,7 +70,11 @@ fn content(
 
 /// Namespaces known the slow way: those of every record and tombstone.
 fn slow_cookies(t: &ConnTable) -> BTreeMap<u64, bool> {
-    let mut out: BTreeMap<u64, bool> = t.last_event.keys().map(|k| (k.netns_cookie, false)).collect();
+    let mut out: BTreeMap<u64, bool> = t
+        .last_event
+        .keys()
+        .map(|k| (k.netns_cookie, false))
+        .collect();
     for c in t.conns.values() {
         out.insert(c.key.netns_cookie, true);
     }
