@@ -87,10 +87,12 @@ pub struct ConnTable {
     cfg: TableConfig,
     /// Records are shared with published views (`Arc`): a view holds the records as they
     /// were, and a record is copied only when it changes while a view still holds it.
-    conns: HashMap<ConnKey, Arc<ConnRecord>>,
+    /// (Hashed with foldhash: every sweep looks up each listed socket; keys are kernel
+    /// addresses and cookies, not chosen by peers.)
+    conns: foldhash::HashMap<ConnKey, Arc<ConnRecord>>,
     /// The last event applied to each socket (protects event-created sockets from a sweep
     /// that started before them); after a CLOSE, a tombstone with the closed socket's cookie.
-    last_event: HashMap<ConnKey, Touch>,
+    last_event: foldhash::HashMap<ConnKey, Touch>,
     /// When each namespace was last confirmed: the `last_seen` and ages of the records that
     /// follow it are derived, not written every sweep (`crate::aging`). Shared with views.
     aging: Arc<Aging>,
