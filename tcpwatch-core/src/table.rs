@@ -283,7 +283,7 @@ impl ConnTable {
             if let Some(rec) = self.conns.get_mut(&key)
                 && other_socket(rec.cookie, fresh.cookie)
             {
-                in_table += 1;
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 if event_after_sweep {
                     // The record is of a newer socket than this sweep saw: keep it.
                     continue;
@@ -300,7 +300,7 @@ impl ConnTable {
                 self.stats.replaced += 1;
                 out.updated += 1;
             } else if let Some(rec) = self.conns.get_mut(&key) {
-                in_table += 1;
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 let rec = Arc::make_mut(rec);
                 let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
@@ -326,7 +326,7 @@ impl ConnTable {
                 }
                 self.ns_index.added(&key, fresh.netns.inode);
                 self.conns.insert(key, Arc::new(fresh));
-                in_table += 1;
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 self.stats.inserted += 1;
                 out.added += 1;
             }
