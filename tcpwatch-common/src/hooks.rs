@@ -74,6 +74,9 @@ pub const SWEEP_PROGRAM: &str = "tcpwatch_sweep";
 /// Its variant without socket cookies, for kernels whose iterator programs may not call
 /// `bpf_get_socket_cookie` (before Linux 5.12); chosen by the start-up probe.
 pub const SWEEP_PROGRAM_NOCOOKIE: &str = "tcpwatch_sweep_nocookie";
+/// The sweep's reference: an `iter/tcp` program that only counts the sockets walked (loaded
+/// only by `tcpwatch snapshot --walk-reference`, for `cargo xtask bench`).
+pub const WALK_REFERENCE_PROGRAM: &str = "tcpwatch_walk_reference";
 
 /// Where the kernel programs keep a socket's `SockState` (the global `STORE_MODE`, patched by
 /// the loader from the start-up probe's `sk_storage` feature).

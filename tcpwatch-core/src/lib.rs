@@ -24,6 +24,7 @@ pub mod netns_gone;
 pub mod offsets;
 pub mod owner_scan;
 pub mod render;
+pub mod shared_hash;
 pub mod state_changes;
 pub mod table;
 pub mod tp_format;

@@ -401,6 +401,10 @@ pub struct NetnsInfo {
     /// not listed as connections (`ss state time-wait` counts the same sockets).
     #[serde(default)]
     pub time_wait: u64,
+    /// `net.ipv4.tcp_ehash_entries` (Linux 6.1+): negative when the namespace shares the
+    /// host's established hash (`shared_hash`).
+    #[serde(default)]
+    pub tcp_ehash_entries: Option<i64>,
 }
 
 impl NetnsInfo {
@@ -418,6 +422,7 @@ impl NetnsInfo {
             tcp_keepalive_intvl_s: crate::netns_defaults::keepalive_intvl(),
             tcp_keepalive_probes: crate::netns_defaults::keepalive_probes(),
             time_wait: 0,
+            tcp_ehash_entries: None,
         }
     }
 }

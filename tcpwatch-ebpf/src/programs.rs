@@ -507,6 +507,8 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
 
 #[path = "sweep.rs"]
 mod sweep;
+#[path = "walk_ref.rs"]
+mod walk_ref;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,15 +6,15 @@ use super::*;
 
 #[repr(C)]
 pub struct BpfIterMeta {
-    seq: *mut c_void,
+    pub(super) seq: *mut c_void,
     session_id: u64,
     seq_num: u64,
 }
 
 #[repr(C)]
 pub struct BpfIterTcp {
-    meta: *mut BpfIterMeta,
-    sk_common: *const u8,
+    pub(super) meta: *mut BpfIterMeta,
+    pub(super) sk_common: *const u8,
     uid: u32,
 }
 

@@ -207,10 +207,14 @@ async fn on_sweep(
         );
     }
     let now = mono_now();
-    let (wanted, first) = {
+    let (wanted, first, advice) = {
         let mut s = shared.lock().await;
-        (s.apply_sweep(batch, now), !s.ready)
+        let wanted = s.apply_sweep(batch, now);
+        (wanted, !s.ready, s.take_shared_hash_advice())
     };
+    if let Some(a) = advice {
+        tracing::warn!("{a}");
+    }
     // Cached owners that no longer hold their socket are looked up again.
     let regone = owners.revalidate(OWNER_REVALIDATE_PER_SWEEP);
     let mut wanted = wanted;

@@ -77,6 +77,11 @@ enum Command {
         /// connections would wait for a vanished peer.
         #[arg(long)]
         exposure: bool,
+        /// For `cargo xtask bench`: after the sweep, walk every namespace again with a
+        /// reference `iter/tcp` program that only counts (the floor of a sweep), and report
+        /// it as `sweep.reference_walk` in the JSON.
+        #[arg(long, hide = true)]
+        walk_reference: bool,
     },
     /// Validate the configuration (file and --set overrides) and print the effective one.
     CheckConfig,
@@ -267,12 +272,14 @@ fn main() -> ExitCode {
             state,
             port,
             exposure,
+            walk_reference,
         } => {
             let args = snapshot::SnapshotArgs {
                 json: *json,
                 state: *state,
                 port: *port,
                 exposure: *exposure,
+                walk_reference: *walk_reference,
             };
             snapshot::run(&cfg, &args, opts.clone())
         }

@@ -26,6 +26,8 @@ pub struct SnapshotArgs {
     pub port: Option<u16>,
     /// Print the exposure audit of the selected connections instead.
     pub exposure: bool,
+    /// Run the reference walk after the sweep (`sweep.reference_walk`).
+    pub walk_reference: bool,
 }
 
 #[derive(Serialize)]
@@ -37,12 +39,18 @@ struct SweepSummary {
     hz: u32,
     /// Every namespace swept: its inode and the number of sockets its sweep returned.
     swept: Vec<SweptNamespace>,
+    /// With `--walk-reference`: the same namespaces walked by a program that only counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference_walk: Option<crate::host::sweeper::ReferenceWalk>,
 }
 
 #[derive(Serialize)]
 struct SweptNamespace {
     inode: u32,
     sockets: usize,
+    /// `net.ipv4.tcp_ehash_entries` there (Linux 6.1+): negative when it shares the host's
+    /// established hash, so its sweep walks every socket in it (docs/operations.md).
+    tcp_ehash_entries: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -97,6 +105,33 @@ fn print_exposure(shared: &Shared, conns: &[&ConnRecord], json: bool) -> anyhow:
     Ok(())
 }
 
+fn summary(
+    batch: &crate::host::sweeper::SweepBatch,
+    hz: u32,
+    reference_walk: Option<crate::host::sweeper::ReferenceWalk>,
+) -> SweepSummary {
+    SweepSummary {
+        namespaces: batch.namespaces.len(),
+        sockets: batch.sockets(),
+        duration_ms: batch.duration.as_secs_f64() * 1000.0,
+        errors: batch.errors.clone(),
+        hz,
+        swept: batch
+            .namespaces
+            .iter()
+            .map(|n| SweptNamespace {
+                inode: n.id.inode,
+                sockets: n.sweep.sockets(),
+                tcp_ehash_entries: n.info.tcp_ehash_entries,
+            })
+            .collect(),
+        reference_walk,
+    }
+}
+
+/// Reference walks of every namespace (`--walk-reference`): the median is reported.
+const REFERENCE_WALKS: usize = 5;
+
 pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Result<()> {
     let mut kernel = Kernel::load(&load_options(cfg, opts))?;
     let clock = calibrate(&mut kernel)?;
@@ -107,6 +142,9 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         crate::host::generations::FullSweepRequests::default(),
     );
     let batch = sweep_all(&mut kernel, &home, false, &mut generations);
+    let reference_walk = args
+        .walk_reference
+        .then(|| crate::host::sweeper::walk_reference_all(&mut kernel, &home, REFERENCE_WALKS));
     let now = mono_now();
     let mut shared = new_shared(cfg, &kernel, clock);
     let wanted: HashSet<u64> = shared.apply_sweep(&batch, now);
@@ -144,21 +182,7 @@ pub fn run(cfg: &Config, args: &SnapshotArgs, opts: DaemonOptions) -> anyhow::Re
         let out = Output {
             now_ns: now,
             now_time: wall.rfc3339(now),
-            sweep: SweepSummary {
-                namespaces: batch.namespaces.len(),
-                sockets: batch.sockets(),
-                duration_ms: batch.duration.as_secs_f64() * 1000.0,
-                errors: batch.errors.clone(),
-                hz: clock.hz,
-                swept: batch
-                    .namespaces
-                    .iter()
-                    .map(|n| SweptNamespace {
-                        inode: n.id.inode,
-                        sockets: n.sweep.sockets(),
-                    })
-                    .collect(),
-            },
+            sweep: summary(&batch, clock.hz, reference_walk),
             incidents,
             connections: conns
                 .iter()

@@ -41,6 +41,9 @@ pub struct DaemonStats {
     pub last_sweep_seconds: f64,
     pub last_sweep_sockets: u64,
     pub last_sweep_namespaces: u64,
+    /// Namespaces of the last sweep that share the host's TCP established hash
+    /// (`tcpwatch_core::shared_hash`).
+    pub namespaces_sharing_hash: u64,
     /// Stream events lost by slow subscribers (counted by the readers' hub, added to this in
     /// the published view).
     pub stream_lagged: u64,
@@ -76,6 +79,8 @@ pub struct Shared {
     pub clock: KernelClock,
     /// True once programs are attached and the first full sweep is in the table.
     pub ready: bool,
+    /// Whether the shared-hash advice was logged since the walks last became cheap.
+    hash_advice_given: bool,
     pub stream: broadcast::Sender<StreamEvent>,
     /// Finding and incident changes: a channel of their own, so that a flood of connection
     /// deltas never pushes them out of a subscriber's queue.
@@ -109,6 +114,7 @@ impl Shared {
             stats: DaemonStats::default(),
             owner_stats: crate::host::owners::OwnerStats::default(),
             last_sweep_errors: Vec::new(),
+            hash_advice_given: false,
             attached: Vec::new(),
             features: None,
             missing_optional: Vec::new(),
@@ -201,6 +207,8 @@ impl Shared {
             }
         }
         self.netns = alive;
+        self.stats.namespaces_sharing_hash =
+            tcpwatch_core::shared_hash::sharing(self.netns.values()) as u64;
         self.netns_names.retain(|c, _| self.netns.contains_key(c));
         let swept = self.netns.keys().copied().collect();
         let mut gone = Vec::new();
@@ -218,6 +226,18 @@ impl Shared {
             .filter(|c| c.inode != 0 && c.owner.is_none())
             .map(|c| c.inode)
             .collect()
+    }
+
+    /// The shared-hash advice (`tcpwatch_core::shared_hash::advice`) when it starts to apply:
+    /// once, until the walks become cheap again.
+    pub fn take_shared_hash_advice(&mut self) -> Option<String> {
+        let advice = tcpwatch_core::shared_hash::advice(
+            usize::try_from(self.stats.namespaces_sharing_hash).unwrap_or(usize::MAX),
+            usize::try_from(self.stats.last_sweep_sockets).unwrap_or(usize::MAX),
+        );
+        let first = advice.is_some() && !self.hash_advice_given;
+        self.hash_advice_given = advice.is_some();
+        advice.filter(|_| first)
     }
 
     /// Runs the detectors at `now`, bounds the table, regroups the open findings into

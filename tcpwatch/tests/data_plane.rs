@@ -293,7 +293,7 @@ fn every_namespace_and_preexisting_sockets_in_one_daemon() {
 }
 
 #[test]
-fn sweeps_ten_thousand_sockets_and_reports_duration() {
+fn sweeps_ten_thousand_sockets_and_reports_duration_and_reference_walk() {
     if !privileged() {
         return;
     }
@@ -324,9 +324,17 @@ fn sweeps_ten_thousand_sockets_and_reports_duration() {
             })
             .collect()
     });
-    let snap = snapshot(&[]);
+    // With the bench's reference walk (an iter/tcp program that only counts), which must be
+    // handed at least every socket of this namespace.
+    let snap = snapshot(&["--walk-reference"]);
     let n = conns_in(&snap, ns.inode).len() as u64;
     let ms = snap["sweep"]["duration_ms"].as_f64().unwrap();
+    let walk = &snap["sweep"]["reference_walk"];
+    eprintln!("reference walk: {walk}");
+    assert_eq!(walk["errors"].as_array().map(Vec::len), Some(0), "{walk}");
+    assert!(walk["sockets"].as_u64().unwrap() >= want, "{walk}");
+    assert!(walk["namespaces"].as_u64().unwrap() >= 1, "{walk}");
+    assert!(walk["duration_ms"].as_f64().unwrap() > 0.0, "{walk}");
     eprintln!(
         "swept {} sockets in {} namespaces in {ms:.1} ms ({n} in the test namespace)",
         snap["sweep"]["sockets"], snap["sweep"]["namespaces"]
@@ -379,4 +387,47 @@ fn namespace_without_sockets_is_swept_cleanly() {
         Some(0),
         "and returned no socket"
     );
+}
+
+#[test]
+fn namespaces_sharing_the_host_hash_are_told_apart() {
+    if !privileged() {
+        return;
+    }
+    // A namespace made with the default shares the host's established hash (its sweep walks
+    // every socket of the host); one made after net.ipv4.tcp_child_ehash_entries was set has
+    // its own (docs/operations.md). The sysctl exists since Linux 6.1.
+    let knob = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
+    let Ok(before) = std::fs::read_to_string(knob) else {
+        eprintln!("SKIPPED: {knob} missing (a kernel before 6.1): every namespace shares");
+        return;
+    };
+    std::fs::write(knob, "0").unwrap();
+    let shared = Netns::new("ehshared");
+    std::fs::write(knob, "1024").unwrap();
+    let own = Netns::new("ehown");
+    std::fs::write(knob, before.trim()).unwrap();
+    let snap = snapshot(&[]);
+    let entries = |inode: u64| {
+        snap["sweep"]["swept"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["inode"].as_u64() == Some(inode))
+            .map(|s| s["tcp_ehash_entries"].as_i64())
+            .expect("the namespace is in the sweep summary")
+    };
+    let truth = |ns: &Netns| -> i64 {
+        ns.enter(|| {
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+    };
+    assert!(truth(&shared) < 0, "the default shares the host's hash");
+    assert_eq!(truth(&own), 1024);
+    assert_eq!(entries(shared.inode), Some(truth(&shared)));
+    assert_eq!(entries(own.inode), Some(1024));
 }

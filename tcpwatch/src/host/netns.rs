@@ -256,6 +256,9 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     }
     // Linux 6.7+ only: absent elsewhere (None).
     info.tcp_syn_linear_timeouts = read_sysctl("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
+    info.tcp_ehash_entries = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
     if let Ok(s) = std::fs::read_to_string("/proc/thread-self/net/netstat") {
         let (o, d) = parse_listen_counters(&s);
         info.listen_overflows = o;

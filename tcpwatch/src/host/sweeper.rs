@@ -186,3 +186,53 @@ pub fn sweep_all(
         unreadable,
     }
 }
+
+/// The sweep's reference (`tcpwatch snapshot --walk-reference`): every namespace walked by an
+/// `iter/tcp` program that only counts, `reps` times; the median walk of the host.
+#[derive(Debug, serde::Serialize)]
+pub struct ReferenceWalk {
+    /// Median over the repetitions of the time to walk every namespace.
+    pub duration_ms: f64,
+    /// Sockets the reference was handed in the median repetition (all namespaces).
+    pub sockets: u64,
+    pub namespaces: usize,
+    pub repetitions: usize,
+    pub errors: Vec<String>,
+}
+
+pub fn walk_reference_all(kernel: &mut Kernel, home: &Home, reps: usize) -> ReferenceWalk {
+    let mut runs: Vec<(Duration, u64)> = Vec::new();
+    let mut errors = Vec::new();
+    let mut namespaces = 0;
+    let handles = match home.enter() {
+        Ok(()) => netns::discover(),
+        Err(e) => {
+            errors.push(format!("reference walk skipped: {e:#}"));
+            Vec::new()
+        }
+    };
+    for _ in 0..reps {
+        let (mut took, mut sockets) = (Duration::ZERO, 0);
+        namespaces = 0;
+        for h in &handles {
+            match home.visit(h, || kernel.walk_reference_current_netns()) {
+                Ok((n, d)) => {
+                    took += d;
+                    sockets += n;
+                    namespaces += 1;
+                }
+                Err(e) => errors.push(format!("net:[{}]: {e:#}", h.inode)),
+            }
+        }
+        runs.push((took, sockets));
+    }
+    runs.sort_by_key(|r| r.0);
+    let (took, sockets) = runs.get(runs.len() / 2).copied().unwrap_or_default();
+    ReferenceWalk {
+        duration_ms: took.as_secs_f64() * 1000.0,
+        sockets,
+        namespaces,
+        repetitions: reps,
+        errors,
+    }
+}

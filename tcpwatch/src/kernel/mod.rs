@@ -21,6 +21,7 @@ mod pins;
 pub mod probe;
 mod prog_stats;
 mod sweep_parse;
+mod walk_ref;
 
 pub use sweep_parse::{Sweep, parse_sweep};
 
@@ -67,6 +68,8 @@ pub struct Kernel {
     generation_written: u64,
     /// The sweep iterator's output, kept between sweeps (no regrowth each time).
     read_buf: Vec<u8>,
+    /// Whether the sweep's reference program is loaded (`walk_ref.rs`).
+    walk_reference_loaded: bool,
 }
 
 /// Checks what loading needs and says what to do when it is missing.
@@ -156,6 +159,7 @@ impl Kernel {
             run_stats: None,
             generation_written: 0,
             read_buf: Vec::new(),
+            walk_reference_loaded: false,
         })
     }
 

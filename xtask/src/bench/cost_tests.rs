@@ -154,6 +154,7 @@ fn daemon_goals_use_the_issue_limits() {
         rss_mib: 100.0,
         cpu_pct: 4.0,
         sweep_interval_s: 1.0,
+        steady_sweep_ms: 40.0,
     });
     let g = all_goals(&r);
     let rate = find(&g, "state changes/s");
@@ -214,4 +215,20 @@ fn cpu_table_lists_tools_that_ran() {
         "{s}"
     );
     assert!(!s.contains("bcc"));
+}
+
+#[test]
+fn gauge_reads_only_the_exact_unlabelled_series() {
+    let body = "# HELP tcpwatch_sweep_duration_seconds Duration of the last sweep.\n\
+                # TYPE tcpwatch_sweep_duration_seconds gauge\n\
+                tcpwatch_sweep_duration_seconds_total 9\n\
+                tcpwatch_sweep_duration_seconds 0.0425\n";
+    assert_eq!(
+        crate::bench::report::gauge(body, "tcpwatch_sweep_duration_seconds"),
+        Some(0.0425)
+    );
+    assert_eq!(
+        crate::bench::report::gauge(body, "tcpwatch_sweep_sockets"),
+        None
+    );
 }

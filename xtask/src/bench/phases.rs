@@ -275,13 +275,22 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         };
         let (mut tw, mut tcpu, mut sw, mut scpu) = (vec![], vec![], vec![], vec![]);
         let (mut twall, mut base, mut ss_dump) = (vec![], vec![], vec![]);
+        let mut ref_walk = vec![];
         for _ in 0..plan.sweep_reps {
             sys::check_stop()?;
-            let (wall, cpu, out) =
-                timed_quiet(Command::new(&env.bin).args(["snapshot", "--json", "--port", "1"]))?;
+            let (wall, cpu, out) = timed_quiet(Command::new(&env.bin).args([
+                "snapshot",
+                "--json",
+                "--port",
+                "1",
+                "--walk-reference",
+            ]))?;
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).context("snapshot JSON")?;
             tw.push(v["sweep"]["duration_ms"].as_f64().unwrap_or(f64::NAN));
+            let rw = &v["sweep"]["reference_walk"];
+            ref_walk.push(rw["duration_ms"].as_f64().unwrap_or(f64::NAN));
+            w.reference_walk_sockets = rw["sockets"].as_u64().unwrap_or(0);
             w.swept = v["sweep"]["sockets"].as_u64().unwrap_or(0);
             tcpu.push(cpu * 1000.0);
             twall.push(wall.as_secs_f64() * 1000.0);
@@ -297,6 +306,7 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
             scpu.push(cpu * 1000.0);
         }
         w.tcpwatch_ms = median(&tw).unwrap_or(0.0);
+        w.reference_walk_ms = median(&ref_walk).unwrap_or(0.0);
         w.snapshot_cpu_ms = median(&tcpu).unwrap_or(0.0);
         w.snapshot_wall_ms = median(&twall).unwrap_or(0.0);
         w.ss_ms = median(&sw).unwrap_or(0.0);
@@ -304,11 +314,13 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         w.ss_walk_ms = median(&ss_dump).unwrap_or(0.0);
         w.ss_cpu_ms = median(&scpu).unwrap_or(0.0);
         eprintln!(
-            "bench: {} sockets: in-process tcpwatch sweep {:.1} ms ({} swept) vs ss {:.1} ms; \
-             wall clock snapshot {:.0} ms vs ss {:.1} ms (ss on an empty netns {:.1} ms)",
+            "bench: {} sockets: in-process tcpwatch sweep {:.1} ms ({} swept; reference walk \
+             {:.1} ms) vs ss {:.1} ms; wall clock snapshot {:.0} ms vs ss {:.1} ms (ss on an \
+             empty netns {:.1} ms)",
             w.sockets,
             w.tcpwatch_ms,
             w.swept,
+            w.reference_walk_ms,
             w.ss_walk_ms,
             w.snapshot_wall_ms,
             w.ss_ms,
@@ -316,35 +328,45 @@ fn scale(plan: &Plan, env: &Env, r: &mut Results) -> Result<()> {
         );
         r.sweep.push(w);
         if plan.idle.contains(&n) {
-            let d = Daemon::start(&env.bin, &[IDLE_SWEEP], &env.log)?;
-            let tracked = d.wait_tracking(pool.sockets(), Duration::from_mins(1))?;
-            sys::sleep(Duration::from_secs(1));
-            let (cpu_pct, rss_mib) = daemon_sample(&d, plan.measure)?;
-            let mut ms = Vec::new();
-            let mut bytes = 0;
-            for _ in 0..plan.sweep_reps {
-                let (body, took) = d.metrics()?;
-                bytes = body.len();
-                ms.push(took.as_secs_f64() * 1000.0);
-            }
-            eprintln!(
-                "bench: daemon at {tracked} connections: {cpu_pct:.2} % CPU, {rss_mib:.1} MiB"
-            );
-            r.daemon_idle.push(DaemonAt {
-                sockets: pool.sockets(),
-                tracked,
-                rss_mib,
-                cpu_pct,
-                sweep_interval_s: IDLE_SWEEP_S,
-            });
-            r.scrape = Some(Scrape {
-                tracked,
-                ms: median(&ms).unwrap_or(0.0),
-                bytes,
-            });
+            idle_daemon(plan, env, pool.sockets(), r)?;
         }
     }
     drop(pool);
+    Ok(())
+}
+
+/// The daemon at `sockets` idle connections: CPU, RSS, its steady sweeps, `/metrics`.
+fn idle_daemon(plan: &Plan, env: &Env, sockets: usize, r: &mut Results) -> Result<()> {
+    let d = Daemon::start(&env.bin, &[IDLE_SWEEP], &env.log)?;
+    let tracked = d.wait_tracking(sockets, Duration::from_mins(1))?;
+    sys::sleep(Duration::from_secs(1));
+    let (cpu_pct, rss_mib) = daemon_sample(&d, plan.measure)?;
+    let mut ms = Vec::new();
+    let mut steady = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..plan.sweep_reps {
+        let (body, took) = d.metrics()?;
+        bytes = body.len();
+        ms.push(took.as_secs_f64() * 1000.0);
+        steady.extend(
+            crate::bench::report::gauge(&body, "tcpwatch_sweep_duration_seconds")
+                .map(|s| s * 1000.0),
+        );
+    }
+    eprintln!("bench: daemon at {tracked} connections: {cpu_pct:.2} % CPU, {rss_mib:.1} MiB");
+    r.daemon_idle.push(DaemonAt {
+        sockets,
+        tracked,
+        rss_mib,
+        cpu_pct,
+        sweep_interval_s: IDLE_SWEEP_S,
+        steady_sweep_ms: median(&steady).unwrap_or(0.0),
+    });
+    r.scrape = Some(Scrape {
+        tracked,
+        ms: median(&ms).unwrap_or(0.0),
+        bytes,
+    });
     Ok(())
 }
 

@@ -95,18 +95,23 @@ fn scale_and_daemon_tables(r: &Results, s: &mut String) {
         "\n### Sweep scale (median)\n\nIn-process: tcpwatch's own timer around the sweep of every \
          namespace, and `ss`'s wall time minus `ss` on an empty namespace (its fixed start-up \
          cost). Wall clock: the whole processes, `tcpwatch snapshot --json` (program load \
-         included) and `ss -N NS -tani`.\n\n| sockets | swept (all netns) | tcpwatch sweep \
-         (in-process) | ss dump (in-process est.) | in-process tcpwatch/ss | tcpwatch snapshot \
-         (wall) | ss (wall) | wall tcpwatch/ss | snapshot CPU | ss CPU |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         included) and `ss -N NS -tani`. Reference walk: the same namespaces walked, in the \
+         same process right after the sweep, by an `iter/tcp` program that only counts (the \
+         kernel's walk alone, the floor of any sweep).\n\n| sockets | swept (all netns) | \
+         tcpwatch sweep (in-process) | reference walk (counts only) | sweep/reference | ss dump \
+         (in-process est.) | in-process tcpwatch/ss | tcpwatch snapshot (wall) | ss (wall) | \
+         wall tcpwatch/ss | snapshot CPU | ss CPU |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for w in &r.sweep {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.0} ms | {:.1} ms | {:.2} | {:.0} ms | {:.0} ms |",
+            "| {} | {} | {:.1} ms | {:.1} ms | {:.2} | {:.1} ms | {:.2} | {:.0} ms | {:.1} ms | {:.2} | {:.0} ms | {:.0} ms |",
             w.sockets,
             w.swept,
             w.tcpwatch_ms,
+            w.reference_walk_ms,
+            w.tcpwatch_ms / w.reference_walk_ms.max(1e-9),
             w.ss_walk_ms,
             w.tcpwatch_ms / w.ss_walk_ms.max(1e-9),
             w.snapshot_wall_ms,
@@ -118,19 +123,21 @@ fn scale_and_daemon_tables(r: &Results, s: &mut String) {
     }
     let _ = writeln!(
         s,
-        "\n### Daemon cost\n\n| load | tracked | RSS | CPU (% of one core) |\n|---|---:|---:|---:|"
+        "\n### Daemon cost\n\nSteady sweep: the daemon's own `tcpwatch_sweep_duration_seconds` \
+         (change-only sweeps), median of the readings after the CPU interval.\n\n| load | \
+         tracked | RSS | CPU (% of one core) | steady sweep |\n|---|---:|---:|---:|---:|"
     );
     for d in &r.daemon_idle {
         let _ = writeln!(
             s,
-            "| {} idle connections | {:.0} | {:.1} MiB | {:.2} % |",
-            d.sockets, d.tracked, d.rss_mib, d.cpu_pct
+            "| {} idle connections | {:.0} | {:.1} MiB | {:.2} % | {:.1} ms |",
+            d.sockets, d.tracked, d.rss_mib, d.cpu_pct, d.steady_sweep_ms
         );
     }
     for d in &r.daemon_rate {
         let _ = writeln!(
             s,
-            "| {:.0} state changes/s (achieved {:.0}/s by the daemon's counters, {:.0} events dropped) | - | {:.1} MiB | {:.2} % |",
+            "| {:.0} state changes/s (achieved {:.0}/s by the daemon's counters, {:.0} events dropped) | - | {:.1} MiB | {:.2} % | - |",
             d.target_per_s, d.achieved_per_s, d.events_dropped, d.rss_mib, d.cpu_pct
         );
     }

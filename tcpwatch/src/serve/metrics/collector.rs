@@ -34,6 +34,7 @@ pub fn build_with(
     super::incidents::incidents(&b, &super::incidents::IncidentFacts::of(s), top_k)?;
     kernel(&b, s)?;
     super::state_changes::state_changes(&b, s)?;
+    super::sweep_walk::sweep_walk(&b, s)?;
     daemon(&b, s)?;
     table(&b, s)?;
     programs(&b, s)?;

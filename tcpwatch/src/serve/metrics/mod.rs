@@ -63,9 +63,9 @@ pub fn series_bound(top_k: usize) -> usize {
     // sweep_sockets, namespaces, table_connections, table_max_connections,
     // table_events_applied, table_inserted, table_removed x3, table_evictions,
     // table_sweeps_applied, sweep_records{kind} x3, findings_suppressed, stream_lagged,
-    // ready, build_info, kubernetes_api_errors, kubernetes_pods
+    // ready, build_info, kubernetes_api_errors, kubernetes_pods, namespaces_sharing_tcp_hash
     let features = MAX_FEATURE_SERIES;
-    let self_metrics = 32 + MAX_ATTACHED_SERIES;
+    let self_metrics = 33 + MAX_ATTACHED_SERIES;
     states
         + features
         + netns
@@ -93,6 +93,7 @@ mod exposure;
 pub mod incidents;
 mod owners;
 mod state_changes;
+mod sweep_walk;
 
 pub use collector::SelfCollector;
 #[cfg(test)]
