@@ -82,6 +82,7 @@ fn slow_cookies(t: &ConnTable) -> BTreeMap<u64, bool> {
 }
 
 #[test]
+#[allow(clippy::too_many_lines, reason = "one random history, op by op")]
 fn shortcut_sweeps_equal_full_search_over_random_histories() {
     for seed in 1..=300u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -155,7 +156,8 @@ fn shortcut_sweeps_equal_full_search_over_random_histories() {
                     listed.sort_unstable();
                     if !listed.is_empty() && rng.below(8) == 0 {
                         // The same address listed twice (freed and reused during the walk).
-                        let (s, _) = listed[rng.below(listed.len() as u64) as usize];
+                        let (s, _) =
+                            listed[usize::try_from(rng.below(listed.len() as u64)).unwrap()];
                         next_cookie += 1;
                         listed.push((s, next_cookie));
                     }
@@ -174,7 +176,7 @@ fn shortcut_sweeps_equal_full_search_over_random_histories() {
                     assert_eq!(a, b, "seed {seed}");
                 }
                 8 => {
-                    let flagged = |k: &ConnKey| k.skaddr % 7 == 0;
+                    let flagged = |k: &ConnKey| k.skaddr.is_multiple_of(7);
                     assert_eq!(
                         fast.enforce_bound(flagged),
                         slow.enforce_bound(flagged),
