@@ -101,6 +101,11 @@ pub struct KernelOffsets {
     pub full_read_len: u32,
     /// The same for `struct sock_common` alone (`TIME_WAIT` and `NEW_SYN_RECV` minisockets).
     pub common_read_len: u32,
+    /// The byte ranges of a full socket that hold the fields above read from it, as
+    /// `[start, len]` in offset order (len 0: unused slot). The sweep copies only these, each
+    /// to the same offset of its buffer: a quarter of `full_read_len` on Linux 6.18, so a
+    /// quarter of the cache lines of each socket (see `tcpwatch_core::offsets::copy_ranges`).
+    pub copy_ranges: [[u32; 2]; COPY_RANGES],
     /// Non-zero once userspace has patched real offsets in.
     pub valid: u32,
 }
@@ -108,6 +113,9 @@ pub struct KernelOffsets {
 /// The bit of `sock.sk_flags` set by `SO_KEEPALIVE`: `SOCK_KEEPOPEN` of the kernel's
 /// `enum sock_flags` (3 since Linux 2.6; checked against the BTF of 6.1 and 6.18).
 pub const SOCK_KEEPOPEN: u32 = 3;
+
+/// Slots of [`KernelOffsets::copy_ranges`].
+pub const COPY_RANGES: usize = 12;
 
 /// Size of the sweep's per-CPU copy of one socket; `full_read_len` must not exceed it.
 pub const SOCK_COPY_LEN: usize = 4096;
@@ -169,6 +177,7 @@ impl KernelOffsets {
         tw_substate: OFFSET_MISSING,
         full_read_len: 0,
         common_read_len: 0,
+        copy_ranges: [[0; 2]; COPY_RANGES],
         valid: 0,
     };
 }
@@ -470,6 +479,9 @@ mod tests {
         );
         assert_eq!(core::mem::size_of::<SweepHeader>(), SOCK_RECORD_SIZE);
         assert_eq!(core::mem::size_of::<PortKey>(), 16);
-        assert_eq!(core::mem::size_of::<KernelOffsets>(), 46 * 4);
+        assert_eq!(
+            core::mem::size_of::<KernelOffsets>(),
+            (46 + 2 * COPY_RANGES) * 4
+        );
     }
 }

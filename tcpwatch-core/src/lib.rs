@@ -9,6 +9,7 @@ pub mod config;
 pub mod config_alertmanager;
 pub mod config_exposure;
 pub mod config_http;
+pub mod copy_ranges;
 pub mod decode;
 pub mod detect;
 pub mod endpoints;

@@ -201,6 +201,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
     // The sweep copies each socket once: far enough to cover every field read from it.
     let mut full = 0;
     let mut common = 0;
+    let mut spans = Vec::new();
     for (name, f) in FIELDS {
         let Some(off) = get(&out, name).filter(|&o| o != OFFSET_MISSING) else {
             continue;
@@ -210,8 +211,12 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
             "sock_common" => {
                 common = common.max(end);
                 full = full.max(end);
+                spans.push((off, end));
             }
-            "sock" | "inet_connection_sock" | "tcp_sock" => full = full.max(end),
+            "sock" | "inet_connection_sock" | "tcp_sock" => {
+                full = full.max(end);
+                spans.push((off, end));
+            }
             _ => {} // net, socket_alloc, inode: read through pointers; timewait: read alone
         }
     }
@@ -223,6 +228,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, OffsetsError> {
     }
     out.full_read_len = full.next_multiple_of(8);
     out.common_read_len = common.next_multiple_of(8);
+    out.copy_ranges = crate::copy_ranges::copy_ranges(&spans);
     out.valid = 1;
     Ok(Resolved {
         offsets: out,
@@ -284,9 +290,15 @@ mod tests {
             r.offsets.tw_substate != OFFSET_MISSING && r.offsets.tw_substate >= 56,
             "tw_substate follows the embedded sock_common"
         );
+        let ranges: Vec<_> = r.offsets.copy_ranges.iter().filter(|x| x[1] > 0).collect();
+        let copied: u32 = ranges.iter().map(|x| x[1]).sum();
+        assert!(copied < r.offsets.full_read_len, "{ranges:?}");
         eprintln!(
-            "sweep copies {} bytes per socket ({} for minisockets)",
-            r.offsets.full_read_len, r.offsets.common_read_len
+            "sweep copies {copied} bytes per socket in {} ranges {ranges:?}, out of {} ({} for \
+             minisockets)",
+            ranges.len(),
+            r.offsets.full_read_len,
+            r.offsets.common_read_len
         );
     }
 }

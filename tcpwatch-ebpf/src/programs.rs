@@ -36,7 +36,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext},
 };
 use tcpwatch_common::{
-    ABI_VERSION, KernelOffsets, OFFSET_MISSING, PortKey, PortResets, SOCK_COPY_LEN,
+    ABI_VERSION, COPY_RANGES, KernelOffsets, OFFSET_MISSING, PortKey, PortResets, SOCK_COPY_LEN,
     SOCK_RECORD_SIZE, SWEEP_MAGIC, SockRecord, SockState, StateEvent, SweepHeader, counter,
     delta::{FP_SEED, SEEN_TAG, SOCK_SEEN_SIZE, SweepCtl, fp_step},
     event_kind,
@@ -95,9 +95,10 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static EVENT_COPY: PerCpuArray<[u8; EVENT_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
 const EVENT_COPY_LEN: usize = 256;
 
-/// The sweep's copy of the socket being read (one helper call per socket).
+/// The sweep's copy of the socket being read, each range at its own offset (`copy_full`):
+/// twice `SOCK_COPY_LEN`, so that the verifier can bound any range below it.
 #[map]
-static SOCK_COPY: PerCpuArray<[u8; SOCK_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
+static SOCK_COPY: PerCpuArray<[u8; 2 * SOCK_COPY_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Scratch space for one sweep record (too large for the 512-byte BPF stack with the rest).
 #[map]

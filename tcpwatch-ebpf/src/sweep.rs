@@ -208,9 +208,54 @@ fn bf<T: Default>(buf: *const u8, off: u32) -> T {
     bfn::<SOCK_COPY_LEN, T>(buf, off)
 }
 
-/// Fills one sweep record. The socket is copied once into a per-CPU buffer (as far as the
-/// fields read reach: `full_read_len`, or `common_read_len` for minisockets) and the fields
-/// are picked from the copy: one helper call instead of one per field.
+/// Copies `len` bytes at `start` of the socket to the same offset of the sweep's buffer.
+#[inline(always)]
+fn copy_span(buf: *mut u8, sk: *const u8, start: u32, len: u32) -> bool {
+    // Both bounds for the verifier: the buffer holds 2 x SOCK_COPY_LEN bytes.
+    if start as usize >= SOCK_COPY_LEN || len == 0 || len as usize > SOCK_COPY_LEN {
+        return false;
+    }
+    // SAFETY: start < SOCK_COPY_LEN and len <= SOCK_COPY_LEN, inside the 2 x SOCK_COPY_LEN
+    // buffer; the helper checks the source address.
+    let rc = unsafe {
+        probe_read_raw(
+            buf.add(start as usize).cast(),
+            len,
+            sk.wrapping_add(start as usize).cast(),
+        )
+    };
+    if rc != 0 {
+        diag::note(diag::kind::COPY_FAILED, u64::from(len));
+        return false;
+    }
+    true
+}
+
+/// Copies what the sweep reads of a full socket: `copy_ranges` (the fields' cache lines),
+/// or, should userspace have set none, the whole `full_read_len`.
+#[inline(always)]
+fn copy_full(buf: *mut u8, sk: *const u8, o: &KernelOffsets) -> bool {
+    if o.copy_ranges[0][1] == 0 {
+        return copy_span(buf, sk, 0, o.full_read_len);
+    }
+    let mut i = 0;
+    while i < COPY_RANGES {
+        let [start, len] = o.copy_ranges[i];
+        if len == 0 {
+            break;
+        }
+        if !copy_span(buf, sk, start, len) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Fills one sweep record. The socket is copied into a per-CPU buffer, each field at its own
+/// offset (only the ranges holding the fields read, `copy_ranges`; `common_read_len` for
+/// minisockets) and the fields are picked from the copy: a helper call per range instead of
+/// one per field.
 #[inline(always)]
 fn fill_record<const COOKIE: bool>(
     r: &mut SockRecord,
@@ -225,18 +270,12 @@ fn fill_record<const COOKIE: bool>(
         return FILL_FAILED;
     };
     let buf = buf.cast::<u8>();
-    let len = if mini {
-        o.common_read_len
+    let copied = if mini {
+        copy_span(buf, sk, 0, o.common_read_len)
     } else {
-        o.full_read_len
+        copy_full(buf, sk, o)
     };
-    let len = len.min(SOCK_COPY_LEN as u32);
-    if len == 0 {
-        return FILL_FAILED;
-    }
-    // SAFETY: `buf` holds SOCK_COPY_LEN >= len bytes; the helper checks the source address.
-    if unsafe { probe_read_raw(buf.cast(), len, sk.cast()) } != 0 {
-        diag::note(diag::kind::COPY_FAILED, u64::from(len));
+    if !copied {
         return FILL_FAILED;
     }
     let copy = Copied::<SOCK_COPY_LEN>(buf);

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use aya::programs::TracePoint;
 use tcpwatch_common::endpoints::{
     EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX,
@@ -18,7 +18,7 @@ use tcpwatch_core::endpoints::{
     ClassCounters, EndpointFacts, EndpointKey, EndpointStats, ListenerHistory, ServerPortResets,
 };
 
-use super::Kernel;
+use super::{Kernel, batch};
 
 /// Where tracefs may be mounted.
 const SEND_RESET_FORMATS: [&str; 2] = [
@@ -130,15 +130,13 @@ impl Kernel {
             .ebpf
             .map("RESET_REASONS")
             .context("RESET_REASONS map missing")?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let mut out = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let n: u64 = arr.get(&u32::try_from(i)?, 0)?.iter().sum();
-            if n > 0 {
-                out.push((name.clone(), n));
-            }
-        }
-        Ok(out)
+        let sums = batch::percpu_sums(map, u32::try_from(names.len())?)?;
+        Ok(names
+            .iter()
+            .zip(sums)
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name.clone(), n))
+            .collect())
     }
 
     fn read_endpoints(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {
@@ -146,12 +144,9 @@ impl Kernel {
             .ebpf
             .map("ENDPOINTS")
             .context("ENDPOINTS map missing")?;
-        let m: PerCpuHashMap<&MapData, KEndpointKey, EndpointCounts> =
-            PerCpuHashMap::try_from(map)?;
-        for entry in &m {
-            let (k, vals) = entry?;
+        let mut add = |k: KEndpointKey, vals: &[EndpointCounts]| {
             let mut s = EndpointStats::default();
-            for v in vals.iter() {
+            for v in vals {
                 s.stale_resets += v.stale_resets;
                 s.resets_received += v.resets_received;
                 s.connects_refused += v.connects_refused;
@@ -172,6 +167,14 @@ impl Kernel {
                 pid: k.pid,
             };
             f.endpoints.insert(key, s);
+        };
+        if !batch::for_each(map, true, &mut add)? {
+            let m: PerCpuHashMap<&MapData, KEndpointKey, EndpointCounts> =
+                PerCpuHashMap::try_from(map)?;
+            for entry in &m {
+                let (k, vals) = entry?;
+                add(k, &vals);
+            }
         }
         Ok(())
     }
@@ -181,25 +184,28 @@ impl Kernel {
             .ebpf
             .map("SERVER_RESETS")
             .context("SERVER_RESETS map missing")?;
-        let m: PerCpuHashMap<&MapData, PortKey, ServerResets> = PerCpuHashMap::try_from(map)?;
-        for entry in &m {
-            let (k, vals) = entry?;
+        let mut add = |k: PortKey, vals: &[ServerResets]| {
             let mut s = ServerPortResets::default();
-            for v in vals.iter() {
+            for v in vals {
                 s.timewait_sent += v.timewait_sent;
                 s.orphan_sent += v.orphan_sent;
                 s.last = s.last.max(v.last_ns);
             }
             f.server_ports.insert((k.netns_cookie, k.port), s);
+        };
+        if !batch::for_each(map, true, &mut add)? {
+            let m: PerCpuHashMap<&MapData, PortKey, ServerResets> = PerCpuHashMap::try_from(map)?;
+            for entry in &m {
+                let (k, vals) = entry?;
+                add(k, &vals);
+            }
         }
         Ok(())
     }
 
     fn read_listens(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {
         let map = self.ebpf.map("LISTENS").context("LISTENS map missing")?;
-        let m: BpfHashMap<&MapData, ListenKey, ListenInfo> = BpfHashMap::try_from(map)?;
-        for entry in &m {
-            let (k, v) = entry?;
+        let mut add = |k: ListenKey, v: &ListenInfo| {
             f.listeners.push(ListenerHistory {
                 netns_cookie: k.netns_cookie,
                 local: addr(k.family, k.addr, k.port),
@@ -209,6 +215,18 @@ impl Kernel {
                 pid: v.pid,
                 comm: comm(&v.comm),
             });
+        };
+        let batched = batch::for_each(map, false, |k, v: &[ListenInfo]| {
+            if let Some(v) = v.first() {
+                add(k, v);
+            }
+        })?;
+        if !batched {
+            let m: BpfHashMap<&MapData, ListenKey, ListenInfo> = BpfHashMap::try_from(map)?;
+            for entry in &m {
+                let (k, v) = entry?;
+                add(k, &v);
+            }
         }
         f.listeners.sort_by_key(|l| (l.netns_cookie, l.local));
         Ok(())
@@ -219,8 +237,13 @@ impl Kernel {
             .ebpf
             .map("CLASS_COUNTERS")
             .context("CLASS_COUNTERS map missing")?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let get = |idx: u32| -> anyhow::Result<u64> { Ok(arr.get(&idx, 0)?.iter().sum()) };
+        let sums = batch::percpu_sums(map, class_counter::COUNT)?;
+        let get = |idx: u32| -> anyhow::Result<u64> {
+            usize::try_from(idx)
+                .ok()
+                .and_then(|i| sums.get(i).copied())
+                .context("class counter index out of range")
+        };
         Ok(ClassCounters {
             no_socket_rst_sent: get(class_counter::NO_SOCKET_RST_SENT)?,
             timewait_rst_sent: get(class_counter::TIMEWAIT_RST_SENT)?,

@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tcpwatch_common::delta::SweepCtl;
@@ -14,6 +14,7 @@ use tcpwatch_common::{PortKey, PortResets, SockState, counter};
 use tcpwatch_core::model::ResetCounts;
 use tcpwatch_core::offsets;
 
+mod batch;
 mod btf;
 mod endpoints;
 pub mod log;
@@ -181,12 +182,9 @@ impl Kernel {
     /// Sums the per-CPU self-accounting counters.
     pub fn counters(&self) -> anyhow::Result<[u64; counter::COUNT as usize]> {
         let map = self.ebpf.map("COUNTERS").context("COUNTERS map missing")?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let sums = batch::percpu_sums(map, counter::COUNT)?;
         let mut out = [0_u64; counter::COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let idx = u32::try_from(i)?;
-            *slot = arr.get(&idx, 0)?.iter().sum();
-        }
+        out.copy_from_slice(&sums);
         Ok(out)
     }
 
@@ -214,10 +212,8 @@ impl Kernel {
             .ebpf
             .map("PORT_RESETS")
             .context("PORT_RESETS map missing")?;
-        let m: PerCpuHashMap<&MapData, PortKey, PortResets> = PerCpuHashMap::try_from(map)?;
         let mut out = HashMap::new();
-        for entry in &m {
-            let (k, vals) = entry?;
+        let mut add = |k: PortKey, vals: &[PortResets]| {
             let sent: u64 = vals.iter().map(|v| v.sent).sum();
             let received: u64 = vals.iter().map(|v| v.received).sum();
             out.insert(
@@ -227,6 +223,13 @@ impl Kernel {
                     received: u32::try_from(received).unwrap_or(u32::MAX),
                 },
             );
+        };
+        if !batch::for_each(map, true, &mut add)? {
+            let m: PerCpuHashMap<&MapData, PortKey, PortResets> = PerCpuHashMap::try_from(map)?;
+            for entry in &m {
+                let (k, vals) = entry?;
+                add(k, &vals);
+            }
         }
         Ok(out)
     }
