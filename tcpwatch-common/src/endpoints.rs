@@ -97,8 +97,10 @@ pub mod class_counter {
     pub const STALE_RST_RECEIVED: u32 = 3;
     /// Failed connects (refused, timed out, other).
     pub const CONNECTS_FAILED: u32 = 4;
-    /// Inserts that failed: `ENDPOINTS`, `SERVER_RESETS`, `CONNECTING`, `LISTENS`,
-    /// `STALE_TUPLES`.
+    /// Inserts that failed: `ENDPOINTS`, `SERVER_RESETS`, `LISTENS`, `STALE_TUPLES`.
+    /// `CONNECTING_FULL` stays 0: connects in progress are read from the socket's own entry
+    /// (a failed creation of it counts in `counter::SOCKS_FULL`), there is no `CONNECTING`
+    /// map any more; the slot is kept so that the layout does not move.
     pub const ENDPOINTS_FULL: u32 = 5;
     pub const SERVER_RESETS_FULL: u32 = 6;
     pub const CONNECTING_FULL: u32 = 7;

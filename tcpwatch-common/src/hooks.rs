@@ -33,7 +33,7 @@ pub struct Hook {
 }
 
 /// The required hooks, in attach order.
-pub const HOOKS: [Hook; 5] = [
+pub const HOOKS: [Hook; 4] = [
     Hook {
         tracepoint: tracepoint::INET_SOCK_SET_STATE,
         tp_btf: "tp_inet_sock_set_state",
@@ -53,13 +53,6 @@ pub const HOOKS: [Hook; 5] = [
         tracepoint: tracepoint::TCP_RECEIVE_RESET,
         tp_btf: "tp_tcp_receive_reset",
         raw_tp: "raw_tcp_receive_reset",
-    },
-    // Connect/listener classification: a program of its own on the same tracepoint (the
-    // stack limit of Linux before 6.13, see `tcpwatch-ebpf`).
-    Hook {
-        tracepoint: tracepoint::INET_SOCK_SET_STATE,
-        tp_btf: "tp_classify_state",
-        raw_tp: "raw_classify_state",
     },
 ];
 
@@ -97,8 +90,6 @@ pub mod map_size {
     pub const EVENTS_BYTES: u32 = 4 << 20;
     /// `PORT_RESETS` (LRU, pinned: its size is part of the pinned shape).
     pub const PORT_RESETS: u32 = 16_384;
-    /// `CONNECTING` (LRU): connects in progress.
-    pub const CONNECTING: u32 = 16_384;
     /// `STALE_TUPLES` (LRU): RSTs this host just sent from a closed socket.
     pub const STALE_TUPLES: u32 = 4_096;
     pub use crate::endpoints::SERVER_RESETS_MAX as SERVER_RESETS;

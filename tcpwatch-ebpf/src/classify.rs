@@ -8,7 +8,10 @@
 //!   orphaned socket on data: per (netns, local port) in `SERVER_RESETS`; sent for a segment
 //!   that matched no socket: counted in `CLASS_COUNTERS`.
 //! - Connects: `SYN_SENT` -> `ESTABLISHED`/`CLOSE`, SYN retransmissions, RST in `SYN_SENT`
-//!   (refused), per (netns, remote endpoint, process) in `ENDPOINTS`.
+//!   (refused), per (netns, remote endpoint, process) in `ENDPOINTS`. The connecting process,
+//!   the SYN retransmissions and the refusal are read from the socket's entry (`store.rs`: its
+//!   pid and comm are set in `SYN_SENT`, where it starts over, and its retransmission and
+//!   received-reset counts are then those of the connect): no map of its own per connect.
 //! - Listeners: a `LISTEN` on a (netns, address, port) whose previous listener closed is a
 //!   server restart, with its time, in `LISTENS`.
 use aya_ebpf::{
@@ -17,6 +20,7 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray},
     programs::TracePointContext,
 };
+use tcpwatch_common::SockState;
 use tcpwatch_common::{
     PortKey,
     endpoints::{
@@ -28,7 +32,7 @@ use tcpwatch_common::{
 };
 
 use super::diag::{self, kind};
-use super::{Tuple, ktime, netns_of, offsets, rd, rd_ptr, store, tuple_of};
+use super::{Tuple, ktime, netns_of, offsets, rd_ptr, store, tuple_of};
 
 /// A `STALE_TUPLES` entry older than this is not matched to a received RST.
 const STALE_TUPLE_MAX_AGE_NS: u64 = 2_000_000_000;
@@ -45,17 +49,19 @@ static SERVER_RESETS: LruPerCpuHashMap<PortKey, ServerResets> =
 static LISTENS: LruHashMap<ListenKey, ListenInfo> =
     LruHashMap::with_max_entries(map_size::LISTENS, 0);
 
-/// Connects in progress, keyed by socket address.
-#[map]
-static CONNECTING: LruHashMap<u64, Connecting> =
-    LruHashMap::with_max_entries(map_size::CONNECTING, 0);
-
 /// RSTs this host just sent from a closed socket, keyed by the receiver's view of the tuple
 /// (local = the peer that will receive it), valued with the time: a receiver on this host
 /// classifies the RST as stale.
 #[map]
 static STALE_TUPLES: LruHashMap<TupleKey, u64> =
     LruHashMap::with_max_entries(map_size::STALE_TUPLES, 0);
+
+/// ktime of the latest `STALE_TUPLES` insert (0: none yet). A received RST looks the map up
+/// only while an entry can still match (younger than [`STALE_TUPLE_MAX_AGE_NS`]): the lookup
+/// of a large, cold hash was a third of a received reset's cost, for a map that is empty
+/// unless this host sends RSTs from closed sockets. Set before the insert; a global (`.bss`),
+/// a plain store (two CPUs racing both store a recent time).
+static mut LAST_STALE_NS: u64 = 0;
 
 /// The tuple of an orphaned socket that is aborting on data, saved by `tcp_reset()`'s
 /// tracepoint right before the RST goes out: by then the socket is `CLOSE` and its local
@@ -77,17 +83,6 @@ struct PendingAbort {
 
 #[map]
 static CLASS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(class_counter::COUNT, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Connecting {
-    start_ns: u64,
-    pid: u32,
-    syn_retrans: u32,
-    refused: u32,
-    pad: u32,
-    comm: [u8; 16],
-}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -159,30 +154,37 @@ fn connector<const BTF: bool>(sk: *const u8) -> (u32, [u8; 16]) {
     }
 }
 
-/// Hook of `tcp_send_reset` / `tcp_receive_reset`. `skb` is the segment answered (sent
-/// resets; NULL for active resets and for received ones).
+/// `on_reset`'s flag (above the state's 8 bits): the reset is sent, not received.
+pub(super) const SENT: u32 = 0x100;
+
+/// Hook of `tcp_send_reset` / `tcp_receive_reset` for the socket `sk` (not NULL) in the
+/// namespace `cookie`; `state_sent`: its state, with [`SENT`] for a sent reset (state and
+/// namespace are read once, by the caller). `skb` is the segment answered (sent resets; NULL
+/// for active resets and for received ones).
 // A separate BPF function: its own stack frame (the callers' frames are large).
 #[inline(never)]
-pub(super) fn on_reset<const BTF: bool>(sk: *const u8, skb: *const u8, sent: bool) {
-    if offsets().valid == 0 {
-        return;
-    }
-    if sk.is_null() {
-        if sent {
-            class_count(class_counter::NO_SOCKET_RST_SENT);
-        }
-        return;
-    }
-    let state: u8 = rd(sk, offsets().skc_state);
-    if sent {
-        on_sent(sk, skb, state);
+pub(super) fn on_reset<const BTF: bool>(
+    sk: *const u8,
+    skb: *const u8,
+    state_sent: u32,
+    cookie: u64,
+) {
+    let state = state_sent as u8;
+    if state_sent & SENT != 0 {
+        on_sent(sk, skb, state, cookie);
     } else {
-        on_received::<BTF>(sk, state);
+        on_received::<BTF>(sk, state, cookie);
     }
 }
 
+/// `tcp_send_reset` for a segment that matched no socket.
 #[inline(always)]
-fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
+pub(super) fn on_reset_no_socket() {
+    class_count(class_counter::NO_SOCKET_RST_SENT);
+}
+
+#[inline(always)]
+fn on_sent(sk: *const u8, skb: *const u8, state: u8, cookie: u64) {
     let o = offsets();
     let timewait = state == tcp_state::TIME_WAIT;
     // Only sock_common fields are read from a timewait minisocket: the rest is not a sock.
@@ -223,7 +225,6 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
         // Local port already released and not saved: nothing to attribute.
         return;
     }
-    let (cookie, _) = netns_of(sk);
     let key = PortKey {
         netns_cookie: cookie,
         port: t.sport,
@@ -254,30 +255,25 @@ fn on_sent(sk: *const u8, skb: *const u8, state: u8) {
         family: t.family,
         pad: 0,
     };
+    // SAFETY: a plain global u64 (see LAST_STALE_NS).
+    unsafe { core::ptr::write_volatile(&raw mut LAST_STALE_NS, now) };
     if STALE_TUPLES.insert(tk, now, 0).is_err() {
         class_full(class_counter::STALE_TUPLES_FULL, kind::STALE_TUPLES_FULL);
     }
 }
 
 #[inline(always)]
-fn on_received<const BTF: bool>(sk: *const u8, state: u8) {
+fn on_received<const BTF: bool>(sk: *const u8, state: u8, cookie: u64) {
     let o = offsets();
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
     }
     let now = ktime();
-    let key = sk as u64;
     if state == tcp_state::SYN_SENT {
-        let (mut pid, mut comm) = (0, [0; 16]);
-        if let Some(c) = CONNECTING.get_ptr_mut(key) {
-            // SAFETY: the entry belongs to this socket; resets run under the socket lock.
-            let c = unsafe { &mut *c };
-            c.refused = 1;
-            pid = c.pid;
-            comm = c.comm;
-        }
+        // The refusal itself is the entry's received reset (counted by the caller next): the
+        // connect's end (`connect_done`) reads it.
+        let (pid, comm) = connector::<BTF>(sk);
         let t = tuple_of(sk);
-        let (cookie, _) = netns_of(sk);
         if let Some(v) = endpoint(cookie, &t, pid, &comm, now) {
             v.connects_refused += 1;
         }
@@ -317,11 +313,16 @@ fn on_received<const BTF: bool>(sk: *const u8, state: u8) {
         family: t.family,
         pad: 0,
     };
-    // SAFETY: the value is copied out at once.
-    let by_peer = match unsafe { STALE_TUPLES.get(tk) } {
-        Some(&at) => now.wrapping_sub(at) < STALE_TUPLE_MAX_AGE_NS,
-        None => false,
-    };
+    // SAFETY: a plain global u64 (see LAST_STALE_NS).
+    let last = unsafe { core::ptr::read_volatile(&raw const LAST_STALE_NS) };
+    // (An insert on another CPU may carry a time after `now`: the map is read then.)
+    let may_match = last != 0 && (last > now || now - last < STALE_TUPLE_MAX_AGE_NS);
+    let by_peer = may_match
+        // SAFETY: the value is copied out at once.
+        && match unsafe { STALE_TUPLES.get(tk) } {
+            Some(&at) => now.wrapping_sub(at) < STALE_TUPLE_MAX_AGE_NS,
+            None => false,
+        };
     if by_peer {
         let _ = STALE_TUPLES.remove(tk);
     }
@@ -332,7 +333,6 @@ fn on_received<const BTF: bool>(sk: *const u8, state: u8) {
     if pid == 0 && !stale {
         return;
     }
-    let (cookie, _) = netns_of(sk);
     if let Some(v) = endpoint(cookie, &t, pid, &comm, now) {
         if stale {
             v.stale_resets += 1;
@@ -345,57 +345,53 @@ fn on_received<const BTF: bool>(sk: *const u8, state: u8) {
     }
 }
 
-/// Hook of `inet_sock_set_state` (TCP sockets only).
+/// Hook of `inet_sock_set_state` (TCP sockets only), called by the state program before it
+/// updates the socket's entry (whose values before the change end a connect, and which the
+/// hash path deletes on `CLOSE`). `now`: the event's ktime.
 // A separate BPF function: its own stack frame (the callers' frames are large).
 #[inline(never)]
-pub(super) fn on_state(sk: *const u8, oldstate: u8, newstate: u8) {
-    let key = sk as u64;
-    if newstate == tcp_state::SYN_SENT {
-        let c = Connecting {
-            start_ns: ktime(),
-            pid: (bpf_get_current_pid_tgid() >> 32) as u32,
-            syn_retrans: 0,
-            refused: 0,
-            pad: 0,
-            comm: bpf_get_current_comm().unwrap_or_default(),
-        };
-        if CONNECTING.insert(key, c, 0).is_err() {
-            class_full(class_counter::CONNECTING_FULL, kind::CONNECTING_FULL);
-        }
-    } else if oldstate == tcp_state::SYN_SENT {
-        connect_done(sk, newstate);
+pub(super) fn on_state<const BTF: bool>(sk: *const u8, oldstate: u32, newstate: u32, now: u64) {
+    let (oldstate, newstate) = (oldstate as u8, newstate as u8);
+    if oldstate == tcp_state::SYN_SENT && newstate != tcp_state::SYN_SENT {
+        connect_done::<BTF>(sk, newstate, now);
     }
     if newstate == tcp_state::LISTEN {
-        listen_started(sk);
+        listen_started(sk, now);
     } else if oldstate == tcp_state::LISTEN && newstate == tcp_state::CLOSE {
         let t = tuple_of(sk);
         let (cookie, _) = netns_of(sk);
         let lk = listen_key(cookie, &t);
         if let Some(p) = LISTENS.get_ptr_mut(lk) {
             // SAFETY: a racing listen() on the same key at worst loses one timestamp.
-            unsafe { (*p).last_close_ns = ktime() };
+            unsafe { (*p).last_close_ns = now };
         }
     }
 }
 
+/// The end of a connect (`SYN_SENT` -> `newstate`), from the socket's entry as the connect
+/// left it: the process that connected, its SYN retransmissions (every retransmission of a
+/// socket in `SYN_SENT` is one) and whether a RST refused it (a reset received in `SYN_SENT`,
+/// counted as refused when it came). No entry (it could not be created): not classified.
 #[inline(always)]
-fn connect_done(sk: *const u8, newstate: u8) {
-    let key = sk as u64;
-    // SAFETY: the value is copied out at once.
-    let Some(c) = (unsafe { CONNECTING.get(key) }).copied() else {
+fn connect_done<const BTF: bool>(sk: *const u8, newstate: u8, now: u64) {
+    let Some(st) = store::peek::<BTF>(sk) else {
         return;
     };
-    let _ = CONNECTING.remove(key);
-    let now = ktime();
-    let t = tuple_of(sk);
-    let (cookie, _) = netns_of(sk);
+    // SAFETY: the entry belongs to this socket and is only read here; the values are copied
+    // out at once.
+    let st: &SockState = unsafe { &*st };
+    let (pid, comm, syn_retrans, refused) = (st.pid, st.comm, st.retrans, st.resets_received);
     if newstate == tcp_state::ESTABLISHED {
-        if let Some(v) = endpoint(cookie, &t, c.pid, &c.comm, now) {
+        let t = tuple_of(sk);
+        let (cookie, _) = netns_of(sk);
+        if let Some(v) = endpoint(cookie, &t, pid, &comm, now) {
             v.connects_ok += 1;
         }
-    } else if newstate == tcp_state::CLOSE && c.refused == 0 {
-        if let Some(v) = endpoint(cookie, &t, c.pid, &c.comm, now) {
-            if c.syn_retrans > 0 {
+    } else if newstate == tcp_state::CLOSE && refused == 0 {
+        let t = tuple_of(sk);
+        let (cookie, _) = netns_of(sk);
+        if let Some(v) = endpoint(cookie, &t, pid, &comm, now) {
+            if syn_retrans > 0 {
                 v.connects_timed_out += 1;
             } else {
                 v.connects_failed += 1;
@@ -417,8 +413,7 @@ fn listen_key(cookie: u64, t: &Tuple) -> ListenKey {
 }
 
 #[inline(always)]
-fn listen_started(sk: *const u8) {
-    let now = ktime();
+fn listen_started(sk: *const u8, now: u64) {
     let t = tuple_of(sk);
     let (cookie, _) = netns_of(sk);
     let lk = listen_key(cookie, &t);
@@ -449,24 +444,21 @@ fn listen_started(sk: *const u8) {
     }
 }
 
-/// Hook of `tcp_retransmit_skb`: SYN retransmissions of connects in progress.
+/// Hook of `tcp_retransmit_skb` for a socket in `SYN_SENT`: SYN retransmissions of connects
+/// in progress.
 // A separate BPF function: its own stack frame (the callers' frames are large).
 #[inline(never)]
-pub(super) fn on_retransmit(sk: *const u8) {
-    let state: u8 = rd(sk, offsets().skc_state);
-    if state != tcp_state::SYN_SENT {
-        return;
-    }
-    let Some(c) = CONNECTING.get_ptr_mut(sk as u64) else {
+pub(super) fn on_retransmit<const BTF: bool>(sk: *const u8, now: u64) {
+    // The connect's process, from the socket's entry (its retransmission count is the
+    // connect's SYN retransmissions, see `connect_done`). No entry: not classified.
+    let Some(st) = store::peek::<BTF>(sk) else {
         return;
     };
-    // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
-    let c = unsafe { &mut *c };
-    c.syn_retrans += 1;
-    let (pid, comm) = (c.pid, c.comm);
+    // SAFETY: the values are copied out at once.
+    let (pid, comm) = unsafe { ((*st).pid, (*st).comm) };
     let t = tuple_of(sk);
     let (cookie, _) = netns_of(sk);
-    if let Some(v) = endpoint(cookie, &t, pid, &comm, ktime()) {
+    if let Some(v) = endpoint(cookie, &t, pid, &comm, now) {
         v.syn_retrans += 1;
     }
 }

@@ -127,7 +127,7 @@ fn report(k: u32, value: u64) {
         ),
         kind::CONNECTING_FULL => warn!(
             &ctx,
-            "CONNECTING map: an insert failed (tcpwatch_classify_map_full_total)"
+            "CONNECTING: an insert failed (tcpwatch_classify_map_full_total)"
         ),
         kind::LISTENS_FULL => warn!(
             &ctx,

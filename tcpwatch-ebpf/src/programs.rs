@@ -1,11 +1,13 @@
 //! Kernel programs: they sample, count and keep per-socket history (state ages, retransmit
 //! chains); findings are decided in userspace.
 //!
-//! - `inet_sock_set_state` (tp_btf, raw_tp fallback): per-socket state and entry time
-//!   (`store.rs`); a `StateEvent` through the `EVENTS` ring buffer, read in batches (`wakeup`),
-//!   only for sockets userspace knows (a sweep listed them, or listeners). Changes of the others
-//!   (connections that open and close between two sweeps) are counted by new state in
-//!   `COUNTERS` (`counter::STATE_CHANGES_COUNTED`), not sent.
+//! - `inet_sock_set_state` (tp_btf, raw_tp fallback): connect and listener classification
+//!   (`classify.rs`), then per-socket state and entry time (`store.rs`); a `StateEvent` through
+//!   the `EVENTS` ring buffer, read in batches (`wakeup`), only for sockets userspace knows (a
+//!   sweep listed them, or listeners). Changes of the others (connections that open and close
+//!   between two sweeps) are counted by new state in `COUNTERS`
+//!   (`counter::STATE_CHANGES_COUNTED`), not sent. One program per hook: one dispatch, one
+//!   protocol check and one clock read per event for both.
 //! - `tcp_retransmit_skb` (tp_btf, raw_tp fallback): retransmission totals and chains.
 //! - `tcp_send_reset` / `tcp_receive_reset` (tp_btf, raw_tp fallback): resets per socket and per
 //!   local port.
@@ -214,37 +216,28 @@ fn is_tcp(sk: *const u8) -> bool {
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn tp_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_state::<true>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state_change::<true>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
-}
-
-/// Connect and listener classification on state changes (`classify`): a program of its own on
-/// the same tracepoint, because its stack and the state program's together exceed the 512
-/// bytes Linux before 6.13 allows a call chain (tracing programs have no private stack there).
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn tp_classify_state(ctx: BtfTracePointContext) -> i32 {
-    classify_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    0
-}
-
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn raw_classify_state(ctx: RawTracePointContext) -> i32 {
-    classify_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    0
-}
-
-#[inline(always)]
-fn classify_state(sk: *const u8, oldstate: i32, newstate: i32) {
-    if sk.is_null() || !is_tcp(sk) {
-        return;
-    }
-    classify::on_state(sk, oldstate as u8, newstate as u8);
 }
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn raw_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    on_state::<false>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    on_state_change::<false>(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     0
+}
+
+/// Classification first (it reads the socket's entry as the change found it), then the
+/// state. Each is a BPF function of its own, called from this small frame: their stacks
+/// together exceed the 512 bytes Linux before 6.13 allows a call chain (tracing programs have
+/// no private stack there), one after the other they do not.
+#[inline(always)]
+fn on_state_change<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
+    if sk.is_null() || !is_tcp(sk) {
+        return;
+    }
+    let now = ktime();
+    classify::on_state::<BTF>(sk, oldstate as u32, newstate as u32, now);
+    on_state::<BTF>(sk, oldstate as u32, newstate as u32, now);
 }
 
 /// What a state change leaves in `SOCKS` and reports in its event.
@@ -320,14 +313,18 @@ fn track_state<const BTF: bool>(
     out
 }
 
-#[inline(always)]
-fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
-    if sk.is_null() || !is_tcp(sk) {
-        return;
-    }
-    let now = ktime();
+/// The state part of a change of the TCP socket `sk` at `now`.
+// A separate BPF function: see `on_state_change`.
+#[inline(never)]
+fn on_state<const BTF: bool>(sk: *const u8, oldstate: u32, newstate: u32, now: u64) {
     let key = sk as u64;
-    let cookie = cookie_of::<BTF>(sk);
+    // Storage needs the cookie only for a new entry (`store::get_or_create` reads it then)
+    // and for an event: not read on every change.
+    let mut cookie = if store::sk_storage::<BTF>() {
+        0
+    } else {
+        cookie_of::<BTF>(sk)
+    };
     let newstate = newstate as u8;
     let (pid, comm) = if newstate == tcp_state::SYN_SENT || newstate == tcp_state::LISTEN {
         (
@@ -356,6 +353,9 @@ fn on_state<const BTF: bool>(sk: *const u8, oldstate: i32, newstate: i32) {
     let ev: *mut StateEvent = slot.as_mut_ptr();
     // SAFETY: `ev` points to the reserved slot.
     unsafe { fill_common(ev, sk) };
+    if cookie == 0 {
+        cookie = cookie_of::<BTF>(sk);
+    }
     // SAFETY: `ev` points to a reserved, exclusively owned ring buffer slot of the right size.
     unsafe {
         (*ev).kind = event_kind::STATE;
@@ -397,11 +397,19 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
     if sk.is_null() || offsets().valid == 0 {
         return;
     }
-    classify::on_retransmit(sk);
     let now = ktime();
+    let state: u8 = rd(sk, offsets().skc_state);
+    if state == tcp_state::SYN_SENT {
+        classify::on_retransmit::<BTF>(sk, now);
+    }
     let snd_una: u32 = rd(sk, offsets().snd_una);
-    let cookie = cookie_of::<BTF>(sk);
-    let Some(st) = store::sock_entry::<BTF>(sk, cookie, now, rd(sk, offsets().skc_state)) else {
+    // Storage reads the cookie only for a new entry (`store::get_or_create`).
+    let cookie = if store::sk_storage::<BTF>() {
+        0
+    } else {
+        cookie_of::<BTF>(sk)
+    };
+    let Some(st) = store::sock_entry::<BTF>(sk, cookie, now, state) else {
         return;
     };
     // SAFETY: the entry belongs to this socket; retransmissions run under the socket lock.
@@ -422,45 +430,53 @@ fn on_retransmit<const BTF: bool>(sk: *const u8) {
 
 #[btf_tracepoint(function = "tcp_send_reset")]
 pub fn tp_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
-    classify::on_reset::<true>(ctx.arg(0), ctx.arg(1), true);
-    on_reset::<true>(ctx.arg(0), true);
+    on_reset::<true>(ctx.arg(0), ctx.arg(1), true);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn raw_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    classify::on_reset::<false>(ctx.arg(0), ctx.arg(1), true);
-    on_reset::<false>(ctx.arg(0), true);
+    on_reset::<false>(ctx.arg(0), ctx.arg(1), true);
     0
 }
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tp_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
-    classify::on_reset::<true>(ctx.arg(0), core::ptr::null(), false);
-    on_reset::<true>(ctx.arg(0), false);
+    on_reset::<true>(ctx.arg(0), core::ptr::null(), false);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn raw_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    classify::on_reset::<false>(ctx.arg(0), core::ptr::null(), false);
-    on_reset::<false>(ctx.arg(0), false);
+    on_reset::<false>(ctx.arg(0), core::ptr::null(), false);
     0
 }
 
+/// A reset sent (`skb`: the segment answered, NULL for an active reset) or received on `sk`:
+/// classification (`classify.rs`), the count per local port, the socket's count. The socket's
+/// state and namespace are read once for all three.
 #[inline(always)]
-fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
+fn on_reset<const BTF: bool>(sk: *const u8, skb: *const u8, sent: bool) {
     count(if sent {
         counter::RESETS_SENT
     } else {
         counter::RESETS_RECEIVED
     });
-    // A reset sent for a segment that matched no socket has sk == NULL: counted above only.
-    if sk.is_null() || offsets().valid == 0 {
+    if offsets().valid == 0 {
+        return;
+    }
+    // A reset sent for a segment that matched no socket has sk == NULL: counted only.
+    if sk.is_null() {
+        if sent {
+            classify::on_reset_no_socket();
+        }
         return;
     }
     let o = offsets();
+    let state: u8 = rd(sk, o.skc_state);
     let (cookie, _) = netns_of(sk);
+    let state_sent = u32::from(state) | if sent { classify::SENT } else { 0 };
+    classify::on_reset::<BTF>(sk, skb, state_sent, cookie);
     // A socket closed with SO_LINGER 0 or with unread data goes to CLOSE, which releases its
     // local port (`skc_num` = 0), and only then sends its RST: the bound port is still in
     // `inet_sport` (network order).
@@ -473,11 +489,6 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
         port,
         pad: [0; 6],
     };
-    if PORT_RESETS.get_ptr_mut(key).is_none()
-        && PORT_RESETS.insert(key, PortResets::default(), 0).is_err()
-    {
-        full(counter::PORT_RESETS_FULL, diag::kind::PORT_RESETS_FULL);
-    }
     if let Some(p) = PORT_RESETS.get_ptr_mut(key) {
         // SAFETY: per-CPU value, only this CPU writes it.
         let p = unsafe { &mut *p };
@@ -486,13 +497,22 @@ fn on_reset<const BTF: bool>(sk: *const u8, sent: bool) {
         } else {
             p.received += 1;
         }
+    } else {
+        // A new port: inserted with this reset counted (no second lookup). The kernel sets
+        // this CPU's value and zeroes the others'.
+        let first = PortResets {
+            sent: u64::from(sent),
+            received: u64::from(!sent),
+        };
+        if PORT_RESETS.insert(key, first, 0).is_err() {
+            full(counter::PORT_RESETS_FULL, diag::kind::PORT_RESETS_FULL);
+        }
     }
     // TIME_WAIT and request minisockets have no entry and are not full sockets.
-    let state: u8 = rd(sk, o.skc_state);
     if state == tcp_state::TIME_WAIT || state == tcp_state::NEW_SYN_RECV {
         return;
     }
-    if let Some(st) = store::lookup::<BTF>(sk, cookie_of::<BTF>(sk), ktime(), state) {
+    if let Some(st) = store::existing::<BTF>(sk, state) {
         // SAFETY: the entry belongs to this socket.
         let st = unsafe { &mut *st };
         if sent {

@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use tcpwatch_common::hooks::store_mode;
 
-use super::{NEW_SOCK, SOCKS, SockState, count, counter, diag, full, netns_of, tcp_state};
+use super::{
+    NEW_SOCK, SOCKS, SockState, cookie_of, count, counter, diag, full, ktime, netns_of, tcp_state,
+};
 
 /// Per-socket state in socket-local storage (pinned like `SOCKS`: ages survive a restart).
 #[btf_map]
@@ -89,6 +91,17 @@ pub(super) fn lookup<const BTF: bool>(
     }
 }
 
+/// [`lookup`] for a hook that needs neither the cookie nor the time otherwise: storage reads
+/// neither, the hash path reads both (to tell an earlier socket's entry apart).
+#[inline(always)]
+pub(super) fn existing<const BTF: bool>(sk: *const u8, state: u8) -> Option<*mut SockState> {
+    if sk_storage::<BTF>() {
+        storage(sk, false)
+    } else {
+        own_entry(sk as u64, cookie_of::<BTF>(sk), ktime(), state)
+    }
+}
+
 /// The socket's entry for reading only (no reset, no creation).
 #[inline(always)]
 pub(super) fn peek<const BTF: bool>(sk: *const u8) -> Option<*const SockState> {
@@ -119,7 +132,8 @@ fn new_sock(slot: u32) -> Option<&'static mut SockState> {
 /// for `first_seen_ns = now`, `cookie` and `state`. `fresh` (a socket starting over in
 /// `SYN_SENT` or `LISTEN`, e.g. a `connect()` again after a failed one) resets an existing
 /// entry as new: the hash path deleted it on CLOSE, storage lives as long as the socket.
-/// A failed creation is counted (`SOCKS_FULL`) and noted.
+/// A failed creation is counted (`SOCKS_FULL`) and noted. With storage, `cookie` may be 0
+/// (the caller did not need it): a new entry then reads it.
 #[inline(always)]
 pub(super) fn get_or_create<const BTF: bool>(
     sk: *const u8,
@@ -143,7 +157,11 @@ pub(super) fn get_or_create<const BTF: bool>(
                 unsafe { core::ptr::write_bytes(p, 0, 1) };
             }
             st.first_seen_ns = now;
-            st.cookie = cookie;
+            st.cookie = if cookie == 0 {
+                cookie_of::<BTF>(sk)
+            } else {
+                cookie
+            };
             st.state = state;
         }
         return Some((p, new));
