@@ -145,3 +145,7 @@ fn grow_ages(tcp: &mut TcpInfo, from: MonoNs, to: MonoNs) {
 #[cfg(test)]
 #[path = "aging_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "aging_random_tests.rs"]
+mod random_tests;

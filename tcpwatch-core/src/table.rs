@@ -87,13 +87,17 @@ pub struct ConnTable {
     cfg: TableConfig,
     /// Records are shared with published views (`Arc`): a view holds the records as they
     /// were, and a record is copied only when it changes while a view still holds it.
-    conns: HashMap<ConnKey, Arc<ConnRecord>>,
+    /// (Hashed with foldhash: every sweep looks up each listed socket; keys are kernel
+    /// addresses and cookies, not chosen by peers.)
+    conns: foldhash::HashMap<ConnKey, Arc<ConnRecord>>,
     /// The last event applied to each socket (protects event-created sockets from a sweep
     /// that started before them); after a CLOSE, a tombstone with the closed socket's cookie.
-    last_event: HashMap<ConnKey, Touch>,
+    last_event: foldhash::HashMap<ConnKey, Touch>,
     /// When each namespace was last confirmed: the `last_seen` and ages of the records that
     /// follow it are derived, not written every sweep (`crate::aging`). Shared with views.
     aging: Arc<Aging>,
+    /// Records and tombstones per namespace (`table_ns.rs`).
+    ns_index: ns::NsIndex,
     stats: TableStats,
 }
 
@@ -167,7 +171,9 @@ impl ConnTable {
                     closed_cookie: ev.cookie,
                 },
             );
+            self.ns_index.tombstone(key);
             if self.conns.remove(&key).is_some() {
+                self.ns_index.removed(&key);
                 self.stats.removed_closed += 1;
                 self.unpin(&key);
             }
@@ -187,11 +193,15 @@ impl ConnTable {
         {
             // A CLOSE was lost and a new socket took the address: nothing carries over.
             self.conns.remove(&key);
+            self.ns_index.removed(&key);
             self.stats.replaced += 1;
         }
         if let Some(rec) = self.conns.get_mut(&key) {
             // Its derived times become its own before the event moves them.
             self.aging.apply(Arc::make_mut(rec));
+        }
+        if !self.conns.contains_key(&key) {
+            self.ns_index.added(&key, ev.netns_ino);
         }
         let rec = self.conns.entry(key).or_insert_with(|| {
             self.stats.inserted += 1;
@@ -262,6 +272,8 @@ impl ConnTable {
         self.stats.sweeps_applied += 1;
         let mut out = SweepOutcome::default();
         let history_len = self.cfg.history_len;
+        // Listed entries that have a record in the table once applied.
+        let mut in_table = 0;
         for r in records {
             let fresh = record_from_sweep(r, clock, now);
             let key = fresh.key;
@@ -271,6 +283,7 @@ impl ConnTable {
             if let Some(rec) = self.conns.get_mut(&key)
                 && other_socket(rec.cookie, fresh.cookie)
             {
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 if event_after_sweep {
                     // The record is of a newer socket than this sweep saw: keep it.
                     continue;
@@ -287,6 +300,7 @@ impl ConnTable {
                 self.stats.replaced += 1;
                 out.updated += 1;
             } else if let Some(rec) = self.conns.get_mut(&key) {
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 let rec = Arc::make_mut(rec);
                 let before = deltas.is_some().then(|| Material::of(rec));
                 merge(rec, fresh, event_after_sweep, history_len);
@@ -310,42 +324,25 @@ impl ConnTable {
                         conn: Box::new(fresh.clone()),
                     });
                 }
+                self.ns_index.added(&key, fresh.netns.inode);
                 self.conns.insert(key, Arc::new(fresh));
+                in_table += usize::from(key.netns_cookie == netns_cookie);
                 self.stats.inserted += 1;
                 out.added += 1;
             }
         }
-        self.apply_unchanged(netns_cookie, unchanged, started, now, &mut out);
+        in_table += self.apply_unchanged(netns_cookie, unchanged, started, now, &mut out);
         self.stats.sweep_records_full += records.len() as u64;
         self.stats.sweep_records_unchanged += out.unchanged as u64;
         self.stats.sweep_records_unknown += out.unknown as u64;
-        let listed: std::collections::HashSet<u64> = records
-            .iter()
-            .map(|r| r.skaddr)
-            .chain(unchanged.iter().map(SockSeen::skaddr))
-            .collect();
-        let stale: Vec<ConnKey> = self
-            .conns
-            .values()
-            .filter(|c| c.key.netns_cookie == netns_cookie && !listed.contains(&c.key.skaddr))
-            .filter(|c| self.last_event.get(&c.key).is_none_or(|t| t.at <= started))
-            .map(|c| c.key)
-            .collect();
-        for key in stale {
-            self.conns.remove(&key);
-            self.last_event.remove(&key);
-            self.unpin(&key);
-            self.stats.removed_by_sweep += 1;
-            out.removed += 1;
-            if let Some(d) = deltas.as_deref_mut() {
-                d.push(Delta::Remove { key });
-            }
-        }
-        // Tombstones older than this sweep have done their job.
-        let conns = &self.conns;
-        self.last_event.retain(|k, t| {
-            k.netns_cookie != netns_cookie || t.at > started || conns.contains_key(k)
-        });
+        self.remove_unlisted(
+            netns_cookie,
+            (records, unchanged),
+            in_table,
+            started,
+            &mut out,
+            deltas,
+        );
         // Every record of the namespace it did not remove was listed (or is newer than it).
         Arc::make_mut(&mut self.aging).confirm(netns_cookie, started, now);
         out
@@ -355,15 +352,7 @@ impl ConnTable {
     /// record tells it.
     #[must_use]
     pub fn netns_cookies(&self) -> HashMap<u64, Option<u32>> {
-        let mut out: HashMap<u64, Option<u32>> = self
-            .last_event
-            .keys()
-            .map(|k| (k.netns_cookie, None))
-            .collect();
-        for c in self.conns.values() {
-            out.insert(c.key.netns_cookie, Some(c.netns.inode));
-        }
-        out
+        self.ns_index.cookies()
     }
 
     /// Removes every record and tombstone of namespaces not in `alive` (namespaces that no
@@ -382,11 +371,13 @@ impl ConnTable {
         for key in gone {
             self.conns.remove(&key);
             self.last_event.remove(&key);
+            self.ns_index.removed(&key);
             self.stats.removed_netns_gone += 1;
             deltas.push(Delta::Remove { key });
         }
         self.last_event
             .retain(|k, _| alive.contains(&k.netns_cookie));
+        self.ns_index.retain(alive);
         Arc::make_mut(&mut self.aging).retain_netns(alive);
     }
 
@@ -464,6 +455,7 @@ impl ConnTable {
         let victims: Vec<ConnKey> = candidates.into_iter().take(excess).map(|c| c.2).collect();
         for key in &victims {
             self.conns.remove(key);
+            self.ns_index.removed(key);
             self.last_event.remove(key);
             self.unpin(key);
         }
@@ -586,6 +578,9 @@ mod seen;
 
 #[path = "table_aging.rs"]
 mod aging;
+
+#[path = "table_ns.rs"]
+mod ns;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]

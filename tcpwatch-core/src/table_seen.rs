@@ -25,8 +25,9 @@ impl ConnTable {
         started: MonoNs,
         now: MonoNs,
         out: &mut SweepOutcome,
-    ) {
+    ) -> usize {
         let history_len = self.cfg.history_len;
+        let mut in_table = 0;
         for s in unchanged {
             let key = ConnKey {
                 skaddr: s.skaddr(),
@@ -34,6 +35,7 @@ impl ConnTable {
             };
             match self.conns.get_mut(&key) {
                 Some(rec) if !other_socket(rec.cookie, s.cookie) => {
+                    in_table += 1;
                     out.unchanged += 1;
                     let pinned = self.aging.is_pinned(&key);
                     if pinned
@@ -52,6 +54,7 @@ impl ConnTable {
                     // sweep is applied): untouched, not copied.
                 }
                 found => {
+                    in_table += usize::from(found.is_some());
                     if let Some(rec) = found
                         && self.aging.follows(rec)
                     {
@@ -71,6 +74,7 @@ impl ConnTable {
                 }
             }
         }
+        in_table
     }
 }
 

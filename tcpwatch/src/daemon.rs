@@ -225,8 +225,10 @@ async fn on_sweep(
     s.table.forget_owners(&regone);
     s.table.attach_owners(|ino| owners.get(ino));
     pods.attach(&mut s.table);
-    let live = s.table.iter().map(|c| c.inode).collect();
-    owners.retain(&live);
+    let st = s.table.stats();
+    let removals =
+        st.removed_closed + st.removed_by_sweep + st.removed_netns_gone + st.replaced + st.evicted;
+    owners.retain_after(removals, || s.table.iter().map(|c| c.inode).collect());
     s.owner_stats = owners.stats;
     let changes = s.evaluate(now, WallClock::now());
     if !s.ready {

@@ -28,17 +28,19 @@ pub(crate) fn detect(
         .iter()
         .filter(|c| c.state == TcpState::Established && c.full_sock && c.inode != 0)
     {
-        let t = &snap.aging.tcp(c);
         // Our send is the last event: it is newer than the last receive, or (the same jiffy,
         // e.g. a request written right after the handshake, which sets both times) we sent
-        // data and the peer never sent any.
-        let sent_last = t.last_send_age_ms < t.last_recv_age_ms
-            || (t.last_send_age_ms == t.last_recv_age_ms
-                && t.data_segs_out > 0
-                && t.data_segs_in == 0);
+        // data and the peer never sent any. (Read from the stored fields, before the aged
+        // copy: aging grows both ages by the same amount, which keeps their order.)
+        let s = &c.tcp;
+        let sent_last = s.last_send_age_ms < s.last_recv_age_ms
+            || (s.last_send_age_ms == s.last_recv_age_ms
+                && s.data_segs_out > 0
+                && s.data_segs_in == 0);
         if c.queues.send_q != 0 || !sent_last {
             continue;
         }
+        let t = &snap.aging.tcp(c);
         let waiting = text::ms_to_ns(t.last_send_age_ms);
         if waiting < threshold {
             continue;

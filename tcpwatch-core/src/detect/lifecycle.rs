@@ -125,6 +125,11 @@ impl FindingBook {
         self.resolved.iter().rev()
     }
 
+    /// The sockets of every entry (open, pending or holding off a reopen).
+    pub(crate) fn sockets(&self) -> impl Iterator<Item = ConnKey> + '_ {
+        self.entries.values().filter_map(|e| e.socket)
+    }
+
     pub(crate) fn is_flagged(&self, key: &ConnKey) -> bool {
         self.flagged.contains(key)
     }

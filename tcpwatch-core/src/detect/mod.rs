@@ -89,9 +89,6 @@ pub(crate) struct Unaccepted {
 /// One evaluation's view of all sockets, with the indexes the rules share.
 pub(crate) struct Snapshot<'a> {
     pub conns: Vec<&'a ConnRecord>,
-    /// Every socket of the evaluation, with its cookie (its generation: another cookie at the
-    /// same key is another socket; 0 = not known).
-    pub present: HashMap<ConnKey, u64>,
     /// Listening sockets by (netns cookie, port).
     pub listeners: HashMap<(u64, u16), Vec<&'a ConnRecord>>,
     /// Never-accepted sockets per listener key.
@@ -106,7 +103,6 @@ impl<'a> Snapshot<'a> {
         aging: &'a crate::aging::Aging,
     ) -> Self {
         let conns: Vec<&'a ConnRecord> = conns.into_iter().map(|c| c as &'a ConnRecord).collect();
-        let present = conns.iter().map(|c| (c.key, c.cookie)).collect();
         let mut listeners: HashMap<(u64, u16), Vec<&ConnRecord>> = HashMap::new();
         for c in conns.iter().filter(|c| c.state == TcpState::Listen) {
             listeners
@@ -116,7 +112,6 @@ impl<'a> Snapshot<'a> {
         }
         let mut snap = Self {
             conns,
-            present,
             listeners,
             unaccepted: HashMap::new(),
             aging,
@@ -151,6 +146,27 @@ impl<'a> Snapshot<'a> {
     pub(crate) fn is_listening_port(&self, netns_cookie: u64, port: u16) -> bool {
         self.listeners.contains_key(&(netns_cookie, port))
     }
+}
+
+/// The sockets of the evaluation that the finding book asks about (those of its entries and of
+/// this evaluation's candidates), with their cookies (their generation: another cookie at the
+/// same key is another socket; 0 = not known). A socket the book does not know and no
+/// candidate names is not looked up: with no findings, nothing is built.
+fn present(
+    conns: &[&ConnRecord],
+    known: impl Iterator<Item = ConnKey>,
+    cands: &[lifecycle::Candidate],
+) -> HashMap<ConnKey, u64> {
+    let wanted: foldhash::HashSet<ConnKey> =
+        known.chain(cands.iter().filter_map(|c| c.socket)).collect();
+    if wanted.is_empty() {
+        return HashMap::new();
+    }
+    conns
+        .iter()
+        .filter(|c| wanted.contains(&c.key))
+        .map(|c| (c.key, c.cookie))
+        .collect()
 }
 
 /// All rules, their per-socket state and the findings they produced.
@@ -277,7 +293,8 @@ impl Detectors {
             self.connect_failing = connect_failing::ConnectFailingState::default();
         }
 
-        self.book.apply(now, cands, &snap.present)
+        let present = present(&snap.conns, self.book.sockets(), &cands);
+        self.book.apply(now, cands, &present)
     }
 
     /// Findings open now, ordered by id.

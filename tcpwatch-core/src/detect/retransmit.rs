@@ -119,14 +119,15 @@ pub(crate) fn detect(
                     | TcpState::LastAck
             )
     }) {
-        let t = &snap.aging.tcp(c);
         // RTO expiries only: loss recovery's fast and SACK retransmissions and tail-loss
-        // probes do not fire the RTO timer.
-        let chain = u32::from(t.retransmits);
-        let backoff = u32::from(t.backoff);
+        // probes do not fire the RTO timer. (Read from the stored fields, before the aged
+        // copy: aging moves only the ages, so most sockets cost two comparisons.)
+        let chain = u32::from(c.tcp.retransmits);
+        let backoff = u32::from(c.tcp.backoff);
         if chain < cfg.min_chain && backoff < cfg.min_backoff {
             continue;
         }
+        let t = &snap.aging.tcp(c);
         if chain == 0 && (t.probes_out > 0 || c.queues.unacked == 0) {
             // Zero-window (persist timer) or keepalive probing backs off too; that is not a
             // retransmission. Each answered window probe resets `probes_out` to 0, so the

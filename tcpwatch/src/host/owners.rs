@@ -6,7 +6,8 @@
 //! `readlink` each): a process that exited, whose pid was reused, or that handed the socket to
 //! another process and closed its descriptor is no longer shown as the owner; the socket is
 //! looked up again.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,21 +30,32 @@ pub struct OwnerStats {
 }
 
 pub struct OwnerIndex {
-    /// Shared with the table's records (one allocation per socket, not two).
-    by_inode: HashMap<u64, Arc<Owner>>,
+    /// Shared with the table's records (one allocation per socket, not two). Ordered: the
+    /// round-robin re-check reads its next few inodes without sorting them all.
+    by_inode: BTreeMap<u64, Arc<Owner>>,
     plan: OwnerScanPlan,
     /// Round-robin position of [`OwnerIndex::revalidate`] (the last inode checked).
     cursor: u64,
+    /// The table's removal count at the last [`OwnerIndex::retain_after`] that retained, and
+    /// the calls since.
+    retained_at: Option<u64>,
+    since_retain: u32,
     pub stats: OwnerStats,
 }
+
+/// [`OwnerIndex::retain_after`] drops owners of inodes gone from the table at least this often
+/// (in sweeps), even when no record left it.
+pub const RETAIN_EVERY: u32 = 30;
 
 impl OwnerIndex {
     #[must_use]
     pub fn new(interval: Duration) -> Self {
         Self {
-            by_inode: HashMap::new(),
+            by_inode: BTreeMap::new(),
             plan: OwnerScanPlan::new(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)),
             cursor: 0,
+            retained_at: None,
+            since_retain: 0,
             stats: OwnerStats::default(),
         }
     }
@@ -58,18 +70,30 @@ impl OwnerIndex {
         self.by_inode.retain(|ino, _| live.contains(ino));
     }
 
+    /// [`OwnerIndex::retain`] with the inodes `live` gives, when records left the table since
+    /// the last time (`removals`: the table's count of records removed or replaced), or every
+    /// [`RETAIN_EVERY`] calls (an inode that changed in place): not at every sweep of an idle
+    /// table.
+    pub fn retain_after(&mut self, removals: u64, live: impl FnOnce() -> HashSet<u64>) {
+        self.since_retain += 1;
+        if self.retained_at == Some(removals) && self.since_retain < RETAIN_EVERY {
+            return;
+        }
+        self.retain(&live());
+        self.retained_at = Some(removals);
+        self.since_retain = 0;
+    }
+
     /// Re-checks up to `budget` cached owners, round robin: an owner whose process no longer
     /// holds the socket at that descriptor is dropped. Returns the dropped inodes (their owner
     /// must be looked up again).
     pub fn revalidate(&mut self, budget: usize) -> Vec<u64> {
-        let mut inodes: Vec<u64> = self.by_inode.keys().copied().collect();
-        inodes.sort_unstable();
-        let start = inodes.partition_point(|&i| i <= self.cursor);
-        let picked: Vec<u64> = inodes[start..]
-            .iter()
-            .chain(&inodes[..start])
+        let picked: Vec<u64> = self
+            .by_inode
+            .range((Bound::Excluded(self.cursor), Bound::Unbounded))
+            .chain(self.by_inode.range(..=self.cursor))
+            .map(|(ino, _)| *ino)
             .take(budget)
-            .copied()
             .collect();
         if let Some(&last) = picked.last() {
             self.cursor = last;
