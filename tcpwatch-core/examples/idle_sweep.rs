@@ -1,7 +1,13 @@
-// Userspace cost of a steady sweep + evaluation at N idle sockets (thread CPU time).
-// Not built: copy to tcpwatch-core/examples/ and run
-// `cargo run --release -p tcpwatch-core --example idle_sweep [N]` (on a base tree too, to compare).
-//! Userspace cost of one steady sweep + evaluation at N idle sockets (thread CPU time).
+//! Userspace cost of one steady sweep + evaluation at N idle sockets (thread CPU time):
+//! `cargo run --release -p tcpwatch-core --example idle_sweep [N]` (on a base tree too, to
+//! compare).
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_truncation,
+    clippy::many_single_char_names,
+    reason = "a measurement tool: nanosecond counts shown as milliseconds, synthetic ports"
+)]
 use std::collections::HashMap;
 use tcpwatch_common::delta::{SEEN_TAG, SockSeen};
 use tcpwatch_common::{AF_INET, SockRecord, record_flags, tcp_state};
@@ -10,14 +16,20 @@ use tcpwatch_core::detect::{DetectContext, Detectors};
 use tcpwatch_core::table::{ConnTable, KernelClock, TableConfig};
 
 fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn main() {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
     let ns = 4242u64;
     let recs: Vec<SockRecord> = (0..n)
         .map(|i| SockRecord {
@@ -42,7 +54,10 @@ fn main() {
         .collect();
     let seen: Vec<SockSeen> = recs
         .iter()
-        .map(|r| SockSeen { tagged_skaddr: r.skaddr | SEEN_TAG, cookie: r.cookie })
+        .map(|r| SockSeen {
+            tagged_skaddr: r.skaddr | SEEN_TAG,
+            cookie: r.cookie,
+        })
         .collect();
     let clock = KernelClock { hz: 1000 };
     let mut t = ConnTable::new(TableConfig::default());
@@ -61,7 +76,11 @@ fn main() {
         let c = t.netns_cookies();
         assert_eq!(c.len(), 1);
         let d = cpu_ns();
-        let ctx = DetectContext { netns: &netns, port_resets: &port_resets, aging: t.aging() };
+        let ctx = DetectContext {
+            netns: &netns,
+            port_resets: &port_resets,
+            aging: t.aging(),
+        };
         let ch = det.evaluate(now, t.iter(), &ctx);
         std::hint::black_box(ch);
         let e = cpu_ns();
