@@ -16,20 +16,7 @@ use crate::table::{ConnTable, KernelClock, TableConfig};
 
 const CLOCK: KernelClock = KernelClock { hz: 1000 };
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u32 {
-        u32::try_from(self.next() % n).unwrap()
-    }
-}
+use crate::test_rng::Rng;
 
 fn random_record(rng: &mut Rng, netns: u64, skaddr: u64) -> SockRecord {
     let states = [
@@ -40,14 +27,14 @@ fn random_record(rng: &mut Rng, netns: u64, skaddr: u64) -> SockRecord {
         tcp_state::FIN_WAIT1,
         tcp_state::LAST_ACK,
     ];
-    let send_ms = rng.below(200_000);
-    let recv_ms = match rng.below(3) {
+    let send_ms = rng.below_u32(200_000);
+    let recv_ms = match rng.below_u32(3) {
         0 => send_ms,
-        1 => send_ms + rng.below(100_000),
-        _ => rng.below(200_000),
+        1 => send_ms + rng.below_u32(100_000),
+        _ => rng.below_u32(200_000),
     };
-    let unacked = if rng.below(3) == 0 {
-        rng.below(9000)
+    let unacked = if rng.below_u32(3) == 0 {
+        rng.below_u32(9000)
     } else {
         0
     };
@@ -55,27 +42,31 @@ fn random_record(rng: &mut Rng, netns: u64, skaddr: u64) -> SockRecord {
         skaddr,
         cookie: skaddr + 1,
         netns_cookie: netns,
-        inode: if rng.below(6) == 0 { 0 } else { skaddr + 1000 },
+        inode: if rng.below_u32(6) == 0 {
+            0
+        } else {
+            skaddr + 1000
+        },
         family: AF_INET,
         sport: u16::try_from(40_000 + skaddr).unwrap(),
-        dport: [5432, 8080, 443][rng.below(3) as usize],
-        state: states[rng.below(states.len() as u64) as usize],
+        dport: [5432, 8080, 443][rng.below_u32(3) as usize],
+        state: states[rng.below_u32(states.len() as u64) as usize],
         flags: record_flags::FULL_SOCK | record_flags::TRACKED,
         state_since_ns: 1,
         first_seen_ns: 1,
         write_seq: 500 + unacked,
         snd_una: 500,
         snd_nxt: 500 + unacked,
-        snd_wnd: if rng.below(8) == 0 { 0 } else { 65535 },
-        rto_jiffies: 200 + rng.below(5000),
+        snd_wnd: if rng.below_u32(8) == 0 { 0 } else { 65535 },
+        rto_jiffies: 200 + rng.below_u32(5000),
         lsnd_age_jiffies: send_ms,
-        rcv_tstamp_age_jiffies: send_ms + rng.below(3) * rng.below(30_000),
+        rcv_tstamp_age_jiffies: send_ms + rng.below_u32(3) * rng.below_u32(30_000),
         lrcv_age_jiffies: recv_ms,
-        data_segs_in: rng.below(3),
-        data_segs_out: rng.below(3),
-        retransmits: u8::try_from(rng.below(4) * rng.below(8)).unwrap(),
-        backoff: u8::try_from(rng.below(3) * rng.below(10)).unwrap(),
-        probes_out: u8::try_from(rng.below(4) / 3).unwrap(),
+        data_segs_in: rng.below_u32(3),
+        data_segs_out: rng.below_u32(3),
+        retransmits: u8::try_from(rng.below_u32(4) * rng.below_u32(8)).unwrap(),
+        backoff: u8::try_from(rng.below_u32(3) * rng.below_u32(10)).unwrap(),
+        probes_out: u8::try_from(rng.below_u32(4) / 3).unwrap(),
         ..SockRecord::default()
     }
 }
@@ -103,11 +94,13 @@ fn detectors_with_aging_equal_rewritten_times_over_random_sockets() {
         }
         let mut found = 0;
         for round in 0..60 {
-            now += NS_PER_SEC + u64::from(rng.below(400)) * NS_PER_MS + u64::from(rng.below(999));
+            now += NS_PER_SEC
+                + u64::from(rng.below_u32(400)) * NS_PER_MS
+                + u64::from(rng.below_u32(999));
             for ns in [7u64, 8] {
                 let mine: Vec<&SockRecord> = recs.iter().filter(|r| r.netns_cookie == ns).collect();
-                let started = now - u64::from(rng.below(20)) * NS_PER_MS - 3;
-                if round == 0 || rng.below(10) == 0 {
+                let started = now - u64::from(rng.below_u32(20)) * NS_PER_MS - 3;
+                if round == 0 || rng.below_u32(10) == 0 {
                     // A full sweep (some fields may have changed).
                     let full: Vec<SockRecord> = mine.iter().map(|r| **r).collect();
                     t.apply_sweep(ns, &full, &[], started, CLOCK, now, None);
@@ -122,11 +115,11 @@ fn detectors_with_aging_equal_rewritten_times_over_random_sockets() {
                     t.apply_sweep(ns, &[], &seen, started, CLOCK, now, None);
                 }
             }
-            if rng.below(4) == 0 {
+            if rng.below_u32(4) == 0 {
                 // An event sets one record apart from its namespace (its own times hold).
-                let r = &recs[rng.below(recs.len() as u64) as usize];
+                let r = &recs[rng.below_u32(recs.len() as u64) as usize];
                 let ev = StateEvent {
-                    ts_ns: now - u64::from(rng.below(50)) * NS_PER_MS,
+                    ts_ns: now - u64::from(rng.below_u32(50)) * NS_PER_MS,
                     skaddr: r.skaddr,
                     cookie: r.cookie,
                     netns_cookie: r.netns_cookie,
@@ -138,13 +131,13 @@ fn detectors_with_aging_equal_rewritten_times_over_random_sockets() {
                 };
                 t.apply_event(&ev, false);
             }
-            if rng.below(15) == 0 {
+            if rng.below_u32(15) == 0 {
                 // Some socket changes (its next full sweep tells).
-                let i = rng.below(recs.len() as u64) as usize;
+                let i = rng.below_u32(recs.len() as u64) as usize;
                 let (ns, skaddr) = (recs[i].netns_cookie, recs[i].skaddr);
                 recs[i] = random_record(&mut rng, ns, skaddr);
             }
-            let at = now + u64::from(rng.below(900)) * NS_PER_MS;
+            let at = now + u64::from(rng.below_u32(900)) * NS_PER_MS;
             let ctx = DetectContext {
                 netns: &netns_info,
                 port_resets: &port_resets,

@@ -40,18 +40,14 @@ fn too_many_ranges_merge_the_closest_first_and_still_cover_everything() {
 
 #[test]
 fn randomised_every_span_is_covered() {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..500 {
         let mut spans = Vec::new();
-        for _ in 0..(x % 40) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let start = u32::try_from(x % 4000).unwrap();
-            let len = u32::try_from(1 + (x >> 20) % 16).unwrap();
+        for _ in 0..rng.below(40) {
+            let start = rng.below_u32(4000);
+            let len = 1 + rng.below_u32(16);
             spans.push((start, start + len));
         }
-        x = x.wrapping_add(1);
         let r = copy_ranges(&spans);
         for s in &spans {
             assert!(covers(&r, *s), "{s:?} not covered by {r:?}");

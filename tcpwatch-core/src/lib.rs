@@ -28,6 +28,8 @@ pub mod render;
 pub mod shared_hash;
 pub mod state_changes;
 pub mod table;
+#[cfg(test)]
+mod test_rng;
 pub mod tp_format;
 pub mod wall;
 pub mod webconfig;

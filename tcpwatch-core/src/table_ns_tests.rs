@@ -13,20 +13,7 @@ use crate::table::{ConnTable, KernelClock, TableConfig};
 const CLOCK: KernelClock = KernelClock { hz: 1000 };
 
 /// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::test_rng::Rng;
 
 fn record(skaddr: u64, cookie: u64, netns: u64, state: u8) -> SockRecord {
     SockRecord {
