@@ -11,6 +11,13 @@
 //! baseline. A counter that goes backwards (recreated) is re-baselined. State: a few samples per
 //! port handed in (those at most one window old, at most [`MAX_SAMPLES`]), dropped when the port
 //! is no longer handed in.
+//!
+//! Cost follows change: under connection churn the kernel hands in thousands of ports (a reset
+//! from each ephemeral port). A port below `min_resets` at its last sample whose counters did
+//! not move since is skipped: its count in the window can only have fallen (the window's base
+//! only moves forward). When it moves again, the samples it skipped (its unchanged counters at
+//! each evaluation since, as far as the window and [`MAX_SAMPLES`] keep them) are filled in
+//! first, so the window, its start and the finding's `since` are those of sampling every port.
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::{ResetBurstConfig, seconds_to_ns};
@@ -28,10 +35,63 @@ struct PortTrack {
     burst_since: Option<MonoNs>,
 }
 
-#[derive(Debug, Default)]
+impl PortTrack {
+    /// Adds the sample at `now` (after those the port skipped while quiet) and drops those
+    /// before the window: the window's first sample (time, counters).
+    fn sample(
+        &mut self,
+        evals: &VecDeque<MonoNs>,
+        start: MonoNs,
+        now: MonoNs,
+        counts: ResetCounts,
+    ) -> (MonoNs, ResetCounts) {
+        let samples = &mut self.samples;
+        if let Some(&(tb, c)) = samples.back() {
+            // The evaluations this port skipped, from the last one at or before the window's
+            // start: their samples held the same counters.
+            let after_back = evals.partition_point(|&e| e <= tb);
+            let from_start = evals.partition_point(|&e| e <= start).saturating_sub(1);
+            for &e in evals.range(after_back.max(from_start)..) {
+                samples.push_back((e, c));
+            }
+        }
+        if samples
+            .back()
+            .is_some_and(|(_, last)| last.sent > counts.sent || last.received > counts.received)
+        {
+            samples.clear();
+        }
+        samples.push_back((now, counts));
+        while samples.len() >= 2 && samples.get(1).is_some_and(|(at, _)| *at <= start) {
+            samples.pop_front();
+        }
+        while samples.len() > MAX_SAMPLES {
+            samples.pop_front();
+        }
+        samples.front().copied().unwrap_or((now, counts))
+    }
+}
+
+#[derive(Debug)]
 pub(crate) struct ResetState {
     ports: HashMap<(u64, u16), PortTrack>,
     last_eval: Option<MonoNs>,
+    /// The last [`MAX_SAMPLES`] evaluation times: where a skipped port's samples would be.
+    evals: VecDeque<MonoNs>,
+    /// Skip quiet ports (see the module's comment); off only in the test that proves the skip
+    /// changes nothing.
+    skip_quiet: bool,
+}
+
+impl Default for ResetState {
+    fn default() -> Self {
+        Self {
+            ports: HashMap::new(),
+            last_eval: None,
+            evals: VecDeque::new(),
+            skip_quiet: true,
+        }
+    }
 }
 
 impl ResetState {
@@ -45,11 +105,13 @@ impl ResetState {
     ) {
         let window = seconds_to_ns(cfg.window_seconds);
         let start = now.saturating_sub(window);
-        let mut next = HashMap::with_capacity(ctx.port_resets.len());
+        // Ports no longer handed in (evicted from the kernel's LRU map) are forgotten.
+        self.ports.retain(|k, _| ctx.port_resets.contains_key(k));
+        let last_eval = self.last_eval;
         for (&(cookie, port), &counts) in ctx.port_resets {
-            let mut track = self.ports.remove(&(cookie, port)).unwrap_or_else(|| {
+            let track = self.ports.entry((cookie, port)).or_insert_with(|| {
                 let mut samples = VecDeque::new();
-                if let Some(prev) = self.last_eval {
+                if let Some(prev) = last_eval {
                     samples.push_back((prev, ResetCounts::default()));
                 }
                 PortTrack {
@@ -57,32 +119,25 @@ impl ResetState {
                     burst_since: None,
                 }
             });
-            let samples = &mut track.samples;
-            if samples
-                .back()
-                .is_some_and(|(_, last)| last.sent > counts.sent || last.received > counts.received)
+            if self.skip_quiet
+                && track.burst_since.is_none()
+                && track
+                    .samples
+                    .back()
+                    .is_some_and(|(_, last)| *last == counts)
             {
-                samples.clear();
+                continue;
             }
-            samples.push_back((now, counts));
-            while samples.len() >= 2 && samples.get(1).is_some_and(|(at, _)| *at <= start) {
-                samples.pop_front();
-            }
-            while samples.len() > MAX_SAMPLES {
-                samples.pop_front();
-            }
-            let (t0, base) = samples.front().copied().unwrap_or((now, counts));
+            let (t0, base) = track.sample(&self.evals, start, now, counts);
 
             let sent = counts.sent.saturating_sub(base.sent);
             let received = counts.received.saturating_sub(base.received);
             let total = u64::from(sent) + u64::from(received);
             if total < u64::from(cfg.min_resets) {
                 track.burst_since = None;
-                next.insert((cookie, port), track);
                 continue;
             }
             let since = *track.burst_since.get_or_insert(t0);
-            next.insert((cookie, port), track);
             let span = now.saturating_sub(t0).max(1);
             let netns = ctx
                 .netns
@@ -138,10 +193,17 @@ impl ResetState {
                 socket: None,
             });
         }
-        self.ports = next;
         self.last_eval = Some(now);
+        self.evals.push_back(now);
+        while self.evals.len() > MAX_SAMPLES {
+            self.evals.pop_front();
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "resets_random_tests.rs"]
+mod random_tests;
 
 #[cfg(test)]
 mod tests {
