@@ -584,4 +584,4 @@ mod ns;
 
 #[cfg(test)]
 #[path = "table_tests.rs"]
-mod tests;
+pub(crate) mod tests;

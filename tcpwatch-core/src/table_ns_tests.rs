@@ -5,31 +5,22 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tcpwatch_common::delta::{SEEN_TAG, SockSeen};
-use tcpwatch_common::{AF_INET, SockRecord, StateEvent, record_flags, tcp_state};
+use tcpwatch_common::{AF_INET, SockRecord, StateEvent, tcp_state};
 
 use crate::model::{ConnKey, MonoNs};
 use crate::table::{ConnTable, KernelClock, TableConfig};
 
 const CLOCK: KernelClock = KernelClock { hz: 1000 };
 
-/// A small deterministic generator (xorshift64*).
 use crate::test_rng::Rng;
 
+/// `table_tests`' record with its own cookie, namespace inode and remote port.
 fn record(skaddr: u64, cookie: u64, netns: u64, state: u8) -> SockRecord {
     SockRecord {
-        skaddr,
         cookie,
-        netns_cookie: netns,
         netns_ino: u32::try_from(netns).unwrap() + 4_026_531_000,
-        family: AF_INET,
-        sport: 8080,
         dport: u16::try_from(40_000 + skaddr).unwrap(),
-        state,
-        flags: record_flags::FULL_SOCK | record_flags::TRACKED | record_flags::HAS_SOCKET,
-        state_since_ns: 100,
-        first_seen_ns: 50,
-        inode: 999,
-        ..SockRecord::default()
+        ..crate::table::tests::rec(skaddr, netns, state)
     }
 }
 
@@ -68,6 +59,19 @@ fn slow_cookies(t: &ConnTable) -> BTreeMap<u64, bool> {
     out
 }
 
+/// A state change of `(ns, skaddr)` at `now`.
+fn event(now: MonoNs, ns: u64, skaddr: u64, cookie: u64, newstate: u8) -> StateEvent {
+    StateEvent {
+        ts_ns: now,
+        skaddr,
+        cookie,
+        netns_cookie: ns,
+        family: AF_INET,
+        newstate,
+        ..StateEvent::default()
+    }
+}
+
 #[test]
 #[allow(clippy::too_many_lines, reason = "one random history, op by op")]
 fn shortcut_sweeps_equal_full_search_over_random_histories() {
@@ -99,33 +103,17 @@ fn shortcut_sweeps_equal_full_search_over_random_histories() {
                         }
                     };
                     truth.insert((ns, skaddr), cookie);
-                    let ev = StateEvent {
-                        ts_ns: now,
-                        skaddr,
-                        cookie,
-                        netns_cookie: ns,
-                        family: AF_INET,
-                        newstate: tcp_state::ESTABLISHED,
-                        ..StateEvent::default()
-                    };
+                    // One in five events is lost.
                     if rng.below(5) != 0 {
-                        // (Else the event was lost.)
+                        let ev = event(now, ns, skaddr, cookie, tcp_state::ESTABLISHED);
                         fast.apply_event(&ev, false);
                         slow.apply_event(&ev, false);
                     }
                 }
                 3 => {
                     let cookie = truth.remove(&(ns, skaddr)).unwrap_or(0);
-                    let ev = StateEvent {
-                        ts_ns: now,
-                        skaddr,
-                        cookie,
-                        netns_cookie: ns,
-                        family: AF_INET,
-                        newstate: tcp_state::CLOSE,
-                        ..StateEvent::default()
-                    };
                     if rng.below(5) != 0 {
+                        let ev = event(now, ns, skaddr, cookie, tcp_state::CLOSE);
                         fast.apply_event(&ev, false);
                         slow.apply_event(&ev, false);
                     }

@@ -3,7 +3,8 @@ use super::*;
 use crate::model::NS_PER_MS;
 use tcpwatch_common::{AF_INET, SweepHeader, record_flags, tcp_state};
 
-fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
+/// A tracked full socket of `netns` in `state` (also the base of `table_ns_tests`' records).
+pub(crate) fn rec(skaddr: u64, netns: u64, state: u8) -> SockRecord {
     SockRecord {
         skaddr,
         netns_cookie: netns,

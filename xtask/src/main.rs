@@ -34,7 +34,7 @@ enum Command {
     /// the debian-rustc-web rustup toolchain, bpf-linker; mount tracefs and bpffs.
     Setup {
         /// Also install the integration tests' packages (iproute2, nftables, tmux,
-        /// prometheus, prometheus-alertmanager).
+        /// prometheus, prometheus-alertmanager, nginx, podman, bpftool, ...: `TEST_PACKAGES`).
         #[arg(long)]
         test_deps: bool,
     },

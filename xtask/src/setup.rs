@@ -34,6 +34,12 @@ const TEST_PACKAGES: &[&str] = &[
     "python3-venv",
     // `ss` ground truth and `setpriv` in the privileged tests
     "util-linux",
+    // the kernel's own program statistics (`bpftool prog show`: tests/flood.rs,
+    // tests/program_stats.rs)
+    "bpftool",
+    // the API over HTTP(S) from outside (tests/security.rs) and the test PKI (tcpwatch-testkit)
+    "curl",
+    "openssl",
 ];
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const CORE_SRC: &str = "/usr/lib/rustlib/src/rust/library/core/src/lib.rs";

@@ -22,11 +22,12 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::config::{ResetBurstConfig, seconds_to_ns};
 use crate::detect::lifecycle::Candidate;
+use crate::detect::window::push_sample;
 use crate::detect::{DetectContext, Snapshot, text};
 use crate::model::{FindingKind, MonoNs, NetnsId, ResetCounts, Severity, Subject};
 
 /// Most samples kept per port (one per evaluation within the window).
-pub(crate) const MAX_SAMPLES: usize = 512;
+pub(crate) use crate::detect::window::MAX_SAMPLES;
 
 #[derive(Debug, Default)]
 struct PortTrack {
@@ -55,20 +56,9 @@ impl PortTrack {
                 samples.push_back((e, c));
             }
         }
-        if samples
-            .back()
-            .is_some_and(|(_, last)| last.sent > counts.sent || last.received > counts.received)
-        {
-            samples.clear();
-        }
-        samples.push_back((now, counts));
-        while samples.len() >= 2 && samples.get(1).is_some_and(|(at, _)| *at <= start) {
-            samples.pop_front();
-        }
-        while samples.len() > MAX_SAMPLES {
-            samples.pop_front();
-        }
-        samples.front().copied().unwrap_or((now, counts))
+        push_sample(samples, start, now, counts, |last, c| {
+            last.sent > c.sent || last.received > c.received
+        })
     }
 }
 

@@ -13,6 +13,30 @@ use crate::model::MonoNs;
 
 pub(crate) const MAX_SAMPLES: usize = 512;
 
+/// Adds the sample `(now, counts)` to a key's samples and returns the window's first one (time,
+/// counters): the samples restart from this one if a counter went down (`went_down(last,
+/// counts)`: re-created), those before the window's `start` are dropped (the last one at or
+/// before it stays, as the base) and at most [`MAX_SAMPLES`] are kept.
+pub(crate) fn push_sample<C: Copy>(
+    samples: &mut VecDeque<(MonoNs, C)>,
+    start: MonoNs,
+    now: MonoNs,
+    counts: C,
+    went_down: impl Fn(&C, &C) -> bool,
+) -> (MonoNs, C) {
+    if samples.back().is_some_and(|(_, last)| went_down(last, &counts)) {
+        samples.clear();
+    }
+    samples.push_back((now, counts));
+    while samples.len() >= 2 && samples.get(1).is_some_and(|(at, _)| *at <= start) {
+        samples.pop_front();
+    }
+    while samples.len() > MAX_SAMPLES {
+        samples.pop_front();
+    }
+    samples.front().copied().unwrap_or((now, counts))
+}
+
 #[derive(Debug)]
 struct Track<const N: usize> {
     samples: VecDeque<(MonoNs, [u64; N])>,
@@ -73,21 +97,9 @@ impl<K: Hash + Eq + Clone, const N: usize> Windowed<K, N> {
                     since: None,
                 }
             });
-            let samples = &mut track.samples;
-            if samples
-                .back()
-                .is_some_and(|(_, last)| last.iter().zip(&counts).any(|(a, b)| a > b))
-            {
-                samples.clear();
-            }
-            samples.push_back((now, counts));
-            while samples.len() >= 2 && samples.get(1).is_some_and(|(at, _)| *at <= start) {
-                samples.pop_front();
-            }
-            while samples.len() > MAX_SAMPLES {
-                samples.pop_front();
-            }
-            let (from, base) = samples.front().copied().unwrap_or((now, counts));
+            let (from, base) = push_sample(&mut track.samples, start, now, counts, |last, c| {
+                last.iter().zip(c).any(|(a, b)| a > b)
+            });
             let mut delta = [0; N];
             for (d, (c, b)) in delta.iter_mut().zip(counts.iter().zip(&base)) {
                 *d = c.saturating_sub(*b);
