@@ -24,7 +24,10 @@ pub(crate) fn push_sample<C: Copy>(
     counts: C,
     went_down: impl Fn(&C, &C) -> bool,
 ) -> (MonoNs, C) {
-    if samples.back().is_some_and(|(_, last)| went_down(last, &counts)) {
+    if samples
+        .back()
+        .is_some_and(|(_, last)| went_down(last, &counts))
+    {
         samples.clear();
     }
     samples.push_back((now, counts));
