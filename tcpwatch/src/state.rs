@@ -44,6 +44,8 @@ pub struct DaemonStats {
     /// Namespaces of the last sweep that share the host's TCP established hash
     /// (`tcpwatch_core::shared_hash`).
     pub namespaces_sharing_hash: u64,
+    /// Buckets of the hash they share (the host's), 0 when none does.
+    pub shared_hash_buckets: u64,
     /// Stream events lost by slow subscribers (counted by the readers' hub, added to this in
     /// the published view).
     pub stream_lagged: u64,
@@ -209,6 +211,8 @@ impl Shared {
         self.netns = alive;
         self.stats.namespaces_sharing_hash =
             tcpwatch_core::shared_hash::sharing(self.netns.values()) as u64;
+        self.stats.shared_hash_buckets =
+            tcpwatch_core::shared_hash::shared_buckets(self.netns.values());
         self.netns_names.retain(|c, _| self.netns.contains_key(c));
         let swept = self.netns.keys().copied().collect();
         let mut gone = Vec::new();
@@ -233,6 +237,7 @@ impl Shared {
     pub fn take_shared_hash_advice(&mut self) -> Option<String> {
         let advice = tcpwatch_core::shared_hash::advice(
             usize::try_from(self.stats.namespaces_sharing_hash).unwrap_or(usize::MAX),
+            self.stats.shared_hash_buckets,
             usize::try_from(self.stats.last_sweep_sockets).unwrap_or(usize::MAX),
         );
         let first = advice.is_some() && !self.hash_advice_given;

@@ -389,15 +389,22 @@ fn namespace_without_sockets_is_swept_cleanly() {
     );
 }
 
+/// `net.ipv4.tcp_child_ehash_entries` is host-wide: the tests that set it run one at a time.
+static EHASH_KNOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const EHASH_KNOB_PATH: &str = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
+
 #[test]
 fn namespaces_sharing_the_host_hash_are_told_apart() {
     if !privileged() {
         return;
     }
+    let _knob = EHASH_KNOB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A namespace made with the default shares the host's established hash (its sweep walks
     // every socket of the host); one made after net.ipv4.tcp_child_ehash_entries was set has
     // its own (docs/operations.md). The sysctl exists since Linux 6.1.
-    let knob = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
+    let knob = EHASH_KNOB_PATH;
     let Ok(before) = std::fs::read_to_string(knob) else {
         eprintln!("SKIPPED: {knob} missing (a kernel before 6.1): every namespace shares");
         return;
@@ -430,4 +437,81 @@ fn namespaces_sharing_the_host_hash_are_told_apart() {
     assert_eq!(truth(&own), 1024);
     assert_eq!(entries(shared.inode), Some(truth(&shared)));
     assert_eq!(entries(own.inode), Some(1024));
+}
+
+#[test]
+fn empty_namespaces_sharing_the_host_hash_draw_the_advice() {
+    if !privileged() {
+        return;
+    }
+    // Each namespace that shares the host's established hash steps over all of its buckets
+    // at every sweep, sockets or not (docs/operations.md): enough empty ones make the daemon
+    // log the tcp_child_ehash_entries advice, with no socket in them at all.
+    let _knob = EHASH_KNOB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Ok(before) = std::fs::read_to_string(EHASH_KNOB_PATH) else {
+        eprintln!("SKIPPED: {EHASH_KNOB_PATH} missing (a kernel before 6.1): sizes not told");
+        return;
+    };
+    let buckets: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let per_ns = buckets * tcpwatch_core::shared_hash::BUCKET_NS;
+    let n = tcpwatch_core::shared_hash::ADVISE_FROM_NS.div_ceil(per_ns);
+    assert!(
+        n <= 64,
+        "{n} namespaces for a {buckets}-bucket hash: too many for a test"
+    );
+    std::fs::write(EHASH_KNOB_PATH, "0").unwrap();
+    let made: Vec<Netns> = (0..n).map(|i| Netns::new(&format!("eh{i}_"))).collect();
+    std::fs::write(EHASH_KNOB_PATH, before.trim()).unwrap();
+    for ns in &made {
+        let own: i64 = ns.enter(|| {
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        });
+        assert_eq!(
+            own,
+            -i64::try_from(buckets).unwrap(),
+            "shares the host's hash"
+        );
+        assert!(ss(ns).is_empty(), "no socket in {}", ns.name);
+    }
+    let log = std::env::temp_dir().join(format!("tcpwatch-ehash-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut d = support::daemon::Daemon::spawn(
+        std::path::Path::new(support::BIN),
+        support::daemon::pin_dir("eh"),
+        support::free_port(),
+        vec![],
+        |c| {
+            c.stderr(file);
+        },
+    );
+    d.wait_api_ready();
+    let d = Daemon::from_kit(d);
+    let said = wait_for(Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("share the host's TCP established hash"))
+            .map(str::to_owned)
+    });
+    let sharing = d.metric("tcpwatch_namespaces_sharing_tcp_hash");
+    let _ = std::fs::remove_file(&log);
+    let line = said.expect("the advice within 20 s");
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("({buckets} buckets)")), "{line}");
+    assert!(line.contains("net.ipv4.tcp_child_ehash_entries"), "{line}");
+    #[allow(clippy::cast_precision_loss, reason = "a few dozen namespaces")]
+    let at_least = n as f64;
+    assert!(
+        sharing >= at_least,
+        "{sharing} sharing namespaces counted, {n} made"
+    );
 }
