@@ -393,27 +393,49 @@ fn namespace_without_sockets_is_swept_cleanly() {
 static EHASH_KNOB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const EHASH_KNOB_PATH: &str = "/proc/sys/net/ipv4/tcp_child_ehash_entries";
 
+/// The knob, held, and its value before the test; None (said) on a kernel before 6.1, where
+/// it does not exist and every namespace shares the host's hash.
+fn hold_ehash_knob() -> Option<(std::sync::MutexGuard<'static, ()>, String)> {
+    let held = EHASH_KNOB
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match std::fs::read_to_string(EHASH_KNOB_PATH) {
+        Ok(before) => Some((held, before.trim().to_owned())),
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: {EHASH_KNOB_PATH}: {e} (a kernel before 6.1): every namespace shares"
+            );
+            None
+        }
+    }
+}
+
+/// `net.ipv4.tcp_ehash_entries` of the calling thread's namespace: its hash's size, negated
+/// when it shares the host's.
+fn ehash_entries() -> i64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[test]
 fn namespaces_sharing_the_host_hash_are_told_apart() {
     if !privileged() {
         return;
     }
-    let _knob = EHASH_KNOB
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     // A namespace made with the default shares the host's established hash (its sweep walks
     // every socket of the host); one made after net.ipv4.tcp_child_ehash_entries was set has
     // its own (docs/operations.md). The sysctl exists since Linux 6.1.
-    let knob = EHASH_KNOB_PATH;
-    let Ok(before) = std::fs::read_to_string(knob) else {
-        eprintln!("SKIPPED: {knob} missing (a kernel before 6.1): every namespace shares");
+    let Some((_held, before)) = hold_ehash_knob() else {
         return;
     };
-    std::fs::write(knob, "0").unwrap();
+    std::fs::write(EHASH_KNOB_PATH, "0").unwrap();
     let shared = Netns::new("ehshared");
-    std::fs::write(knob, "1024").unwrap();
+    std::fs::write(EHASH_KNOB_PATH, "1024").unwrap();
     let own = Netns::new("ehown");
-    std::fs::write(knob, before.trim()).unwrap();
+    std::fs::write(EHASH_KNOB_PATH, &before).unwrap();
     let snap = snapshot(&[]);
     let entries = |inode: u64| {
         snap["sweep"]["swept"]
@@ -424,15 +446,7 @@ fn namespaces_sharing_the_host_hash_are_told_apart() {
             .map(|s| s["tcp_ehash_entries"].as_i64())
             .expect("the namespace is in the sweep summary")
     };
-    let truth = |ns: &Netns| -> i64 {
-        ns.enter(|| {
-            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        })
-    };
+    let truth = |ns: &Netns| ns.enter(ehash_entries);
     assert!(truth(&shared) < 0, "the default shares the host's hash");
     assert_eq!(truth(&own), 1024);
     assert_eq!(entries(shared.inode), Some(truth(&shared)));
@@ -447,18 +461,10 @@ fn empty_namespaces_sharing_the_host_hash_draw_the_advice() {
     // Each namespace that shares the host's established hash steps over all of its buckets
     // at every sweep, sockets or not (docs/operations.md): enough empty ones make the daemon
     // log the tcp_child_ehash_entries advice, with no socket in them at all.
-    let _knob = EHASH_KNOB
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Ok(before) = std::fs::read_to_string(EHASH_KNOB_PATH) else {
-        eprintln!("SKIPPED: {EHASH_KNOB_PATH} missing (a kernel before 6.1): sizes not told");
+    let Some((_held, before)) = hold_ehash_knob() else {
         return;
     };
-    let buckets: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let buckets = ehash_entries().unsigned_abs();
     let per_ns = buckets * tcpwatch_core::shared_hash::BUCKET_NS;
     let n = tcpwatch_core::shared_hash::ADVISE_FROM_NS.div_ceil(per_ns);
     assert!(
@@ -467,15 +473,9 @@ fn empty_namespaces_sharing_the_host_hash_draw_the_advice() {
     );
     std::fs::write(EHASH_KNOB_PATH, "0").unwrap();
     let made: Vec<Netns> = (0..n).map(|i| Netns::new(&format!("eh{i}_"))).collect();
-    std::fs::write(EHASH_KNOB_PATH, before.trim()).unwrap();
+    std::fs::write(EHASH_KNOB_PATH, &before).unwrap();
     for ns in &made {
-        let own: i64 = ns.enter(|| {
-            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap()
-        });
+        let own = ns.enter(ehash_entries);
         assert_eq!(
             own,
             -i64::try_from(buckets).unwrap(),
