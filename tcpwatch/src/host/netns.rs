@@ -256,9 +256,8 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     }
     // Linux 6.7+ only: absent elsewhere (None).
     info.tcp_syn_linear_timeouts = read_sysctl("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
-    info.tcp_ehash_entries = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
+    // Linux 6.1+ only; negative when the namespace shares the host's hash.
+    info.tcp_ehash_entries = read_sysctl("/proc/sys/net/ipv4/tcp_ehash_entries");
     if let Ok(s) = std::fs::read_to_string("/proc/thread-self/net/netstat") {
         let (o, d) = parse_listen_counters(&s);
         info.listen_overflows = o;
@@ -267,7 +266,7 @@ pub fn current_info(id: NetnsId) -> NetnsInfo {
     info
 }
 
-fn read_sysctl(path: &str) -> Option<u32> {
+fn read_sysctl<T: std::str::FromStr>(path: &str) -> Option<T> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
