@@ -11,7 +11,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use anyhow::{Context as _, bail};
 use aya::Pod;
-use aya::maps::{Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 
 /// `BPF_MAP_LOOKUP_BATCH` (`enum bpf_cmd`).
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -148,6 +148,40 @@ fn for_each_data<K: Pod, V: Pod>(
         token_in = token_out;
         first = false;
     }
+}
+
+/// Calls `f` with every key of the per-CPU hash `map` and its per-CPU values: in batches
+/// where the kernel allows, else entry by entry.
+pub fn for_each_percpu_hash<K: Pod, V: Pod>(
+    map: &Map,
+    mut f: impl FnMut(K, &[V]),
+) -> anyhow::Result<()> {
+    if !for_each(map, true, &mut f)? {
+        let m: PerCpuHashMap<&MapData, K, V> = PerCpuHashMap::try_from(map)?;
+        for entry in &m {
+            let (k, vals) = entry?;
+            f(k, &vals);
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f` with every key of the hash `map` and its value: in batches where the kernel
+/// allows, else entry by entry.
+pub fn for_each_hash<K: Pod, V: Pod>(map: &Map, mut f: impl FnMut(K, &V)) -> anyhow::Result<()> {
+    let batched = for_each(map, false, |k, v: &[V]| {
+        if let Some(v) = v.first() {
+            f(k, v);
+        }
+    })?;
+    if !batched {
+        let m: HashMap<&MapData, K, V> = HashMap::try_from(map)?;
+        for entry in &m {
+            let (k, v) = entry?;
+            f(k, &v);
+        }
+    }
+    Ok(())
 }
 
 /// The per-CPU sums of the first `len` slots of a per-CPU `u64` array, in one call where the

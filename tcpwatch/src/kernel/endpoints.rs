@@ -6,7 +6,6 @@ use std::sync::OnceLock;
 
 use anyhow::Context as _;
 use aya::Ebpf;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use aya::programs::TracePoint;
 use tcpwatch_common::endpoints::{
     EndpointCounts, EndpointKey as KEndpointKey, ListenInfo, ListenKey, RESET_REASONS_MAX,
@@ -144,7 +143,7 @@ impl Kernel {
             .ebpf
             .map("ENDPOINTS")
             .context("ENDPOINTS map missing")?;
-        let mut add = |k: KEndpointKey, vals: &[EndpointCounts]| {
+        batch::for_each_percpu_hash(map, |k: KEndpointKey, vals: &[EndpointCounts]| {
             let mut s = EndpointStats::default();
             for v in vals {
                 s.stale_resets += v.stale_resets;
@@ -167,16 +166,7 @@ impl Kernel {
                 pid: k.pid,
             };
             f.endpoints.insert(key, s);
-        };
-        if !batch::for_each(map, true, &mut add)? {
-            let m: PerCpuHashMap<&MapData, KEndpointKey, EndpointCounts> =
-                PerCpuHashMap::try_from(map)?;
-            for entry in &m {
-                let (k, vals) = entry?;
-                add(k, &vals);
-            }
-        }
-        Ok(())
+        })
     }
 
     fn read_server_resets(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {
@@ -184,7 +174,7 @@ impl Kernel {
             .ebpf
             .map("SERVER_RESETS")
             .context("SERVER_RESETS map missing")?;
-        let mut add = |k: PortKey, vals: &[ServerResets]| {
+        batch::for_each_percpu_hash(map, |k: PortKey, vals: &[ServerResets]| {
             let mut s = ServerPortResets::default();
             for v in vals {
                 s.timewait_sent += v.timewait_sent;
@@ -192,20 +182,12 @@ impl Kernel {
                 s.last = s.last.max(v.last_ns);
             }
             f.server_ports.insert((k.netns_cookie, k.port), s);
-        };
-        if !batch::for_each(map, true, &mut add)? {
-            let m: PerCpuHashMap<&MapData, PortKey, ServerResets> = PerCpuHashMap::try_from(map)?;
-            for entry in &m {
-                let (k, vals) = entry?;
-                add(k, &vals);
-            }
-        }
-        Ok(())
+        })
     }
 
     fn read_listens(&self, f: &mut EndpointFacts) -> anyhow::Result<()> {
         let map = self.ebpf.map("LISTENS").context("LISTENS map missing")?;
-        let mut add = |k: ListenKey, v: &ListenInfo| {
+        batch::for_each_hash(map, |k: ListenKey, v: &ListenInfo| {
             f.listeners.push(ListenerHistory {
                 netns_cookie: k.netns_cookie,
                 local: addr(k.family, k.addr, k.port),
@@ -215,19 +197,7 @@ impl Kernel {
                 pid: v.pid,
                 comm: comm(&v.comm),
             });
-        };
-        let batched = batch::for_each(map, false, |k, v: &[ListenInfo]| {
-            if let Some(v) = v.first() {
-                add(k, v);
-            }
         })?;
-        if !batched {
-            let m: BpfHashMap<&MapData, ListenKey, ListenInfo> = BpfHashMap::try_from(map)?;
-            for entry in &m {
-                let (k, v) = entry?;
-                add(k, &v);
-            }
-        }
         f.listeners.sort_by_key(|l| (l.netns_cookie, l.local));
         Ok(())
     }

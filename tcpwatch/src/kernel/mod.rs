@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow, bail};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
 use aya::programs::{BtfTracePoint, Iter, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tcpwatch_common::delta::SweepCtl;
@@ -213,7 +213,7 @@ impl Kernel {
             .map("PORT_RESETS")
             .context("PORT_RESETS map missing")?;
         let mut out = HashMap::new();
-        let mut add = |k: PortKey, vals: &[PortResets]| {
+        batch::for_each_percpu_hash(map, |k: PortKey, vals: &[PortResets]| {
             let sent: u64 = vals.iter().map(|v| v.sent).sum();
             let received: u64 = vals.iter().map(|v| v.received).sum();
             out.insert(
@@ -223,14 +223,7 @@ impl Kernel {
                     received: u32::try_from(received).unwrap_or(u32::MAX),
                 },
             );
-        };
-        if !batch::for_each(map, true, &mut add)? {
-            let m: PerCpuHashMap<&MapData, PortKey, PortResets> = PerCpuHashMap::try_from(map)?;
-            for entry in &m {
-                let (k, vals) = entry?;
-                add(k, &vals);
-            }
-        }
+        })?;
         Ok(out)
     }
 
@@ -305,13 +298,13 @@ impl Kernel {
                 .context("setting the sweep generation")?;
             self.generation_written = generation;
         }
-        let it: &mut Iter = program(&mut self.ebpf, self.sweep_program)?.try_into()?;
-        let link_id = it.attach().context("attaching the iter/tcp sweep")?;
-        let link = it.take_link(link_id)?;
-        let mut file = link.into_file().context("creating a sweep iterator")?;
         self.read_buf.clear();
-        file.read_to_end(&mut self.read_buf)
-            .context("reading the sweep iterator")?;
+        read_iter(
+            &mut self.ebpf,
+            self.sweep_program,
+            &mut self.read_buf,
+            "the iter/tcp sweep",
+        )?;
         let sweep = parse_sweep(&self.read_buf);
         // Kept for the next sweep, but not at the size of a full sweep once sweeps are
         // change-only (256 bytes per socket).
@@ -433,6 +426,20 @@ fn load_sweep(
              tested on 5.10+); if the verifier refused it, report the log above"
         )),
     }
+}
+
+/// Runs the loaded `iter/tcp` program `name` once in the calling thread's namespace: attaches
+/// it, reads its whole output into `out`, and closes it. `what` names it in errors.
+fn read_iter(ebpf: &mut Ebpf, name: &str, out: &mut Vec<u8>, what: &str) -> anyhow::Result<()> {
+    let it: &mut Iter = program(ebpf, name)?.try_into()?;
+    let link_id = it.attach().with_context(|| format!("attaching {what}"))?;
+    let link = it.take_link(link_id)?;
+    let mut file = link
+        .into_file()
+        .with_context(|| format!("creating {what}"))?;
+    file.read_to_end(out)
+        .with_context(|| format!("reading {what}"))?;
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::programs::Program> {

@@ -1,14 +1,13 @@
 //! The sweep's reference walk (`tcpwatch snapshot --walk-reference`, for `cargo xtask
 //! bench`): the `iter/tcp` program that only counts, run in the calling thread's namespace.
 //! What the kernel's walk of a namespace costs with no per-socket work: the floor of a sweep.
-use std::io::Read as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use aya::programs::Iter;
 use tcpwatch_common::hooks::WALK_REFERENCE_PROGRAM;
 
-use super::{Kernel, KernelBtf, program};
+use super::{Kernel, KernelBtf, program, read_iter};
 
 impl Kernel {
     /// Walks the current namespace's TCP sockets with the reference program (loaded on first
@@ -22,14 +21,13 @@ impl Kernel {
             self.walk_reference_loaded = true;
         }
         let t0 = Instant::now();
-        let it: &mut Iter = program(&mut self.ebpf, WALK_REFERENCE_PROGRAM)?.try_into()?;
-        let link_id = it.attach().context("attaching the reference walk")?;
-        let link = it.take_link(link_id)?;
-        let mut file = link.into_file().context("creating the reference walk")?;
         let mut out = Vec::with_capacity(8);
-        file.read_to_end(&mut out)
-            .context("reading the reference walk")?;
-        drop(file);
+        read_iter(
+            &mut self.ebpf,
+            WALK_REFERENCE_PROGRAM,
+            &mut out,
+            "the reference walk",
+        )?;
         let took = t0.elapsed();
         let count: [u8; 8] = out
             .get(..8)
